@@ -1,0 +1,65 @@
+//! The loaded, validated state every command and door shares: config,
+//! catalog, policies, users and the ticket store. Built once, passed as an
+//! `Arc` (no globals).
+
+use std::sync::Arc;
+
+use crate::auth::UserDirectory;
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::{Config, ConfigError};
+use crate::policy::{PolicyError, PolicySet};
+use crate::tickets::{IssuePolicy, MemoryTicketStore, TicketIssuer, TicketStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+pub struct App {
+    pub config: Config,
+    pub catalog: Arc<Catalog>,
+    pub policies: Arc<PolicySet>,
+    pub users: UserDirectory,
+    pub tickets: TicketIssuer,
+}
+
+impl App {
+    /// Loads catalog and policies named by an already validated config.
+    pub fn from_config(config: Config) -> Result<App, LoadError> {
+        let catalog = Arc::new(Catalog::load_dir(&config.catalog.dir)?);
+        let policies = Arc::new(PolicySet::load_dir(
+            &config.policy.dir,
+            config.policy.eval_timeout,
+        )?);
+        let users = UserDirectory::from_config(&config);
+        // Validation admits only "memory" until the Redis store exists.
+        let store: Arc<dyn TicketStore> = Arc::new(MemoryTicketStore::new());
+        let tickets = TicketIssuer {
+            catalog: catalog.clone(),
+            policies: policies.clone(),
+            store,
+            limits: IssuePolicy {
+                default_ttl: config.tickets.default_ttl,
+                max_ttl: config.tickets.max_ttl,
+                min_group_size: config.guard.min_group_size,
+                environment: config.server.environment.clone(),
+            },
+        };
+        Ok(App {
+            config,
+            catalog,
+            policies,
+            users,
+            tickets,
+        })
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<App, LoadError> {
+        App::from_config(Config::load(path)?)
+    }
+}

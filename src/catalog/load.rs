@@ -1,0 +1,267 @@
+//! Reading `catalog/*.yaml`: YAML errors and rule violations name the file
+//! and the line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::{Catalog, Dataset, Field, TableName};
+use crate::sensitivity::Sensitivity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read catalog directory {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("catalog directory {0} holds no *.yaml dataset")]
+    Empty(PathBuf),
+    #[error("{}:{line}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    id: Spanned<String>,
+    table: Spanned<String>,
+    owner: String,
+    steward: String,
+    sensitivity: Spanned<String>,
+    #[serde(default)]
+    subject_key: Option<Spanned<String>>,
+    #[serde(default)]
+    retention_years: Option<u32>,
+    #[serde(default)]
+    retention_field: Option<Spanned<String>>,
+    #[serde(default)]
+    min_group_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    description: Option<String>,
+    fields: Spanned<Vec<Spanned<RawField>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: String,
+    #[serde(default)]
+    pii: bool,
+    #[serde(default)]
+    sensitivity: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+pub(super) fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
+    let dir_error = |source| CatalogError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(dir_error)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(CatalogError::Empty(dir.to_path_buf()));
+    }
+    let mut catalog = Catalog::default();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|err| CatalogError::File {
+            path: path.clone(),
+            message: err.to_string(),
+        })?;
+        let dataset = parse_dataset(&path, &text)?;
+        if let Some(other) = catalog.dataset_for_table(&dataset.table) {
+            return Err(CatalogError::File {
+                path: path.clone(),
+                message: format!(
+                    "table {} is already described by {}",
+                    dataset.table,
+                    other.source.display()
+                ),
+            });
+        }
+        if let Some(other) = catalog.dataset(&dataset.id) {
+            return Err(CatalogError::File {
+                path: path.clone(),
+                message: format!(
+                    "dataset id {:?} is already used by {}",
+                    dataset.id,
+                    other.source.display()
+                ),
+            });
+        }
+        catalog.insert(dataset);
+    }
+    Ok(catalog)
+}
+
+/// Parses and validates one dataset file.
+pub fn parse_dataset(path: &Path, text: &str) -> Result<Dataset, CatalogError> {
+    let raw: RawDataset = serde_saphyr::from_str(text).map_err(|err| match err.location() {
+        Some(loc) => CatalogError::Invalid {
+            path: path.to_path_buf(),
+            line: loc.line(),
+            message: first_line(&err.to_string()),
+        },
+        None => CatalogError::File {
+            path: path.to_path_buf(),
+            message: first_line(&err.to_string()),
+        },
+    })?;
+    let invalid = |line: u64, message: String| CatalogError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let line = |loc: &serde_saphyr::Location| loc.line();
+
+    let id = raw.id.value.clone();
+    if !is_plain_identifier(&id) {
+        return Err(invalid(
+            line(&raw.id.referenced),
+            format!("id {id:?}: use lower-case letters, digits and '_'"),
+        ));
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if stem != id {
+        return Err(invalid(
+            line(&raw.id.referenced),
+            format!("id {id:?} must match the file name ({stem}.yaml)"),
+        ));
+    }
+    let table = parse_table(&raw.table.value)
+        .map_err(|message| invalid(line(&raw.table.referenced), message))?;
+    let sensitivity: Sensitivity = raw
+        .sensitivity
+        .value
+        .parse()
+        .map_err(|err: crate::sensitivity::UnknownSensitivity| {
+            invalid(line(&raw.sensitivity.referenced), err.to_string())
+        })?;
+
+    let mut fields = Vec::new();
+    let mut seen = BTreeSet::new();
+    for raw_field in &raw.fields.value {
+        let at = line(&raw_field.referenced);
+        let field = &raw_field.value;
+        if !is_plain_identifier(&field.name) {
+            return Err(invalid(
+                at,
+                format!(
+                    "field {:?}: use lower-case letters, digits and '_' (PostgreSQL folds unquoted names to lower case)",
+                    field.name
+                ),
+            ));
+        }
+        if !seen.insert(field.name.clone()) {
+            return Err(invalid(at, format!("field {:?} is listed twice", field.name)));
+        }
+        let own = field
+            .sensitivity
+            .as_deref()
+            .map(str::parse::<Sensitivity>)
+            .transpose()
+            .map_err(|err| invalid(at, format!("field {:?}: {err}", field.name)))?;
+        if field.pii && own.is_some_and(|s| s < Sensitivity::Pii) {
+            return Err(invalid(
+                at,
+                format!(
+                    "field {:?} is pii, so its sensitivity cannot be below PII",
+                    field.name
+                ),
+            ));
+        }
+        fields.push(Field {
+            name: field.name.clone(),
+            pii: field.pii,
+            sensitivity: own,
+            description: field.description.clone(),
+        });
+    }
+    if fields.is_empty() {
+        return Err(invalid(
+            line(&raw.fields.referenced),
+            "fields: a dataset needs at least one field".into(),
+        ));
+    }
+
+    let field_ref = |key: &str, value: &Option<Spanned<String>>| -> Result<Option<String>, CatalogError> {
+        match value {
+            None => Ok(None),
+            Some(spanned) if seen.contains(&spanned.value) => Ok(Some(spanned.value.clone())),
+            Some(spanned) => Err(invalid(
+                line(&spanned.referenced),
+                format!("{key}: {:?} is not one of the dataset's fields", spanned.value),
+            )),
+        }
+    };
+    let subject_key = field_ref("subject_key", &raw.subject_key)?;
+    let retention_field = field_ref("retention_field", &raw.retention_field)?;
+    if let Some(k) = &raw.min_group_size {
+        if k.value < 2 {
+            return Err(invalid(
+                line(&k.referenced),
+                "min_group_size must be at least 2".into(),
+            ));
+        }
+    }
+    let _ = raw.description;
+    Ok(Dataset {
+        id,
+        table,
+        owner: raw.owner,
+        steward: raw.steward,
+        sensitivity,
+        subject_key,
+        retention_years: raw.retention_years,
+        retention_field,
+        min_group_size: raw.min_group_size.map(|k| k.value),
+        fields,
+        source: path.to_path_buf(),
+    })
+}
+
+fn parse_table(text: &str) -> Result<TableName, String> {
+    match text.split('.').collect::<Vec<_>>().as_slice() {
+        [schema, name] if is_plain_identifier(schema) && is_plain_identifier(name) => {
+            Ok(TableName {
+                schema: schema.to_string(),
+                name: name.to_string(),
+            })
+        }
+        _ => Err(format!(
+            "table {text:?}: write it schema-qualified in lower case, e.g. public.burial_2024"
+        )),
+    }
+}
+
+/// A name PostgreSQL keeps as written without quotes.
+fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or(text).trim().to_string()
+}

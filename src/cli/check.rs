@@ -1,0 +1,111 @@
+//! `esq check`: validate config, catalog and policies, run the policy tests,
+//! and optionally compare the catalog with a live database schema.
+
+use std::path::Path;
+
+use clap::Args;
+
+use super::{EXIT_BAD_INPUT, EXIT_FAILED};
+use crate::app::App;
+use crate::catalog::schema_check;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Compare the catalog with this database's schema (postgres://…).
+    #[arg(long, value_name = "URL")]
+    pub against: Option<String>,
+}
+
+pub fn run(config_path: &Path, args: CheckArgs) -> u8 {
+    let app = match App::load(config_path) {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    println!(
+        "config    {}: ok ({} users, ticket store {}, environment {})",
+        config_path.display(),
+        app.users.names().count(),
+        app.config.tickets.store,
+        app.config.server.environment
+    );
+    let ids: Vec<&str> = app.catalog.datasets().map(|d| d.id.as_str()).collect();
+    println!(
+        "catalog   {}: {} datasets ({})",
+        app.config.catalog.dir.display(),
+        ids.len(),
+        ids.join(", ")
+    );
+
+    let report = app.policies.run_tests();
+    let names: Vec<&str> = app
+        .policies
+        .packages()
+        .iter()
+        .map(|p| p.trim_start_matches(crate::policy::POLICY_ROOT))
+        .collect();
+    println!(
+        "policies  {}: {} policies ({}), {} of {} tests passed",
+        app.config.policy.dir.display(),
+        names.len(),
+        names.join(", "),
+        report.passed(),
+        report.outcomes.len()
+    );
+    let mut status = 0;
+    for failure in report.failed() {
+        eprintln!(
+            "{}: test {} failed: {}",
+            failure.file.display(),
+            failure.name,
+            failure.detail
+        );
+        status = EXIT_FAILED;
+    }
+    if report.outcomes.is_empty() {
+        eprintln!(
+            "{}: no test_* rules found: every policy needs tests in a *_test.rego file",
+            app.config.policy.dir.display()
+        );
+        status = EXIT_FAILED;
+    }
+
+    if let Some(url) = &args.against {
+        match check_against(&app, url) {
+            Ok(ok) if ok => {}
+            Ok(_) => status = EXIT_FAILED,
+            Err(err) => {
+                eprintln!("error: {err}");
+                status = EXIT_FAILED;
+            }
+        }
+    }
+    status
+}
+
+fn check_against(app: &App, url: &str) -> Result<bool, String> {
+    let runtime = super::runtime().map_err(|err| format!("cannot start runtime: {err}"))?;
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|err| format!("cannot connect to the database given by --against: {err}"))?;
+        let connection = tokio::spawn(connection);
+        let report = schema_check::compare(&app.catalog, &client)
+            .await
+            .map_err(|err| format!("cannot read the database schema: {err}"))?;
+        drop(client);
+        let _ = connection.await;
+        for error in &report.errors {
+            eprintln!("{error}");
+        }
+        for (table, column) in &report.forbidden_by_default {
+            println!("schema    {table}.{column}: not in the catalog, forbidden by default");
+        }
+        if report.is_ok() {
+            println!("schema    every catalog table and field exists in the database");
+        }
+        Ok(report.is_ok())
+    })
+}

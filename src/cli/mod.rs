@@ -1,0 +1,103 @@
+//! The command line: `esq check`, `esq passwd`, `esq token`,
+//! `esq ticket issue`, `esq sample-data`. Each subcommand lives in its own
+//! file; this one parses and dispatches. Exit status: 0 success, 1 a check
+//! failed or a request was denied, 2 bad input or configuration.
+
+mod check;
+mod secrets;
+mod ticket;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A check failed or a request was denied.
+pub const EXIT_FAILED: u8 = 1;
+/// Bad input, config, catalog or policies.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "esq", version, about = "A data-access guard proxy in front of PostgreSQL")]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "ESQ_CONFIG", default_value = "config/esq.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate config, catalog and policies, and run the policy tests.
+    Check(check::CheckArgs),
+    /// Print a SCRAM-SHA-256 verifier for a user's `scram_verifier`.
+    Passwd(secrets::PasswdArgs),
+    /// Print a new API token and the hash to put in `api_token_sha256`.
+    Token,
+    /// Tickets.
+    #[command(subcommand)]
+    Ticket(TicketCommand),
+    /// Print SQL that creates and fills the sample table public.burial_2024.
+    SampleData(SampleDataArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TicketCommand {
+    /// Ask the policies for a ticket and print it, or the denial.
+    Issue(ticket::IssueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SampleDataArgs {
+    /// Rows to generate.
+    #[arg(long, default_value_t = crate::sample_data::DEFAULT_ROWS)]
+    pub rows: u64,
+    /// Seed of the deterministic generator.
+    #[arg(long, default_value_t = crate::sample_data::DEFAULT_SEED)]
+    pub seed: u64,
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging();
+    let status = match cli.command {
+        Command::Check(args) => check::run(&cli.config, args),
+        Command::Passwd(args) => secrets::passwd(args),
+        Command::Token => secrets::token(),
+        Command::Ticket(TicketCommand::Issue(args)) => ticket::issue(&cli.config, args),
+        Command::SampleData(args) => sample_data(args),
+    };
+    ExitCode::from(status)
+}
+
+fn sample_data(args: SampleDataArgs) -> u8 {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match crate::sample_data::write_sql(&mut out, args.rows, args.seed)
+        .and_then(|()| std::io::Write::flush(&mut out))
+    {
+        Ok(()) => 0,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(err) => {
+            eprintln!("esq sample-data: {err}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// Commands log warnings to stderr; `RUST_LOG` changes the level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A current-thread runtime for the commands that talk to a database.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,343 @@
+//! esq's configuration: one TOML file (`config/esq.toml`), every key
+//! overridable by an `ESQ_…` environment variable, loaded and validated once
+//! into an immutable [`Config`] that is passed around explicitly (no globals).
+//!
+//! Relative paths in the file are resolved against the directory that holds
+//! the file, so `esq --config /etc/esq/esq.toml` works from any directory.
+//! Secrets (the upstream password) never come from the file: they come from
+//! the environment or from a file named in the config.
+
+mod duration;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sensitivity::Sensitivity;
+
+pub use load::{env_var_for, ConfigError, ENV_PREFIX, ENV_SEPARATOR};
+
+/// The whole configuration, as loaded from the file plus environment overrides.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the two doors listen and which environment this is.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The backing PostgreSQL that esq forwards approved statements to.
+    pub upstream: UpstreamConfig,
+    /// Where the dataset descriptions (`<dataset>.yaml`) live.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    /// Where the Rego policies live and how long one evaluation may take.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// The ticket store and ticket lifetimes.
+    #[serde(default)]
+    pub tickets: TicketsConfig,
+    /// Guard defaults that a dataset or policy may only tighten.
+    #[serde(default)]
+    pub guard: GuardConfig,
+    /// Where the audit log is written.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The people and services allowed to use esq, keyed by user name.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The PostgreSQL door. Default `127.0.0.1:6432`.
+    #[serde(default = "defaults::pg_listen")]
+    pub pg_listen: SocketAddr,
+    /// The HTTP door. Default `127.0.0.1:8080`.
+    #[serde(default = "defaults::http_listen")]
+    pub http_listen: SocketAddr,
+    /// Passed to policies as `input.environment` (e.g. `production`), so a
+    /// policy can be stricter in production. Default `development`.
+    #[serde(default = "defaults::environment")]
+    pub environment: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `postgres://user@host:port/db` of esq's own low-privilege service role.
+    /// Must not contain a password: use `password_file` or
+    /// `ESQ_UPSTREAM__PASSWORD`.
+    pub url: String,
+    /// A file whose first line is the upstream password (mode 0600 advised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Only from the environment (`ESQ_UPSTREAM__PASSWORD`); a `password` key
+    /// in the file is an error so that no secret is ever committed.
+    #[serde(default, skip_serializing)]
+    pub password: Option<Secret>,
+    /// `statement_timeout` set on every upstream session. Default `30s`.
+    #[serde(default = "defaults::statement_timeout", with = "duration")]
+    pub statement_timeout: Duration,
+    /// Upstream connections kept at most. Default 16.
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Directory of `<dataset>.yaml` files. Default `catalog`.
+    #[serde(default = "defaults::catalog_dir")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Directory of `*.rego` policies and `*_test.rego` tests. Default `policies`.
+    #[serde(default = "defaults::policy_dir")]
+    pub dir: PathBuf,
+    /// Longest one policy evaluation may run; past it the request is denied.
+    /// Default `250ms`.
+    #[serde(default = "defaults::eval_timeout", with = "duration")]
+    pub eval_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketsConfig {
+    /// `memory` (one node, the default) or a `redis://` / `rediss://` URL
+    /// (shared by replicas).
+    #[serde(default = "defaults::ticket_store")]
+    pub store: String,
+    /// Lifetime of a ticket whose request names none. Default `5m`.
+    #[serde(default = "defaults::default_ttl", with = "duration")]
+    pub default_ttl: Duration,
+    /// Longest lifetime any ticket may have. Default `60m`.
+    #[serde(default = "defaults::max_ttl", with = "duration")]
+    pub max_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Minimum group size `k` of aggregate answers when neither the dataset
+    /// nor a policy asks for more. Default 11 (the CMS cell-size rule).
+    #[serde(default = "defaults::min_group_size")]
+    pub min_group_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The hash-chained JSON Lines audit log. Default `esq-audit.jsonl`.
+    #[serde(default = "defaults::audit_path")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `esq=debug`. Default `info`.
+    #[serde(default = "defaults::log_filter")]
+    pub filter: String,
+}
+
+/// One user: who they are to policies, and how they prove it.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Roles that policies match on (e.g. `foia_requester`, `clinician`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Key/value attributes that policies may turn into row filters
+    /// (e.g. `state = "CA"` for a state official).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Highest sensitivity this user is cleared for. Default `PUBLIC`.
+    #[serde(default)]
+    pub clearance: Sensitivity,
+    /// PostgreSQL-format SCRAM-SHA-256 verifier for the PostgreSQL door, as
+    /// printed by `esq passwd`. Without one the user cannot log in there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram_verifier: Option<String>,
+    /// SHA-256 (hex) of each API token accepted on the HTTP door, as printed
+    /// by `esq token`. The tokens themselves are never stored.
+    #[serde(default)]
+    pub api_token_sha256: Vec<String>,
+}
+
+/// A secret string that never prints.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn pg_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 6432))
+    }
+    pub fn http_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn environment() -> String {
+        "development".to_string()
+    }
+    pub fn statement_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn pool_size() -> u32 {
+        16
+    }
+    pub fn catalog_dir() -> PathBuf {
+        PathBuf::from("catalog")
+    }
+    pub fn policy_dir() -> PathBuf {
+        PathBuf::from("policies")
+    }
+    pub fn eval_timeout() -> Duration {
+        Duration::from_millis(250)
+    }
+    pub fn ticket_store() -> String {
+        "memory".to_string()
+    }
+    pub fn default_ttl() -> Duration {
+        Duration::from_secs(5 * 60)
+    }
+    pub fn max_ttl() -> Duration {
+        Duration::from_secs(60 * 60)
+    }
+    pub fn min_group_size() -> u32 {
+        11
+    }
+    pub fn audit_path() -> PathBuf {
+        PathBuf::from("esq-audit.jsonl")
+    }
+    pub fn log_filter() -> String {
+        "info".to_string()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            pg_listen: defaults::pg_listen(),
+            http_listen: defaults::http_listen(),
+            environment: defaults::environment(),
+        }
+    }
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            dir: defaults::catalog_dir(),
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            dir: defaults::policy_dir(),
+            eval_timeout: defaults::eval_timeout(),
+        }
+    }
+}
+
+impl Default for TicketsConfig {
+    fn default() -> Self {
+        TicketsConfig {
+            store: defaults::ticket_store(),
+            default_ttl: defaults::default_ttl(),
+            max_ttl: defaults::max_ttl(),
+        }
+    }
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            min_group_size: defaults::min_group_size(),
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: defaults::audit_path(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            filter: defaults::log_filter(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, applies `ESQ_…` overrides from the process environment,
+    /// resolves relative paths and validates. Any problem is an error that
+    /// names the file (and line) or the environment variable, and the key.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        load::load(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        path: &std::path::Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        load::load(path, env)
+    }
+
+    /// The upstream password, from `ESQ_UPSTREAM__PASSWORD` or
+    /// `upstream.password_file` (resolved at load time).
+    pub fn upstream_password(&self) -> Option<&Secret> {
+        self.upstream.password.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,146 @@
+//! Checks on values that parse but are not acceptable. Each failure names the
+//! key (`tickets.default_ttl`) so the loader can point at the file or the
+//! environment variable it came from.
+
+use std::time::Duration;
+
+use super::Config;
+use crate::auth::{scram::ScramVerifier, token};
+
+type Invalid = (String, String);
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    (key.into(), message.into())
+}
+
+pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
+    validate_upstream(config)?;
+    validate_tickets(config)?;
+    if config.guard.min_group_size < 2 {
+        return Err(invalid(
+            "guard.min_group_size",
+            "must be at least 2 (1 would let single records through)",
+        ));
+    }
+    if config.policy.eval_timeout.is_zero() || config.policy.eval_timeout > Duration::from_secs(10)
+    {
+        return Err(invalid(
+            "policy.eval_timeout",
+            "must be between 1ms and 10s",
+        ));
+    }
+    if config.server.environment.trim().is_empty() {
+        return Err(invalid("server.environment", "must not be empty"));
+    }
+    tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+        .map_err(|err| invalid("log.filter", format!("not a tracing filter: {err}")))?;
+    validate_users(config)
+}
+
+fn validate_upstream(config: &Config) -> Result<(), Invalid> {
+    let parsed: tokio_postgres::Config = config
+        .upstream
+        .url
+        .parse()
+        .map_err(|err| invalid("upstream.url", format!("not a PostgreSQL URL: {err}")))?;
+    if parsed.get_password().is_some() {
+        return Err(invalid(
+            "upstream.url",
+            "must not contain a password; use ESQ_UPSTREAM__PASSWORD or upstream.password_file",
+        ));
+    }
+    if parsed.get_user().is_none() {
+        return Err(invalid(
+            "upstream.url",
+            "must name esq's service role (postgres://ROLE@host/db)",
+        ));
+    }
+    if config.upstream.pool_size == 0 {
+        return Err(invalid("upstream.pool_size", "must be at least 1"));
+    }
+    if config.upstream.statement_timeout.is_zero() {
+        return Err(invalid(
+            "upstream.statement_timeout",
+            "must be positive (0 would disable the timeout)",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_tickets(config: &Config) -> Result<(), Invalid> {
+    let tickets = &config.tickets;
+    match tickets.store.as_str() {
+        "memory" => {}
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            return Err(invalid(
+                "tickets.store",
+                "the Redis ticket store is not part of this build yet; use \"memory\"",
+            ));
+        }
+        other => {
+            return Err(invalid(
+                "tickets.store",
+                format!("{other:?} is neither \"memory\" nor a redis:// URL"),
+            ));
+        }
+    }
+    if tickets.default_ttl.is_zero() {
+        return Err(invalid("tickets.default_ttl", "must be positive"));
+    }
+    if tickets.max_ttl > Duration::from_secs(24 * 3600) {
+        return Err(invalid(
+            "tickets.max_ttl",
+            "must be at most 24h: tickets are meant to be short-lived",
+        ));
+    }
+    if tickets.default_ttl > tickets.max_ttl {
+        return Err(invalid(
+            "tickets.default_ttl",
+            format!(
+                "{} exceeds tickets.max_ttl ({})",
+                humantime::format_duration(tickets.default_ttl),
+                humantime::format_duration(tickets.max_ttl)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_users(config: &Config) -> Result<(), Invalid> {
+    for (name, user) in &config.users {
+        let key = |field: &str| format!("users.{name}.{field}");
+        if !is_identifier(name) {
+            return Err(invalid(
+                format!("users.{name}"),
+                "user names are lowercase letters, digits, '_', '-' and '.', starting with a letter",
+            ));
+        }
+        if let Some(role) = user.roles.iter().find(|r| !is_identifier(r)) {
+            return Err(invalid(
+                key("roles"),
+                format!("{role:?} is not a valid role name"),
+            ));
+        }
+        if let Some(attr) = user.attributes.keys().find(|a| !is_identifier(a)) {
+            return Err(invalid(
+                key("attributes"),
+                format!("{attr:?} is not a valid attribute name"),
+            ));
+        }
+        if let Some(verifier) = &user.scram_verifier {
+            ScramVerifier::parse(verifier)
+                .map_err(|err| invalid(key("scram_verifier"), err.to_string()))?;
+        }
+        for hash in &user.api_token_sha256 {
+            token::parse_token_hash(hash)
+                .map_err(|err| invalid(key("api_token_sha256"), err.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c))
+}

@@ -1,0 +1,27 @@
+//! esq — a transparent data-access guard proxy in front of PostgreSQL.
+//!
+//! ```text
+//!  psql / BI / drivers ──► pg door ─┐
+//!                                   ├─► guard ──► upstream ──► PostgreSQL
+//!  curl / apps ─────────► http door ┘     │
+//!                                         ├─ catalog  (catalog/*.yaml)
+//!                                         ├─ policy   (policies/*.rego)
+//!                                         ├─ tickets  (memory | Redis)
+//!                                         └─ audit    (hash-chained log)
+//! ```
+//!
+//! Users obtain a time-limited *ticket* for one dataset; Rego policies decide
+//! what it allows (fields, aggregation, `k`, row filters, lifetime) and the
+//! result is a [`tickets::Scope`]. Every statement is then checked against
+//! that scope, rewritten so that only what it allows can come back, and
+//! audited. This crate is the library; `src/main.rs` is a thin CLI over it.
+
+pub mod app;
+pub mod auth;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod policy;
+pub mod sample_data;
+pub mod sensitivity;
+pub mod tickets;

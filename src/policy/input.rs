@@ -1,0 +1,78 @@
+//! The input document policies see for a ticket request (DESIGN.md 3.5).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::decision::FilterValue;
+use crate::auth::Principal;
+use crate::catalog::Dataset;
+use crate::sensitivity::Sensitivity;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketPolicyInput {
+    pub action: &'static str,
+    pub user: Principal,
+    pub dataset: DatasetInput,
+    pub request: RequestInput,
+    /// RFC 3339, UTC.
+    pub now: String,
+    pub environment: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetInput {
+    pub id: String,
+    pub table: String,
+    pub sensitivity: Sensitivity,
+    pub owner: String,
+    pub steward: String,
+    pub subject_key: Option<String>,
+    pub retention_years: Option<u32>,
+    pub retention_field: Option<String>,
+    pub min_group_size: Option<u32>,
+    pub fields: Vec<FieldInput>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldInput {
+    pub name: String,
+    pub pii: bool,
+    /// Always set: the field's effective sensitivity.
+    pub sensitivity: Sensitivity,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestInput {
+    pub fields: Vec<String>,
+    pub aggregate: Option<String>,
+    pub purpose: String,
+    pub ttl_seconds: u64,
+    #[serde(rename = "where")]
+    pub where_: BTreeMap<String, FilterValue>,
+}
+
+impl DatasetInput {
+    pub fn from_dataset(dataset: &Dataset) -> DatasetInput {
+        DatasetInput {
+            id: dataset.id.clone(),
+            table: dataset.table.to_string(),
+            sensitivity: dataset.sensitivity,
+            owner: dataset.owner.clone(),
+            steward: dataset.steward.clone(),
+            subject_key: dataset.subject_key.clone(),
+            retention_years: dataset.retention_years,
+            retention_field: dataset.retention_field.clone(),
+            min_group_size: dataset.min_group_size,
+            fields: dataset
+                .fields
+                .iter()
+                .map(|f| FieldInput {
+                    name: f.name.clone(),
+                    pii: f.pii,
+                    sensitivity: dataset.field_sensitivity(f),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! Issuing a ticket: validate the request against the catalog, ask the
+//! policies, apply their obligations (which only narrow), store the ticket.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::id::TicketId;
+use super::scope::{Aggregate, Scope};
+use super::store::{StoreError, Ticket, TicketStore};
+use crate::auth::Principal;
+use crate::catalog::{Catalog, Dataset};
+use crate::policy::input::{DatasetInput, RequestInput};
+use crate::policy::{FilterValue, PolicySet, TicketPolicyInput, Verdict};
+
+/// A ticket request as users send it (HTTP body, CLI flags).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketRequest {
+    pub dataset: String,
+    #[serde(default)]
+    pub purpose: String,
+    pub fields: Vec<String>,
+    #[serde(default)]
+    pub aggregate: Option<String>,
+    /// `"5m"`, `"1h"`; the configured default when absent.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// Equality filters the requester narrows their own rows with.
+    #[serde(default, rename = "where")]
+    pub where_: BTreeMap<String, serde_json::Value>,
+}
+
+/// A request esq will not evaluate: names the field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct BadRequest {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    BadRequest(#[from] BadRequest),
+    #[error("denied by policy: {}", .0.reasons.join("; "))]
+    Denied(Verdict),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no secure random source: {0}")]
+    Random(String),
+}
+
+/// A freshly issued ticket: the only time the id is ever shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedTicket {
+    pub ticket: String,
+    /// The lifetime in humantime form, e.g. `"5m"`.
+    pub expires: String,
+    pub expires_at: String,
+    pub scope: Scope,
+}
+
+/// Ticket issuance limits from the config.
+#[derive(Debug, Clone)]
+pub struct IssuePolicy {
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub min_group_size: u32,
+    pub environment: String,
+}
+
+pub struct TicketIssuer {
+    pub catalog: Arc<Catalog>,
+    pub policies: Arc<PolicySet>,
+    pub store: Arc<dyn TicketStore>,
+    pub limits: IssuePolicy,
+}
+
+const MAX_PURPOSE_LEN: usize = 500;
+
+impl TicketIssuer {
+    pub async fn issue(
+        &self,
+        user: &Principal,
+        request: &TicketRequest,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedTicket, IssueError> {
+        let checked = self.check_request(request)?;
+        let input = TicketPolicyInput {
+            action: "issue_ticket",
+            user: user.clone(),
+            dataset: DatasetInput::from_dataset(&checked.dataset),
+            request: RequestInput {
+                fields: checked.fields.clone(),
+                aggregate: checked.aggregate.map(|a| a.as_str().to_string()),
+                purpose: checked.purpose.clone(),
+                ttl_seconds: checked.ttl.as_secs(),
+                where_: checked.where_.clone(),
+            },
+            now: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            environment: self.limits.environment.clone(),
+        };
+        let verdict = self.policies.evaluate(&input);
+        if !verdict.allow {
+            return Err(IssueError::Denied(verdict));
+        }
+        let scope = self.scope_for(user, checked, &verdict, now)?;
+        let id = TicketId::generate().map_err(|err| IssueError::Random(err.to_string()))?;
+        let ticket = Ticket {
+            scope: scope.clone(),
+        };
+        self.store.put(&id, &ticket).await?;
+        let lifetime = (scope.expires_at - scope.issued_at)
+            .to_std()
+            .unwrap_or_default();
+        Ok(IssuedTicket {
+            ticket: id.as_str().to_string(),
+            expires: humantime::format_duration(lifetime).to_string(),
+            expires_at: scope.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            scope,
+        })
+    }
+
+    fn check_request(&self, request: &TicketRequest) -> Result<CheckedRequest, BadRequest> {
+        let bad = |field: &str, message: String| BadRequest {
+            field: field.to_string(),
+            message,
+        };
+        let dataset = self.catalog.dataset(request.dataset.trim()).ok_or_else(|| {
+            let known: Vec<&str> = self.catalog.datasets().map(|d| d.id.as_str()).collect();
+            bad(
+                "dataset",
+                format!(
+                    "unknown dataset {:?}; known datasets: {}",
+                    request.dataset,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        if request.fields.is_empty() {
+            return Err(bad("fields", "name at least one field".into()));
+        }
+        let mut fields = Vec::new();
+        for name in &request.fields {
+            if dataset.field(name).is_none() {
+                return Err(bad(
+                    "fields",
+                    format!(
+                        "{name:?} is not a field of {}; its fields are: {}",
+                        dataset.id,
+                        field_names(dataset)
+                    ),
+                ));
+            }
+        }
+        // Catalog order, without duplicates.
+        for field in &dataset.fields {
+            if request.fields.contains(&field.name) {
+                fields.push(field.name.clone());
+            }
+        }
+        let aggregate = match request.aggregate.as_deref() {
+            None => None,
+            Some(text) => Some(Aggregate::parse(text).ok_or_else(|| {
+                bad(
+                    "aggregate",
+                    format!(
+                        "{text:?} is not supported; supported: {}",
+                        Aggregate::SUPPORTED.join(", ")
+                    ),
+                )
+            })?),
+        };
+        let purpose = request.purpose.trim().to_string();
+        if purpose.is_empty() {
+            return Err(bad(
+                "purpose",
+                "state why you need the data (it is recorded and policies decide on it)".into(),
+            ));
+        }
+        if purpose.chars().count() > MAX_PURPOSE_LEN {
+            return Err(bad(
+                "purpose",
+                format!("at most {MAX_PURPOSE_LEN} characters"),
+            ));
+        }
+        let ttl = match request.ttl.as_deref() {
+            None => self.limits.default_ttl,
+            Some(text) => humantime::parse_duration(text.trim()).map_err(|err| {
+                bad("ttl", format!("{text:?} is not a duration like \"5m\" ({err})"))
+            })?,
+        };
+        if ttl.is_zero() {
+            return Err(bad("ttl", "must be positive".into()));
+        }
+        if ttl > self.limits.max_ttl {
+            return Err(bad(
+                "ttl",
+                format!(
+                    "{} exceeds the maximum of {}",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(self.limits.max_ttl)
+                ),
+            ));
+        }
+        let where_ = check_where(dataset, &request.where_)?;
+        Ok(CheckedRequest {
+            dataset: dataset.clone(),
+            fields,
+            aggregate,
+            purpose,
+            ttl,
+            where_,
+        })
+    }
+
+    /// Applies the verdict's obligations to the checked request.
+    fn scope_for(
+        &self,
+        user: &Principal,
+        request: CheckedRequest,
+        verdict: &Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<Scope, IssueError> {
+        let o = &verdict.obligations;
+        let deny = |reason: String| {
+            IssueError::Denied(Verdict {
+                allow: false,
+                denied_by: verdict.policy_ids.clone(),
+                policy_ids: verdict.policy_ids.clone(),
+                reasons: vec![reason],
+                alternatives: vec![],
+                obligations: Default::default(),
+            })
+        };
+        let mut ttl = request.ttl;
+        if let Some(max) = o.max_ttl_seconds {
+            ttl = ttl.min(Duration::from_secs(max));
+        }
+        if ttl.is_zero() {
+            return Err(deny("the policies allow a ticket lifetime of zero".into()));
+        }
+        let aggregate = match (request.aggregate, o.aggregate.as_deref()) {
+            (requested, None) => requested,
+            (requested, Some(text)) => {
+                let required = Aggregate::parse(text).ok_or_else(|| {
+                    deny(format!("a policy requires aggregate {text:?}, which esq does not support"))
+                })?;
+                if requested.is_some_and(|r| r != required) {
+                    return Err(deny(format!(
+                        "a policy requires aggregate {text:?} but the request asks for another"
+                    )));
+                }
+                Some(required)
+            }
+        };
+        let mut fields = request.fields;
+        if let Some(allowed) = &o.fields {
+            fields.retain(|f| allowed.contains(f));
+            if fields.is_empty() {
+                return Err(deny("the policies leave none of the requested fields".into()));
+            }
+        }
+        let mut row_filters = request.where_;
+        for (field, value) in &o.row_filter {
+            if request.dataset.field(field).is_none() {
+                return Err(deny(format!(
+                    "a policy filters on {field:?}, which is not a field of {}",
+                    request.dataset.id
+                )));
+            }
+            match row_filters.get(field) {
+                Some(existing) if existing != value => {
+                    return Err(deny(format!(
+                        "your request asks for {field} = {existing} but policy restricts you to {field} = {value}"
+                    )));
+                }
+                _ => {
+                    row_filters.insert(field.clone(), value.clone());
+                }
+            }
+        }
+        let retention_cutoff = match &o.retention_cutoff {
+            None => None,
+            Some(text) => Some(NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                deny(format!("a policy set retention_cutoff {text:?}, which is not a YYYY-MM-DD date"))
+            })?),
+        };
+        let min_group_size = self
+            .limits
+            .min_group_size
+            .max(request.dataset.min_group_size.unwrap_or(0))
+            .max(o.min_group_size.unwrap_or(0));
+        let ttl = chrono::Duration::from_std(ttl).map_err(|_| deny("ticket lifetime out of range".into()))?;
+        let mut scope = Scope {
+            id: String::new(),
+            dataset: request.dataset.id.clone(),
+            fields,
+            aggregate,
+            min_group_size,
+            row_filters,
+            retention_cutoff,
+            purpose: request.purpose,
+            user: user.name.clone(),
+            policy_ids: verdict.policy_ids.clone(),
+            issued_at: now,
+            expires_at: now + ttl,
+        };
+        scope.id = scope.compute_id();
+        Ok(scope)
+    }
+}
+
+struct CheckedRequest {
+    dataset: Arc<Dataset>,
+    fields: Vec<String>,
+    aggregate: Option<Aggregate>,
+    purpose: String,
+    ttl: Duration,
+    where_: BTreeMap<String, FilterValue>,
+}
+
+fn field_names(dataset: &Dataset) -> String {
+    dataset
+        .fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `where` may narrow rows by equality on non-PII fields only: an equality
+/// test on a PII field (`ssn = '…'`) would reveal whether a person is in the
+/// data, whatever the answer's aggregation.
+fn check_where(
+    dataset: &Dataset,
+    filters: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, FilterValue>, BadRequest> {
+    let mut out = BTreeMap::new();
+    for (name, value) in filters {
+        let bad = |message: String| BadRequest {
+            field: format!("where.{name}"),
+            message,
+        };
+        let field = dataset
+            .field(name)
+            .ok_or_else(|| bad(format!("not a field of {}", dataset.id)))?;
+        if field.pii {
+            return Err(bad(
+                "PII fields cannot be used as filters (that would reveal whether a person is in the data)".into(),
+            ));
+        }
+        let value = match value {
+            serde_json::Value::String(s) => FilterValue::Text(s.clone()),
+            serde_json::Value::Bool(b) => FilterValue::Bool(*b),
+            serde_json::Value::Number(n) => FilterValue::Integer(
+                n.as_i64()
+                    .ok_or_else(|| bad("numbers must be integers".into()))?,
+            ),
+            _ => return Err(bad("must be a string, integer or boolean".into())),
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
