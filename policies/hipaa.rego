@@ -7,7 +7,8 @@
 # usual CMS cell-size rule). Alternatives follow seed 04 (Lacuna).
 #
 # Rules: applies when the dataset is PHI or any requested field is PHI.
-# Allowed when (a) no requested field is PHI, or (b) the request is an
+# Nobody without an entitled role gets anything from PHI data (these roles
+# are the grants; everything below only narrows them). Then allowed when (a) no requested field is PHI, or (b) the request is an
 # aggregate, or (c) row-level PHI for a user who has a TPO role (clinician,
 # care_team, hospital_operations), states a treatment/payment/operations
 # purpose and holds clearance PHI.
@@ -24,6 +25,14 @@ policy_id := "P-HIPAA-001"
 tpo_roles := {"clinician", "care_team", "hospital_operations"}
 
 tpo_purposes := {"treatment", "payment", "operations"}
+
+# Roles that may use PHI datasets at all (then within the cases below).
+entitled_roles := {"foia_requester", "researcher", "state_official"} | tpo_roles
+
+has_entitled_role if {
+	some r in lib.roles
+	r in entitled_roles
+}
 
 default applies := false
 
@@ -70,6 +79,11 @@ row_level_phi if {
 }
 
 reasons contains msg if {
+	not has_entitled_role
+	msg := sprintf("none of your roles may use PHI datasets; entitled roles are %s", [lib.list_str(sort(entitled_roles))])
+}
+
+reasons contains msg if {
 	row_level_phi
 	not has_tpo_role
 	msg := sprintf("fields %s are PHI; row-level PHI is only released to roles %s", [lib.list_str(phi_fields), lib.list_str(sort(tpo_roles))])
@@ -90,7 +104,13 @@ reasons contains msg if {
 denied if count(reasons) > 0
 
 alternatives contains msg if {
+	not has_entitled_role
+	msg := sprintf("ask %s which role your purpose needs", [lib.steward])
+}
+
+alternatives contains msg if {
 	denied
+	has_entitled_role
 	msg := sprintf("request an aggregate instead: add \"aggregate\": \"count\" (groups smaller than %v are suppressed)", [min_group_size])
 }
 

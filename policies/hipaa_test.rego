@@ -105,3 +105,23 @@ test_not_applicable_without_phi if {
 	hipaa.applies == false with input as inp
 	not hipaa.decision with input as inp
 }
+
+test_denies_users_without_an_entitled_role if {
+	inp := object.union(base, {"user": {"roles": ["esq_admin"]}})
+	d := hipaa.decision with input as inp
+	d.allow == false
+	d.policy_id == "P-HIPAA-001"
+	some r in d.reasons
+	contains(r, "entitled roles")
+	some a in d.alternatives
+	contains(a, "which role")
+	every a2 in d.alternatives {
+		not contains(a2, "aggregate instead")
+	}
+}
+
+test_denies_row_level_non_phi_fields_without_an_entitled_role if {
+	inp := object.union(row_level, {"user": {"roles": []}, "request": {"fields": ["state"]}})
+	d := hipaa.decision with input as inp
+	d.allow == false
+}

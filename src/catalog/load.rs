@@ -262,6 +262,13 @@ fn is_plain_identifier(name: &str) -> bool {
         && name.len() <= 63
 }
 
+/// The first line of a serde-saphyr message, without its own
+/// `error: line N column M:` prefix (the caller prints `file:line:`).
 fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or(text).trim().to_string()
+    let line = text.lines().next().unwrap_or(text).trim();
+    let without_error = line.strip_prefix("error: ").unwrap_or(line);
+    match without_error.split_once(": ") {
+        Some((location, rest)) if location.starts_with("line ") => rest.to_string(),
+        _ => without_error.to_string(),
+    }
 }

@@ -120,3 +120,6 @@ impl Catalog {
             .insert(dataset.id.clone(), Arc::new(dataset));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -43,8 +43,8 @@ pub struct PolicySet {
     engine: regorus::Engine,
     /// Policy packages, e.g. `data.esq.policies.foia`.
     packages: Vec<String>,
-    /// Test packages with their source files.
-    test_packages: Vec<(String, PathBuf)>,
+    /// Test packages with their source files and text (as loaded).
+    test_packages: Vec<testing::TestSource>,
     files: Vec<PathBuf>,
 }
 
@@ -86,7 +86,7 @@ impl PolicySet {
                 message: err.to_string(),
             })?;
             let package = engine
-                .add_policy(path.display().to_string(), text)
+                .add_policy(path.display().to_string(), text.clone())
                 .map_err(|err| PolicyError::Syntax {
                     path: path.clone(),
                     message: err.to_string(),
@@ -96,7 +96,11 @@ impl PolicySet {
             };
             package_files.push((package.clone(), path.clone()));
             if name.ends_with("_test") {
-                test_packages.push((package.clone(), path.clone()));
+                test_packages.push(testing::TestSource {
+                    package: package.clone(),
+                    file: path.clone(),
+                    text,
+                });
             } else if !packages.contains(&package) {
                 packages.push(package.clone());
             }

@@ -34,10 +34,23 @@ impl TestReport {
     }
 }
 
-pub(super) fn run(template: &regorus::Engine, test_packages: &[(String, PathBuf)]) -> TestReport {
+/// A `*_test` package as loaded.
+#[derive(Debug, Clone)]
+pub(super) struct TestSource {
+    pub package: String,
+    pub file: PathBuf,
+    pub text: String,
+}
+
+pub(super) fn run(template: &regorus::Engine, sources: &[TestSource]) -> TestReport {
     let mut report = TestReport::default();
-    for (package, file) in test_packages {
-        for rule in declared_test_rules(template, file) {
+    for TestSource {
+        package,
+        file,
+        text,
+    } in sources
+    {
+        for rule in declared_test_rules(template, file, text) {
             let mut engine = template.clone();
             engine.set_input(regorus::Value::new_object());
             let name = format!("{package}.{rule}");
@@ -60,10 +73,7 @@ pub(super) fn run(template: &regorus::Engine, test_packages: &[(String, PathBuf)
 
 /// Rule names starting with `test_` that the parser saw declared in `file`:
 /// every `test_…` word of the text is a candidate, confirmed by regorus.
-fn declared_test_rules(engine: &regorus::Engine, file: &std::path::Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return Vec::new();
-    };
+fn declared_test_rules(engine: &regorus::Engine, file: &std::path::Path, text: &str) -> Vec<String> {
     let source = file.display().to_string();
     let mut names: Vec<String> = Vec::new();
     for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

@@ -1,0 +1,170 @@
+//! The policy engine fails closed: only an explicit `allow: true` from every
+//! applicable package allows; undefined, malformed, erroring or slow
+//! decisions deny; no applicable package denies; broken policy files are
+//! load errors that name file and line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use esq::auth::Principal;
+use esq::policy::input::{DatasetInput, RequestInput};
+use esq::policy::{PolicySet, TicketPolicyInput, Verdict};
+use esq::sensitivity::Sensitivity;
+
+const APPLIES: &str = "default applies := false\napplies if input.action == \"issue_ticket\"\n";
+
+fn input() -> TicketPolicyInput {
+    TicketPolicyInput {
+        action: "issue_ticket",
+        user: Principal {
+            name: "u".into(),
+            roles: vec!["r".into()],
+            attributes: BTreeMap::new(),
+            clearance: Sensitivity::Public,
+        },
+        dataset: DatasetInput {
+            id: "d".into(),
+            table: "public.d".into(),
+            sensitivity: Sensitivity::Pii,
+            owner: "o".into(),
+            steward: "s".into(),
+            subject_key: None,
+            retention_years: None,
+            retention_field: None,
+            min_group_size: None,
+            fields: vec![],
+        },
+        request: RequestInput {
+            fields: vec!["a".into()],
+            aggregate: None,
+            purpose: "p".into(),
+            ttl_seconds: 300,
+            where_: BTreeMap::new(),
+        },
+        now: "2026-11-25T18:00:00Z".into(),
+        environment: "test".into(),
+    }
+}
+
+/// Writes `policies` (file name → text) into a temp dir and loads it.
+fn load(policies: &[(&str, &str)]) -> Result<PolicySet, String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in policies {
+        std::fs::write(dir.path().join(name), text).expect("write policy");
+    }
+    PolicySet::load_dir(dir.path(), Duration::from_millis(200)).map_err(|e| e.to_string())
+}
+
+fn evaluate(policies: &[(&str, &str)]) -> Verdict {
+    load(policies).expect("policies load").evaluate(&input())
+}
+
+fn package(name: &str, body: &str) -> String {
+    format!("package esq.policies.{name}\n{APPLIES}{body}\n")
+}
+
+const ALLOW: &str = r#"decision := {"allow": true, "policy_id": "P-OK"}"#;
+
+#[test]
+fn an_explicit_allow_allows() {
+    let verdict = evaluate(&[("ok.rego", &package("ok", ALLOW))]);
+    assert!(verdict.allow, "{verdict:?}");
+    assert_eq!(verdict.policy_ids, vec!["P-OK"]);
+}
+
+#[test]
+fn no_applicable_package_denies_by_default() {
+    let text = "package esq.policies.never\ndefault applies := false\ndecision := {\"allow\": true}\n";
+    let verdict = evaluate(&[("never.rego", text)]);
+    assert!(!verdict.allow);
+    assert_eq!(verdict.denied_by, vec!["esq-default-deny"]);
+}
+
+#[test]
+fn anything_but_an_explicit_true_denies() {
+    let bodies = [
+        ("undefined", "decision := {\"allow\": true} if false"),
+        ("string_true", r#"decision := {"allow": "true", "policy_id": "X"}"#),
+        ("not_object", "decision := true"),
+        ("missing_allow", r#"decision := {"policy_id": "X"}"#),
+        ("unknown_obligation", r#"decision := {"allow": true, "obligations": {"watermark": 1}}"#),
+        ("error", "decision := {\"allow\": 1 / 0 == 1}"),
+        ("type_error", "decision := {\"allow\": upper(5) == \"5\"}"),
+        (
+            "slow",
+            "decision := {\"allow\": count([x | some x in numbers.range(1, 5000); some y in numbers.range(1, 5000); x == y + 9999]) == 0}",
+        ),
+    ];
+    for (name, body) in bodies {
+        let verdict = evaluate(&[
+            ("ok.rego", &package("ok", ALLOW)),
+            ("bad.rego", &package(name, body)),
+        ]);
+        assert!(!verdict.allow, "{name}: {verdict:?}");
+        assert!(
+            verdict.denied_by.iter().any(|p| p.contains(name) || p == "X"),
+            "{name}: {verdict:?}"
+        );
+    }
+}
+
+#[test]
+fn an_erroring_applies_denies() {
+    let text = "package esq.policies.broken\napplies if 1 / 0 == 1\ndecision := {\"allow\": true}\n";
+    let verdict = evaluate(&[("ok.rego", &package("ok", ALLOW)), ("broken.rego", text)]);
+    assert!(!verdict.allow, "{verdict:?}");
+}
+
+#[test]
+fn syntax_errors_name_file_and_line() {
+    let text = "package esq.policies.bad\n\ndefault applies := false\ndecision := {\"allow\": true\n";
+    let message = load(&[("bad.rego", text)]).expect_err("syntax error");
+    assert!(message.contains("bad.rego:"), "{message}");
+    assert!(message.contains(":4:") || message.contains(":5:"), "{message}");
+}
+
+#[test]
+fn a_policy_package_must_define_applies_and_decision() {
+    let message = load(&[("half.rego", "package esq.policies.half\ndecision := {\"allow\": true}\n")])
+        .expect_err("no applies");
+    assert!(message.contains("half.rego"), "{message}");
+    assert!(message.contains("applies"), "{message}");
+}
+
+#[test]
+fn rego_tests_run_and_failures_are_reported() {
+    let tests = "package esq.policies.ok_test\nimport data.esq.policies.ok\n\
+                 test_allows if ok.decision.allow\n\
+                 test_wrong if ok.decision.policy_id == \"P-OTHER\"\n\
+                 test_errors if 1 / 0 == 1\n";
+    let set = load(&[("ok.rego", &package("ok", ALLOW)), ("ok_test.rego", tests)]).expect("loads");
+    let report = set.run_tests();
+    let by_name: BTreeMap<&str, bool> = report
+        .outcomes
+        .iter()
+        .map(|o| (o.name.rsplit('.').next().unwrap_or(""), o.passed))
+        .collect();
+    assert_eq!(
+        by_name,
+        BTreeMap::from([("test_allows", true), ("test_errors", false), ("test_wrong", false)])
+    );
+    assert!(!report.all_passed());
+    // Test packages are not policies.
+    assert_eq!(set.packages(), ["data.esq.policies.ok"]);
+}
+
+#[test]
+fn the_shipped_policies_pass_their_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let set = PolicySet::load_dir(&dir, Duration::from_millis(250)).expect("shipped policies load");
+    let report = set.run_tests();
+    let failures: Vec<String> = report.failed().map(|f| format!("{}: {}", f.name, f.detail)).collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(report.outcomes.len() >= 40, "{} tests", report.outcomes.len());
+    for policy in ["foia", "hipaa", "retention", "state_scope", "open_data"] {
+        let package = format!("esq.policies.{policy}_test.");
+        let count = report.outcomes.iter().filter(|o| o.name.starts_with(&package)).count();
+        assert!(count >= 5, "{policy} has {count} tests");
+    }
+}
