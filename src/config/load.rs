@@ -235,7 +235,7 @@ fn parse_value(raw: &str) -> toml::Value {
 fn resolve_paths(config: &mut Config, base: &Path) {
     let resolve = |p: &mut PathBuf| {
         if p.is_relative() {
-            *p = base.join(&*p);
+            *p = normalize(&base.join(&*p));
         }
     };
     resolve(&mut config.catalog.dir);
@@ -243,6 +243,27 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     resolve(&mut config.audit.path);
     if let Some(file) = config.upstream.password_file.as_mut() {
         resolve(file);
+    }
+}
+
+/// Removes `.` and `name/..` pairs without touching the file system, so that
+/// messages say `catalog/x.yaml` rather than `config/../catalog/x.yaml`.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
     }
 }
 

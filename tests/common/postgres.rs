@@ -62,6 +62,33 @@ impl TestPostgres {
         }
     }
 
+    /// Starts a private cluster even when `ESQ_TEST_DATABASE_URL` is set, for
+    /// tests that change server configuration (such as `pg_hba.conf`).
+    pub async fn start_private() -> TestPostgres {
+        Self::start_cluster().await
+    }
+
+    /// Makes TCP logins of `role` use SCRAM-SHA-256 (private clusters only):
+    /// prepends a `pg_hba.conf` line and reloads the configuration.
+    pub async fn require_scram_for(&self, role: &str) {
+        let Kind::Cluster { data, .. } = &self.kind else {
+            panic!("require_scram_for needs a private cluster (TestPostgres::start_private)");
+        };
+        let hba = data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", hba.display()));
+        let line = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
+        std::fs::write(&hba, format!("{line}{old}"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", hba.display()));
+        let client = self.connect().await;
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap_or_else(|e| panic!("pg_reload_conf: {}", describe(&e)));
+        // The postmaster reloads asynchronously; give it a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     /// `postgres://user@127.0.0.1:port/dbname`, usable by tokio-postgres
     /// (`NoTls`) and by `psql`.
     pub fn url(&self) -> String {

@@ -1,0 +1,136 @@
+//! Foundation features against a real PostgreSQL started by the test: the
+//! sample data loads as documented, `esq check --against` compares catalog
+//! and schema, and `esq passwd` verifiers are real SCRAM-SHA-256 secrets
+//! that PostgreSQL itself accepts.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::postgres::TestPostgres;
+use esq::sample_data;
+
+fn esq() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esq"));
+    command.current_dir(common::repo());
+    command
+}
+
+fn check_against(url: &str) -> (i32, String, String) {
+    let out = esq()
+        .args(["check", "--against", url])
+        .output()
+        .expect("run esq check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn sample_data_loads_and_check_against_compares_catalog_and_schema() {
+    let pg = TestPostgres::start().await;
+    let client = pg.connect().await;
+    let rows = 5_000;
+    client
+        .batch_execute(&sample_data::sql(rows, sample_data::DEFAULT_SEED))
+        .await
+        .expect("sample data loads");
+    let per_state = client
+        .query("SELECT state, count(*) FROM public.burial_2024 GROUP BY state", &[])
+        .await
+        .expect("query");
+    let small = per_state.iter().filter(|r| r.get::<_, i64>(1) < 11).count();
+    assert!(small >= 4, "some states stay under k=11 so suppression shows");
+
+    let (status, stdout, stderr) = check_against(&pg.url());
+    assert_eq!(status, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("every catalog table and field exists"), "{stdout}");
+
+    // A column the catalog does not know is forbidden by default (not an error).
+    client
+        .batch_execute("ALTER TABLE public.burial_2024 ADD COLUMN notes text")
+        .await
+        .expect("alter");
+    let (status, stdout, _) = check_against(&pg.url());
+    assert_eq!(status, 0);
+    assert!(
+        stdout.contains("public.burial_2024.notes: not in the catalog, forbidden by default"),
+        "{stdout}"
+    );
+
+    // A catalog field missing from the database is an error naming the file.
+    client
+        .batch_execute("ALTER TABLE public.burial_2024 DROP COLUMN county")
+        .await
+        .expect("alter");
+    let (status, _, stderr) = check_against(&pg.url());
+    assert_eq!(status, 1);
+    assert!(stderr.contains("burial_2024.yaml"), "{stderr}");
+    assert!(stderr.contains("\"county\" is not a column"), "{stderr}");
+
+    client
+        .batch_execute("DROP TABLE public.burial_2024")
+        .await
+        .expect("drop");
+    let (status, _, stderr) = check_against(&pg.url());
+    assert_eq!(status, 1);
+    assert!(stderr.contains("does not exist in the database"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_against_an_unreachable_database_fails_clearly() {
+    let (status, _, stderr) = check_against("postgres://nobody@127.0.0.1:1/none");
+    assert_eq!(status, 1);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+#[tokio::test]
+async fn esq_passwd_verifiers_are_accepted_by_postgresql_scram() {
+    let pg = TestPostgres::start_private().await;
+    let mut child = esq()
+        .args(["passwd", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run esq passwd");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"correct horse battery\n")
+        .expect("write password");
+    let out = child.wait_with_output().expect("esq passwd");
+    assert!(out.status.success());
+    let verifier = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+    assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
+
+    let admin = pg.connect().await;
+    admin
+        .batch_execute(&format!("CREATE ROLE alice LOGIN PASSWORD '{verifier}'"))
+        .await
+        .expect("create role with the verifier");
+    pg.require_scram_for("alice").await;
+
+    let url = |password: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=alice dbname=postgres password='{password}'",
+            pg.port()
+        )
+    };
+    let (client, connection) = tokio_postgres::connect(&url("correct horse battery"), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL accepts the password behind the esq verifier");
+    tokio::spawn(connection);
+    let who: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(who, "alice");
+
+    let wrong = tokio_postgres::connect(&url("wrong"), tokio_postgres::NoTls).await;
+    assert!(wrong.is_err(), "a wrong password is refused (so SCRAM was really used)");
+}
