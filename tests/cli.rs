@@ -2,6 +2,7 @@
 //! fails with file:line messages on broken inputs; `ticket issue` prints a
 //! ticket or the denial with reasons and alternatives; `token`,
 //! `sample-data` and `passwd` behave.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
@@ -56,9 +57,17 @@ fn edit(path: PathBuf, from: &str, to: &str) {
 fn check_passes_on_what_ships() {
     let run = esq(&["check"]);
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("1 datasets (burial_2024)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 datasets (burial_2024)"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("5 policies"), "{}", run.stdout);
-    let tests_line = run.stdout.lines().find(|l| l.contains("tests passed")).expect("tests line");
+    let tests_line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("tests passed"))
+        .expect("tests line");
     let counts: Vec<&str> = tests_line.split_whitespace().collect();
     let of = counts.iter().position(|w| *w == "of").expect("N of M");
     assert_eq!(counts[of - 1], counts[of + 1], "{tests_line}");
@@ -67,7 +76,11 @@ fn check_passes_on_what_ships() {
 #[test]
 fn check_names_file_and_line_of_broken_yaml() {
     let ws = workspace();
-    edit(ws.path().join("catalog/burial_2024.yaml"), "  - { name: state }", "  - { name: state ");
+    edit(
+        ws.path().join("catalog/burial_2024.yaml"),
+        "  - { name: state }",
+        "  - { name: state ",
+    );
     let run = esq_in(ws.path(), &["check"], &[]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("burial_2024.yaml:"), "{}", run.stderr);
@@ -84,14 +97,22 @@ fn check_names_file_and_line_of_broken_yaml() {
 #[test]
 fn check_names_unknown_keys_in_catalog_and_config() {
     let ws = workspace();
-    edit(ws.path().join("catalog/burial_2024.yaml"), "owner: NCA", "ownr: NCA");
+    edit(
+        ws.path().join("catalog/burial_2024.yaml"),
+        "owner: NCA",
+        "ownr: NCA",
+    );
     let run = esq_in(ws.path(), &["check"], &[]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("burial_2024.yaml:4:"), "{}", run.stderr);
     assert!(run.stderr.contains("ownr"), "{}", run.stderr);
 
     let ws = workspace();
-    edit(ws.path().join("config/esq.toml"), "default_ttl = \"5m\"", "default_tll = \"5m\"");
+    edit(
+        ws.path().join("config/esq.toml"),
+        "default_ttl = \"5m\"",
+        "default_tll = \"5m\"",
+    );
     let run = esq_in(ws.path(), &["check"], &[]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("config/esq.toml"), "{}", run.stderr);
@@ -101,21 +122,36 @@ fn check_names_unknown_keys_in_catalog_and_config() {
 
 #[test]
 fn check_names_the_environment_variable_of_a_bad_override() {
-    let run = esq_in(&common::repo(), &["check"], &[("ESQ_TICKETS__MAX_TTL", "forever")]);
+    let run = esq_in(
+        &common::repo(),
+        &["check"],
+        &[("ESQ_TICKETS__MAX_TTL", "forever")],
+    );
     assert_eq!(run.status, 2);
-    assert!(run.stderr.contains("ESQ_TICKETS__MAX_TTL"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ESQ_TICKETS__MAX_TTL"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn check_names_file_and_line_of_a_rego_syntax_error() {
     let ws = workspace();
-    edit(ws.path().join("policies/foia.rego"), "default applies := false", "default applies := ");
+    edit(
+        ws.path().join("policies/foia.rego"),
+        "default applies := false",
+        "default applies := ",
+    );
     let run = esq_in(ws.path(), &["check"], &[]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("foia.rego:"), "{}", run.stderr);
     let after = run.stderr.split("foia.rego:").nth(1).unwrap_or("");
     assert!(
-        after.split(':').next().is_some_and(|n| n.parse::<u32>().is_ok()),
+        after
+            .split(':')
+            .next()
+            .is_some_and(|n| n.parse::<u32>().is_ok()),
         "a line number follows the file: {}",
         run.stderr
     );
@@ -133,33 +169,70 @@ fn check_fails_on_a_failing_rego_test() {
     let run = esq_in(ws.path(), &["check"], &[]);
     assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("foia_test.rego"), "{}", run.stderr);
-    assert!(run.stderr.contains("esq.policies.foia_test.test_"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("esq.policies.foia_test.test_"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn ticket_issue_prints_the_ticket_and_scope() {
     let run = esq(&[
-        "ticket", "issue", "--user", "ca_official", "--dataset", "burial_2024",
-        "--fields", "state,id", "--aggregate", "count", "--purpose", "state report",
+        "ticket",
+        "issue",
+        "--user",
+        "ca_official",
+        "--dataset",
+        "burial_2024",
+        "--fields",
+        "state,id",
+        "--aggregate",
+        "count",
+        "--purpose",
+        "state report",
     ]);
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert!(run.stdout.starts_with("ticket    T-"), "{}", run.stdout);
-    assert!(run.stdout.contains("groups smaller than 11 suppressed"), "{}", run.stdout);
-    assert!(run.stdout.contains("rows      state = \"CA\""), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("groups smaller than 11 suppressed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("rows      state = \"CA\""),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("P-ABAC-STATE-001"), "{}", run.stdout);
 }
 
 #[test]
 fn ticket_issue_json_has_the_http_shape() {
     let run = esq(&[
-        "ticket", "issue", "--user", "journalist", "--dataset", "burial_2024",
-        "--fields", "state,id", "--aggregate", "count", "--purpose", "FOIA", "--ttl", "10m", "--json",
+        "ticket",
+        "issue",
+        "--user",
+        "journalist",
+        "--dataset",
+        "burial_2024",
+        "--fields",
+        "state,id",
+        "--aggregate",
+        "count",
+        "--purpose",
+        "FOIA",
+        "--ttl",
+        "10m",
+        "--json",
     ]);
     assert_eq!(run.status, 0, "{}", run.stderr);
     let body: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert!(body["ticket"].as_str().is_some_and(|t| t.starts_with("T-")));
     assert_eq!(body["expires"], "10m");
-    assert!(body["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(body["expires_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
     assert_eq!(body["scope"]["aggregate"], "count");
     assert_eq!(body["scope"]["min_group_size"], 11);
 }
@@ -167,11 +240,25 @@ fn ticket_issue_json_has_the_http_shape() {
 #[test]
 fn ticket_issue_prints_denials_with_reasons_and_alternatives() {
     let run = esq(&[
-        "ticket", "issue", "--user", "journalist", "--dataset", "burial_2024",
-        "--fields", "state,ssn", "--aggregate", "count", "--purpose", "FOIA",
+        "ticket",
+        "issue",
+        "--user",
+        "journalist",
+        "--dataset",
+        "burial_2024",
+        "--fields",
+        "state,ssn",
+        "--aggregate",
+        "count",
+        "--purpose",
+        "FOIA",
     ]);
     assert_eq!(run.status, 1);
-    assert!(run.stderr.contains("denied by P-FOIA-001"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("denied by P-FOIA-001"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("reason:"), "{}", run.stderr);
     assert!(run.stderr.contains("alternative:"), "{}", run.stderr);
     assert!(run.stdout.is_empty(), "no ticket on denial");
@@ -180,26 +267,58 @@ fn ticket_issue_prints_denials_with_reasons_and_alternatives() {
 #[test]
 fn ticket_issue_rejects_bad_input_clearly() {
     let run = esq(&[
-        "ticket", "issue", "--user", "mallory", "--dataset", "burial_2024",
-        "--fields", "state", "--purpose", "x",
+        "ticket",
+        "issue",
+        "--user",
+        "mallory",
+        "--dataset",
+        "burial_2024",
+        "--fields",
+        "state",
+        "--purpose",
+        "x",
     ]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("no user \"mallory\""), "{}", run.stderr);
 
     let run = esq(&[
-        "ticket", "issue", "--user", "journalist", "--dataset", "burial_2024",
-        "--fields", "state", "--aggregate", "count", "--purpose", "x", "--ttl", "3h",
+        "ticket",
+        "issue",
+        "--user",
+        "journalist",
+        "--dataset",
+        "burial_2024",
+        "--fields",
+        "state",
+        "--aggregate",
+        "count",
+        "--purpose",
+        "x",
+        "--ttl",
+        "3h",
     ]);
     assert_eq!(run.status, 2);
-    assert!(run.stderr.contains("ttl: 3h exceeds the maximum of 1h"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ttl: 3h exceeds the maximum of 1h"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn token_prints_a_token_and_its_hash() {
     let run = esq(&["token"]);
     assert_eq!(run.status, 0);
-    let token = run.stdout.lines().find_map(|l| l.strip_prefix("token:  ")).expect("token");
-    let hash = run.stdout.lines().find_map(|l| l.strip_prefix("sha256: ")).expect("hash");
+    let token = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token:  "))
+        .expect("token");
+    let hash = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256: "))
+        .expect("hash");
     assert_eq!(esq::auth::token::hash_hex(token), hash);
 }
 
@@ -209,7 +328,11 @@ fn sample_data_is_deterministic() {
     let b = esq(&["sample-data", "--rows", "500"]);
     assert_eq!(a.status, 0);
     assert_eq!(a.stdout, b.stdout);
-    assert!(a.stdout.contains("CREATE TABLE public.burial_2024"), "{}", &a.stdout[..200.min(a.stdout.len())]);
+    assert!(
+        a.stdout.contains("CREATE TABLE public.burial_2024"),
+        "{}",
+        &a.stdout[..200.min(a.stdout.len())]
+    );
     let c = esq(&["sample-data", "--rows", "500", "--seed", "7"]);
     assert_ne!(a.stdout, c.stdout);
 }

@@ -2,6 +2,7 @@
 //! applicable package allows; undefined, malformed, erroring or slow
 //! decisions deny; no applicable package denies; broken policy files are
 //! load errors that name file and line.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,7 +76,8 @@ fn an_explicit_allow_allows() {
 
 #[test]
 fn no_applicable_package_denies_by_default() {
-    let text = "package esq.policies.never\ndefault applies := false\ndecision := {\"allow\": true}\n";
+    let text =
+        "package esq.policies.never\ndefault applies := false\ndecision := {\"allow\": true}\n";
     let verdict = evaluate(&[("never.rego", text)]);
     assert!(!verdict.allow);
     assert_eq!(verdict.denied_by, vec!["esq-default-deny"]);
@@ -103,7 +105,10 @@ fn anything_but_an_explicit_true_denies() {
         ]);
         assert!(!verdict.allow, "{name}: {verdict:?}");
         assert!(
-            verdict.denied_by.iter().any(|p| p.contains(name) || p == "X"),
+            verdict
+                .denied_by
+                .iter()
+                .any(|p| p.contains(name) || p == "X"),
             "{name}: {verdict:?}"
         );
     }
@@ -111,23 +116,31 @@ fn anything_but_an_explicit_true_denies() {
 
 #[test]
 fn an_erroring_applies_denies() {
-    let text = "package esq.policies.broken\napplies if 1 / 0 == 1\ndecision := {\"allow\": true}\n";
+    let text =
+        "package esq.policies.broken\napplies if 1 / 0 == 1\ndecision := {\"allow\": true}\n";
     let verdict = evaluate(&[("ok.rego", &package("ok", ALLOW)), ("broken.rego", text)]);
     assert!(!verdict.allow, "{verdict:?}");
 }
 
 #[test]
 fn syntax_errors_name_file_and_line() {
-    let text = "package esq.policies.bad\n\ndefault applies := false\ndecision := {\"allow\": true\n";
+    let text =
+        "package esq.policies.bad\n\ndefault applies := false\ndecision := {\"allow\": true\n";
     let message = load(&[("bad.rego", text)]).expect_err("syntax error");
     assert!(message.contains("bad.rego:"), "{message}");
-    assert!(message.contains(":4:") || message.contains(":5:"), "{message}");
+    assert!(
+        message.contains(":4:") || message.contains(":5:"),
+        "{message}"
+    );
 }
 
 #[test]
 fn a_policy_package_must_define_applies_and_decision() {
-    let message = load(&[("half.rego", "package esq.policies.half\ndecision := {\"allow\": true}\n")])
-        .expect_err("no applies");
+    let message = load(&[(
+        "half.rego",
+        "package esq.policies.half\ndecision := {\"allow\": true}\n",
+    )])
+    .expect_err("no applies");
     assert!(message.contains("half.rego"), "{message}");
     assert!(message.contains("applies"), "{message}");
 }
@@ -147,7 +160,11 @@ fn rego_tests_run_and_failures_are_reported() {
         .collect();
     assert_eq!(
         by_name,
-        BTreeMap::from([("test_allows", true), ("test_errors", false), ("test_wrong", false)])
+        BTreeMap::from([
+            ("test_allows", true),
+            ("test_errors", false),
+            ("test_wrong", false)
+        ])
     );
     assert!(!report.all_passed());
     // Test packages are not policies.
@@ -159,12 +176,23 @@ fn the_shipped_policies_pass_their_tests() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let set = PolicySet::load_dir(&dir, Duration::from_millis(250)).expect("shipped policies load");
     let report = set.run_tests();
-    let failures: Vec<String> = report.failed().map(|f| format!("{}: {}", f.name, f.detail)).collect();
+    let failures: Vec<String> = report
+        .failed()
+        .map(|f| format!("{}: {}", f.name, f.detail))
+        .collect();
     assert!(failures.is_empty(), "{failures:#?}");
-    assert!(report.outcomes.len() >= 40, "{} tests", report.outcomes.len());
+    assert!(
+        report.outcomes.len() >= 40,
+        "{} tests",
+        report.outcomes.len()
+    );
     for policy in ["foia", "hipaa", "retention", "state_scope", "open_data"] {
         let package = format!("esq.policies.{policy}_test.");
-        let count = report.outcomes.iter().filter(|o| o.name.starts_with(&package)).count();
+        let count = report
+            .outcomes
+            .iter()
+            .filter(|o| o.name.starts_with(&package))
+            .count();
         assert!(count >= 5, "{policy} has {count} tests");
     }
 }

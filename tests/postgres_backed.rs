@@ -2,6 +2,7 @@
 //! sample data loads as documented, `esq check --against` compares catalog
 //! and schema, and `esq passwd` verifiers are real SCRAM-SHA-256 secrets
 //! that PostgreSQL itself accepts.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
@@ -39,15 +40,24 @@ async fn sample_data_loads_and_check_against_compares_catalog_and_schema() {
         .await
         .expect("sample data loads");
     let per_state = client
-        .query("SELECT state, count(*) FROM public.burial_2024 GROUP BY state", &[])
+        .query(
+            "SELECT state, count(*) FROM public.burial_2024 GROUP BY state",
+            &[],
+        )
         .await
         .expect("query");
     let small = per_state.iter().filter(|r| r.get::<_, i64>(1) < 11).count();
-    assert!(small >= 4, "some states stay under k=11 so suppression shows");
+    assert!(
+        small >= 4,
+        "some states stay under k=11 so suppression shows"
+    );
 
     let (status, stdout, stderr) = check_against(&pg.url());
     assert_eq!(status, 0, "stdout: {stdout}\nstderr: {stderr}");
-    assert!(stdout.contains("every catalog table and field exists"), "{stdout}");
+    assert!(
+        stdout.contains("every catalog table and field exists"),
+        "{stdout}"
+    );
 
     // A column the catalog does not know is forbidden by default (not an error).
     client
@@ -77,7 +87,10 @@ async fn sample_data_loads_and_check_against_compares_catalog_and_schema() {
         .expect("drop");
     let (status, _, stderr) = check_against(&pg.url());
     assert_eq!(status, 1);
-    assert!(stderr.contains("does not exist in the database"), "{stderr}");
+    assert!(
+        stderr.contains("does not exist in the database"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +117,10 @@ async fn esq_passwd_verifiers_are_accepted_by_postgresql_scram() {
         .expect("write password");
     let out = child.wait_with_output().expect("esq passwd");
     assert!(out.status.success());
-    let verifier = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+    let verifier = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
     assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
 
     let admin = pg.connect().await;
@@ -120,9 +136,10 @@ async fn esq_passwd_verifiers_are_accepted_by_postgresql_scram() {
             pg.port()
         )
     };
-    let (client, connection) = tokio_postgres::connect(&url("correct horse battery"), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL accepts the password behind the esq verifier");
+    let (client, connection) =
+        tokio_postgres::connect(&url("correct horse battery"), tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL accepts the password behind the esq verifier");
     tokio::spawn(connection);
     let who: String = client
         .query_one("SELECT current_user::text", &[])
@@ -132,5 +149,8 @@ async fn esq_passwd_verifiers_are_accepted_by_postgresql_scram() {
     assert_eq!(who, "alice");
 
     let wrong = tokio_postgres::connect(&url("wrong"), tokio_postgres::NoTls).await;
-    assert!(wrong.is_err(), "a wrong password is refused (so SCRAM was really used)");
+    assert!(
+        wrong.is_err(),
+        "a wrong password is refused (so SCRAM was really used)"
+    );
 }

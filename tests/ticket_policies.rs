@@ -1,6 +1,7 @@
 //! Ticket issuance end to end over the shipped catalog and Rego policies:
 //! each policy allows what it should (with its obligations) and denies what
 //! it should, with reasons and alternatives.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
@@ -12,7 +13,9 @@ use esq::policy::FilterValue;
 use esq::tickets::{Aggregate, IssueError, IssuedTicket, TicketRequest};
 
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 18, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 fn request(fields: &[&str], aggregate: Option<&str>, purpose: &str) -> TicketRequest {
@@ -33,7 +36,7 @@ async fn issue(app: &App, user: &str, request: &TicketRequest) -> Result<IssuedT
 
 async fn denied(app: &App, user: &str, request: &TicketRequest) -> esq::policy::Verdict {
     match issue(app, user, request).await {
-        Err(IssueError::Denied(verdict)) => verdict,
+        Err(IssueError::Denied(verdict)) => *verdict,
         other => panic!("expected a policy denial, got {other:?}"),
     }
 }
@@ -41,9 +44,13 @@ async fn denied(app: &App, user: &str, request: &TicketRequest) -> esq::policy::
 #[tokio::test]
 async fn foia_journalist_gets_a_count_ticket_with_k_and_retention() {
     let app = common::shipped_app();
-    let issued = issue(&app, "journalist", &request(&["state", "id"], Some("count"), "FOIA aggregation"))
-        .await
-        .expect("allowed");
+    let issued = issue(
+        &app,
+        "journalist",
+        &request(&["state", "id"], Some("count"), "FOIA aggregation"),
+    )
+    .await
+    .expect("allowed");
     assert!(issued.ticket.starts_with("T-"));
     assert_eq!(issued.expires, "5m");
     assert_eq!(issued.expires_at, "2026-11-25T18:05:00Z");
@@ -51,10 +58,17 @@ async fn foia_journalist_gets_a_count_ticket_with_k_and_retention() {
     assert_eq!(scope.fields, vec!["id", "state"], "catalog order");
     assert_eq!(scope.aggregate, Some(Aggregate::Count));
     assert_eq!(scope.min_group_size, 11);
-    assert_eq!(scope.retention_cutoff.map(|d| d.to_string()).as_deref(), Some("2016-11-25"));
+    assert_eq!(
+        scope.retention_cutoff.map(|d| d.to_string()).as_deref(),
+        Some("2016-11-25")
+    );
     assert!(scope.row_filters.is_empty());
     for id in ["P-FOIA-001", "P-HIPAA-001", "P-RET-001"] {
-        assert!(scope.policy_ids.iter().any(|p| p == id), "{id} in {:?}", scope.policy_ids);
+        assert!(
+            scope.policy_ids.iter().any(|p| p == id),
+            "{id} in {:?}",
+            scope.policy_ids
+        );
     }
     assert_eq!(scope.user, "journalist");
 }
@@ -62,11 +76,25 @@ async fn foia_journalist_gets_a_count_ticket_with_k_and_retention() {
 #[tokio::test]
 async fn foia_refuses_ssn_with_an_alternative() {
     let app = common::shipped_app();
-    let verdict = denied(&app, "journalist", &request(&["state", "ssn"], Some("count"), "FOIA")).await;
-    assert!(verdict.denied_by.iter().any(|p| p == "P-FOIA-001"), "{verdict:?}");
-    assert!(verdict.reasons.iter().any(|r| r.contains("ssn")), "{verdict:?}");
+    let verdict = denied(
+        &app,
+        "journalist",
+        &request(&["state", "ssn"], Some("count"), "FOIA"),
+    )
+    .await;
     assert!(
-        verdict.alternatives.iter().any(|a| a.contains("ssn") || a.contains("\"state\"")),
+        verdict.denied_by.iter().any(|p| p == "P-FOIA-001"),
+        "{verdict:?}"
+    );
+    assert!(
+        verdict.reasons.iter().any(|r| r.contains("ssn")),
+        "{verdict:?}"
+    );
+    assert!(
+        verdict
+            .alternatives
+            .iter()
+            .any(|a| a.contains("ssn") || a.contains("\"state\"")),
         "{verdict:?}"
     );
 }
@@ -75,17 +103,32 @@ async fn foia_refuses_ssn_with_an_alternative() {
 async fn foia_and_hipaa_refuse_row_level_answers_to_the_public() {
     let app = common::shipped_app();
     let verdict = denied(&app, "journalist", &request(&["state", "id"], None, "FOIA")).await;
-    assert!(verdict.denied_by.iter().any(|p| p == "P-FOIA-001"), "{verdict:?}");
-    assert!(verdict.denied_by.iter().any(|p| p == "P-HIPAA-001"), "{verdict:?}");
-    assert!(verdict.alternatives.iter().any(|a| a.contains("count")), "{verdict:?}");
+    assert!(
+        verdict.denied_by.iter().any(|p| p == "P-FOIA-001"),
+        "{verdict:?}"
+    );
+    assert!(
+        verdict.denied_by.iter().any(|p| p == "P-HIPAA-001"),
+        "{verdict:?}"
+    );
+    assert!(
+        verdict.alternatives.iter().any(|a| a.contains("count")),
+        "{verdict:?}"
+    );
 }
 
 #[tokio::test]
 async fn hipaa_gives_clinicians_short_row_level_phi_for_treatment() {
     let app = common::shipped_app();
-    let mut req = request(&["name", "dob", "cause_of_death"], None, "treatment of patient 4711");
+    let mut req = request(
+        &["name", "dob", "cause_of_death"],
+        None,
+        "treatment of patient 4711",
+    );
     req.ttl = Some("60m".into());
-    let issued = issue(&app, "clinician", &req).await.expect("allowed for treatment");
+    let issued = issue(&app, "clinician", &req)
+        .await
+        .expect("allowed for treatment");
     assert_eq!(issued.scope.aggregate, None);
     assert_eq!(issued.expires, "15m", "HIPAA caps row-level PHI tickets");
     assert!(issued.scope.policy_ids.iter().any(|p| p == "P-HIPAA-001"));
@@ -94,7 +137,12 @@ async fn hipaa_gives_clinicians_short_row_level_phi_for_treatment() {
 #[tokio::test]
 async fn hipaa_refuses_row_level_phi_without_a_treatment_purpose() {
     let app = common::shipped_app();
-    let verdict = denied(&app, "clinician", &request(&["name", "dob"], None, "curiosity")).await;
+    let verdict = denied(
+        &app,
+        "clinician",
+        &request(&["name", "dob"], None, "curiosity"),
+    )
+    .await;
     assert_eq!(verdict.denied_by, vec!["P-HIPAA-001"]);
     assert!(!verdict.reasons.is_empty());
     assert!(!verdict.alternatives.is_empty());
@@ -103,14 +151,22 @@ async fn hipaa_refuses_row_level_phi_without_a_treatment_purpose() {
 #[tokio::test]
 async fn state_attribute_becomes_a_row_filter() {
     let app = common::shipped_app();
-    let issued = issue(&app, "ca_official", &request(&["state", "id"], Some("count"), "state report"))
-        .await
-        .expect("allowed");
+    let issued = issue(
+        &app,
+        "ca_official",
+        &request(&["state", "id"], Some("count"), "state report"),
+    )
+    .await
+    .expect("allowed");
     assert_eq!(
         issued.scope.row_filters,
         BTreeMap::from([("state".to_string(), FilterValue::Text("CA".into()))])
     );
-    assert!(issued.scope.policy_ids.iter().any(|p| p == "P-ABAC-STATE-001"));
+    assert!(issued
+        .scope
+        .policy_ids
+        .iter()
+        .any(|p| p == "P-ABAC-STATE-001"));
 }
 
 #[tokio::test]
@@ -120,7 +176,10 @@ async fn state_official_cannot_ask_for_another_state() {
     req.where_.insert("state".into(), serde_json::json!("NY"));
     let verdict = denied(&app, "ca_official", &req).await;
     assert_eq!(verdict.denied_by, vec!["P-ABAC-STATE-001"]);
-    assert!(verdict.reasons.iter().any(|r| r.contains("CA")), "{verdict:?}");
+    assert!(
+        verdict.reasons.iter().any(|r| r.contains("CA")),
+        "{verdict:?}"
+    );
 }
 
 #[tokio::test]
@@ -131,8 +190,14 @@ async fn a_user_without_an_entitled_role_gets_nothing_from_phi_data() {
         request(&["state", "county"], None, "looking"),
     ] {
         let verdict = denied(&app, "admin", &req).await;
-        assert!(verdict.denied_by.iter().any(|p| p == "P-HIPAA-001"), "{verdict:?}");
-        assert!(verdict.reasons.iter().any(|r| r.contains("entitled roles")), "{verdict:?}");
+        assert!(
+            verdict.denied_by.iter().any(|p| p == "P-HIPAA-001"),
+            "{verdict:?}"
+        );
+        assert!(
+            verdict.reasons.iter().any(|r| r.contains("entitled roles")),
+            "{verdict:?}"
+        );
     }
 }
 
@@ -141,13 +206,62 @@ async fn malformed_requests_name_the_bad_field() {
     let app = common::shipped_app();
     let base = request(&["state", "id"], Some("count"), "FOIA");
     let cases: Vec<(TicketRequest, &str, &str)> = vec![
-        (TicketRequest { dataset: "nope".into(), ..base.clone() }, "dataset", "burial_2024"),
-        (TicketRequest { fields: vec![], ..base.clone() }, "fields", "at least one"),
-        (TicketRequest { fields: vec!["salary".into()], ..base.clone() }, "fields", "salary"),
-        (TicketRequest { aggregate: Some("sum".into()), ..base.clone() }, "aggregate", "count"),
-        (TicketRequest { purpose: "  ".into(), ..base.clone() }, "purpose", "why"),
-        (TicketRequest { ttl: Some("2h".into()), ..base.clone() }, "ttl", "maximum"),
-        (TicketRequest { ttl: Some("soon".into()), ..base.clone() }, "ttl", "duration"),
+        (
+            TicketRequest {
+                dataset: "nope".into(),
+                ..base.clone()
+            },
+            "dataset",
+            "burial_2024",
+        ),
+        (
+            TicketRequest {
+                fields: vec![],
+                ..base.clone()
+            },
+            "fields",
+            "at least one",
+        ),
+        (
+            TicketRequest {
+                fields: vec!["salary".into()],
+                ..base.clone()
+            },
+            "fields",
+            "salary",
+        ),
+        (
+            TicketRequest {
+                aggregate: Some("sum".into()),
+                ..base.clone()
+            },
+            "aggregate",
+            "count",
+        ),
+        (
+            TicketRequest {
+                purpose: "  ".into(),
+                ..base.clone()
+            },
+            "purpose",
+            "why",
+        ),
+        (
+            TicketRequest {
+                ttl: Some("2h".into()),
+                ..base.clone()
+            },
+            "ttl",
+            "maximum",
+        ),
+        (
+            TicketRequest {
+                ttl: Some("soon".into()),
+                ..base.clone()
+            },
+            "ttl",
+            "duration",
+        ),
         (
             TicketRequest {
                 where_: BTreeMap::from([("ssn".to_string(), serde_json::json!("123-45-6789"))]),

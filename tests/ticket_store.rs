@@ -1,5 +1,6 @@
 //! Ticket lifetime in the in-memory store: valid until `expires_at`, stale
 //! after it, stale at once when revoked, and never kept by id.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
@@ -23,7 +24,10 @@ fn foia_request(ttl: &str) -> TicketRequest {
 async fn tickets_expire_and_can_be_revoked() {
     let app = common::shipped_app();
     let journalist = app.users.principal("journalist").expect("user").clone();
-    let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 18, 0, 0).single().expect("time");
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
+        .single()
+        .expect("time");
     let issued = app
         .tickets
         .issue(&journalist, &foia_request("10m"), t0)
@@ -32,13 +36,19 @@ async fn tickets_expire_and_can_be_revoked() {
     let id = TicketId::parse(&issued.ticket).expect("well-formed");
     let store = &app.tickets.store;
 
-    let valid = store.get(&id, t0 + Duration::minutes(9)).await.expect("store");
+    let valid = store
+        .get(&id, t0 + Duration::minutes(9))
+        .await
+        .expect("store");
     match valid {
         Lookup::Valid(ticket) => assert_eq!(ticket.scope, issued.scope),
         other => panic!("expected valid, got {other:?}"),
     }
     assert_eq!(
-        store.get(&id, t0 + Duration::minutes(10)).await.expect("store"),
+        store
+            .get(&id, t0 + Duration::minutes(10))
+            .await
+            .expect("store"),
         Lookup::Stale(Stale::Expired),
         "a ticket is stale at its expiry instant"
     );
@@ -51,7 +61,11 @@ async fn tickets_expire_and_can_be_revoked() {
     let second_id = TicketId::parse(&second.ticket).expect("well-formed");
     assert_ne!(second_id, id, "every ticket gets a fresh id");
     assert_eq!(
-        store.owner(&second_id.hash(), t0).await.expect("store").as_deref(),
+        store
+            .owner(&second_id.hash(), t0)
+            .await
+            .expect("store")
+            .as_deref(),
         Some("journalist")
     );
     assert!(store.revoke(&second_id.hash(), t0).await.expect("store"));
@@ -63,7 +77,10 @@ async fn tickets_expire_and_can_be_revoked() {
         !store.revoke(&second_id.hash(), t0).await.expect("store"),
         "revoking twice reports nothing to revoke"
     );
-    assert_eq!(store.owner(&second_id.hash(), t0).await.expect("store"), None);
+    assert_eq!(
+        store.owner(&second_id.hash(), t0).await.expect("store"),
+        None
+    );
 
     let forged = TicketId::generate().expect("random");
     assert_eq!(
@@ -77,7 +94,10 @@ async fn the_memory_store_keeps_hashes_not_ids_and_sweeps_expired_tickets() {
     let app = common::shipped_app();
     let journalist = app.users.principal("journalist").expect("user").clone();
     let store = MemoryTicketStore::new();
-    let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 18, 0, 0).single().expect("time");
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
+        .single()
+        .expect("time");
     let issued = app
         .tickets
         .issue(&journalist, &foia_request("1m"), t0)
@@ -89,7 +109,10 @@ async fn the_memory_store_keeps_hashes_not_ids_and_sweeps_expired_tickets() {
     };
     store.put(&id, &ticket).await.expect("put");
     let held = format!("{store:?}");
-    assert!(!held.contains(&issued.ticket[2..]), "the id itself is never stored");
+    assert!(
+        !held.contains(&issued.ticket[2..]),
+        "the id itself is never stored"
+    );
     assert_eq!(store.live_count(t0), 1);
     assert_eq!(store.live_count(t0 + Duration::minutes(1)), 0);
 

@@ -42,7 +42,9 @@ impl ScramVerifier {
     }
 
     pub fn parse(text: &str) -> Result<ScramVerifier, ScramError> {
-        let rest = text.strip_prefix("SCRAM-SHA-256$").ok_or(ScramError::Shape)?;
+        let rest = text
+            .strip_prefix("SCRAM-SHA-256$")
+            .ok_or(ScramError::Shape)?;
         let (params, keys) = rest.split_once('$').ok_or(ScramError::Shape)?;
         let (iterations, salt) = params.split_once(':').ok_or(ScramError::Shape)?;
         let (stored_key, server_key) = keys.split_once(':').ok_or(ScramError::Shape)?;

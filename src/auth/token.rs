@@ -9,7 +9,9 @@ use subtle::ConstantTimeEq;
 pub const TOKEN_PREFIX: &str = "esq_";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a token hash: expected 64 hexadecimal characters (the SHA-256 printed by `esq token`)")]
+#[error(
+    "not a token hash: expected 64 hexadecimal characters (the SHA-256 printed by `esq token`)"
+)]
 pub struct BadTokenHash;
 
 /// A new random API token and its SHA-256 hex for the config file.
@@ -49,7 +51,11 @@ mod tests {
         let (other, _) = generate().expect("random source");
         assert_ne!(token, other);
         assert!(token.starts_with(TOKEN_PREFIX));
-        assert_eq!(token.len(), TOKEN_PREFIX.len() + 43, "32 bytes in base64url");
+        assert_eq!(
+            token.len(),
+            TOKEN_PREFIX.len() + 43,
+            "32 bytes in base64url"
+        );
         assert_eq!(parse_token_hash(&hash), Ok(super::hash(&token)));
     }
 

@@ -148,13 +148,13 @@ pub fn parse_dataset(path: &Path, text: &str) -> Result<Dataset, CatalogError> {
     }
     let table = parse_table(&raw.table.value)
         .map_err(|message| invalid(line(&raw.table.referenced), message))?;
-    let sensitivity: Sensitivity = raw
-        .sensitivity
-        .value
-        .parse()
-        .map_err(|err: crate::sensitivity::UnknownSensitivity| {
-            invalid(line(&raw.sensitivity.referenced), err.to_string())
-        })?;
+    let sensitivity: Sensitivity =
+        raw.sensitivity
+            .value
+            .parse()
+            .map_err(|err: crate::sensitivity::UnknownSensitivity| {
+                invalid(line(&raw.sensitivity.referenced), err.to_string())
+            })?;
 
     let mut fields = Vec::new();
     let mut seen = BTreeSet::new();
@@ -171,7 +171,10 @@ pub fn parse_dataset(path: &Path, text: &str) -> Result<Dataset, CatalogError> {
             ));
         }
         if !seen.insert(field.name.clone()) {
-            return Err(invalid(at, format!("field {:?} is listed twice", field.name)));
+            return Err(invalid(
+                at,
+                format!("field {:?} is listed twice", field.name),
+            ));
         }
         let own = field
             .sensitivity
@@ -202,16 +205,20 @@ pub fn parse_dataset(path: &Path, text: &str) -> Result<Dataset, CatalogError> {
         ));
     }
 
-    let field_ref = |key: &str, value: &Option<Spanned<String>>| -> Result<Option<String>, CatalogError> {
-        match value {
-            None => Ok(None),
-            Some(spanned) if seen.contains(&spanned.value) => Ok(Some(spanned.value.clone())),
-            Some(spanned) => Err(invalid(
-                line(&spanned.referenced),
-                format!("{key}: {:?} is not one of the dataset's fields", spanned.value),
-            )),
-        }
-    };
+    let field_ref =
+        |key: &str, value: &Option<Spanned<String>>| -> Result<Option<String>, CatalogError> {
+            match value {
+                None => Ok(None),
+                Some(spanned) if seen.contains(&spanned.value) => Ok(Some(spanned.value.clone())),
+                Some(spanned) => Err(invalid(
+                    line(&spanned.referenced),
+                    format!(
+                        "{key}: {:?} is not one of the dataset's fields",
+                        spanned.value
+                    ),
+                )),
+            }
+        };
     let subject_key = field_ref("subject_key", &raw.subject_key)?;
     let retention_field = field_ref("retention_field", &raw.retention_field)?;
     if let Some(k) = &raw.min_group_size {

@@ -98,7 +98,9 @@ impl Catalog {
     }
 
     pub fn dataset_for_table(&self, table: &TableName) -> Option<&Arc<Dataset>> {
-        self.by_table.get(table).and_then(|id| self.datasets.get(id))
+        self.by_table
+            .get(table)
+            .and_then(|id| self.datasets.get(id))
     }
 
     pub fn datasets(&self) -> impl Iterator<Item = &Arc<Dataset>> {
@@ -116,8 +118,7 @@ impl Catalog {
     fn insert(&mut self, dataset: Dataset) {
         self.by_table
             .insert(dataset.table.clone(), dataset.id.clone());
-        self.datasets
-            .insert(dataset.id.clone(), Arc::new(dataset));
+        self.datasets.insert(dataset.id.clone(), Arc::new(dataset));
     }
 }
 

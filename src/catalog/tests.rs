@@ -51,8 +51,16 @@ fn field_sensitivity_follows_pii_and_the_dataset() {
     let dataset = parse(VALID).expect("valid");
     let of = |name: &str| dataset.field_sensitivity(dataset.field(name).expect("field"));
     assert_eq!(of("ssn"), Sensitivity::Phi, "pii on a PHI dataset is PHI");
-    assert_eq!(of("state"), Sensitivity::Internal, "non-pii is at most INTERNAL");
-    assert_eq!(of("cause_of_death"), Sensitivity::Phi, "stated sensitivity wins");
+    assert_eq!(
+        of("state"),
+        Sensitivity::Internal,
+        "non-pii is at most INTERNAL"
+    );
+    assert_eq!(
+        of("cause_of_death"),
+        Sensitivity::Phi,
+        "stated sensitivity wins"
+    );
 
     let public = parse(&VALID.replace("sensitivity: PHI\nsubject", "sensitivity: PUBLIC\nsubject"))
         .expect("valid");
@@ -65,7 +73,10 @@ fn field_sensitivity_follows_pii_and_the_dataset() {
 fn broken_yaml_names_file_and_line() {
     let broken = VALID.replace("  - { name: state }", "  - { name: state ");
     let message = parse(&broken).expect_err("broken").to_string();
-    assert!(message.starts_with("catalog/burial_2024.yaml:"), "{message}");
+    assert!(
+        message.starts_with("catalog/burial_2024.yaml:"),
+        "{message}"
+    );
     assert!(
         message.contains(":13:") || message.contains(":14:") || message.contains(":15:"),
         "{message}"
@@ -76,22 +87,60 @@ fn broken_yaml_names_file_and_line() {
 fn unknown_keys_name_the_line() {
     let message = error_at(&VALID.replace("owner: NCA", "ownr: NCA"), 3);
     assert!(message.contains("ownr"), "{message}");
-    let message = error_at(&VALID.replace("{ name: state }", "{ name: state, pi: true }"), 13);
+    let message = error_at(
+        &VALID.replace("{ name: state }", "{ name: state, pi: true }"),
+        13,
+    );
     assert!(message.contains("pi"), "{message}");
 }
 
 #[test]
 fn rule_violations_name_the_line() {
     let cases: &[(&str, &str, u64, &str)] = &[
-        ("id: burial_2024", "id: other", 1, "must match the file name"),
-        ("table: public.burial_2024", "table: burial_2024", 2, "schema-qualified"),
-        ("table: public.burial_2024", "table: public.Burial", 2, "schema-qualified"),
-        ("sensitivity: PHI\nsubject", "sensitivity: TOP\nsubject", 5, "unknown sensitivity"),
+        (
+            "id: burial_2024",
+            "id: other",
+            1,
+            "must match the file name",
+        ),
+        (
+            "table: public.burial_2024",
+            "table: burial_2024",
+            2,
+            "schema-qualified",
+        ),
+        (
+            "table: public.burial_2024",
+            "table: public.Burial",
+            2,
+            "schema-qualified",
+        ),
+        (
+            "sensitivity: PHI\nsubject",
+            "sensitivity: TOP\nsubject",
+            5,
+            "unknown sensitivity",
+        ),
         ("subject_key: id", "subject_key: person", 6, "subject_key"),
-        ("retention_field: burial_date", "retention_field: died", 8, "retention_field"),
+        (
+            "retention_field: burial_date",
+            "retention_field: died",
+            8,
+            "retention_field",
+        ),
         ("min_group_size: 11", "min_group_size: 1", 9, "at least 2"),
-        ("  - { name: state }", "  - { name: ssn }", 13, "listed twice"),
-        ("  - { name: state }", "  - { name: State }", 13, "lower-case"),
+        (
+            "  - { name: state }",
+            "  - { name: ssn }",
+            13,
+            "listed twice",
+        ),
+        (
+            "  - { name: state }",
+            "  - { name: State }",
+            13,
+            "lower-case",
+        ),
         (
             "  - { name: ssn, pii: true }",
             "  - { name: ssn, pii: true, sensitivity: PUBLIC }",
@@ -115,13 +164,17 @@ fn a_dataset_needs_fields() {
 #[test]
 fn the_directory_loader_refuses_duplicates_and_empty_dirs() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let message = Catalog::load_dir(dir.path()).expect_err("empty").to_string();
+    let message = Catalog::load_dir(dir.path())
+        .expect_err("empty")
+        .to_string();
     assert!(message.contains("holds no *.yaml"), "{message}");
 
     std::fs::write(dir.path().join("burial_2024.yaml"), VALID).expect("write");
     let other = VALID.replace("id: burial_2024", "id: copy");
     std::fs::write(dir.path().join("copy.yaml"), other).expect("write");
-    let message = Catalog::load_dir(dir.path()).expect_err("duplicate").to_string();
+    let message = Catalog::load_dir(dir.path())
+        .expect_err("duplicate")
+        .to_string();
     assert!(message.contains("already described by"), "{message}");
 
     std::fs::remove_file(dir.path().join("copy.yaml")).expect("remove");

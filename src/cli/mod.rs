@@ -18,10 +18,19 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "esq", version, about = "A data-access guard proxy in front of PostgreSQL")]
+#[command(
+    name = "esq",
+    version,
+    about = "A data-access guard proxy in front of PostgreSQL"
+)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, global = true, env = "ESQ_CONFIG", default_value = "config/esq.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "ESQ_CONFIG",
+        default_value = "config/esq.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,

@@ -52,7 +52,9 @@ pub fn token() -> u8 {
         Ok((token, hash)) => {
             println!("token:  {token}");
             println!("sha256: {hash}");
-            eprintln!("Give the token to the user; put only the sha256 in the user's api_token_sha256.");
+            eprintln!(
+                "Give the token to the user; put only the sha256 in the user's api_token_sha256."
+            );
             0
         }
         Err(err) => {

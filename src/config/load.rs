@@ -201,9 +201,7 @@ fn get_path<'a>(table: &'a toml::Table, parts: &[String]) -> Option<&'a toml::Va
 }
 
 fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> Result<(), String> {
-    let (last, parents) = parts
-        .split_last()
-        .ok_or_else(|| "empty key".to_string())?;
+    let (last, parents) = parts.split_last().ok_or_else(|| "empty key".to_string())?;
     let mut current = table;
     for (depth, part) in parents.iter().enumerate() {
         let entry = current

@@ -22,7 +22,9 @@ fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
 }
 
 fn error(text: &str, env: &[(&str, &str)]) -> String {
-    load(text, env).expect_err("config should be refused").to_string()
+    load(text, env)
+        .expect_err("config should be refused")
+        .to_string()
 }
 
 #[test]
@@ -39,7 +41,9 @@ fn minimal_config_gets_the_documented_defaults() {
 
 #[test]
 fn relative_paths_are_resolved_against_the_config_directory() {
-    let (dir, path) = write_config(&format!("{MINIMAL}\n[catalog]\ndir = \"./x/../../catalog\"\n"));
+    let (dir, path) = write_config(&format!(
+        "{MINIMAL}\n[catalog]\ndir = \"./x/../../catalog\"\n"
+    ));
     let config = Config::load_with_env(&path, []).expect("valid");
     let parent = dir.path().parent().expect("temp dir has a parent");
     assert_eq!(config.catalog.dir, parent.join("catalog"));
@@ -107,7 +111,10 @@ fn bad_environment_values_name_the_variable_and_key() {
 
 #[test]
 fn unknown_keys_in_the_file_name_the_key_and_line() {
-    let message = error(&format!("{MINIMAL}\n[tickets]\nstore = \"memory\"\nttl = \"5m\"\n"), &[]);
+    let message = error(
+        &format!("{MINIMAL}\n[tickets]\nstore = \"memory\"\nttl = \"5m\"\n"),
+        &[],
+    );
     assert!(message.contains("esq.toml"), "{message}");
     assert!(message.contains("line 7"), "{message}");
     assert!(message.contains("ttl"), "{message}");
@@ -129,11 +136,20 @@ fn bad_values_name_the_key() {
         ("[tickets]\ndefault_ttl = \"2h\"", "tickets.default_ttl"),
         ("[tickets]\nmax_ttl = \"3d\"", "tickets.max_ttl"),
         ("[tickets]\nstore = \"postgres://x\"", "tickets.store"),
-        ("[tickets]\nstore = \"redis://127.0.0.1\"", "not part of this build"),
+        (
+            "[tickets]\nstore = \"redis://127.0.0.1\"",
+            "not part of this build",
+        ),
         ("[guard]\nmin_group_size = 0", "guard.min_group_size"),
         ("[users.Bad]\nroles = []", "users.Bad"),
-        ("[users.x]\nscram_verifier = \"hunter2\"", "users.x.scram_verifier"),
-        ("[users.x]\napi_token_sha256 = [\"abc\"]", "users.x.api_token_sha256"),
+        (
+            "[users.x]\nscram_verifier = \"hunter2\"",
+            "users.x.scram_verifier",
+        ),
+        (
+            "[users.x]\napi_token_sha256 = [\"abc\"]",
+            "users.x.api_token_sha256",
+        ),
         ("[users.x]\nclearance = \"SECRET\"", "clearance"),
         ("[log]\nformat = \"xml\"", "format"),
         ("[server]\npg_listen = \"nowhere\"", "pg_listen"),
@@ -163,11 +179,16 @@ fn password_file_is_read_and_never_printed() {
     let (dir, path) = write_config(&format!("{MINIMAL}password_file = \"pw\"\n"));
     std::fs::write(dir.path().join("pw"), "s3cret\n").expect("write pw");
     let config = Config::load_with_env(&path, []).expect("valid");
-    assert_eq!(config.upstream_password().map(Secret::expose), Some("s3cret"));
+    assert_eq!(
+        config.upstream_password().map(Secret::expose),
+        Some("s3cret")
+    );
     assert!(!format!("{config:?}").contains("s3cret"));
 
     std::fs::remove_file(dir.path().join("pw")).expect("remove pw");
-    let message = Config::load_with_env(&path, []).expect_err("missing").to_string();
+    let message = Config::load_with_env(&path, [])
+        .expect_err("missing")
+        .to_string();
     assert!(message.contains("upstream.password_file"), "{message}");
 }
 
@@ -181,5 +202,8 @@ fn missing_file_says_which() {
 
 #[test]
 fn env_var_names_follow_the_key_path() {
-    assert_eq!(env_var_for("tickets.default_ttl"), "ESQ_TICKETS__DEFAULT_TTL");
+    assert_eq!(
+        env_var_for("tickets.default_ttl"),
+        "ESQ_TICKETS__DEFAULT_TTL"
+    );
 }

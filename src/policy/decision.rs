@@ -106,7 +106,10 @@ pub fn combine(decisions: &[PackageDecision]) -> Verdict {
             reasons: collect_unique(denying.iter().flat_map(|d| d.reasons.iter()), || {
                 "denied by policy (no reason given)".to_string()
             }),
-            alternatives: collect_unique(denying.iter().flat_map(|d| d.alternatives.iter()), String::new),
+            alternatives: collect_unique(
+                denying.iter().flat_map(|d| d.alternatives.iter()),
+                String::new,
+            ),
             obligations: Obligations::default(),
         };
     }
@@ -124,7 +127,9 @@ pub fn combine(decisions: &[PackageDecision]) -> Verdict {
             denied_by: policy_ids.clone(),
             policy_ids,
             reasons: vec![reason],
-            alternatives: vec!["ask the dataset's steward: the applicable policies contradict each other".into()],
+            alternatives: vec![
+                "ask the dataset's steward: the applicable policies contradict each other".into(),
+            ],
             obligations: Obligations::default(),
         },
     }
@@ -179,7 +184,10 @@ fn narrowest(decisions: &[PackageDecision]) -> Result<Obligations, String> {
         if let Some(allowed) = &o.fields {
             out.fields = Some(match out.fields.take() {
                 None => allowed.clone(),
-                Some(current) => current.into_iter().filter(|f| allowed.contains(f)).collect(),
+                Some(current) => current
+                    .into_iter()
+                    .filter(|f| allowed.contains(f))
+                    .collect(),
             });
         }
     }

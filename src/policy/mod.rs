@@ -151,10 +151,20 @@ impl PolicySet {
         let mut engine = self.engine.clone();
         let json = match serde_json::to_string(input) {
             Ok(json) => json,
-            Err(err) => return Verdict::deny("esq-input", format!("cannot build policy input: {err}"), vec![]),
+            Err(err) => {
+                return Verdict::deny(
+                    "esq-input",
+                    format!("cannot build policy input: {err}"),
+                    vec![],
+                )
+            }
         };
         if let Err(err) = engine.set_input_json(&json) {
-            return Verdict::deny("esq-input", format!("cannot build policy input: {err}"), vec![]);
+            return Verdict::deny(
+                "esq-input",
+                format!("cannot build policy input: {err}"),
+                vec![],
+            );
         }
         let mut decisions = Vec::new();
         for package in &self.packages {
@@ -172,7 +182,10 @@ impl PolicySet {
                 Ok(value) => read_decision(short, &value),
                 Err(err) => {
                     tracing::warn!(package = short, error = %err, "policy `decision` failed");
-                    failed(short, "its `decision` rule failed to evaluate (error or time-out)")
+                    failed(
+                        short,
+                        "its `decision` rule failed to evaluate (error or time-out)",
+                    )
                 }
             };
             decisions.push(decision);

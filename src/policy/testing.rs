@@ -73,7 +73,11 @@ pub(super) fn run(template: &regorus::Engine, sources: &[TestSource]) -> TestRep
 
 /// Rule names starting with `test_` that the parser saw declared in `file`:
 /// every `test_…` word of the text is a candidate, confirmed by regorus.
-fn declared_test_rules(engine: &regorus::Engine, file: &std::path::Path, text: &str) -> Vec<String> {
+fn declared_test_rules(
+    engine: &regorus::Engine,
+    file: &std::path::Path,
+    text: &str,
+) -> Vec<String> {
     let source = file.display().to_string();
     let mut names: Vec<String> = Vec::new();
     for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

@@ -47,7 +47,7 @@ pub enum IssueError {
     #[error(transparent)]
     BadRequest(#[from] BadRequest),
     #[error("denied by policy: {}", .0.reasons.join("; "))]
-    Denied(Verdict),
+    Denied(Box<Verdict>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("no secure random source: {0}")]
@@ -106,7 +106,7 @@ impl TicketIssuer {
         };
         let verdict = self.policies.evaluate(&input);
         if !verdict.allow {
-            return Err(IssueError::Denied(verdict));
+            return Err(IssueError::Denied(Box::new(verdict)));
         }
         let scope = self.scope_for(user, checked, &verdict, now)?;
         let id = TicketId::generate().map_err(|err| IssueError::Random(err.to_string()))?;
@@ -130,17 +130,20 @@ impl TicketIssuer {
             field: field.to_string(),
             message,
         };
-        let dataset = self.catalog.dataset(request.dataset.trim()).ok_or_else(|| {
-            let known: Vec<&str> = self.catalog.datasets().map(|d| d.id.as_str()).collect();
-            bad(
-                "dataset",
-                format!(
-                    "unknown dataset {:?}; known datasets: {}",
-                    request.dataset,
-                    known.join(", ")
-                ),
-            )
-        })?;
+        let dataset = self
+            .catalog
+            .dataset(request.dataset.trim())
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.catalog.datasets().map(|d| d.id.as_str()).collect();
+                bad(
+                    "dataset",
+                    format!(
+                        "unknown dataset {:?}; known datasets: {}",
+                        request.dataset,
+                        known.join(", ")
+                    ),
+                )
+            })?;
         if request.fields.is_empty() {
             return Err(bad("fields", "name at least one field".into()));
         }
@@ -191,7 +194,10 @@ impl TicketIssuer {
         let ttl = match request.ttl.as_deref() {
             None => self.limits.default_ttl,
             Some(text) => humantime::parse_duration(text.trim()).map_err(|err| {
-                bad("ttl", format!("{text:?} is not a duration like \"5m\" ({err})"))
+                bad(
+                    "ttl",
+                    format!("{text:?} is not a duration like \"5m\" ({err})"),
+                )
             })?,
         };
         if ttl.is_zero() {
@@ -228,14 +234,14 @@ impl TicketIssuer {
     ) -> Result<Scope, IssueError> {
         let o = &verdict.obligations;
         let deny = |reason: String| {
-            IssueError::Denied(Verdict {
+            IssueError::Denied(Box::new(Verdict {
                 allow: false,
                 denied_by: verdict.policy_ids.clone(),
                 policy_ids: verdict.policy_ids.clone(),
                 reasons: vec![reason],
                 alternatives: vec![],
                 obligations: Default::default(),
-            })
+            }))
         };
         let mut ttl = request.ttl;
         if let Some(max) = o.max_ttl_seconds {
@@ -248,7 +254,9 @@ impl TicketIssuer {
             (requested, None) => requested,
             (requested, Some(text)) => {
                 let required = Aggregate::parse(text).ok_or_else(|| {
-                    deny(format!("a policy requires aggregate {text:?}, which esq does not support"))
+                    deny(format!(
+                        "a policy requires aggregate {text:?}, which esq does not support"
+                    ))
                 })?;
                 if requested.is_some_and(|r| r != required) {
                     return Err(deny(format!(
@@ -262,7 +270,9 @@ impl TicketIssuer {
         if let Some(allowed) = &o.fields {
             fields.retain(|f| allowed.contains(f));
             if fields.is_empty() {
-                return Err(deny("the policies leave none of the requested fields".into()));
+                return Err(deny(
+                    "the policies leave none of the requested fields".into(),
+                ));
             }
         }
         let mut row_filters = request.where_;
@@ -287,7 +297,9 @@ impl TicketIssuer {
         let retention_cutoff = match &o.retention_cutoff {
             None => None,
             Some(text) => Some(NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-                deny(format!("a policy set retention_cutoff {text:?}, which is not a YYYY-MM-DD date"))
+                deny(format!(
+                    "a policy set retention_cutoff {text:?}, which is not a YYYY-MM-DD date"
+                ))
             })?),
         };
         let min_group_size = self
@@ -295,7 +307,8 @@ impl TicketIssuer {
             .min_group_size
             .max(request.dataset.min_group_size.unwrap_or(0))
             .max(o.min_group_size.unwrap_or(0));
-        let ttl = chrono::Duration::from_std(ttl).map_err(|_| deny("ticket lifetime out of range".into()))?;
+        let ttl = chrono::Duration::from_std(ttl)
+            .map_err(|_| deny("ticket lifetime out of range".into()))?;
         let mut scope = Scope {
             id: String::new(),
             dataset: request.dataset.id.clone(),

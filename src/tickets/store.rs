@@ -37,7 +37,7 @@ pub enum Stale {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
-    Valid(Ticket),
+    Valid(Box<Ticket>),
     Stale(Stale),
 }
 
@@ -57,7 +57,11 @@ pub trait TicketStore: Send + Sync + 'static {
     /// Revokes a ticket; `false` when it was unknown or already expired.
     async fn revoke(&self, hash: &TicketHash, now: DateTime<Utc>) -> Result<bool, StoreError>;
     /// The owner of a live ticket (for revocation rights), by hash.
-    async fn owner(&self, hash: &TicketHash, now: DateTime<Utc>) -> Result<Option<String>, StoreError>;
+    async fn owner(
+        &self,
+        hash: &TicketHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError>;
 }
 
 /// The embedded one-node store: a map from id hash to ticket, with expired
@@ -128,7 +132,7 @@ impl TicketStore for MemoryTicketStore {
             None => Lookup::Stale(Stale::Unknown),
             Some(e) if e.revoked => Lookup::Stale(Stale::Revoked),
             Some(e) if e.ticket.expires_at() <= now => Lookup::Stale(Stale::Expired),
-            Some(e) => Lookup::Valid(e.ticket.clone()),
+            Some(e) => Lookup::Valid(Box::new(e.ticket.clone())),
         })
     }
 
@@ -144,7 +148,11 @@ impl TicketStore for MemoryTicketStore {
         })
     }
 
-    async fn owner(&self, hash: &TicketHash, now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
+    async fn owner(
+        &self,
+        hash: &TicketHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
         let entries = self.lock();
         Ok(entries
             .get(hash)
