@@ -15,7 +15,8 @@ pg_bindir() {
 }
 
 # ensure_packages CHECK:PACKAGE ...  where CHECK is a command name, or a
-# path that must exist, or "pg" for PostgreSQL's server binaries.
+# path that must exist, "pg" for PostgreSQL's server binaries, or
+# "libclang" for the library pg_query's build (bindgen) loads.
 ensure_packages() {
   local missing=() check pkg
   for pair in "$@"; do
@@ -23,6 +24,8 @@ ensure_packages() {
     pkg=${pair#*:}
     case "$check" in
       pg) [ -n "$(pg_bindir)" ] && [ -x "$(pg_bindir)/initdb" ] || missing+=("$pkg") ;;
+      libclang) compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null \
+                  || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null || missing+=("$pkg") ;;
       /*) [ -e "$check" ] || missing+=("$pkg") ;;
       *) command -v "$check" >/dev/null 2>&1 || missing+=("$pkg") ;;
     esac
@@ -51,4 +54,10 @@ ensure_rust() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
     || echo $((20000 + RANDOM % 20000))
+}
+
+# What building esq needs: a C compiler and libclang for pg_query
+# (PostgreSQL's own parser, libpg_query).
+ensure_build_packages() {
+  ensure_packages cc:gcc clang:clang libclang:libclang-dev
 }

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod guard;
 pub mod policy;
 pub mod sample_data;
 pub mod sensitivity;

@@ -1,0 +1,321 @@
+//! Aggregate-only tickets (`aggregate: count`): the answer must be counts
+//! over groups of at least `k`. Only one flat SELECT over the dataset is
+//! modelled; WHERE is limited to equalities on non-PII fields joined by AND
+//! (anything wider enables differencing); a row-level query over allowed
+//! fields is rewritten into the grouped form; `HAVING count(*) >= k` is
+//! always added as an AST node.
+
+use std::collections::BTreeSet;
+
+use sqlparser::ast::{
+    BinaryOperator, Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, TableFactor,
+};
+
+use super::denial::{Checked, Denial};
+use super::resolve::{Column, Relation, Resolver};
+use super::rewrite;
+
+/// Checks the statement's shape, resolves it, then enforces aggregation.
+pub(super) fn aggregate_query(
+    resolver: &mut Resolver<'_>,
+    query: &mut Query,
+) -> Checked<Vec<Column>> {
+    let ctx = resolver.ctx;
+    let flat_hint = format!(
+        "write one grouped SELECT, e.g. SELECT state, count(*) FROM {} GROUP BY state",
+        ctx.dataset.table
+    );
+    if query.with.is_some() {
+        return Err(Denial::unsupported(
+            "WITH under an aggregate-only ticket",
+            flat_hint,
+        ));
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Err(Denial::unsupported(
+            "set operations, VALUES and nested queries under an aggregate-only ticket",
+            flat_hint,
+        ));
+    };
+    let single_table = select.from.len() == 1
+        && select.from[0].joins.is_empty()
+        && matches!(select.from[0].relation, TableFactor::Table { .. });
+    if !single_table {
+        return Err(Denial::unsupported(
+            "joins and derived tables under an aggregate-only ticket",
+            flat_hint,
+        ));
+    }
+    if !matches!(
+        select.distinct,
+        None | Some(sqlparser::ast::Distinct::Distinct)
+    ) {
+        return Err(Denial::unsupported(
+            "DISTINCT ON under an aggregate-only ticket",
+            flat_hint,
+        ));
+    }
+    if let Some(selection) = &select.selection {
+        check_where(resolver, selection)?;
+    }
+
+    let columns = resolver.query(query)?;
+
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(Denial::unsupported("this query", flat_hint));
+    };
+    // Re-bind the select list against the dataset to see what each item is.
+    let relation = Relation {
+        name: match &select.from[0].relation {
+            TableFactor::Derived {
+                alias: Some(alias), ..
+            } => super::resolve::fold(&alias.name),
+            _ => ctx.dataset.table.name.clone(),
+        },
+        columns: ctx
+            .dataset
+            .fields
+            .iter()
+            .map(|f| Column {
+                name: f.name.clone(),
+                fields: BTreeSet::from([f.name.clone()]),
+            })
+            .collect(),
+    };
+    resolver.scopes.push(vec![relation]);
+    let mut result = enforce_aggregation(resolver, select);
+    if result.is_ok() {
+        result = check_order_by(resolver, query).map(|()| result.unwrap_or_default());
+    }
+    resolver.scopes.pop();
+    let grouped_columns = result?;
+    Ok(grouped_columns.unwrap_or(columns))
+}
+
+/// Returns new output columns when the query was rewritten into grouped form.
+fn enforce_aggregation(
+    resolver: &mut Resolver<'_>,
+    select: &mut sqlparser::ast::Select,
+) -> Checked<Option<Vec<Column>>> {
+    let ctx = resolver.ctx;
+    let mut items = Vec::new();
+    for item in select.projection.iter_mut() {
+        let expr = match item {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr,
+            _ => return Err(Denial::unsupported("this select item", "name the columns")),
+        };
+        let facts = resolver.expr(expr)?;
+        items.push(facts);
+    }
+    let grouped =
+        !matches!(&select.group_by, GroupByExpr::Expressions(exprs, _) if exprs.is_empty());
+    let aggregated = grouped || items.iter().any(|f| f.has_aggregate);
+    if let GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
+        for expr in exprs.iter_mut() {
+            let facts = resolver.expr(expr)?;
+            if let Some(pii) = facts.fields.iter().find(|f| ctx.is_pii(f)) {
+                return Err(pii_as_dimension(pii, "GROUP BY"));
+            }
+        }
+    }
+    if let Some(having) = select.having.as_mut() {
+        let facts = resolver.expr(having)?;
+        if let Some(field) = facts.fields.iter().next() {
+            return Err(Denial::forbidden(
+                format!("HAVING may only test counts under an aggregate-only ticket (it names {field:?})"),
+                "conditions on fields belong in WHERE, where they are limited to equalities",
+                "use WHERE field = value, or HAVING count(*) > n",
+            ));
+        }
+    }
+    let mut new_columns = None;
+    if aggregated {
+        for facts in &items {
+            if let Some(pii) = facts.fields.iter().find(|f| ctx.is_pii(f)) {
+                return Err(Denial::forbidden(
+                    format!("the PII field {pii:?} may only appear inside count()"),
+                    "your ticket allows aggregate answers only",
+                    format!("count it instead: count({pii})"),
+                ));
+            }
+        }
+    } else {
+        // DISTINCT over the grouped form changes nothing: drop it.
+        select.distinct = None;
+        new_columns = Some(group(select, &items, ctx)?);
+    }
+    add_min_group_size(select, ctx.scope.min_group_size)?;
+    Ok(new_columns)
+}
+
+/// `SELECT state, id FROM t` → `SELECT state, count(id) AS count FROM t GROUP BY state`.
+fn group(
+    select: &mut sqlparser::ast::Select,
+    items: &[super::expr::Facts],
+    ctx: &super::GuardContext<'_>,
+) -> Checked<Vec<Column>> {
+    let counted: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].fields.iter().any(|f| ctx.is_pii(f)))
+        .collect();
+    let mut keys = Vec::new();
+    let mut projection = Vec::new();
+    let mut columns = Vec::new();
+    for (i, item) in std::mem::take(&mut select.projection)
+        .into_iter()
+        .enumerate()
+    {
+        let (expr, alias) = match item {
+            SelectItem::UnnamedExpr(expr) => (expr, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
+            _ => return Err(Denial::unsupported("this select item", "name the columns")),
+        };
+        if counted.contains(&i) {
+            let name = match (&alias, counted.len()) {
+                (Some(alias), _) => alias.value.clone(),
+                (None, 1) => "count".to_string(),
+                (None, _) => format!("count_{}", super::resolve::output_name(&expr)),
+            };
+            let count = rewrite::expression(&format!("count({expr})"))?;
+            projection.push(SelectItem::ExprWithAlias {
+                expr: count,
+                alias: Ident::with_quote('"', name.clone()),
+            });
+            columns.push(Column {
+                name,
+                fields: BTreeSet::new(),
+            });
+        } else {
+            keys.push(expr.clone());
+            columns.push(Column {
+                name: alias
+                    .as_ref()
+                    .map(super::resolve::fold)
+                    .unwrap_or_else(|| super::resolve::output_name(&expr)),
+                fields: items[i].fields.clone(),
+            });
+            projection.push(match alias {
+                Some(alias) => SelectItem::ExprWithAlias { expr, alias },
+                None => SelectItem::UnnamedExpr(expr),
+            });
+        }
+    }
+    if counted.is_empty() {
+        projection.push(SelectItem::ExprWithAlias {
+            expr: rewrite::expression("count(*)")?,
+            alias: Ident::with_quote('"', "count"),
+        });
+        columns.push(Column {
+            name: "count".into(),
+            fields: BTreeSet::new(),
+        });
+    }
+    select.projection = projection;
+    select.group_by = GroupByExpr::Expressions(keys, vec![]);
+    Ok(columns)
+}
+
+/// ANDs `count(*) >= k` onto HAVING (the existing condition parenthesised).
+fn add_min_group_size(select: &mut sqlparser::ast::Select, k: u32) -> Checked<()> {
+    let minimum = rewrite::expression(&format!("count(*) >= {k}"))?;
+    select.having = Some(match select.having.take() {
+        None => minimum,
+        Some(existing) => Expr::BinaryOp {
+            left: Box::new(Expr::Nested(Box::new(existing))),
+            op: BinaryOperator::And,
+            right: Box::new(minimum),
+        },
+    });
+    Ok(())
+}
+
+/// WHERE under an aggregate ticket: `field = literal [AND …]` on non-PII
+/// allowed fields. Wider conditions let small groups be computed by
+/// differencing two allowed answers.
+fn check_where(resolver: &Resolver<'_>, expr: &Expr) -> Checked<()> {
+    let ctx = resolver.ctx;
+    let deny = || {
+        Denial::forbidden(
+            "under an aggregate-only ticket WHERE may only test fields for equality, joined by AND",
+            "OR, IN, NOT, <>, ranges and LIKE let suppressed small groups be recovered by subtraction",
+            "group by the field instead of filtering on it, e.g. GROUP BY state",
+        )
+    };
+    match expr {
+        Expr::Nested(inner) => check_where(resolver, inner),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            check_where(resolver, left)?;
+            check_where(resolver, right)
+        }
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => {
+            let column = match (left.as_ref(), right.as_ref()) {
+                (column, Expr::Value(_)) | (Expr::Value(_), column) => column,
+                _ => return Err(deny()),
+            };
+            let name = match column {
+                Expr::Identifier(ident) => super::resolve::fold(ident),
+                Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                    super::resolve::fold(&parts[1])
+                }
+                _ => return Err(deny()),
+            };
+            if ctx.dataset.field(&name).is_some_and(|f| f.pii) {
+                return Err(pii_as_dimension(&name, "WHERE"));
+            }
+            Ok(())
+        }
+        _ => Err(deny()),
+    }
+}
+
+/// ORDER BY under an aggregate ticket: output names, positions, or
+/// expressions without PII (outside count).
+fn check_order_by(resolver: &mut Resolver<'_>, query: &mut Query) -> Checked<()> {
+    let Some(order_by) = query.order_by.as_mut() else {
+        return Ok(());
+    };
+    let sqlparser::ast::OrderByKind::Expressions(items) = &mut order_by.kind else {
+        return Ok(());
+    };
+    let outputs: Vec<String> = match query.body.as_ref() {
+        SetExpr::Select(select) => select
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::ExprWithAlias { alias, .. } => Some(super::resolve::fold(alias)),
+                SelectItem::UnnamedExpr(expr) => Some(super::resolve::output_name(expr)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for item in items.iter_mut() {
+        if let Expr::Identifier(ident) = &item.expr {
+            if outputs.contains(&super::resolve::fold(ident)) {
+                continue;
+            }
+        }
+        let facts = resolver.expr(&mut item.expr)?;
+        if let Some(pii) = facts.fields.iter().find(|f| resolver.ctx.is_pii(f)) {
+            return Err(pii_as_dimension(pii, "ORDER BY"));
+        }
+    }
+    Ok(())
+}
+
+fn pii_as_dimension(field: &str, clause: &str) -> Denial {
+    Denial::forbidden(
+        format!(
+            "the PII field {field:?} cannot be used in {clause} under an aggregate-only ticket"
+        ),
+        "filtering or grouping on a PII value reveals whether that person is in the data",
+        format!("count it instead: count({field})"),
+    )
+}

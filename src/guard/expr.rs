@@ -1,0 +1,485 @@
+//! Expressions: every identifier is bound to a column of a FROM item (and
+//! so to the dataset fields it derives from); functions, operators and casts
+//! must be on the allowlists; PII fields may only be passed to `count`;
+//! whole-row references are denied. Unmodelled expression kinds are denied.
+
+use std::collections::BTreeSet;
+
+use sqlparser::ast::{
+    CastKind, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, InTarget,
+    ObjectNamePart, Value, WindowType,
+};
+
+use super::denial::{Checked, Denial};
+use super::functions::{self, FunctionKind};
+use super::resolve::{fold, whole_row, Resolver};
+
+/// What an expression reads and contains.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Facts {
+    /// Dataset fields whose values flow into the expression's value.
+    pub fields: BTreeSet<String>,
+    pub has_aggregate: bool,
+    pub has_window: bool,
+    pub has_subquery: bool,
+}
+
+impl Facts {
+    fn merge(&mut self, other: Facts) {
+        self.fields.extend(other.fields);
+        self.has_aggregate |= other.has_aggregate;
+        self.has_window |= other.has_window;
+        self.has_subquery |= other.has_subquery;
+    }
+}
+
+impl Resolver<'_> {
+    pub fn expr(&mut self, expr: &mut Expr) -> Checked<Facts> {
+        self.expr_in(expr, false)
+    }
+
+    /// `in_function`: the value is an argument of a function, operator on
+    /// text, or cast, where PII may not go.
+    fn expr_in(&mut self, expr: &mut Expr, in_function: bool) -> Checked<Facts> {
+        let mut facts = Facts::default();
+        match expr {
+            Expr::Identifier(ident) => {
+                facts.fields = self.column(None, ident, in_function)?;
+            }
+            Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+                [relation, column] => {
+                    let relation = fold(relation);
+                    facts.fields = self.column(Some(&relation), column, in_function)?;
+                }
+                [schema, relation, _]
+                    if fold(schema) == self.ctx.dataset.table.schema
+                        && fold(relation) == self.ctx.dataset.table.name =>
+                {
+                    // schema.table.column: the derived table keeps the table's
+                    // name as its alias, so drop the schema.
+                    parts.remove(0);
+                    let relation = fold(&parts[0]);
+                    facts.fields = self.column(Some(&relation), &parts[1].clone(), in_function)?;
+                }
+                _ => {
+                    return Err(Denial::unsupported(
+                        "names with more than two parts",
+                        "write alias.column",
+                    ))
+                }
+            },
+            Expr::Value(value) => check_literal(&value.value)?,
+            Expr::TypedString(typed) => {
+                if !functions::cast_target_allowed(&typed.data_type) {
+                    return Err(Denial::unsupported(
+                        format!("typed literals of type {}", typed.data_type),
+                        "use a plain literal",
+                    ));
+                }
+            }
+            Expr::Interval(interval) => {
+                facts.merge(self.expr_in(&mut interval.value, true)?);
+            }
+            Expr::Nested(inner) => facts.merge(self.expr_in(inner, in_function)?),
+            Expr::BinaryOp { left, op, right } => {
+                if !functions::binary_operator_allowed(op) {
+                    return Err(Denial::forbidden(
+                        format!("operator {op} is not allowed"),
+                        "only comparison, arithmetic, AND/OR and || are allowlisted",
+                        "rewrite the condition with =, <, >, AND, OR",
+                    ));
+                }
+                // Comparisons keep PII as is; arithmetic and || compute on it.
+                let computes = matches!(
+                    op,
+                    sqlparser::ast::BinaryOperator::Plus
+                        | sqlparser::ast::BinaryOperator::Minus
+                        | sqlparser::ast::BinaryOperator::Multiply
+                        | sqlparser::ast::BinaryOperator::Divide
+                        | sqlparser::ast::BinaryOperator::Modulo
+                        | sqlparser::ast::BinaryOperator::StringConcat
+                );
+                facts.merge(self.expr_in(left, in_function || computes)?);
+                facts.merge(self.expr_in(right, in_function || computes)?);
+            }
+            Expr::UnaryOp { op, expr } => {
+                if !functions::unary_operator_allowed(op) {
+                    return Err(Denial::forbidden(
+                        format!("operator {op} is not allowed"),
+                        "only NOT and signs are allowlisted",
+                        "remove the operator",
+                    ));
+                }
+                facts.merge(self.expr_in(expr, in_function)?);
+            }
+            Expr::IsNull(e)
+            | Expr::IsNotNull(e)
+            | Expr::IsTrue(e)
+            | Expr::IsNotTrue(e)
+            | Expr::IsFalse(e)
+            | Expr::IsNotFalse(e) => facts.merge(self.expr_in(e, in_function)?),
+            Expr::IsDistinctFrom(a, b) | Expr::IsNotDistinctFrom(a, b) => {
+                facts.merge(self.expr_in(a, in_function)?);
+                facts.merge(self.expr_in(b, in_function)?);
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                facts.merge(self.expr_in(expr, in_function)?);
+                facts.merge(self.expr_in(low, in_function)?);
+                facts.merge(self.expr_in(high, in_function)?);
+            }
+            Expr::In {
+                expr,
+                target,
+                global: false,
+                ..
+            } => {
+                facts.merge(self.expr_in(expr, in_function)?);
+                match target {
+                    InTarget::List(list) => {
+                        for item in list.iter_mut() {
+                            facts.merge(self.expr_in(item, in_function)?);
+                        }
+                    }
+                    InTarget::Subquery(subquery) => facts.merge(self.subquery(subquery)?),
+                    _ => {
+                        return Err(Denial::unsupported(
+                            "IN UNNEST / IN table",
+                            "use IN (list) or IN (subquery)",
+                        ))
+                    }
+                }
+            }
+            Expr::Like {
+                any,
+                expr,
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                any,
+                expr,
+                pattern,
+                escape_char,
+                ..
+            } => {
+                if *any || escape_char.is_some() {
+                    return Err(Denial::unsupported("LIKE ANY / ESCAPE", "use a plain LIKE"));
+                }
+                facts.merge(self.expr_in(expr, in_function)?);
+                facts.merge(self.expr_in(pattern, in_function)?);
+            }
+            Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                if let Some(operand) = operand {
+                    facts.merge(self.expr_in(operand, in_function)?);
+                }
+                for when in conditions.iter_mut() {
+                    facts.merge(self.expr_in(&mut when.condition, in_function)?);
+                    facts.merge(self.expr_in(&mut when.result, in_function)?);
+                }
+                if let Some(else_result) = else_result {
+                    facts.merge(self.expr_in(else_result, in_function)?);
+                }
+            }
+            Expr::Cast {
+                kind,
+                expr,
+                data_type,
+                format,
+                ..
+            } => {
+                if !matches!(kind, CastKind::Cast | CastKind::DoubleColon) || format.is_some() {
+                    return Err(Denial::unsupported("this cast", "use CAST(x AS type)"));
+                }
+                if !functions::cast_target_allowed(data_type) {
+                    return Err(Denial::forbidden(
+                        format!("casts to {data_type} are not allowed"),
+                        "only plain scalar types are allowlisted (a cast to text, regclass or a row type can expose data)",
+                        "cast to int, numeric, text, date or timestamp",
+                    ));
+                }
+                facts.merge(self.expr_in(expr, true)?);
+            }
+            Expr::Extract { expr, .. } => facts.merge(self.expr_in(expr, true)?),
+            Expr::Function(function) => facts.merge(self.function(function, in_function)?),
+            Expr::Exists { subquery, .. } => {
+                let inner = self.subquery(subquery)?;
+                facts.has_subquery = true;
+                facts.has_aggregate |= inner.has_aggregate;
+            }
+            Expr::Subquery(query) => facts.merge(self.subquery(query)?),
+            Expr::GroupingSets(_) | Expr::Cube(_) | Expr::Rollup(_) => {
+                return Err(Denial::forbidden(
+                    "GROUPING SETS, ROLLUP and CUBE are not allowed",
+                    "subtotals let small groups be recovered by subtraction",
+                    "group by the fields themselves",
+                ))
+            }
+            Expr::Wildcard(_) | Expr::QualifiedWildcard(_, _) => {
+                return Err(whole_row("* inside an expression"))
+            }
+            _ => {
+                return Err(Denial::unsupported(
+                    "this kind of expression",
+                    "use columns, literals, comparisons, CASE and allowlisted functions",
+                ))
+            }
+        }
+        Ok(facts)
+    }
+
+    fn subquery(&mut self, query: &mut sqlparser::ast::Query) -> Checked<Facts> {
+        if self.ctx.scope.aggregate.is_some() {
+            return Err(Denial::unsupported(
+                "subqueries under an aggregate-only ticket",
+                "write one grouped SELECT over the dataset",
+            ));
+        }
+        let columns = self.query(query)?;
+        let mut facts = Facts {
+            has_subquery: true,
+            ..Facts::default()
+        };
+        for column in columns {
+            facts.fields.extend(column.fields);
+        }
+        Ok(facts)
+    }
+
+    /// Binds a column reference; `relation` is the qualifier if any.
+    fn column(
+        &mut self,
+        relation: Option<&str>,
+        ident: &Ident,
+        in_function: bool,
+    ) -> Checked<BTreeSet<String>> {
+        let name = fold(ident);
+        let mut found: Option<BTreeSet<String>> = None;
+        'scopes: for relations in self.scopes.iter().rev() {
+            let mut matches = relations
+                .iter()
+                .filter(|r| relation.is_none_or(|q| r.name == q))
+                .flat_map(|r| r.columns.iter().filter(|c| c.name == name));
+            if let Some(first) = matches.next() {
+                if matches.next().is_some() {
+                    return Err(Denial::forbidden(
+                        format!("column reference {name:?} is ambiguous"),
+                        "more than one FROM item has a column of that name",
+                        "qualify it with the table alias",
+                    ));
+                }
+                found = Some(first.fields.clone());
+                break 'scopes;
+            }
+            if relation.is_some_and(|q| relations.iter().any(|r| r.name == q)) {
+                break 'scopes;
+            }
+        }
+        let Some(fields) = found else {
+            // A bare relation name used as a value is a whole-row reference.
+            if relation.is_none() && self.scopes.iter().flatten().any(|r| r.name == name) {
+                return Err(whole_row(&format!("{name} used as a value")));
+            }
+            return Err(self.ctx.unknown_column(relation, &name));
+        };
+        if in_function {
+            if let Some(pii) = fields.iter().find(|f| self.ctx.is_pii(f)) {
+                return Err(Denial::forbidden(
+                    format!("functions, casts and arithmetic on the PII field {pii:?} are not allowed"),
+                    "a function of a PII value can reveal it (error messages, timing, partial matches)",
+                    format!("select {pii} as it is, or count it: count({pii})"),
+                ));
+            }
+        }
+        Ok(fields)
+    }
+
+    fn function(&mut self, function: &mut Function, in_function: bool) -> Checked<Facts> {
+        let name = function_name(function)?;
+        let kind = functions::lookup(&name).ok_or_else(|| {
+            Denial::forbidden(
+                format!("function {name}() is not allowed"),
+                "only allowlisted functions run through esq (no I/O, settings, SQL-as-text or sleeping)",
+                format!(
+                    "allowlisted: {}",
+                    functions::allowed_names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        if function.uses_odbc_syntax
+            || !matches!(function.parameters, FunctionArguments::None)
+            || function.null_treatment.is_some()
+            || !function.within_group.is_empty()
+            || function.filter.is_some()
+        {
+            return Err(Denial::unsupported(
+                "FILTER, WITHIN GROUP and other function modifiers",
+                "call the function plainly",
+            ));
+        }
+        let aggregate_scope = self.ctx.scope.aggregate.is_some();
+        let mut facts = Facts::default();
+        match kind {
+            FunctionKind::Aggregate => {
+                if aggregate_scope && name != "count" {
+                    return Err(Denial::forbidden(
+                        format!("{name}() is not allowed under a count-only ticket"),
+                        "your ticket allows count aggregates only",
+                        "use count(*) or count(field)",
+                    ));
+                }
+                facts.has_aggregate = true;
+            }
+            FunctionKind::Window if function.over.is_none() => {
+                return Err(Denial::syntax(format!("{name}() needs an OVER clause")));
+            }
+            _ => {}
+        }
+        if let Some(over) = function.over.as_mut() {
+            if aggregate_scope {
+                return Err(Denial::forbidden(
+                    "window functions are not allowed under an aggregate-only ticket",
+                    "window functions return per-row values",
+                    "use GROUP BY",
+                ));
+            }
+            let WindowType::WindowSpec(spec) = over else {
+                return Err(Denial::unsupported(
+                    "named windows",
+                    "write OVER (…) inline",
+                ));
+            };
+            if spec.window_name.is_some() {
+                return Err(Denial::unsupported(
+                    "named windows",
+                    "write OVER (…) inline",
+                ));
+            }
+            for expr in spec.partition_by.iter_mut() {
+                facts.merge(self.expr_in(expr, true)?);
+            }
+            for item in spec.order_by.iter_mut() {
+                facts.merge(self.expr_in(&mut item.expr, true)?);
+            }
+            facts.has_window = true;
+        }
+        let is_count = name == "count";
+        match &mut function.args {
+            FunctionArguments::None => {}
+            FunctionArguments::Subquery(_) => {
+                return Err(Denial::unsupported(
+                    "a subquery as function argument",
+                    "use a scalar subquery",
+                ))
+            }
+            FunctionArguments::List(list) => {
+                if !list.clauses.is_empty() {
+                    return Err(Denial::unsupported(
+                        "clauses inside function arguments (ORDER BY, LIMIT…)",
+                        "call the function plainly",
+                    ));
+                }
+                if list.duplicate_treatment.is_some() && kind != FunctionKind::Aggregate {
+                    return Err(Denial::syntax("DISTINCT is only for aggregates"));
+                }
+                for arg in list.args.iter_mut() {
+                    match arg {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => {
+                            if is_count && aggregate_scope && !is_plain_column(expr) {
+                                return Err(Denial::forbidden(
+                                    "under an aggregate-only ticket count() takes * or a column",
+                                    "count(CASE …) or count(expression) can count a sub-group smaller than k",
+                                    "filter with WHERE field = value, or group by the field",
+                                ));
+                            }
+                            // count(pii) reveals no value; anything else might.
+                            let pass_pii = is_count && !in_function;
+                            facts.merge(self.expr_in(expr, !pass_pii)?);
+                        }
+                        FunctionArg::Unnamed(FunctionArgExpr::Wildcard) if is_count => {}
+                        FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(_)) => {
+                            return Err(whole_row("alias.* as a function argument"))
+                        }
+                        _ => {
+                            return Err(Denial::unsupported(
+                                "named or wildcard function arguments",
+                                "pass plain expressions",
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        // An aggregate's value does not carry the PII it counted — but what
+        // it counts must still be allowed.
+        if is_count {
+            if let Some(forbidden) = facts.fields.iter().find(|f| !self.ctx.allows(f)) {
+                return Err(self.ctx.forbidden_field(forbidden, "count()"));
+            }
+            self.fields_read
+                .extend(facts.fields.iter().filter(|f| !self.ctx.is_pii(f)).cloned());
+            facts.fields.retain(|f| !self.ctx.is_pii(f));
+        }
+        Ok(facts)
+    }
+}
+
+fn is_plain_column(expr: &Expr) -> bool {
+    match expr {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+        Expr::Nested(inner) => is_plain_column(inner),
+        _ => false,
+    }
+}
+
+/// The folded function name; only `pg_catalog.` may qualify it.
+fn function_name(function: &Function) -> Checked<String> {
+    let parts: Vec<String> = function
+        .name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(ident) => Ok(fold(ident)),
+            ObjectNamePart::Function(_) => Err(Denial::unsupported(
+                "computed function names",
+                "name the function",
+            )),
+        })
+        .collect::<Checked<_>>()?;
+    match parts.as_slice() {
+        [name] => Ok(name.clone()),
+        [schema, name] if schema == "pg_catalog" => Ok(name.clone()),
+        _ => Err(Denial::forbidden(
+            format!("function {} is not allowed", parts.join(".")),
+            "functions outside pg_catalog may be user-defined and do anything",
+            "use an allowlisted built-in function",
+        )),
+    }
+}
+
+fn check_literal(value: &Value) -> Checked<()> {
+    match value {
+        Value::Number(_, _)
+        | Value::SingleQuotedString(_)
+        | Value::Boolean(_)
+        | Value::Null
+        | Value::Placeholder(_) => Ok(()),
+        Value::EscapedStringLiteral(_)
+        | Value::DollarQuotedString(_)
+        | Value::NationalStringLiteral(_) => Err(Denial::unsupported(
+            "E'', $$ and N'' string literals",
+            "use a plain 'quoted' string",
+        )),
+        _ => Err(Denial::unsupported(
+            "this kind of literal",
+            "use a plain literal",
+        )),
+    }
+}

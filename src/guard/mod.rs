@@ -1,0 +1,282 @@
+//! The guard: protocol-agnostic and pure. `(scope, sql) -> Decision`. Both
+//! doors call it; it knows no sockets. Each stage is small and named, and
+//! any stage can end in a denial — none can end in "unsure, so allow":
+//!
+//! 1. `parse` — sqlparser (PostgreSQL dialect) with a recursion limit;
+//! 2. `confirm` — libpg_query reads the same text; statements, kinds,
+//!    tables and functions must agree;
+//! 3. `classify` — analysed query, harmless session statement, or denied;
+//! 4. to 6. `resolve`, `expr`, `aggregate`, `rewrite` — bind every
+//!    name, check it against the scope, substitute governed tables, enforce
+//!    aggregation and `k`;
+//! 7. render and re-confirm — the printed AST must parse again in both
+//!    parsers; only this text is ever forwarded;
+//! 8. decide — cached per (scope, statement text).
+//!
+//! ```
+//! # use esq::guard::{Guard, Decision};
+//! # fn demo(guard: &Guard, scope: &esq::tickets::Scope) {
+//! match guard.decide(Some(scope), "SELECT state, count(*) FROM burial_2024 GROUP BY state") {
+//!     Decision::Allow(allowed) => println!("forward: {}", allowed.sql),
+//!     Decision::Deny(denial) => println!("{}: {}", denial.code, denial.reason),
+//! }
+//! # }
+//! ```
+
+mod aggregate;
+mod cache;
+mod classify;
+mod confirm;
+pub mod denial;
+mod expr;
+mod functions;
+mod parse;
+mod resolve;
+mod rewrite;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{Datelike, NaiveDate};
+use serde::Serialize;
+use sqlparser::ast::Statement;
+
+use crate::catalog::{Catalog, Dataset, TableName};
+use crate::sensitivity::Sensitivity;
+use crate::tickets::Scope;
+
+pub use classify::Kind;
+pub use denial::{sqlstate, Denial};
+
+/// What the guard decided about one statement string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Decision {
+    Allow(Arc<Allowed>),
+    Deny(Arc<Denial>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Allowed {
+    /// The rendered, rewritten SQL: the only text ever forwarded.
+    pub sql: String,
+    /// Select-list items removed because they read forbidden fields.
+    pub dropped: Vec<String>,
+    /// The answer's classification (see [`Guard`]).
+    pub classification: Sensitivity,
+    pub scope_id: Option<String>,
+    pub kinds: Vec<Kind>,
+}
+
+/// The guard over one catalog. Cheap to share (`Arc`).
+pub struct Guard {
+    catalog: Arc<Catalog>,
+    cache: cache::DecisionCache,
+}
+
+/// Everything one decision reads: the scope, its dataset, the row filters.
+pub(crate) struct GuardContext<'a> {
+    pub scope: &'a Scope,
+    pub dataset: &'a Dataset,
+    /// Rows before this date (by the dataset's retention field) are hidden.
+    pub retention_cutoff: Option<NaiveDate>,
+    /// A SQL condition hiding right-to-delete tombstones (a later issue
+    /// fills it; `None` until then).
+    pub tombstone_filter: Option<&'a str>,
+}
+
+/// Cached decisions per (scope, statement text).
+pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
+
+impl Guard {
+    pub fn new(catalog: Arc<Catalog>) -> Guard {
+        Guard::with_cache_size(catalog, DEFAULT_CACHE_ENTRIES)
+    }
+
+    pub fn with_cache_size(catalog: Arc<Catalog>, entries: usize) -> Guard {
+        Guard {
+            catalog,
+            cache: cache::DecisionCache::new(entries),
+        }
+    }
+
+    /// Decides one statement string (one or more statements) for a session
+    /// holding `scope` (`None`: no ticket). Cached per (scope id, text).
+    pub fn decide(&self, scope: Option<&Scope>, sql: &str) -> Decision {
+        let scope_id = scope.map(|s| s.id.as_str()).unwrap_or("");
+        if let Some(hit) = self.cache.get(scope_id, sql) {
+            return hit;
+        }
+        let decision = match self.decide_uncached(scope, sql) {
+            Ok(allowed) => Decision::Allow(Arc::new(allowed)),
+            Err(denial) => Decision::Deny(Arc::new(denial)),
+        };
+        self.cache.put(scope_id, sql, decision.clone());
+        decision
+    }
+
+    fn decide_uncached(&self, scope: Option<&Scope>, sql: &str) -> Result<Allowed, Denial> {
+        let mut statements = parse::parse(sql)?;
+        let pg = confirm::read(sql)?;
+        let kinds: Vec<Kind> = statements
+            .iter()
+            .map(classify::classify)
+            .collect::<Result<_, _>>()?;
+        let mut tables = BTreeSet::new();
+        let mut dropped = Vec::new();
+        let mut classification = Sensitivity::Public;
+        for (statement, kind) in statements.iter_mut().zip(&kinds) {
+            if *kind == Kind::Session {
+                continue;
+            }
+            let Statement::Query(query) = statement else {
+                return Err(Denial::syntax("expected a query"));
+            };
+            let scope = scope.ok_or_else(no_ticket)?;
+            let dataset = self.dataset_of(scope)?;
+            let ctx = GuardContext {
+                scope,
+                dataset,
+                retention_cutoff: retention_cutoff(scope, dataset),
+                tombstone_filter: None,
+            };
+            let mut resolver = resolve::Resolver::new(&ctx);
+            if scope.aggregate.is_some() {
+                aggregate::aggregate_query(&mut resolver, query)?;
+            } else {
+                resolver.query(query)?;
+            }
+            tables.extend(resolver.relations.iter().cloned());
+            dropped.extend(resolver.dropped.iter().cloned());
+            classification = classification.max(classify_answer(&ctx, &resolver.fields_read));
+        }
+        confirm::agree(&pg, &kinds, &tables)?;
+        let rendered = render(&statements)?;
+        Ok(Allowed {
+            sql: rendered,
+            dropped,
+            classification,
+            scope_id: scope.map(|s| s.id.clone()),
+            kinds,
+        })
+    }
+
+    fn dataset_of<'s>(&'s self, scope: &Scope) -> Result<&'s Dataset, Denial> {
+        self.catalog
+            .dataset(&scope.dataset)
+            .map(|d| d.as_ref())
+            .ok_or_else(|| {
+                Denial::forbidden(
+                    format!(
+                        "the ticket's dataset {:?} is no longer in the catalog",
+                        scope.dataset
+                    ),
+                    "the catalog changed after the ticket was issued",
+                    "request a new ticket",
+                )
+            })
+    }
+}
+
+/// Stage 7: print the AST and require both parsers to read the print.
+fn render(statements: &[Statement]) -> Result<String, Denial> {
+    let sql = statements
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let reparsed =
+        parse::parse(&sql).map_err(|_| Denial::syntax("esq's rewrite did not parse again"))?;
+    if reparsed.len() != statements.len() {
+        return Err(Denial::syntax(
+            "esq's rewrite changed the number of statements",
+        ));
+    }
+    confirm::read(&sql).map_err(|_| Denial::syntax("PostgreSQL's parser rejects esq's rewrite"))?;
+    Ok(sql)
+}
+
+/// The later of the policy's cutoff and the catalog's retention window,
+/// counted from the ticket's issue date (tickets live at most hours), so a
+/// decision depends only on its inputs.
+fn retention_cutoff(scope: &Scope, dataset: &Dataset) -> Option<NaiveDate> {
+    let from_catalog = dataset.retention_years.and_then(|years| {
+        let today = scope.issued_at.date_naive();
+        let year = today.year() - i32::try_from(years).ok()?;
+        NaiveDate::from_ymd_opt(year, today.month(), today.day())
+            .or_else(|| NaiveDate::from_ymd_opt(year, today.month(), 28))
+    });
+    scope.retention_cutoff.max(from_catalog)
+}
+
+/// Row-level answers are as sensitive as the most sensitive field read;
+/// aggregate answers with `k` as their group keys (counts reveal no value).
+fn classify_answer(ctx: &GuardContext<'_>, fields_read: &BTreeSet<String>) -> Sensitivity {
+    fields_read
+        .iter()
+        .filter_map(|name| ctx.dataset.field(name))
+        .filter(|f| ctx.scope.aggregate.is_none() || !f.pii)
+        .map(|f| ctx.dataset.field_sensitivity(f))
+        .max()
+        .unwrap_or(Sensitivity::Public)
+}
+
+fn no_ticket() -> Denial {
+    Denial::forbidden(
+        "no ticket: queries need an access ticket",
+        "this session has not presented a ticket",
+        "get one with POST /api/esq/ticket (or esq ticket issue), then SET esq.ticket = 'T-…'",
+    )
+}
+
+impl GuardContext<'_> {
+    pub fn allows(&self, field: &str) -> bool {
+        self.scope.allows_field(field)
+    }
+
+    pub fn is_pii(&self, field: &str) -> bool {
+        self.dataset.field(field).is_none_or(|f| f.pii)
+    }
+
+    pub fn forbidden_field(&self, field: &str, clause: &str) -> Denial {
+        let known = self.dataset.field(field).is_some();
+        Denial::forbidden(
+            format!("field {field:?} is not allowed by your ticket"),
+            format!(
+                "{} ({} in {}); ticket {} allows: {}",
+                if known { "used in" } else { "unknown field" },
+                field,
+                clause,
+                self.scope.id,
+                self.scope.fields.join(", ")
+            ),
+            format!("request a ticket that includes field {field}, or remove it from the {clause}"),
+        )
+        .with_policy(self.scope.policy_ids.first().cloned())
+    }
+
+    pub fn foreign_table(&self, table: &TableName) -> Denial {
+        Denial::forbidden(
+            format!("table {table} is outside your ticket's dataset"),
+            format!(
+                "ticket {} covers {} only",
+                self.scope.id, self.dataset.table
+            ),
+            format!(
+                "query {} or request a ticket for the other dataset",
+                self.dataset.table
+            ),
+        )
+    }
+
+    pub fn unknown_column(&self, relation: Option<&str>, name: &str) -> Denial {
+        let full = match relation {
+            Some(r) => format!("{r}.{name}"),
+            None => name.to_string(),
+        };
+        Denial::forbidden(
+            format!("column {full:?} does not exist for your ticket"),
+            "names must resolve to a catalog field, a CTE or subquery column (columns not in the catalog are forbidden)",
+            format!("allowed fields: {}", self.scope.fields.join(", ")),
+        )
+    }
+}

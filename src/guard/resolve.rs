@@ -1,0 +1,820 @@
+//! Stages 4–6 for queries: resolve every name through the scope tree
+//! (FROM items, aliases, CTEs, derived tables, LATERAL, set operations,
+//! subqueries), check each reference against the ticket's scope, and
+//! substitute every governed table by a derived table that projects only
+//! the allowed fields and applies the row filters — all on the AST.
+//!
+//! Anything this walker does not model is denied (0A000); a reference to a
+//! field outside the scope is denied (42501), except a select-list item of
+//! the outermost query that reads only forbidden fields: that is dropped.
+
+use std::collections::BTreeSet;
+
+use sqlparser::ast::{
+    Cte, Distinct, Expr, GroupByExpr, Ident, Join, JoinConstraint, JoinOperator, LimitClause,
+    ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectFlavor, SelectItem, SetExpr,
+    TableFactor, TableWithJoins, Values,
+};
+
+use super::denial::{Checked, Denial};
+use super::rewrite;
+use super::GuardContext;
+use crate::catalog::TableName;
+
+/// A column visible to name resolution, with the dataset fields it was
+/// computed from (its provenance).
+#[derive(Debug, Clone)]
+pub(super) struct Column {
+    pub name: String,
+    pub fields: BTreeSet<String>,
+}
+
+/// One FROM item as name resolution sees it.
+#[derive(Debug, Clone)]
+pub(super) struct Relation {
+    pub name: String,
+    pub columns: Vec<Column>,
+}
+
+/// The walker's state for one statement.
+pub(super) struct Resolver<'a> {
+    pub ctx: &'a GuardContext<'a>,
+    /// FROM scopes, innermost last (outer ones serve correlated references).
+    pub scopes: Vec<Vec<Relation>>,
+    /// Visible CTEs, innermost last.
+    pub ctes: Vec<(String, Vec<Column>)>,
+    /// Select-list items dropped from the outermost query (their text).
+    pub dropped: Vec<String>,
+    /// Base tables referenced (schema.name), for the second parser's check.
+    pub relations: BTreeSet<String>,
+    /// Dataset fields the answer reads.
+    pub fields_read: BTreeSet<String>,
+    /// Nesting depth of queries (0 = the statement itself).
+    pub depth: usize,
+    /// The FROM items of the select that finished last: ORDER BY of the
+    /// query around it resolves against them.
+    last_select_relations: Vec<Relation>,
+}
+
+/// PostgreSQL's identifier folding: unquoted names are lower-cased (ASCII).
+pub(super) fn fold(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_ascii_lowercase()
+    }
+}
+
+pub(super) fn object_name_parts(name: &ObjectName) -> Checked<Vec<String>> {
+    name.0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(ident) => Ok(fold(ident)),
+            ObjectNamePart::Function(_) => {
+                Err(Denial::unsupported("computed names", "name the table"))
+            }
+        })
+        .collect()
+}
+
+impl<'a> Resolver<'a> {
+    pub fn new(ctx: &'a GuardContext<'a>) -> Resolver<'a> {
+        Resolver {
+            ctx,
+            scopes: Vec::new(),
+            ctes: Vec::new(),
+            dropped: Vec::new(),
+            relations: BTreeSet::new(),
+            fields_read: BTreeSet::new(),
+            depth: 0,
+            last_select_relations: Vec::new(),
+        }
+    }
+
+    /// Resolves, checks and rewrites a query; returns its output columns.
+    pub fn query(&mut self, query: &mut Query) -> Checked<Vec<Column>> {
+        if !query.locks.is_empty() {
+            return Err(Denial::forbidden(
+                "row locks (FOR UPDATE/SHARE) are not allowed",
+                "sessions through esq are read-only",
+                "remove the FOR UPDATE clause",
+            ));
+        }
+        if query.for_clause.is_some()
+            || query.settings.is_some()
+            || query.format_clause.is_some()
+            || !query.pipe_operators.is_empty()
+        {
+            return Err(Denial::unsupported(
+                "this query clause",
+                "use plain SELECT syntax",
+            ));
+        }
+        let ctes_before = self.ctes.len();
+        self.depth += 1;
+        let result = self.query_inner(query);
+        self.depth -= 1;
+        self.ctes.truncate(ctes_before);
+        result
+    }
+
+    fn query_inner(&mut self, query: &mut Query) -> Checked<Vec<Column>> {
+        if let Some(with) = query.with.as_mut() {
+            for cte in with.cte_tables.iter_mut() {
+                self.cte(cte, with.recursive)?;
+            }
+        }
+        let outermost = self.depth == 1;
+        let columns = self.set_expr(&mut query.body, outermost)?;
+        let body_relations = match query.body.as_ref() {
+            SetExpr::Select(_) => Some(std::mem::take(&mut self.last_select_relations)),
+            _ => None,
+        };
+        if let Some(order_by) = query.order_by.as_mut() {
+            if order_by.interpolate.is_some() {
+                return Err(Denial::unsupported(
+                    "ORDER BY … INTERPOLATE",
+                    "remove INTERPOLATE",
+                ));
+            }
+            match &mut order_by.kind {
+                OrderByKind::Expressions(items) => {
+                    for item in items.iter_mut() {
+                        if item.with_fill.is_some() {
+                            return Err(Denial::unsupported("WITH FILL", "remove WITH FILL"));
+                        }
+                        self.order_item(&mut item.expr, &columns, body_relations.as_ref())?;
+                    }
+                }
+                OrderByKind::All(_) => {
+                    return Err(Denial::unsupported("ORDER BY ALL", "name the sort columns"))
+                }
+            }
+        }
+        if let Some(limit) = query.limit_clause.as_ref() {
+            match limit {
+                LimitClause::LimitOffset {
+                    limit,
+                    offset,
+                    limit_by,
+                } => {
+                    if !limit_by.is_empty() {
+                        return Err(Denial::unsupported("LIMIT BY", "remove LIMIT BY"));
+                    }
+                    if let Some(limit) = limit {
+                        require_count_literal(limit)?;
+                    }
+                    if let Some(offset) = offset {
+                        require_count_literal(&offset.value)?;
+                    }
+                }
+                LimitClause::OffsetCommaLimit { .. } => {
+                    return Err(Denial::unsupported(
+                        "LIMIT offset, count",
+                        "write LIMIT n OFFSET m",
+                    ))
+                }
+            }
+        }
+        if let Some(fetch) = query.fetch.as_ref() {
+            if let Some(quantity) = &fetch.quantity {
+                require_count_literal(quantity)?;
+            }
+        }
+        Ok(columns)
+    }
+
+    fn cte(&mut self, cte: &mut Cte, recursive: bool) -> Checked<()> {
+        if cte.from.is_some() {
+            return Err(Denial::unsupported("CTE … FROM", "use a plain WITH"));
+        }
+        let name = fold(&cte.alias.name);
+        let declared: Vec<String> = cte.alias.columns.iter().map(|c| fold(&c.name)).collect();
+        let mut columns = if recursive {
+            // The non-recursive term fixes the columns; the recursive term
+            // may then refer to the CTE itself.
+            match cte.query.body.as_mut() {
+                SetExpr::SetOperation { left, .. } => {
+                    let mut seed = self.set_expr(left, false)?;
+                    rename(&mut seed, &declared)?;
+                    self.ctes.push((name.clone(), seed));
+                    let all = self.query(&mut cte.query)?;
+                    self.ctes.pop();
+                    all
+                }
+                _ => self.query(&mut cte.query)?,
+            }
+        } else {
+            self.query(&mut cte.query)?
+        };
+        rename(&mut columns, &declared)?;
+        self.ctes.push((name, columns));
+        Ok(())
+    }
+
+    pub fn set_expr(&mut self, body: &mut SetExpr, outermost: bool) -> Checked<Vec<Column>> {
+        match body {
+            SetExpr::Select(select) => self.select(select, outermost),
+            SetExpr::Query(query) => self.query(query),
+            SetExpr::SetOperation { left, right, .. } => {
+                let mut left_columns = self.set_expr(left, false)?;
+                let right_columns = self.set_expr(right, false)?;
+                if left_columns.len() != right_columns.len() {
+                    return Err(Denial::syntax(
+                        "each side of a set operation must have the same number of columns",
+                    ));
+                }
+                for (l, r) in left_columns.iter_mut().zip(right_columns) {
+                    l.fields.extend(r.fields);
+                }
+                Ok(left_columns)
+            }
+            SetExpr::Values(values) => self.values(values),
+            _ => Err(Denial::forbidden(
+                "only SELECT queries are allowed",
+                "sessions through esq are read-only",
+                "use SELECT",
+            )),
+        }
+    }
+
+    fn values(&mut self, values: &mut Values) -> Checked<Vec<Column>> {
+        let width = values.rows.first().map(|r| r.len()).unwrap_or(0);
+        let mut columns: Vec<Column> = (1..=width)
+            .map(|i| Column {
+                name: format!("column{i}"),
+                fields: BTreeSet::new(),
+            })
+            .collect();
+        for row in values.rows.iter_mut() {
+            for (i, expr) in row.iter_mut().enumerate() {
+                let facts = self.expr(expr)?;
+                if let Some(column) = columns.get_mut(i) {
+                    column.fields.extend(facts.fields);
+                }
+            }
+        }
+        Ok(columns)
+    }
+
+    fn select(&mut self, select: &mut Select, outermost: bool) -> Checked<Vec<Column>> {
+        reject_unmodelled_select_parts(select)?;
+        if select.into.is_some() {
+            return Err(Denial::forbidden(
+                "SELECT INTO creates a table",
+                "sessions through esq are read-only",
+                "remove INTO",
+            ));
+        }
+        let mut relations = Vec::new();
+        for item in select.from.iter_mut() {
+            self.table_with_joins(item, &mut relations)?;
+        }
+        self.scopes.push(relations);
+        let result = self.select_body(select, outermost);
+        self.last_select_relations = self.scopes.pop().unwrap_or_default();
+        result
+    }
+
+    fn select_body(&mut self, select: &mut Select, outermost: bool) -> Checked<Vec<Column>> {
+        let mut positional_group_by = false;
+        if let Some(selection) = select.selection.as_mut() {
+            self.checked_expr(selection, "WHERE")?;
+        }
+        match &mut select.group_by {
+            GroupByExpr::Expressions(exprs, modifiers) => {
+                if !modifiers.is_empty() {
+                    return Err(subtotals());
+                }
+                for expr in exprs.iter_mut() {
+                    if matches!(
+                        expr,
+                        Expr::GroupingSets(_) | Expr::Cube(_) | Expr::Rollup(_)
+                    ) {
+                        return Err(subtotals());
+                    }
+                    if matches!(expr, Expr::Value(_)) {
+                        positional_group_by = true;
+                    }
+                    self.checked_expr(expr, "GROUP BY")?;
+                }
+            }
+            GroupByExpr::All(_) => {
+                return Err(Denial::unsupported(
+                    "GROUP BY ALL",
+                    "name the grouping columns",
+                ))
+            }
+        }
+        if let Some(having) = select.having.as_mut() {
+            self.checked_expr(having, "HAVING")?;
+        }
+        if let Some(Distinct::On(exprs)) = select.distinct.as_mut() {
+            for expr in exprs.iter_mut() {
+                self.checked_expr(expr, "DISTINCT ON")?;
+            }
+        }
+        let columns = self.projection(select, outermost)?;
+        if positional_group_by && outermost {
+            self.ordinal_ok()?;
+        }
+        Ok(columns)
+    }
+
+    /// Resolves the select list: expands wildcards to allowed fields, drops
+    /// items that read only forbidden fields (outermost query only).
+    fn projection(&mut self, select: &mut Select, outermost: bool) -> Checked<Vec<Column>> {
+        let items = std::mem::take(&mut select.projection);
+        let mut kept = Vec::new();
+        let mut columns = Vec::new();
+        for item in items {
+            match item {
+                SelectItem::UnnamedExpr(mut expr) => {
+                    let name = output_name(&expr);
+                    if let Some(fields) = self.projection_expr(&mut expr, outermost)? {
+                        columns.push(Column { name, fields });
+                        kept.push(SelectItem::UnnamedExpr(expr));
+                    }
+                }
+                SelectItem::ExprWithAlias { mut expr, alias } => {
+                    if let Some(fields) = self.projection_expr(&mut expr, outermost)? {
+                        columns.push(Column {
+                            name: fold(&alias),
+                            fields,
+                        });
+                        kept.push(SelectItem::ExprWithAlias { expr, alias });
+                    }
+                }
+                SelectItem::ExprWithAliases { .. } => {
+                    return Err(Denial::unsupported("multiple aliases", "use one alias"))
+                }
+                SelectItem::Wildcard(options) => {
+                    if options != Default::default() {
+                        return Err(Denial::unsupported("wildcard options", "list the columns"));
+                    }
+                    let relations = self.scopes.last().cloned().unwrap_or_default();
+                    if relations.is_empty() {
+                        return Err(Denial::syntax("SELECT * with no FROM clause"));
+                    }
+                    for relation in &relations {
+                        self.expand(relation, &mut kept, &mut columns);
+                    }
+                }
+                SelectItem::QualifiedWildcard(kind, options) => {
+                    if options != Default::default() {
+                        return Err(Denial::unsupported("wildcard options", "list the columns"));
+                    }
+                    let relation = match &kind {
+                        sqlparser::ast::SelectItemQualifiedWildcardKind::ObjectName(name) => {
+                            let parts = object_name_parts(name)?;
+                            let [alias] = parts.as_slice() else {
+                                return Err(Denial::unsupported(
+                                    "schema-qualified wildcards",
+                                    "use the table's alias: t.*",
+                                ));
+                            };
+                            self.scopes
+                                .last()
+                                .and_then(|rels| rels.iter().find(|r| &r.name == alias))
+                                .cloned()
+                                .ok_or_else(|| unknown_relation(alias))?
+                        }
+                        sqlparser::ast::SelectItemQualifiedWildcardKind::Expr(_) => {
+                            return Err(whole_row("(expression).*"));
+                        }
+                    };
+                    self.expand(&relation, &mut kept, &mut columns);
+                }
+            }
+        }
+        if kept.is_empty() {
+            return Err(Denial::forbidden(
+                "none of the selected columns is allowed by your ticket",
+                format!(
+                    "dropped: {}; allowed fields: {}",
+                    self.dropped.join(", "),
+                    self.ctx.scope.fields.join(", ")
+                ),
+                format!(
+                    "select allowed fields, e.g. SELECT {} FROM {}",
+                    self.ctx.scope.fields.join(", "),
+                    self.ctx.dataset.table
+                ),
+            ));
+        }
+        select.projection = kept;
+        Ok(columns)
+    }
+
+    /// `Some(fields)` keeps the item; `None` drops it (outermost only).
+    fn projection_expr(
+        &mut self,
+        expr: &mut Expr,
+        outermost: bool,
+    ) -> Checked<Option<BTreeSet<String>>> {
+        let facts = self.expr(expr)?;
+        let forbidden: Vec<&String> = facts
+            .fields
+            .iter()
+            .filter(|f| !self.ctx.allows(f))
+            .collect();
+        if forbidden.is_empty() {
+            self.fields_read.extend(facts.fields.iter().cloned());
+            return Ok(Some(facts.fields));
+        }
+        let all_forbidden = forbidden.len() == facts.fields.len();
+        if outermost && all_forbidden && !facts.has_subquery {
+            self.dropped.push(expr.to_string());
+            return Ok(None);
+        }
+        Err(self.ctx.forbidden_field(forbidden[0], "the select list"))
+    }
+
+    /// Expands `*` / `t.*` of one relation into its allowed columns.
+    fn expand(
+        &mut self,
+        relation: &Relation,
+        kept: &mut Vec<SelectItem>,
+        columns: &mut Vec<Column>,
+    ) {
+        for column in &relation.columns {
+            let allowed = column.fields.iter().all(|f| self.ctx.allows(f));
+            if !allowed {
+                self.dropped
+                    .push(format!("{}.{}", relation.name, column.name));
+                continue;
+            }
+            self.fields_read.extend(column.fields.iter().cloned());
+            kept.push(SelectItem::UnnamedExpr(Expr::CompoundIdentifier(vec![
+                Ident::with_quote('"', relation.name.clone()),
+                Ident::with_quote('"', column.name.clone()),
+            ])));
+            columns.push(column.clone());
+        }
+    }
+
+    fn table_with_joins(
+        &mut self,
+        item: &mut TableWithJoins,
+        relations: &mut Vec<Relation>,
+    ) -> Checked<()> {
+        self.table_factor(&mut item.relation, relations)?;
+        for join in item.joins.iter_mut() {
+            self.join(join, relations)?;
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, join: &mut Join, relations: &mut Vec<Relation>) -> Checked<()> {
+        if join.global {
+            return Err(Denial::unsupported("GLOBAL joins", "use a plain JOIN"));
+        }
+        self.table_factor(&mut join.relation, relations)?;
+        let constraint = match &mut join.join_operator {
+            JoinOperator::Join(c)
+            | JoinOperator::Inner(c)
+            | JoinOperator::Left(c)
+            | JoinOperator::LeftOuter(c)
+            | JoinOperator::Right(c)
+            | JoinOperator::RightOuter(c)
+            | JoinOperator::FullOuter(c)
+            | JoinOperator::CrossJoin(c) => c,
+            _ => {
+                return Err(Denial::unsupported(
+                    "this kind of join",
+                    "use INNER, LEFT, RIGHT, FULL or CROSS JOIN … ON",
+                ))
+            }
+        };
+        match constraint {
+            JoinConstraint::On(expr) => {
+                self.scopes.push(relations.clone());
+                let result = self.checked_expr(expr, "JOIN … ON");
+                self.scopes.pop();
+                result?;
+                Ok(())
+            }
+            JoinConstraint::None => Ok(()),
+            JoinConstraint::Using(_) | JoinConstraint::UsingAlias(..) => Err(Denial::unsupported(
+                "JOIN … USING",
+                "write JOIN … ON a.x = b.x",
+            )),
+            JoinConstraint::Natural => Err(Denial::unsupported(
+                "NATURAL JOIN",
+                "write JOIN … ON a.x = b.x",
+            )),
+        }
+    }
+
+    fn table_factor(
+        &mut self,
+        factor: &mut TableFactor,
+        relations: &mut Vec<Relation>,
+    ) -> Checked<()> {
+        match factor {
+            TableFactor::Table { .. } => self.table(factor, relations),
+            TableFactor::Derived {
+                lateral,
+                subquery,
+                alias,
+                sample,
+            } => {
+                if sample.is_some() {
+                    return Err(Denial::unsupported("TABLESAMPLE", "remove TABLESAMPLE"));
+                }
+                // A LATERAL subquery sees the FROM items before it.
+                if *lateral {
+                    self.scopes.push(relations.clone());
+                }
+                let result = self.query(subquery);
+                if *lateral {
+                    self.scopes.pop();
+                }
+                let mut columns = result?;
+                let name = match alias {
+                    Some(alias) => {
+                        let declared: Vec<String> =
+                            alias.columns.iter().map(|c| fold(&c.name)).collect();
+                        rename(&mut columns, &declared)?;
+                        fold(&alias.name)
+                    }
+                    None => "unnamed_subquery".into(),
+                };
+                relations.push(Relation { name, columns });
+                Ok(())
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                if alias.is_some() {
+                    return Err(Denial::unsupported(
+                        "an alias on a parenthesised join",
+                        "remove the alias",
+                    ));
+                }
+                self.table_with_joins(table_with_joins, relations)
+            }
+            _ => Err(Denial::unsupported(
+                "this kind of FROM item (table functions, UNNEST, JSON tables, PIVOT…)",
+                format!("select from {}", self.ctx.dataset.table),
+            )),
+        }
+    }
+
+    /// A table name: a CTE, the governed table (substituted), or denied.
+    fn table(&mut self, factor: &mut TableFactor, relations: &mut Vec<Relation>) -> Checked<()> {
+        let TableFactor::Table {
+            name,
+            alias,
+            args,
+            with_hints,
+            version,
+            with_ordinality,
+            partitions,
+            json_path,
+            sample,
+            index_directives,
+            inheritance,
+        } = factor
+        else {
+            return Err(Denial::unsupported(
+                "this FROM item",
+                "select from the dataset's table",
+            ));
+        };
+        if args.is_some()
+            || !with_hints.is_empty()
+            || version.is_some()
+            || *with_ordinality
+            || !partitions.is_empty()
+            || json_path.is_some()
+            || sample.is_some()
+            || !index_directives.is_empty()
+            || inheritance.is_some()
+        {
+            return Err(Denial::unsupported(
+                "table options (hints, versions, samples, functions)",
+                "name the table plainly",
+            ));
+        }
+        let parts = object_name_parts(name)?;
+        if let [single] = parts.as_slice() {
+            if let Some((_, columns)) = self.ctes.iter().rev().find(|(n, _)| n == single) {
+                let columns = columns.clone();
+                let relation_name = match alias {
+                    Some(alias) => fold(&alias.name),
+                    None => single.clone(),
+                };
+                let mut columns = columns;
+                if let Some(alias) = alias {
+                    let declared: Vec<String> =
+                        alias.columns.iter().map(|c| fold(&c.name)).collect();
+                    rename(&mut columns, &declared)?;
+                }
+                relations.push(Relation {
+                    name: relation_name,
+                    columns,
+                });
+                return Ok(());
+            }
+        }
+        let table = match parts.as_slice() {
+            [name] => TableName {
+                schema: "public".into(),
+                name: name.clone(),
+            },
+            [schema, name] => TableName {
+                schema: schema.clone(),
+                name: name.clone(),
+            },
+            _ => {
+                return Err(Denial::unsupported(
+                    "database-qualified names",
+                    "write schema.table",
+                ))
+            }
+        };
+        if table != self.ctx.dataset.table {
+            return Err(self.ctx.foreign_table(&table));
+        }
+        if let Some(alias) = alias.as_ref() {
+            if !alias.columns.is_empty() {
+                return Err(whole_row("a column list on the dataset's alias"));
+            }
+        }
+        let relation_name = alias
+            .as_ref()
+            .map(|a| fold(&a.name))
+            .unwrap_or_else(|| table.name.clone());
+        self.relations.insert(table.to_string());
+        relations.push(Relation {
+            name: relation_name.clone(),
+            columns: self
+                .ctx
+                .dataset
+                .fields
+                .iter()
+                .map(|f| Column {
+                    name: f.name.clone(),
+                    fields: BTreeSet::from([f.name.clone()]),
+                })
+                .collect(),
+        });
+        *factor = rewrite::governed_table(self.ctx, &relation_name)?;
+        Ok(())
+    }
+
+    /// ORDER BY may name an output column, a position, or an expression
+    /// over the FROM items of the query's select.
+    fn order_item(
+        &mut self,
+        expr: &mut Expr,
+        outputs: &[Column],
+        relations: Option<&Vec<Relation>>,
+    ) -> Checked<()> {
+        if let Expr::Identifier(ident) = expr {
+            let name = fold(ident);
+            if let Some(column) = outputs.iter().find(|c| c.name == name) {
+                let fields = column.fields.clone();
+                return self.check_fields(&fields, "ORDER BY");
+            }
+        }
+        if let Expr::Value(v) = expr {
+            if let sqlparser::ast::Value::Number(_, _) = v.value {
+                return self.ordinal_ok();
+            }
+        }
+        let Some(relations) = relations else {
+            return Err(Denial::unsupported(
+                "ORDER BY expressions on a set operation",
+                "order by output column names",
+            ));
+        };
+        self.scopes.push(relations.clone());
+        let result = self.checked_expr(expr, "ORDER BY");
+        self.scopes.pop();
+        result
+    }
+
+    /// A position (ORDER BY 1, GROUP BY 1) would point at another column
+    /// once forbidden items were dropped.
+    fn ordinal_ok(&self) -> Checked<()> {
+        if self.dropped.is_empty() || self.depth > 1 {
+            return Ok(());
+        }
+        Err(Denial::forbidden(
+            "positions in ORDER BY / GROUP BY are ambiguous after esq dropped select items",
+            format!("dropped: {}", self.dropped.join(", ")),
+            "name the columns instead of numbering them, and select only allowed fields",
+        ))
+    }
+
+    /// Walks an expression and requires every field it reads to be allowed.
+    pub fn checked_expr(&mut self, expr: &mut Expr, clause: &str) -> Checked<()> {
+        let facts = self.expr(expr)?;
+        self.check_fields(&facts.fields, clause)
+    }
+
+    pub fn check_fields(&mut self, fields: &BTreeSet<String>, clause: &str) -> Checked<()> {
+        if let Some(forbidden) = fields.iter().find(|f| !self.ctx.allows(f)) {
+            return Err(self.ctx.forbidden_field(forbidden, clause));
+        }
+        self.fields_read.extend(fields.iter().cloned());
+        Ok(())
+    }
+}
+
+fn reject_unmodelled_select_parts(select: &Select) -> Checked<()> {
+    let unmodelled = !select.optimizer_hints.is_empty()
+        || select.select_modifiers.is_some()
+        || select.top.is_some()
+        || select.exclude.is_some()
+        || !select.lateral_views.is_empty()
+        || select.prewhere.is_some()
+        || !select.connect_by.is_empty()
+        || !select.cluster_by.is_empty()
+        || !select.distribute_by.is_empty()
+        || !select.sort_by.is_empty()
+        || !select.named_window.is_empty()
+        || select.qualify.is_some()
+        || select.value_table_mode.is_some()
+        || !matches!(select.flavor, SelectFlavor::Standard);
+    if unmodelled {
+        return Err(Denial::unsupported(
+            "this SELECT clause (TOP, QUALIFY, WINDOW, CONNECT BY…)",
+            "use plain SELECT … FROM … WHERE … GROUP BY … HAVING …",
+        ));
+    }
+    Ok(())
+}
+
+fn rename(columns: &mut [Column], declared: &[String]) -> Checked<()> {
+    if declared.len() > columns.len() {
+        return Err(Denial::syntax("more column aliases than columns"));
+    }
+    for (column, name) in columns.iter_mut().zip(declared) {
+        column.name = name.clone();
+    }
+    Ok(())
+}
+
+/// PostgreSQL's name for an unaliased select-list item.
+pub(super) fn output_name(expr: &Expr) -> String {
+    match expr {
+        Expr::Identifier(ident) => fold(ident),
+        Expr::CompoundIdentifier(parts) => parts.last().map(fold).unwrap_or_default(),
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(fold)
+            .unwrap_or_else(|| "?column?".into()),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => output_name(expr),
+        _ => "?column?".into(),
+    }
+}
+
+fn require_count_literal(expr: &Expr) -> Checked<()> {
+    match expr {
+        Expr::Value(v)
+            if matches!(
+                v.value,
+                sqlparser::ast::Value::Number(_, _)
+                    | sqlparser::ast::Value::Placeholder(_)
+                    | sqlparser::ast::Value::Null
+            ) =>
+        {
+            Ok(())
+        }
+        _ => Err(Denial::unsupported(
+            "LIMIT/OFFSET expressions",
+            "use a number",
+        )),
+    }
+}
+
+fn subtotals() -> Denial {
+    Denial::forbidden(
+        "GROUPING SETS, ROLLUP and CUBE are not allowed",
+        "subtotals let small groups be recovered by subtraction",
+        "group by the fields themselves and add the totals up yourself",
+    )
+}
+
+pub(super) fn whole_row(what: &str) -> Denial {
+    Denial::forbidden(
+        format!("whole-row references are not allowed ({what})"),
+        "a whole row can carry fields your ticket does not allow",
+        "name the columns you need",
+    )
+}
+
+pub(super) fn unknown_relation(name: &str) -> Denial {
+    Denial::forbidden(
+        format!("unknown table or alias {name:?}"),
+        "every name must resolve to the ticket's dataset, a CTE or a subquery",
+        "check the alias",
+    )
+}

@@ -1,0 +1,83 @@
+//! Derived-table substitution: a governed table reference becomes
+//! `(SELECT <allowed fields> FROM schema.table WHERE <row filters>) AS alias`,
+//! so even a trick that escapes the checks cannot reach a column that is
+//! not there. Row filters: the scope's filters, the retention window and
+//! the right-to-delete hook. Built from catalog names and scope values
+//! (quoted and escaped by sqlparser), then parsed into AST nodes.
+
+use sqlparser::ast::{Expr, Ident, SetExpr, Statement, TableFactor, Value};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::denial::{Checked, Denial};
+use super::GuardContext;
+use crate::policy::FilterValue;
+
+pub(super) fn governed_table(ctx: &GuardContext<'_>, alias: &str) -> Checked<TableFactor> {
+    let quote = |name: &str| Ident::with_quote('"', name).to_string();
+    let columns: Vec<String> = ctx.scope.fields.iter().map(|f| quote(f)).collect();
+    let table = format!(
+        "{}.{}",
+        quote(&ctx.dataset.table.schema),
+        quote(&ctx.dataset.table.name)
+    );
+    let mut filters: Vec<String> = ctx
+        .scope
+        .row_filters
+        .iter()
+        .map(|(field, value)| format!("{} = {}", quote(field), literal(value)))
+        .collect();
+    if let (Some(cutoff), Some(field)) = (ctx.retention_cutoff, &ctx.dataset.retention_field) {
+        filters.push(format!(
+            "{} >= DATE '{}'",
+            quote(field),
+            cutoff.format("%Y-%m-%d")
+        ));
+    }
+    if let Some(condition) = ctx.tombstone_filter {
+        filters.push(format!("({condition})"));
+    }
+    let filter = if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", filters.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT * FROM (SELECT {} FROM {table}{filter}) AS {}",
+        columns.join(", "),
+        quote(alias)
+    );
+    let internal =
+        |what: &str| Denial::syntax(format!("esq could not build the {what} for the dataset"));
+    let mut statements = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|_| internal("derived table"))?;
+    let Some(Statement::Query(query)) = statements.pop() else {
+        return Err(internal("derived table"));
+    };
+    let SetExpr::Select(mut select) = *query.body else {
+        return Err(internal("derived table"));
+    };
+    select
+        .from
+        .pop()
+        .map(|from| from.relation)
+        .ok_or_else(|| internal("derived table"))
+}
+
+fn literal(value: &FilterValue) -> String {
+    match value {
+        FilterValue::Text(text) => Value::SingleQuotedString(text.clone()).to_string(),
+        FilterValue::Integer(i) => i.to_string(),
+        FilterValue::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
+    }
+}
+
+/// Parses a small expression esq builds itself (e.g. `count(*) >= 11`).
+pub(super) fn expression(sql: &str) -> Checked<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|_| Denial::syntax("esq could not build an expression"))
+}

@@ -1,0 +1,202 @@
+//! The guard's table-driven cases: every `tests/guard_cases/*.yaml` file is
+//! a list of cases, each a statement under one of the scopes below with the
+//! expected outcome — a denial with its SQLSTATE, or an allow with the exact
+//! rewrite (and the dropped columns). All failures are reported together.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use esq::catalog::Catalog;
+use esq::guard::{Decision, Guard};
+use esq::policy::FilterValue;
+use esq::tickets::{Aggregate, Scope};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    scope: String,
+    sql: String,
+    #[serde(default)]
+    deny: Option<String>,
+    #[serde(default)]
+    codes: Vec<String>,
+    #[serde(default)]
+    allow: Option<Allow>,
+    #[serde(default)]
+    dropped: Option<Vec<String>>,
+    #[serde(default)]
+    why: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Allow {
+    Flag(bool),
+    Rewrite(String),
+}
+
+fn scope(name: &str) -> Option<Scope> {
+    let fields = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let base = |fields: Vec<String>, aggregate: Option<Aggregate>| Scope {
+        id: format!("S-test-{name}"),
+        dataset: "burial_2024".into(),
+        fields,
+        aggregate,
+        min_group_size: 11,
+        row_filters: BTreeMap::new(),
+        retention_cutoff: NaiveDate::from_ymd_opt(2016, 11, 25),
+        purpose: "tests".into(),
+        user: "tester".into(),
+        policy_ids: vec!["P-TEST".into()],
+        issued_at: Utc
+            .with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
+            .single()
+            .unwrap(),
+        expires_at: Utc
+            .with_ymd_and_hms(2026, 11, 25, 18, 5, 0)
+            .single()
+            .unwrap(),
+    };
+    let foia_fields = fields(&["id", "state", "county", "burial_date", "branch"]);
+    match name {
+        "none" => None,
+        "foia" => Some(base(foia_fields, Some(Aggregate::Count))),
+        "foia_ca" => {
+            let mut s = base(foia_fields, Some(Aggregate::Count));
+            s.row_filters
+                .insert("state".into(), FilterValue::Text("CA".into()));
+            Some(s)
+        }
+        "analyst" => Some(base(
+            fields(&["state", "county", "burial_date", "branch"]),
+            None,
+        )),
+        "clinician" => Some(base(
+            fields(&[
+                "id",
+                "name",
+                "dob",
+                "state",
+                "county",
+                "burial_date",
+                "cause_of_death",
+            ]),
+            None,
+        )),
+        other => panic!("unknown scope {other:?} in a case file"),
+    }
+}
+
+fn load_cases() -> Vec<(String, Case)> {
+    let dir = common::repo().join("tests/guard_cases");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut cases = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let parsed: Vec<Case> =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+        cases.extend(parsed.into_iter().map(|c| (stem.clone(), c)));
+    }
+    cases
+}
+
+fn guard() -> Guard {
+    let catalog = Catalog::load_dir(&common::repo().join("catalog")).unwrap();
+    Guard::new(Arc::new(catalog))
+}
+
+#[test]
+fn every_case_decides_as_expected() {
+    let guard = guard();
+    let cases = load_cases();
+    let mut names = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    for (file, case) in &cases {
+        assert!(
+            names.insert(case.name.clone()),
+            "duplicate case name {}",
+            case.name
+        );
+        let scope = scope(&case.scope);
+        let decision = guard.decide(scope.as_ref(), &case.sql);
+        let mut expected_codes = case.codes.clone();
+        if let Some(code) = &case.deny {
+            expected_codes.push(code.clone());
+        }
+        let problem = match (&decision, expected_codes.is_empty(), &case.allow) {
+            (Decision::Deny(denial), false, _) => {
+                (!expected_codes.iter().any(|c| c == denial.code)).then(|| {
+                    format!(
+                        "denied with {} ({}), expected {:?}",
+                        denial.code, denial.reason, expected_codes
+                    )
+                })
+            }
+            (Decision::Allow(allowed), false, _) => {
+                Some(format!("ALLOWED, expected a denial: {}", allowed.sql))
+            }
+            (Decision::Deny(denial), true, _) => Some(format!(
+                "denied with {}: {} — {}",
+                denial.code, denial.reason, denial.detail
+            )),
+            (Decision::Allow(allowed), true, allow) => {
+                let mut problems = Vec::new();
+                if let Some(Allow::Rewrite(expected)) = allow {
+                    if allowed.sql != expected.trim() {
+                        problems.push(format!(
+                            "rewrite\n   got: {}\n  want: {}",
+                            allowed.sql,
+                            expected.trim()
+                        ));
+                    }
+                }
+                if matches!(allow, None | Some(Allow::Flag(false))) {
+                    problems.push("case has neither deny nor allow".into());
+                }
+                let dropped = case.dropped.clone().unwrap_or_default();
+                let got: Vec<String> = allowed
+                    .dropped
+                    .iter()
+                    .map(|d| d.rsplit('.').next().unwrap_or(d).to_string())
+                    .collect();
+                if got != dropped {
+                    problems.push(format!(
+                        "dropped {:?}, expected {:?}",
+                        allowed.dropped, dropped
+                    ));
+                }
+                (!problems.is_empty()).then(|| problems.join("; "))
+            }
+        };
+        if let Some(problem) = problem {
+            failures.push(format!(
+                "{file}/{} [{}]: {}\n  sql: {}\n  why: {}",
+                case.name,
+                case.scope,
+                problem,
+                case.sql,
+                case.why.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
