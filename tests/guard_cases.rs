@@ -74,6 +74,12 @@ fn scope(name: &str) -> Option<Scope> {
                 .insert("state".into(), FilterValue::Text("CA".into()));
             Some(s)
         }
+        "analyst_ca" => {
+            let mut s = base(fields(&["state", "county", "burial_date", "branch"]), None);
+            s.row_filters
+                .insert("state".into(), FilterValue::Text("CA".into()));
+            Some(s)
+        }
         "analyst" => Some(base(
             fields(&["state", "county", "burial_date", "branch"]),
             None,

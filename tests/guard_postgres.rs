@@ -107,6 +107,7 @@ async fn allowed_rewrites_execute_and_leak_nothing() {
 
 fn inspect(scope: &str, messages: &[SimpleQueryMessage]) -> Vec<String> {
     let aggregate = scope.starts_with("foia");
+    let only_ca = scope.ends_with("_ca");
     let mut problems = Vec::new();
     for message in messages {
         let SimpleQueryMessage::Row(row) = message else {
@@ -128,6 +129,9 @@ fn inspect(scope: &str, messages: &[SimpleQueryMessage]) -> Vec<String> {
                     problems.push(format!("a group of {n} (< k = 11) came back"));
                 }
             }
+            if only_ca && column.name() == "state" && value != "CA" {
+                problems.push(format!("a row of state {value} passed the row filter state = CA"));
+            }
             if column.name() == "burial_date" && value < "2016-11-25" && value.len() == 10 {
                 problems.push(format!(
                     "burial_date {value} is before the retention cutoff"
@@ -146,7 +150,7 @@ fn scope(name: &str) -> esq::tickets::Scope {
             fields(&["id", "state", "county", "burial_date", "branch"]),
             Some(esq::tickets::Aggregate::Count),
         ),
-        "analyst" => (fields(&["state", "county", "burial_date", "branch"]), None),
+        "analyst" | "analyst_ca" => (fields(&["state", "county", "burial_date", "branch"]), None),
         "clinician" => (
             fields(&[
                 "id",
@@ -162,7 +166,7 @@ fn scope(name: &str) -> esq::tickets::Scope {
         other => panic!("unknown scope {other}"),
     };
     let mut row_filters = std::collections::BTreeMap::new();
-    if name == "foia_ca" {
+    if name == "foia_ca" || name == "analyst_ca" {
         row_filters.insert(
             "state".to_string(),
             esq::policy::FilterValue::Text("CA".into()),

@@ -1,7 +1,11 @@
 //! Derived-table substitution: a governed table reference becomes
-//! `(SELECT <allowed fields> FROM schema.table WHERE <row filters>) AS alias`,
+//! `(SELECT <allowed fields> FROM schema.table WHERE <row filters> OFFSET 0) AS alias`,
 //! so even a trick that escapes the checks cannot reach a column that is
-//! not there. Row filters: the scope's filters, the retention window and
+//! not there. `OFFSET 0` (only when there are row filters) is a planner
+//! fence: PostgreSQL neither pulls such a subquery up nor pushes the
+//! caller's conditions into it, so no caller expression is ever evaluated
+//! on a row the filters hide (an error or timing difference on a hidden
+//! row would otherwise reveal it). Row filters: the scope's filters, the retention window and
 //! the right-to-delete hook. Built from catalog names and scope values
 //! (quoted and escaped by sqlparser), then parsed into AST nodes.
 
@@ -40,7 +44,7 @@ pub(super) fn governed_table(ctx: &GuardContext<'_>, alias: &str) -> Checked<Tab
     let filter = if filters.is_empty() {
         String::new()
     } else {
-        format!(" WHERE {}", filters.join(" AND "))
+        format!(" WHERE {} OFFSET 0", filters.join(" AND "))
     };
     let sql = format!(
         "SELECT * FROM (SELECT {} FROM {table}{filter}) AS {}",
