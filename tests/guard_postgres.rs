@@ -130,7 +130,9 @@ fn inspect(scope: &str, messages: &[SimpleQueryMessage]) -> Vec<String> {
                 }
             }
             if only_ca && column.name() == "state" && value != "CA" {
-                problems.push(format!("a row of state {value} passed the row filter state = CA"));
+                problems.push(format!(
+                    "a row of state {value} passed the row filter state = CA"
+                ));
             }
             if column.name() == "burial_date" && value < "2016-11-25" && value.len() == 10 {
                 problems.push(format!(

@@ -1,9 +1,10 @@
 //! The command line: `esq check`, `esq passwd`, `esq token`,
-//! `esq ticket issue`, `esq sample-data`. Each subcommand lives in its own
+//! `esq ticket issue`, `esq explain`, `esq sample-data`. Each subcommand lives in its own
 //! file; this one parses and dispatches. Exit status: 0 success, 1 a check
 //! failed or a request was denied, 2 bad input or configuration.
 
 mod check;
+mod explain;
 mod secrets;
 mod ticket;
 
@@ -47,6 +48,8 @@ pub enum Command {
     /// Tickets.
     #[command(subcommand)]
     Ticket(TicketCommand),
+    /// Show what the guard decides for a statement under a scope.
+    Explain(explain::ExplainArgs),
     /// Print SQL that creates and fills the sample table public.burial_2024.
     SampleData(SampleDataArgs),
 }
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Passwd(args) => secrets::passwd(args),
         Command::Token => secrets::token(),
         Command::Ticket(TicketCommand::Issue(args)) => ticket::issue(&cli.config, args),
+        Command::Explain(args) => explain::run(&cli.config, args),
         Command::SampleData(args) => sample_data(args),
     };
     ExitCode::from(status)

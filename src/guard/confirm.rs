@@ -43,13 +43,45 @@ pub(super) fn read(sql: &str) -> Checked<PgReading> {
     })
 }
 
+impl PgReading {
+    /// Reads no table, or only allowlisted catalogs.
+    pub fn metadata_only(&self) -> bool {
+        self.tables
+            .iter()
+            .all(|t| super::metadata::is_metadata_relation(t))
+    }
+}
+
+fn differ(what: &str) -> Denial {
+    Denial::syntax(format!(
+        "PostgreSQL and esq read this statement differently ({what})"
+    ))
+}
+
+/// Statement count and kinds agree.
+pub(super) fn agree_kinds(pg: &PgReading, kinds: &[Kind]) -> Checked<()> {
+    if pg.kinds.len() != kinds.len() {
+        return Err(differ("number of statements"));
+    }
+    for (pg_kind, kind) in pg.kinds.iter().zip(kinds) {
+        let expected: &[&str] = match kind {
+            Kind::Query => &["SelectStmt"],
+            Kind::Session => &[
+                "TransactionStmt",
+                "VariableSetStmt",
+                "VariableShowStmt",
+                "DiscardStmt",
+            ],
+        };
+        if !expected.contains(&pg_kind.as_str()) {
+            return Err(differ("statement kind"));
+        }
+    }
+    Ok(())
+}
+
 /// Compares PostgreSQL's reading with esq's.
 pub(super) fn agree(pg: &PgReading, kinds: &[Kind], tables: &BTreeSet<String>) -> Checked<()> {
-    let differ = |what: &str| {
-        Denial::syntax(format!(
-            "PostgreSQL and esq read this statement differently ({what})"
-        ))
-    };
     if pg.kinds.len() != kinds.len() {
         return Err(differ("number of statements"));
     }
@@ -92,7 +124,11 @@ const SYNTAX_FUNCTIONS: &[&str] = &[
 ];
 
 fn function_allowed(name: &str) -> bool {
-    functions::lookup(name).is_some() || SYNTAX_FUNCTIONS.contains(&name)
+    functions::lookup(name).is_some() || is_syntax_function(name)
+}
+
+pub(super) fn is_syntax_function(name: &str) -> bool {
+    SYNTAX_FUNCTIONS.contains(&name)
 }
 
 fn statement_kind(node: Option<&pg_query::NodeEnum>) -> String {
@@ -109,9 +145,5 @@ fn statement_kind(node: Option<&pg_query::NodeEnum>) -> String {
 }
 
 fn qualify(table: &str) -> String {
-    if table.contains('.') {
-        table.to_string()
-    } else {
-        format!("public.{table}")
-    }
+    super::metadata::qualify(table)
 }

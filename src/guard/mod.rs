@@ -30,6 +30,7 @@ mod confirm;
 pub mod denial;
 mod expr;
 mod functions;
+mod metadata;
 mod parse;
 mod resolve;
 mod rewrite;
@@ -121,6 +122,9 @@ impl Guard {
             .iter()
             .map(classify::classify)
             .collect::<Result<_, _>>()?;
+        if kinds.contains(&Kind::Query) && pg.metadata_only() {
+            return metadata_answer(sql, &statements, &pg, kinds, scope);
+        }
         let mut tables = BTreeSet::new();
         let mut dropped = Vec::new();
         let mut classification = Sensitivity::Public;
@@ -175,6 +179,29 @@ impl Guard {
                 )
             })
     }
+}
+
+/// Catalog-only (or table-less) statements: no dataset values are read, so
+/// PostgreSQL's reading of the original and of the rendered text decide.
+fn metadata_answer(
+    sql: &str,
+    statements: &[Statement],
+    pg: &confirm::PgReading,
+    kinds: Vec<Kind>,
+    scope: Option<&Scope>,
+) -> Result<Allowed, Denial> {
+    confirm::agree_kinds(pg, &kinds)?;
+    metadata::check_statements(statements)?;
+    metadata::check(sql)?;
+    let rendered = render(statements)?;
+    metadata::check(&rendered)?;
+    Ok(Allowed {
+        sql: rendered,
+        dropped: Vec::new(),
+        classification: Sensitivity::Public,
+        scope_id: scope.map(|s| s.id.clone()),
+        kinds,
+    })
 }
 
 /// Stage 7: print the AST and require both parsers to read the print.

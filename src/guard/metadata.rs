@@ -1,0 +1,281 @@
+//! Metadata introspection: statements that read only allowlisted system
+//! catalogs (what psql's `\d`, drivers and BI tools send) or no table at all
+//! (`SELECT version()`). These hold no dataset values, so they are checked
+//! with PostgreSQL's own reading of the text that will run: every table,
+//! function, operator and cast type must be on the allowlists below.
+//! Value-bearing catalogs (`pg_stats`, `pg_statistic`, `pg_stat_activity`,
+//! `pg_authid`, `pg_settings`, large objects…) are not on them.
+
+use std::ops::ControlFlow;
+
+use pg_query::NodeRef;
+use sqlparser::ast::{ObjectName, Statement, TableFactor, Visit, Visitor};
+
+use super::denial::{Checked, Denial};
+use super::functions;
+
+/// Catalog relations that describe structure, never data values.
+const RELATIONS: &[&str] = &[
+    "pg_catalog.pg_am",
+    "pg_catalog.pg_attrdef",
+    "pg_catalog.pg_attribute",
+    "pg_catalog.pg_class",
+    "pg_catalog.pg_collation",
+    "pg_catalog.pg_constraint",
+    "pg_catalog.pg_database",
+    "pg_catalog.pg_depend",
+    "pg_catalog.pg_description",
+    "pg_catalog.pg_enum",
+    "pg_catalog.pg_extension",
+    "pg_catalog.pg_index",
+    "pg_catalog.pg_indexes",
+    "pg_catalog.pg_inherits",
+    "pg_catalog.pg_matviews",
+    "pg_catalog.pg_namespace",
+    "pg_catalog.pg_partitioned_table",
+    "pg_catalog.pg_policy",
+    "pg_catalog.pg_proc",
+    "pg_catalog.pg_publication",
+    "pg_catalog.pg_publication_namespace",
+    "pg_catalog.pg_publication_rel",
+    "pg_catalog.pg_range",
+    "pg_catalog.pg_roles",
+    "pg_catalog.pg_sequence",
+    "pg_catalog.pg_statistic_ext",
+    "pg_catalog.pg_tables",
+    "pg_catalog.pg_tablespace",
+    "pg_catalog.pg_trigger",
+    "pg_catalog.pg_type",
+    "pg_catalog.pg_views",
+    "information_schema.columns",
+    "information_schema.key_column_usage",
+    "information_schema.referential_constraints",
+    "information_schema.schemata",
+    "information_schema.table_constraints",
+    "information_schema.tables",
+    "information_schema.views",
+];
+
+/// Functions of metadata queries: descriptions, visibility, formatting.
+const FUNCTIONS: &[&str] = &[
+    "array_agg",
+    "array_length",
+    "array_lower",
+    "array_to_string",
+    "array_upper",
+    "col_description",
+    "current_database",
+    "current_schema",
+    "current_schemas",
+    "current_user",
+    "format_type",
+    "generate_series",
+    "has_column_privilege",
+    "has_schema_privilege",
+    "has_table_privilege",
+    "obj_description",
+    "pg_encoding_to_char",
+    "pg_function_is_visible",
+    "pg_get_constraintdef",
+    "pg_get_expr",
+    "pg_get_function_arguments",
+    "pg_get_function_identity_arguments",
+    "pg_get_function_result",
+    "pg_get_indexdef",
+    "pg_get_partkeydef",
+    "pg_get_serial_sequence",
+    "pg_get_statisticsobjdef_columns",
+    "pg_get_triggerdef",
+    "pg_get_userbyid",
+    "pg_get_viewdef",
+    "pg_indexes_size",
+    "pg_relation_size",
+    "pg_size_pretty",
+    "pg_table_is_visible",
+    "pg_table_size",
+    "pg_total_relation_size",
+    "pg_type_is_visible",
+    "quote_ident",
+    "session_user",
+    "shobj_description",
+    "string_agg",
+    "unnest",
+    "version",
+    "position",
+    "regexp_replace",
+];
+
+/// Built-in operator symbols (an unknown symbol could be user-defined).
+const OPERATORS: &[&str] = &[
+    "=", "<>", "!=", "<", ">", "<=", ">=", "~", "!~", "~*", "!~*", "~~", "!~~", "~~*", "!~~*", "+",
+    "-", "*", "/", "%", "||", "@>", "<@", "&&",
+];
+
+/// Catalog names as PostgreSQL resolves them: `pg_catalog` is searched
+/// first, so an unqualified `pg_class` is `pg_catalog.pg_class`.
+pub(super) fn qualify(table: &str) -> String {
+    if table.contains('.') {
+        table.to_string()
+    } else {
+        let in_catalog = format!("pg_catalog.{table}");
+        if RELATIONS.contains(&in_catalog.as_str()) || table.starts_with("pg_") {
+            in_catalog
+        } else {
+            format!("public.{table}")
+        }
+    }
+}
+
+pub(super) fn is_metadata_relation(qualified: &str) -> bool {
+    RELATIONS.contains(&qualified)
+}
+
+/// Checks esq's reading: every relation sqlparser sees (CTE names
+/// included) is an allowlisted catalog, and every FROM item is a plain
+/// relation, a subquery or a join. Both parsers must find only catalogs:
+/// neither parser's walker alone is trusted to see every table.
+pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
+    struct Relations;
+    impl Visitor for Relations {
+        type Break = Denial;
+
+        fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Denial> {
+            let parts: Vec<String> = match super::resolve::object_name_parts(relation) {
+                Ok(parts) => parts,
+                Err(denial) => return ControlFlow::Break(denial),
+            };
+            let qualified = match parts.as_slice() {
+                [name] => qualify(name),
+                [schema, name] => format!("{schema}.{name}"),
+                _ => parts.join("."),
+            };
+            if is_metadata_relation(&qualified) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(not_a_catalog(&qualified))
+            }
+        }
+
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<Denial> {
+            match factor {
+                TableFactor::Table {
+                    args: None,
+                    sample: None,
+                    version: None,
+                    ..
+                }
+                | TableFactor::Derived { sample: None, .. }
+                | TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
+                _ => ControlFlow::Break(Denial::forbidden(
+                    "this FROM item is not allowed in catalog queries",
+                    "table functions, samples and other FROM items can read anything",
+                    "select from catalog relations",
+                )),
+            }
+        }
+    }
+    for statement in statements {
+        if let ControlFlow::Break(denial) = statement.visit(&mut Relations) {
+            return Err(denial);
+        }
+    }
+    Ok(())
+}
+
+fn not_a_catalog(table: &str) -> Denial {
+    Denial::forbidden(
+        format!("{table} is not an allowed catalog"),
+        "statements without a dataset may read only structural catalogs (statistics, activity, settings and roles' secrets carry values)",
+        "query pg_class, pg_attribute, pg_type, pg_namespace or information_schema.tables/columns",
+    )
+}
+
+/// Checks PostgreSQL's reading of `sql` (the text that will run).
+pub(super) fn check(sql: &str) -> Checked<()> {
+    let parsed = pg_query::parse(sql, 0)
+        .map_err(|_| Denial::syntax("PostgreSQL's parser rejects the statement"))?;
+    // Every relation reference as written, CTE names included: pg_query's
+    // own table list drops names that match a CTE anywhere, even where the
+    // name means the real table (inside a non-recursive CTE's own body).
+    for (node, _, _, _) in parsed.protobuf.nodes() {
+        if let NodeRef::RangeVar(range) = node {
+            let table = if range.schemaname.is_empty() {
+                qualify(&range.relname)
+            } else {
+                format!("{}.{}", range.schemaname, range.relname)
+            };
+            if !range.catalogname.is_empty() || !is_metadata_relation(&table) {
+                return Err(not_a_catalog(&table));
+            }
+        }
+    }
+    for (name, _) in &parsed.functions {
+        let short = name.strip_prefix("pg_catalog.").unwrap_or(name);
+        let allowed = FUNCTIONS.contains(&short)
+            || functions::lookup(short).is_some()
+            || super::confirm::is_syntax_function(short);
+        if !allowed || name.contains('.') && !name.starts_with("pg_catalog.") {
+            return Err(Denial::forbidden(
+                format!("function {name}() is not allowed in catalog queries"),
+                "only metadata functions (descriptions, visibility, formatting) are allowlisted",
+                "remove the function",
+            ));
+        }
+    }
+    for (node, _, _, _) in parsed.protobuf.nodes() {
+        match node {
+            NodeRef::AExpr(expr) => {
+                let parts = strings(&expr.name);
+                let ok = match parts.as_slice() {
+                    [symbol] => OPERATORS.contains(&symbol.as_str()),
+                    [schema, symbol] => {
+                        schema == "pg_catalog" && OPERATORS.contains(&symbol.as_str())
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(Denial::forbidden(
+                        format!("operator {} is not allowed", parts.join(".")),
+                        "only built-in operators are allowlisted",
+                        "use a built-in operator",
+                    ));
+                }
+            }
+            NodeRef::TypeCast(cast) => {
+                let names = cast
+                    .type_name
+                    .as_ref()
+                    .map(|t| strings(&t.names))
+                    .unwrap_or_default();
+                if names.len() > 1 && names[0] != "pg_catalog" {
+                    return Err(Denial::forbidden(
+                        format!("casts to {} are not allowed", names.join(".")),
+                        "only built-in types are allowlisted",
+                        "cast to a pg_catalog type",
+                    ));
+                }
+            }
+            NodeRef::RangeFunction(_)
+            | NodeRef::RangeTableFunc(_)
+            | NodeRef::RangeTableSample(_) => {
+                return Err(Denial::forbidden(
+                    "functions in FROM are not allowed in catalog queries",
+                    "a set-returning function can read anything",
+                    "select from catalog relations",
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn strings(nodes: &[pg_query::protobuf::Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|n| match n.node.as_ref() {
+            Some(pg_query::NodeEnum::String(s)) => Some(s.sval.clone()),
+            _ => None,
+        })
+        .collect()
+}
