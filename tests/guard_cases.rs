@@ -130,6 +130,9 @@ fn every_case_decides_as_expected() {
     let cases = load_cases();
     let mut names = std::collections::BTreeSet::new();
     let mut failures = Vec::new();
+    // ESQ_DUMP_REWRITES=path writes the rewrites of `allow: true` cases
+    // (for review before pinning them in the case files).
+    let mut dump = serde_json::Map::new();
     for (file, case) in &cases {
         assert!(
             names.insert(case.name.clone()),
@@ -160,6 +163,25 @@ fn every_case_decides_as_expected() {
             )),
             (Decision::Allow(allowed), true, allow) => {
                 let mut problems = Vec::new();
+                // The forwarded text round-trips: it parses and prints again
+                // as itself, so what PostgreSQL runs is what was analysed.
+                let reparsed = sqlparser::parser::Parser::parse_sql(
+                    &sqlparser::dialect::PostgreSqlDialect {},
+                    &allowed.sql,
+                )
+                .map(|statements| {
+                    statements
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                });
+                if reparsed.as_deref() != Ok(allowed.sql.as_str()) {
+                    problems.push(format!("rewrite does not round-trip: {reparsed:?}"));
+                }
+                if let Some(Allow::Flag(true)) = allow {
+                    dump.insert(case.name.clone(), allowed.sql.clone().into());
+                }
                 if let Some(Allow::Rewrite(expected)) = allow {
                     if allowed.sql != expected.trim() {
                         problems.push(format!(
@@ -197,6 +219,9 @@ fn every_case_decides_as_expected() {
                 case.why.as_deref().unwrap_or("")
             ));
         }
+    }
+    if let Ok(path) = std::env::var("ESQ_DUMP_REWRITES") {
+        std::fs::write(path, serde_json::to_string_pretty(&dump).unwrap()).unwrap();
     }
     assert!(
         failures.is_empty(),
