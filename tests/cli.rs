@@ -352,19 +352,39 @@ fn passwd_refuses_an_empty_password() {
 }
 
 const FOIA: &[&str] = &[
-    "--user", "journalist", "--dataset", "burial_2024", "--fields", "state,id",
-    "--aggregate", "count", "--purpose", "FOIA",
+    "--user",
+    "journalist",
+    "--dataset",
+    "burial_2024",
+    "--fields",
+    "state,id",
+    "--aggregate",
+    "count",
+    "--purpose",
+    "FOIA",
 ];
 
 #[test]
 fn explain_shows_the_rewrite_of_an_allowed_statement() {
-    let mut args = vec!["explain", "SELECT state, count(*) FROM burial_2024 GROUP BY state"];
+    let mut args = vec![
+        "explain",
+        "SELECT state, count(*) FROM burial_2024 GROUP BY state",
+    ];
     args.extend_from_slice(FOIA);
     let run = esq(&args);
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.starts_with("decision  allow"), "{}", run.stdout);
-    assert!(run.stdout.contains("HAVING count(*) >= 11"), "{}", run.stdout);
-    assert!(run.stdout.contains("FROM (SELECT \"id\", \"state\" FROM \"public\".\"burial_2024\""), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("HAVING count(*) >= 11"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("FROM (SELECT \"id\", \"state\" FROM \"public\".\"burial_2024\""),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -373,8 +393,17 @@ fn explain_shows_a_denial_with_detail_and_hint() {
     args.extend_from_slice(FOIA);
     let run = esq(&args);
     assert_eq!(run.status, 1);
-    assert!(run.stdout.starts_with("decision  deny (42501)"), "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with("decision  deny (42501)"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("hint      "), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("policy    P-FOIA-001"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -387,10 +416,22 @@ fn explain_reads_a_scope_file_and_decides_without_a_ticket() {
     let file = dir.path().join("ticket.json");
     std::fs::write(&file, &issued.stdout).unwrap();
     let file = file.to_string_lossy().to_string();
-    let run = esq(&["explain", "--scope-file", &file, "SELECT state FROM burial_2024", "--json"]);
+    let run = esq(&[
+        "explain",
+        "--scope-file",
+        &file,
+        "SELECT state FROM burial_2024",
+        "--json",
+    ]);
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
     let decision: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert!(decision["Allow"]["sql"].as_str().unwrap().contains("count(*) AS \"count\""), "{decision}");
+    assert!(
+        decision["Allow"]["sql"]
+            .as_str()
+            .unwrap()
+            .contains("count(*) AS \"count\""),
+        "{decision}"
+    );
 
     let run = esq(&["explain", "--no-ticket", "SELECT version()"]);
     assert_eq!(run.status, 0, "{}", run.stdout);

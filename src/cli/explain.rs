@@ -178,6 +178,9 @@ fn print(decision: &Decision) {
             println!("decision  deny ({})", denial.code);
             println!("reason    {}", denial.reason);
             println!("detail    {}", denial.detail);
+            if let Some(policy) = &denial.policy_id {
+                println!("policy    {policy}");
+            }
             println!("hint      {}", denial.hint);
         }
     }

@@ -109,7 +109,15 @@ impl Guard {
         }
         let decision = match self.decide_uncached(scope, sql) {
             Ok(allowed) => Decision::Allow(Arc::new(allowed)),
-            Err(denial) => Decision::Deny(Arc::new(denial)),
+            Err(mut denial) => {
+                // Name the policies behind the ticket the statement broke.
+                if denial.policy_id.is_none() {
+                    denial.policy_id = scope
+                        .filter(|s| !s.policy_ids.is_empty())
+                        .map(|s| s.policy_ids.join(","));
+                }
+                Decision::Deny(Arc::new(denial))
+            }
         };
         self.cache.put(scope_id, sql, decision.clone());
         decision
@@ -278,7 +286,7 @@ impl GuardContext<'_> {
             ),
             format!("request a ticket that includes field {field}, or remove it from the {clause}"),
         )
-        .with_policy(self.scope.policy_ids.first().cloned())
+        .with_policy(Some(self.scope.policy_ids.join(",")).filter(|p| !p.is_empty()))
     }
 
     pub fn foreign_table(&self, table: &TableName) -> Denial {
