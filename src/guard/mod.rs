@@ -72,6 +72,7 @@ pub struct Allowed {
 pub struct Guard {
     catalog: Arc<Catalog>,
     cache: cache::DecisionCache,
+    derived: rewrite::DerivedTableCache,
 }
 
 /// Everything one decision reads: the scope, its dataset, the row filters.
@@ -83,6 +84,8 @@ pub(crate) struct GuardContext<'a> {
     /// A SQL condition hiding right-to-delete tombstones (a later issue
     /// fills it; `None` until then).
     pub tombstone_filter: Option<&'a str>,
+    /// Derived tables already built for a scope.
+    pub derived: &'a rewrite::DerivedTableCache,
 }
 
 /// Cached decisions per (scope, statement text).
@@ -97,6 +100,7 @@ impl Guard {
         Guard {
             catalog,
             cache: cache::DecisionCache::new(entries),
+            derived: rewrite::DerivedTableCache::default(),
         }
     }
 
@@ -150,6 +154,7 @@ impl Guard {
                 dataset,
                 retention_cutoff: retention_cutoff(scope, dataset),
                 tombstone_filter: None,
+                derived: &self.derived,
             };
             let mut resolver = resolve::Resolver::new(&ctx);
             if scope.aggregate.is_some() {

@@ -9,6 +9,9 @@
 //! the right-to-delete hook. Built from catalog names and scope values
 //! (quoted and escaped by sqlparser), then parsed into AST nodes.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use sqlparser::ast::{Expr, Ident, SetExpr, Statement, TableFactor, Value};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -17,7 +20,44 @@ use super::denial::{Checked, Denial};
 use super::GuardContext;
 use crate::policy::FilterValue;
 
+/// Built derived tables by (scope id, retention cutoff, tombstone filter,
+/// alias): the same scope always yields the same derived table, so it is
+/// built (and parsed) once. Bounded: cleared when full.
+#[derive(Default)]
+pub(crate) struct DerivedTableCache {
+    entries: Mutex<HashMap<DerivedKey, TableFactor>>,
+}
+
+type DerivedKey = (String, Option<chrono::NaiveDate>, Option<String>, String);
+
+const DERIVED_CACHE_ENTRIES: usize = 4096;
+
 pub(super) fn governed_table(ctx: &GuardContext<'_>, alias: &str) -> Checked<TableFactor> {
+    let key: DerivedKey = (
+        ctx.scope.id.clone(),
+        ctx.retention_cutoff,
+        ctx.tombstone_filter.map(str::to_string),
+        alias.to_string(),
+    );
+    let lock = || {
+        ctx.derived
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    };
+    if let Some(hit) = lock().get(&key) {
+        return Ok(hit.clone());
+    }
+    let built = build_governed_table(ctx, alias)?;
+    let mut entries = lock();
+    if entries.len() >= DERIVED_CACHE_ENTRIES {
+        entries.clear();
+    }
+    entries.insert(key, built.clone());
+    Ok(built)
+}
+
+fn build_governed_table(ctx: &GuardContext<'_>, alias: &str) -> Checked<TableFactor> {
     let quote = |name: &str| Ident::with_quote('"', name).to_string();
     let columns: Vec<String> = ctx.scope.fields.iter().map(|f| quote(f)).collect();
     let table = format!(
