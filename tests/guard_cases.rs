@@ -7,14 +7,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{NaiveDate, TimeZone, Utc};
 use esq::catalog::Catalog;
 use esq::guard::{Decision, Guard};
-use esq::policy::FilterValue;
-use esq::tickets::{Aggregate, Scope};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -40,64 +36,6 @@ struct Case {
 enum Allow {
     Flag(bool),
     Rewrite(String),
-}
-
-fn scope(name: &str) -> Option<Scope> {
-    let fields = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let base = |fields: Vec<String>, aggregate: Option<Aggregate>| Scope {
-        id: format!("S-test-{name}"),
-        dataset: "burial_2024".into(),
-        fields,
-        aggregate,
-        min_group_size: 11,
-        row_filters: BTreeMap::new(),
-        retention_cutoff: NaiveDate::from_ymd_opt(2016, 11, 25),
-        purpose: "tests".into(),
-        user: "tester".into(),
-        policy_ids: vec!["P-TEST".into()],
-        issued_at: Utc
-            .with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
-            .single()
-            .unwrap(),
-        expires_at: Utc
-            .with_ymd_and_hms(2026, 11, 25, 18, 5, 0)
-            .single()
-            .unwrap(),
-    };
-    let foia_fields = fields(&["id", "state", "county", "burial_date", "branch"]);
-    match name {
-        "none" => None,
-        "foia" => Some(base(foia_fields, Some(Aggregate::Count))),
-        "foia_ca" => {
-            let mut s = base(foia_fields, Some(Aggregate::Count));
-            s.row_filters
-                .insert("state".into(), FilterValue::Text("CA".into()));
-            Some(s)
-        }
-        "analyst_ca" => {
-            let mut s = base(fields(&["state", "county", "burial_date", "branch"]), None);
-            s.row_filters
-                .insert("state".into(), FilterValue::Text("CA".into()));
-            Some(s)
-        }
-        "analyst" => Some(base(
-            fields(&["state", "county", "burial_date", "branch"]),
-            None,
-        )),
-        "clinician" => Some(base(
-            fields(&[
-                "id",
-                "name",
-                "dob",
-                "state",
-                "county",
-                "burial_date",
-                "cause_of_death",
-            ]),
-            None,
-        )),
-        other => panic!("unknown scope {other:?} in a case file"),
-    }
 }
 
 fn load_cases() -> Vec<(String, Case)> {
@@ -139,7 +77,7 @@ fn every_case_decides_as_expected() {
             "duplicate case name {}",
             case.name
         );
-        let scope = scope(&case.scope);
+        let scope = common::guard_scope(&case.scope);
         let decision = guard.decide(scope.as_ref(), &case.sql);
         let mut expected_codes = case.codes.clone();
         if let Some(code) = &case.deny {

@@ -9,10 +9,9 @@ mod common;
 
 use std::sync::{Arc, OnceLock};
 
-use chrono::{NaiveDate, TimeZone, Utc};
 use esq::catalog::Catalog;
 use esq::guard::{Decision, Guard};
-use esq::tickets::{Aggregate, Scope};
+use esq::tickets::Scope;
 use proptest::prelude::*;
 
 const FIELDS: &[&str] = &[
@@ -42,35 +41,7 @@ fn guard() -> &'static Guard {
 }
 
 fn scope(aggregate: bool) -> Scope {
-    let fields: Vec<String> = if aggregate {
-        ["id", "state", "county", "burial_date", "branch"]
-            .map(String::from)
-            .to_vec()
-    } else {
-        ["state", "county", "burial_date", "branch"]
-            .map(String::from)
-            .to_vec()
-    };
-    Scope {
-        id: format!("S-fuzz-{aggregate}"),
-        dataset: "burial_2024".into(),
-        fields,
-        aggregate: aggregate.then_some(Aggregate::Count),
-        min_group_size: 11,
-        row_filters: Default::default(),
-        retention_cutoff: NaiveDate::from_ymd_opt(2016, 11, 25),
-        purpose: "fuzz".into(),
-        user: "fuzz".into(),
-        policy_ids: vec![],
-        issued_at: Utc
-            .with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
-            .single()
-            .unwrap(),
-        expires_at: Utc
-            .with_ymd_and_hms(2026, 11, 25, 18, 5, 0)
-            .single()
-            .unwrap(),
-    }
+    common::guard_scope(if aggregate { "foia" } else { "analyst" }).expect("a scope")
 }
 
 fn column() -> impl Strategy<Value = String> {

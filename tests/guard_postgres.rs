@@ -79,7 +79,7 @@ async fn allowed_rewrites_execute_and_leak_nothing() {
             .iter()
             .filter(|c| c.allow.is_some() && c.scope != "none")
         {
-            let scope = scope(&case.scope);
+            let scope = common::guard_scope(&case.scope).expect("a scope");
             let Decision::Allow(allowed) = guard.decide(Some(&scope), &case.sql) else {
                 continue; // guard_cases.rs reports unexpected denials
             };
@@ -142,56 +142,4 @@ fn inspect(scope: &str, messages: &[SimpleQueryMessage]) -> Vec<String> {
         }
     }
     problems
-}
-
-fn scope(name: &str) -> esq::tickets::Scope {
-    use chrono::{NaiveDate, TimeZone, Utc};
-    let fields = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let (fields, aggregate) = match name {
-        "foia" | "foia_ca" => (
-            fields(&["id", "state", "county", "burial_date", "branch"]),
-            Some(esq::tickets::Aggregate::Count),
-        ),
-        "analyst" | "analyst_ca" => (fields(&["state", "county", "burial_date", "branch"]), None),
-        "clinician" => (
-            fields(&[
-                "id",
-                "name",
-                "dob",
-                "state",
-                "county",
-                "burial_date",
-                "cause_of_death",
-            ]),
-            None,
-        ),
-        other => panic!("unknown scope {other}"),
-    };
-    let mut row_filters = std::collections::BTreeMap::new();
-    if name == "foia_ca" || name == "analyst_ca" {
-        row_filters.insert(
-            "state".to_string(),
-            esq::policy::FilterValue::Text("CA".into()),
-        );
-    }
-    esq::tickets::Scope {
-        id: format!("S-pg-{name}"),
-        dataset: "burial_2024".into(),
-        fields,
-        aggregate,
-        min_group_size: 11,
-        row_filters,
-        retention_cutoff: NaiveDate::from_ymd_opt(2016, 11, 25),
-        purpose: "tests".into(),
-        user: "tester".into(),
-        policy_ids: vec![],
-        issued_at: Utc
-            .with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
-            .single()
-            .unwrap(),
-        expires_at: Utc
-            .with_ymd_and_hms(2026, 11, 25, 18, 5, 0)
-            .single()
-            .unwrap(),
-    }
 }

@@ -65,23 +65,13 @@ pub(super) fn aggregate_query(
         return Err(Denial::unsupported("this query", flat_hint));
     };
     // Re-bind the select list against the dataset to see what each item is.
-    let relation = Relation {
-        name: match &select.from[0].relation {
-            TableFactor::Derived {
-                alias: Some(alias), ..
-            } => super::resolve::fold(&alias.name),
-            _ => ctx.dataset.table.name.clone(),
-        },
-        columns: ctx
-            .dataset
-            .fields
-            .iter()
-            .map(|f| Column {
-                name: f.name.clone(),
-                fields: BTreeSet::from([f.name.clone()]),
-            })
-            .collect(),
+    let name = match &select.from[0].relation {
+        TableFactor::Derived {
+            alias: Some(alias), ..
+        } => super::resolve::fold(&alias.name),
+        _ => ctx.dataset.table.name.clone(),
     };
+    let relation = Relation::governed(ctx, name);
     resolver.scopes.push(vec![relation]);
     let mut result = enforce_aggregation(resolver, select);
     if result.is_ok() {

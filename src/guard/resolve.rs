@@ -36,6 +36,25 @@ pub(super) struct Relation {
     pub columns: Vec<Column>,
 }
 
+impl Relation {
+    /// The dataset itself: every catalog field, each its own provenance
+    /// (what the scope allows is checked where a column is used).
+    pub fn governed(ctx: &GuardContext<'_>, name: String) -> Relation {
+        Relation {
+            name,
+            columns: ctx
+                .dataset
+                .fields
+                .iter()
+                .map(|f| Column {
+                    name: f.name.clone(),
+                    fields: BTreeSet::from([f.name.clone()]),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The walker's state for one statement.
 pub(super) struct Resolver<'a> {
     pub ctx: &'a GuardContext<'a>,
@@ -648,19 +667,7 @@ impl<'a> Resolver<'a> {
             .map(|a| fold(&a.name))
             .unwrap_or_else(|| table.name.clone());
         self.relations.insert(table.to_string());
-        relations.push(Relation {
-            name: relation_name.clone(),
-            columns: self
-                .ctx
-                .dataset
-                .fields
-                .iter()
-                .map(|f| Column {
-                    name: f.name.clone(),
-                    fields: BTreeSet::from([f.name.clone()]),
-                })
-                .collect(),
-        });
+        relations.push(Relation::governed(self.ctx, relation_name.clone()));
         *factor = rewrite::governed_table(self.ctx, &relation_name)?;
         Ok(())
     }
