@@ -1,7 +1,7 @@
 //! Decisions cached per (scope id, statement text) in a bounded LRU, so a
 //! repeated statement costs a hash lookup and no parse.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
@@ -11,7 +11,6 @@ use super::Decision;
 
 pub(super) struct DecisionCache {
     entries: Option<Mutex<LruCache<Key, Decision>>>,
-    hasher: std::collections::hash_map::RandomState,
 }
 
 /// The key keeps both strings so a hash collision can never return another
@@ -26,14 +25,12 @@ impl DecisionCache {
     pub fn new(capacity: usize) -> DecisionCache {
         DecisionCache {
             entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
-            hasher: Default::default(),
         }
     }
 
     pub fn get(&self, scope: &str, sql: &str) -> Option<Decision> {
         let entries = self.entries.as_ref()?;
         let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = self.hasher.hash_one(sql); // keep the hasher in use for future sharding
         entries.get(&KeyRef { scope, sql } as &dyn AsKey).cloned()
     }
 

@@ -32,6 +32,7 @@ mod expr;
 mod functions;
 mod metadata;
 mod parse;
+mod projection;
 mod resolve;
 mod rewrite;
 
