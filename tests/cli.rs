@@ -445,3 +445,18 @@ fn explain_reads_a_scope_file_and_decides_without_a_ticket() {
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("not a scope"), "{}", run.stderr);
 }
+
+#[test]
+fn a_malformed_where_is_refused_by_both_commands() {
+    let mut args = vec!["ticket", "issue", "--where", "stateCA"];
+    args.extend_from_slice(FOIA);
+    let run = esq(&args);
+    assert_eq!(run.status, 2);
+    assert!(run.stderr.contains("write FIELD=VALUE"), "{}", run.stderr);
+
+    let mut args = vec!["explain", "SELECT 1", "--where", "stateCA"];
+    args.extend_from_slice(FOIA);
+    let run = esq(&args);
+    assert_eq!(run.status, 2);
+    assert!(run.stderr.contains("write FIELD=VALUE"), "{}", run.stderr);
+}

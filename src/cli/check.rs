@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::{EXIT_BAD_INPUT, EXIT_FAILED};
+use super::EXIT_FAILED;
 use crate::app::App;
 use crate::catalog::schema_check;
 
@@ -17,12 +17,9 @@ pub struct CheckArgs {
 }
 
 pub fn run(config_path: &Path, args: CheckArgs) -> u8 {
-    let app = match App::load(config_path) {
+    let app = match super::load_app(config_path) {
         Ok(app) => app,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_BAD_INPUT;
-        }
+        Err(status) => return status,
     };
     println!(
         "config    {}: ok ({} users, ticket store {}, environment {})",

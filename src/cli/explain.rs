@@ -4,7 +4,6 @@
 //! JSON that `esq ticket issue --json` prints, or its `scope`), or from a
 //! ticket request issued in-process (`--user … --dataset … --fields …`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,12 +46,9 @@ pub struct ExplainArgs {
 }
 
 pub fn run(config_path: &Path, args: ExplainArgs) -> u8 {
-    let app = match App::load(config_path) {
+    let app = match super::load_app(config_path) {
         Ok(app) => app,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_BAD_INPUT;
-        }
+        Err(status) => return status,
     };
     let scope = match scope(&app, &args) {
         Ok(scope) => scope,
@@ -105,19 +101,7 @@ fn scope(app: &App, args: &ExplainArgs) -> Result<Option<Scope>, Failure> {
         .principal(user)
         .cloned()
         .ok_or_else(|| (EXIT_BAD_INPUT, format!("no user {user:?} in the config")))?;
-    let mut where_ = BTreeMap::new();
-    for pair in &args.where_ {
-        let (field, value) = pair.split_once('=').ok_or_else(|| {
-            (
-                EXIT_BAD_INPUT,
-                format!("--where {pair:?}: write FIELD=VALUE"),
-            )
-        })?;
-        where_.insert(
-            field.trim().to_string(),
-            serde_json::Value::String(value.trim().to_string()),
-        );
-    }
+    let where_ = super::parse_where(&args.where_).map_err(|message| (EXIT_BAD_INPUT, message))?;
     let request = TicketRequest {
         dataset: args.dataset.clone().unwrap_or_default(),
         purpose: args.purpose.clone().unwrap_or_default(),

@@ -108,6 +108,32 @@ fn init_logging() {
         .try_init();
 }
 
+/// Loads config, catalog and policies, or prints why not (exit status 2).
+fn load_app(config_path: &std::path::Path) -> Result<crate::app::App, u8> {
+    crate::app::App::load(config_path).map_err(|err| {
+        eprintln!("error: {err}");
+        EXIT_BAD_INPUT
+    })
+}
+
+/// `--where FIELD=VALUE` pairs as a ticket request's `where`.
+fn parse_where(
+    pairs: &[String],
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, String> {
+    pairs
+        .iter()
+        .map(|pair| {
+            let (field, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("--where {pair:?}: write FIELD=VALUE"))?;
+            Ok((
+                field.trim().to_string(),
+                serde_json::Value::String(value.trim().to_string()),
+            ))
+        })
+        .collect()
+}
+
 /// A current-thread runtime for the commands that talk to a database.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

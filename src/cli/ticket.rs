@@ -2,13 +2,11 @@
 //! print the ticket with its scope, or the denial with reasons and
 //! alternatives.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use clap::Args;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED};
-use crate::app::App;
 use crate::tickets::{IssueError, IssuedTicket, TicketRequest};
 
 #[derive(Debug, Args)]
@@ -39,12 +37,9 @@ pub struct IssueArgs {
 }
 
 pub fn issue(config_path: &Path, args: IssueArgs) -> u8 {
-    let app = match App::load(config_path) {
+    let app = match super::load_app(config_path) {
         Ok(app) => app,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_BAD_INPUT;
-        }
+        Err(status) => return status,
     };
     let Some(user) = app.users.principal(&args.user).cloned() else {
         eprintln!(
@@ -55,17 +50,13 @@ pub fn issue(config_path: &Path, args: IssueArgs) -> u8 {
         );
         return EXIT_BAD_INPUT;
     };
-    let mut where_ = BTreeMap::new();
-    for pair in &args.where_ {
-        let Some((field, value)) = pair.split_once('=') else {
-            eprintln!("error: --where {pair:?}: write FIELD=VALUE");
+    let where_ = match super::parse_where(&args.where_) {
+        Ok(where_) => where_,
+        Err(message) => {
+            eprintln!("error: {message}");
             return EXIT_BAD_INPUT;
-        };
-        where_.insert(
-            field.trim().to_string(),
-            serde_json::Value::String(value.trim().to_string()),
-        );
-    }
+        }
+    };
     let request = TicketRequest {
         dataset: args.dataset,
         purpose: args.purpose,
