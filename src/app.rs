@@ -1,5 +1,5 @@
 //! The loaded, validated state every command and door shares: config,
-//! catalog, policies, users and the ticket store. Built once, passed as an
+//! catalog, policies, users, the ticket store and the guard. Built once, passed as an
 //! `Arc` (no globals).
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::auth::UserDirectory;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
+use crate::guard::Guard;
 use crate::policy::{PolicyError, PolicySet};
 use crate::tickets::{IssuePolicy, MemoryTicketStore, TicketIssuer, TicketStore};
 
@@ -26,6 +27,8 @@ pub struct App {
     pub policies: Arc<PolicySet>,
     pub users: UserDirectory,
     pub tickets: TicketIssuer,
+    /// The guard both doors call.
+    pub guard: Arc<Guard>,
 }
 
 impl App {
@@ -50,8 +53,10 @@ impl App {
                 environment: config.server.environment.clone(),
             },
         };
+        let guard = Arc::new(Guard::new(catalog.clone()));
         Ok(App {
             config,
+            guard,
             catalog,
             policies,
             users,

@@ -5,13 +5,12 @@
 //! ticket request issued in-process (`--user … --dataset … --fields …`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Args;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED};
 use crate::app::App;
-use crate::guard::{Decision, Guard};
+use crate::guard::Decision;
 use crate::tickets::{IssueError, Scope, TicketRequest};
 
 #[derive(Debug, Args)]
@@ -57,8 +56,7 @@ pub fn run(config_path: &Path, args: ExplainArgs) -> u8 {
             return status;
         }
     };
-    let guard = Guard::new(Arc::clone(&app.catalog));
-    let decision = guard.decide(scope.as_ref(), &args.sql);
+    let decision = app.guard.decide(scope.as_ref(), &args.sql);
     if args.json {
         match serde_json::to_string_pretty(&decision) {
             Ok(text) => println!("{text}"),
