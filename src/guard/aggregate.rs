@@ -222,6 +222,10 @@ fn add_min_group_size(select: &mut sqlparser::ast::Select, k: u32) -> Checked<()
 /// allowed fields. Wider conditions let small groups be computed by
 /// differencing two allowed answers.
 fn check_where(resolver: &Resolver<'_>, expr: &Expr) -> Checked<()> {
+    super::grow_stack(|| check_where_inner(resolver, expr))
+}
+
+fn check_where_inner(resolver: &Resolver<'_>, expr: &Expr) -> Checked<()> {
     let ctx = resolver.ctx;
     let deny = || {
         Denial::forbidden(

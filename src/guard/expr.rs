@@ -41,6 +41,12 @@ impl Resolver<'_> {
     /// `in_function`: the value is an argument of a function, operator on
     /// text, or cast, where PII may not go.
     fn expr_in(&mut self, expr: &mut Expr, in_function: bool) -> Checked<Facts> {
+        // A long `a OR b OR …` chain is a tree as deep as it is long: grow
+        // the stack instead of overflowing a small (tokio) thread stack.
+        super::grow_stack(|| self.expr_in_inner(expr, in_function))
+    }
+
+    fn expr_in_inner(&mut self, expr: &mut Expr, in_function: bool) -> Checked<Facts> {
         let mut facts = Facts::default();
         match expr {
             Expr::Identifier(ident) => {

@@ -195,6 +195,16 @@ impl Guard {
     }
 }
 
+/// Runs `f`, first moving to a fresh heap-allocated stack segment when less
+/// than a red zone is left: the walkers recurse as deep as the statement
+/// nests, and a proxy thread's stack is small. One statement (at most 64 KiB)
+/// then costs memory, never a crashed process.
+pub(crate) fn grow_stack<R>(f: impl FnOnce() -> R) -> R {
+    const RED_ZONE: usize = 128 * 1024;
+    const SEGMENT: usize = 2 * 1024 * 1024;
+    stacker::maybe_grow(RED_ZONE, SEGMENT, f)
+}
+
 /// Catalog-only (or table-less) statements: no dataset values are read, so
 /// PostgreSQL's reading of the original and of the rendered text decide.
 fn metadata_answer(
@@ -205,7 +215,8 @@ fn metadata_answer(
     scope: Option<&Scope>,
 ) -> Result<Allowed, Denial> {
     confirm::agree_kinds(pg, &kinds)?;
-    metadata::check_statements(statements)?;
+    // sqlparser's Visitor recurses without growing the stack: give it room.
+    stacker::grow(32 * 1024 * 1024, || metadata::check_statements(statements))?;
     metadata::check(sql)?;
     let rendered = render(statements)?;
     metadata::check(&rendered)?;

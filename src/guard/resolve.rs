@@ -131,7 +131,7 @@ impl<'a> Resolver<'a> {
         }
         let ctes_before = self.ctes.len();
         self.depth += 1;
-        let result = self.query_inner(query);
+        let result = super::grow_stack(|| self.query_inner(query));
         self.depth -= 1;
         self.ctes.truncate(ctes_before);
         result
@@ -232,6 +232,10 @@ impl<'a> Resolver<'a> {
     }
 
     pub fn set_expr(&mut self, body: &mut SetExpr, outermost: bool) -> Checked<Vec<Column>> {
+        super::grow_stack(|| self.set_expr_inner(body, outermost))
+    }
+
+    fn set_expr_inner(&mut self, body: &mut SetExpr, outermost: bool) -> Checked<Vec<Column>> {
         match body {
             SetExpr::Select(select) => self.select(select, outermost),
             SetExpr::Query(query) => self.query(query),

@@ -1,0 +1,80 @@
+//! Deep statements never crash the process: a flat `OR` chain as long as a
+//! statement may be (64 KiB) builds a tree thousands of levels deep, and the
+//! guard must decide it on a thread with a small stack (like a tokio
+//! worker's 2 MiB), in the data path and in the catalog path.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::sync::Arc;
+
+use esq::catalog::Catalog;
+use esq::guard::{Decision, Guard};
+
+fn decide_on_small_stack(
+    guard: Arc<Guard>,
+    scope: Option<esq::tickets::Scope>,
+    sql: String,
+) -> Decision {
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || guard.decide(scope.as_ref(), &sql))
+        .unwrap()
+        .join()
+        .expect("the guard must not overflow its stack")
+}
+
+fn or_chain(terms: usize, column: &str) -> String {
+    (0..terms)
+        .map(|i| format!("{column} = 'c{i}'"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+#[test]
+fn the_longest_or_chains_are_decided_on_a_small_stack() {
+    let catalog = Arc::new(Catalog::load_dir(&common::repo().join("catalog")).unwrap());
+    let guard = Arc::new(Guard::new(catalog));
+    let analyst = common::guard_scope("analyst");
+
+    let allowed = format!(
+        "SELECT state FROM burial_2024 WHERE {}",
+        or_chain(3_000, "county")
+    );
+    assert!(allowed.len() < 64 * 1024);
+    assert!(matches!(
+        decide_on_small_stack(guard.clone(), analyst.clone(), allowed),
+        Decision::Allow(_)
+    ));
+
+    // The forbidden field sits at the very bottom of the tree.
+    let forbidden = format!(
+        "SELECT state FROM burial_2024 WHERE ssn = 'x' OR {}",
+        or_chain(3_000, "county")
+    );
+    assert!(matches!(
+        decide_on_small_stack(guard.clone(), analyst, forbidden),
+        Decision::Deny(d) if d.code == "42501"
+    ));
+
+    let and_chain = (0..3_000)
+        .map(|i| format!("county = 'c{i}'"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let counts =
+        format!("SELECT state, count(*) FROM burial_2024 WHERE {and_chain} GROUP BY state");
+    assert!(matches!(
+        decide_on_small_stack(guard.clone(), common::guard_scope("foia"), counts),
+        Decision::Allow(_)
+    ));
+
+    let catalog_query = format!(
+        "SELECT relname FROM pg_class WHERE {}",
+        or_chain(3_000, "relname")
+    );
+    assert!(matches!(
+        decide_on_small_stack(guard, None, catalog_query),
+        Decision::Allow(_)
+    ));
+}
