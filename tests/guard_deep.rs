@@ -78,3 +78,32 @@ fn the_longest_or_chains_are_decided_on_a_small_stack() {
         Decision::Allow(_)
     ));
 }
+
+#[test]
+fn nested_recursive_ctes_are_rewritten_once_per_table_reference() {
+    // Red team F3: 10 nested recursive CTEs (1 KB) used to nest the derived
+    // table 2^10 times and overflow the stack.
+    let mut sql = "WITH RECURSIVE r0(state) AS ((SELECT state FROM burial_2024) UNION ALL \
+                   SELECT state FROM r0 WHERE false) SELECT state FROM r0"
+        .to_string();
+    for i in 1..10 {
+        sql = format!(
+            "WITH RECURSIVE r{i}(state) AS (({sql}) UNION ALL SELECT state FROM r{i} WHERE false) \
+             SELECT state FROM r{i}"
+        );
+    }
+    let catalog = Arc::new(Catalog::load_dir(&common::repo().join("catalog")).unwrap());
+    let guard = Arc::new(Guard::new(catalog));
+    let decision = decide_on_small_stack(guard, common::guard_scope("analyst"), sql.clone());
+    let Decision::Allow(allowed) = decision else {
+        panic!("expected an allow: {decision:?}");
+    };
+    assert_eq!(
+        allowed
+            .sql
+            .matches("FROM \"public\".\"burial_2024\"")
+            .count(),
+        1
+    );
+    assert!(allowed.sql.len() < 2 * sql.len(), "{}", allowed.sql.len());
+}

@@ -11,6 +11,7 @@ use sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, TableFactor,
 };
 
+use super::aggregate_shape as shape;
 use super::denial::{Checked, Denial};
 use super::resolve::{Column, Relation, Resolver};
 use super::rewrite;
@@ -94,6 +95,7 @@ fn enforce_aggregation(
             SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr,
             _ => return Err(Denial::unsupported("this select item", "name the columns")),
         };
+        shape::check_select_item(expr)?;
         let facts = resolver.expr(expr)?;
         items.push(facts);
     }
@@ -102,6 +104,7 @@ fn enforce_aggregation(
     let aggregated = grouped || items.iter().any(|f| f.has_aggregate);
     if let GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
         for expr in exprs.iter_mut() {
+            shape::check_group_key(expr)?;
             let facts = resolver.expr(expr)?;
             if let Some(pii) = facts.fields.iter().find(|f| ctx.is_pii(f)) {
                 return Err(pii_as_dimension(pii, "GROUP BY"));
@@ -109,6 +112,7 @@ fn enforce_aggregation(
         }
     }
     if let Some(having) = select.having.as_mut() {
+        shape::check_having(having)?;
         let facts = resolver.expr(having)?;
         if let Some(field) = facts.fields.iter().next() {
             return Err(Denial::forbidden(
@@ -296,6 +300,7 @@ fn check_order_by(resolver: &mut Resolver<'_>, query: &mut Query) -> Checked<()>
                 continue;
             }
         }
+        shape::check_order_item(&item.expr)?;
         let facts = resolver.expr(&mut item.expr)?;
         if let Some(pii) = facts.fields.iter().find(|f| resolver.ctx.is_pii(f)) {
             return Err(pii_as_dimension(pii, "ORDER BY"));

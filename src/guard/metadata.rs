@@ -9,7 +9,11 @@
 use std::ops::ControlFlow;
 
 use pg_query::NodeRef;
-use sqlparser::ast::{ObjectName, Statement, TableFactor, Visit, Visitor};
+use std::collections::BTreeSet;
+
+use sqlparser::ast::{
+    Expr, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor,
+};
 
 use super::denial::{Checked, Denial};
 use super::functions;
@@ -89,11 +93,9 @@ const FUNCTIONS: &[&str] = &[
     "pg_get_userbyid",
     "pg_get_viewdef",
     "pg_indexes_size",
-    "pg_relation_size",
     "pg_size_pretty",
     "pg_table_is_visible",
     "pg_table_size",
-    "pg_total_relation_size",
     "pg_type_is_visible",
     "quote_ident",
     "session_user",
@@ -104,6 +106,10 @@ const FUNCTIONS: &[&str] = &[
     "position",
     "regexp_replace",
 ];
+
+/// Catalog columns that carry statistics about the data: the row count of a
+/// table includes rows a ticket's filters and retention hide.
+const STATISTICS_COLUMNS: &[&str] = &["reltuples", "relpages", "relallvisible"];
 
 /// Built-in operator symbols (an unknown symbol could be user-defined).
 const OPERATORS: &[&str] = &[
@@ -135,7 +141,15 @@ pub(super) fn is_metadata_relation(qualified: &str) -> bool {
 /// relation, a subquery or a join. Both parsers must find only catalogs:
 /// neither parser's walker alone is trusted to see every table.
 pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
-    struct Relations;
+    #[derive(Default)]
+    struct Relations {
+        /// Names and aliases of FROM items.
+        relation_names: BTreeSet<String>,
+        /// Bare identifiers used as values.
+        bare_identifiers: BTreeSet<String>,
+        reads_pg_class: bool,
+        has_wildcard: bool,
+    }
     impl Visitor for Relations {
         type Break = Denial;
 
@@ -149,6 +163,10 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                 [schema, name] => format!("{schema}.{name}"),
                 _ => parts.join("."),
             };
+            if let Some(last) = parts.last() {
+                self.relation_names.insert(last.clone());
+            }
+            self.reads_pg_class |= qualified == "pg_catalog.pg_class";
             if is_metadata_relation(&qualified) {
                 ControlFlow::Continue(())
             } else {
@@ -162,10 +180,21 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                     args: None,
                     sample: None,
                     version: None,
+                    alias,
                     ..
                 }
-                | TableFactor::Derived { sample: None, .. }
-                | TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
+                | TableFactor::Derived {
+                    sample: None,
+                    alias,
+                    ..
+                } => {
+                    if let Some(alias) = alias {
+                        self.relation_names
+                            .insert(super::resolve::fold(&alias.name));
+                    }
+                    ControlFlow::Continue(())
+                }
+                TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
                 _ => ControlFlow::Break(Denial::forbidden(
                     "this FROM item is not allowed in catalog queries",
                     "table functions, samples and other FROM items can read anything",
@@ -173,13 +202,73 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                 )),
             }
         }
+
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Denial> {
+            let column = match expr {
+                Expr::Identifier(ident) => {
+                    self.bare_identifiers.insert(super::resolve::fold(ident));
+                    Some(ident)
+                }
+                Expr::CompoundIdentifier(parts) => parts.last(),
+                Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => {
+                    self.has_wildcard = true;
+                    None
+                }
+                _ => None,
+            };
+            match column.map(super::resolve::fold) {
+                Some(name) if STATISTICS_COLUMNS.contains(&name.as_str()) => {
+                    ControlFlow::Break(statistics(&name))
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Denial> {
+            self.has_wildcard |= has_wildcard(&query.body);
+            ControlFlow::Continue(())
+        }
     }
+    let mut relations = Relations::default();
     for statement in statements {
-        if let ControlFlow::Break(denial) = statement.visit(&mut Relations) {
+        if let ControlFlow::Break(denial) = statement.visit(&mut relations) {
             return Err(denial);
         }
     }
+    if let Some(name) = relations
+        .bare_identifiers
+        .iter()
+        .find(|i| relations.relation_names.contains(*i))
+    {
+        return Err(super::resolve::whole_row(&format!(
+            "{name} used as a value"
+        )));
+    }
+    if relations.reads_pg_class && relations.has_wildcard {
+        return Err(statistics("* over pg_class"));
+    }
     Ok(())
+}
+
+fn has_wildcard(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(select) => select.projection.iter().any(|item| {
+            matches!(
+                item,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        }),
+        SetExpr::SetOperation { left, right, .. } => has_wildcard(left) || has_wildcard(right),
+        _ => false,
+    }
+}
+
+fn statistics(what: &str) -> Denial {
+    Denial::forbidden(
+        format!("catalog statistics are not available ({what})"),
+        "row counts and sizes include rows your ticket's filters and retention hide",
+        "ask for the answer itself: SELECT count(*) FROM the dataset (under a ticket)",
+    )
 }
 
 fn not_a_catalog(table: &str) -> Denial {

@@ -24,6 +24,7 @@
 //! ```
 
 mod aggregate;
+mod aggregate_shape;
 mod cache;
 mod classify;
 mod confirm;

@@ -209,22 +209,39 @@ impl<'a> Resolver<'a> {
         }
         let name = fold(&cte.alias.name);
         let declared: Vec<String> = cte.alias.columns.iter().map(|c| fold(&c.name)).collect();
-        let mut columns = if recursive {
-            // The non-recursive term fixes the columns; the recursive term
-            // may then refer to the CTE itself.
-            match cte.query.body.as_mut() {
-                SetExpr::SetOperation { left, .. } => {
-                    let mut seed = self.set_expr(left, false)?;
-                    rename(&mut seed, &declared)?;
-                    self.ctes.push((name.clone(), seed));
-                    let all = self.query(&mut cte.query)?;
-                    self.ctes.pop();
-                    all
+        let wrapped = cte.query.with.is_some()
+            || cte.query.order_by.is_some()
+            || cte.query.limit_clause.is_some()
+            || cte.query.fetch.is_some()
+            || !cte.query.locks.is_empty();
+        let mut columns = match (recursive, cte.query.body.as_mut()) {
+            // WITH RECURSIVE: the non-recursive term fixes the columns, then
+            // the recursive term may refer to the CTE. Each term is analysed
+            // (and rewritten) exactly once.
+            (true, SetExpr::SetOperation { left, right, .. }) => {
+                if wrapped {
+                    return Err(Denial::unsupported(
+                        "WITH, ORDER BY or LIMIT around a recursive CTE's terms",
+                        "put them inside the terms or outside the CTE",
+                    ));
                 }
-                _ => self.query(&mut cte.query)?,
+                let mut seed = self.set_expr(left, false)?;
+                rename(&mut seed, &declared)?;
+                self.ctes.push((name.clone(), seed.clone()));
+                let recursive_term = self.set_expr(right, false);
+                self.ctes.pop();
+                let recursive_term = recursive_term?;
+                if recursive_term.len() != seed.len() {
+                    return Err(Denial::syntax(
+                        "each side of a set operation must have the same number of columns",
+                    ));
+                }
+                for (column, more) in seed.iter_mut().zip(recursive_term) {
+                    column.fields.extend(more.fields);
+                }
+                seed
             }
-        } else {
-            self.query(&mut cte.query)?
+            _ => self.query(&mut cte.query)?,
         };
         rename(&mut columns, &declared)?;
         self.ctes.push((name, columns));

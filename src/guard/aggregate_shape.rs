@@ -1,0 +1,185 @@
+//! The closed grammar of count-only answers. Under an aggregate ticket an
+//! expression evaluated per row can leak: a `CASE`/division group key is an
+//! error oracle on single rows, and `GROUP BY state IN ('TX','WY')` splits
+//! groups by an arbitrary condition, so two allowed counts subtract to a
+//! suppressed one. So group keys are plain columns or date buckets of a
+//! column, the select list holds group keys and `count(*)` / `count(col)`,
+//! and HAVING / ORDER BY only compare or sort those.
+
+use sqlparser::ast::{
+    BinaryOperator, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, ObjectNamePart, UnaryOperator, Value,
+};
+
+use super::denial::{Checked, Denial};
+use super::resolve::fold;
+
+fn plain_column(expr: &Expr) -> bool {
+    match expr {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+        Expr::Nested(inner) => plain_column(inner),
+        _ => false,
+    }
+}
+
+fn function_name(function: &Function) -> Option<String> {
+    let parts: Vec<String> = function
+        .name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(ident) => Some(fold(ident)),
+            ObjectNamePart::Function(_) => None,
+        })
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [name] => Some(name.clone()),
+        [schema, name] if schema == "pg_catalog" => Some(name.clone()),
+        _ => None,
+    }
+}
+
+/// A function call without modifiers, returning its plain arguments.
+fn plain_call(function: &Function) -> Option<(String, Vec<&FunctionArgExpr>, bool)> {
+    if function.over.is_some()
+        || function.filter.is_some()
+        || function.null_treatment.is_some()
+        || !function.within_group.is_empty()
+        || !matches!(function.parameters, FunctionArguments::None)
+    {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    if !list.clauses.is_empty() {
+        return None;
+    }
+    let distinct = match list.duplicate_treatment {
+        None => false,
+        Some(DuplicateTreatment::Distinct) => true,
+        Some(DuplicateTreatment::All) => return None,
+    };
+    let args = list
+        .args
+        .iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(expr) => Some(expr),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((function_name(function)?, args, distinct))
+}
+
+/// `count(*)`, `count(col)` or `count(DISTINCT col)`.
+pub(super) fn is_count(expr: &Expr) -> bool {
+    let Expr::Function(function) = expr else {
+        return matches!(expr, Expr::Nested(inner) if is_count(inner));
+    };
+    match plain_call(function) {
+        Some((name, args, distinct)) if name == "count" => match args.as_slice() {
+            [FunctionArgExpr::Wildcard] => !distinct,
+            [FunctionArgExpr::Expr(column)] => plain_column(column),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A plain column, or a date bucket of one: `date_trunc('month', col)`,
+/// `date_part('year', col)`, `EXTRACT(YEAR FROM col)`.
+pub(super) fn is_group_key(expr: &Expr) -> bool {
+    match expr {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+        Expr::Nested(inner) => is_group_key(inner),
+        Expr::Extract { expr, .. } => plain_column(expr),
+        Expr::Function(function) => match plain_call(function) {
+            Some((name, args, false)) if name == "date_trunc" || name == "date_part" => matches!(
+                args.as_slice(),
+                [FunctionArgExpr::Expr(Expr::Value(unit)), FunctionArgExpr::Expr(column)]
+                    if matches!(unit.value, Value::SingleQuotedString(_)) && plain_column(column)
+            ),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn shape_denial(clause: &str) -> Denial {
+    Denial::forbidden(
+        format!("under an aggregate-only ticket {clause} may hold only grouping columns and count()"),
+        "expressions evaluated row by row (CASE, arithmetic, comparisons, IN) can single out rows or split groups so that counts subtract to a suppressed one",
+        "group by plain columns or date buckets (date_trunc('year', burial_date)) and count: SELECT state, count(*) … GROUP BY state",
+    )
+}
+
+pub(super) fn check_select_item(expr: &Expr) -> Checked<()> {
+    if is_count(expr) || is_group_key(expr) {
+        Ok(())
+    } else {
+        Err(shape_denial("the select list"))
+    }
+}
+
+pub(super) fn check_group_key(expr: &Expr) -> Checked<()> {
+    let positional = matches!(expr, Expr::Value(v) if matches!(v.value, Value::Number(_, _)));
+    if positional || is_group_key(expr) {
+        Ok(())
+    } else {
+        Err(shape_denial("GROUP BY"))
+    }
+}
+
+pub(super) fn check_order_item(expr: &Expr) -> Checked<()> {
+    let positional = matches!(expr, Expr::Value(v) if matches!(v.value, Value::Number(_, _)));
+    if positional || is_count(expr) || is_group_key(expr) {
+        Ok(())
+    } else {
+        Err(shape_denial("ORDER BY"))
+    }
+}
+
+/// HAVING: counts compared with numbers, joined by AND/OR/NOT. No
+/// arithmetic: `1/(count(*)-9)` would turn a suppressed group's size into
+/// an error whenever PostgreSQL evaluates it before the k condition.
+pub(super) fn check_having(expr: &Expr) -> Checked<()> {
+    let ok = match expr {
+        Expr::Nested(inner) => return check_having(inner),
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => return check_having(expr),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And | BinaryOperator::Or,
+            right,
+        } => {
+            check_having(left)?;
+            return check_having(right);
+        }
+        Expr::BinaryOp { left, op, right } => {
+            let comparison = matches!(
+                op,
+                BinaryOperator::Gt
+                    | BinaryOperator::Lt
+                    | BinaryOperator::GtEq
+                    | BinaryOperator::LtEq
+                    | BinaryOperator::Eq
+                    | BinaryOperator::NotEq
+            );
+            let number =
+                |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, Value::Number(_, _)));
+            comparison && ((is_count(left) && number(right)) || (number(left) && is_count(right)))
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Denial::forbidden(
+            "under an aggregate-only ticket HAVING may only compare counts with numbers",
+            "arithmetic or conditions on aggregates can reveal the size of a suppressed group",
+            "write HAVING count(*) > 100",
+        ))
+    }
+}
