@@ -7,8 +7,8 @@
 //! and HAVING / ORDER BY only compare or sort those.
 
 use sqlparser::ast::{
-    BinaryOperator, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArguments, ObjectNamePart, UnaryOperator, Value,
+    BinaryOperator, DateTimeField, DuplicateTreatment, Expr, Function, FunctionArg,
+    FunctionArgExpr, FunctionArguments, ObjectNamePart, UnaryOperator, Value,
 };
 
 use super::denial::{Checked, Denial};
@@ -86,19 +86,65 @@ pub(super) fn is_count(expr: &Expr) -> bool {
     }
 }
 
+/// Date units valid for a date or timestamp at run time. A unit PostgreSQL
+/// rejects only when it evaluates a row (`'bogus'`, `'timezone'`, `hour`
+/// of a date) raises an error exactly when some row matches: an existence
+/// oracle below k. So only these units pass.
+/// (Checked against PostgreSQL 15 on a date column.)
+const TRUNC_UNITS: &[&str] = &[
+    "day",
+    "week",
+    "month",
+    "quarter",
+    "year",
+    "decade",
+    "century",
+    "millennium",
+];
+
+/// `date_part` and `EXTRACT` also take these.
+const PART_ONLY_UNITS: &[&str] = &["dow", "doy", "isodow", "isoyear"];
+
+fn trunc_unit(text: &str) -> bool {
+    TRUNC_UNITS.contains(&text.to_ascii_lowercase().as_str())
+}
+
+fn date_unit(text: &str) -> bool {
+    trunc_unit(text) || PART_ONLY_UNITS.contains(&text.to_ascii_lowercase().as_str())
+}
+
+fn extract_field(field: &DateTimeField) -> bool {
+    use DateTimeField::*;
+    matches!(
+        field,
+        Year | Month | Week(None) | Day | Century | Decade | Dow | Doy | Isodow | Isoyear
+    ) || matches!(field, DateTimeField::Custom(ident) if date_unit(&ident.value))
+}
+
 /// A plain column, or a date bucket of one: `date_trunc('month', col)`,
-/// `date_part('year', col)`, `EXTRACT(YEAR FROM col)`.
+/// `date_part('year', col)`, `EXTRACT(YEAR FROM col)`, with a unit from
+/// [`TRUNC_UNITS`] (and, for `date_part`/`EXTRACT`, [`PART_ONLY_UNITS`]).
 pub(super) fn is_group_key(expr: &Expr) -> bool {
     match expr {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
         Expr::Nested(inner) => is_group_key(inner),
-        Expr::Extract { expr, .. } => plain_column(expr),
+        Expr::Extract { field, expr, .. } => extract_field(field) && plain_column(expr),
         Expr::Function(function) => match plain_call(function) {
-            Some((name, args, false)) if name == "date_trunc" || name == "date_part" => matches!(
-                args.as_slice(),
-                [FunctionArgExpr::Expr(Expr::Value(unit)), FunctionArgExpr::Expr(column)]
-                    if matches!(unit.value, Value::SingleQuotedString(_)) && plain_column(column)
-            ),
+            Some((name, args, false)) if name == "date_trunc" || name == "date_part" => {
+                let unit_ok = |u: &str| {
+                    if name == "date_trunc" {
+                        trunc_unit(u)
+                    } else {
+                        date_unit(u)
+                    }
+                };
+                matches!(
+                    args.as_slice(),
+                    [FunctionArgExpr::Expr(Expr::Value(unit)), FunctionArgExpr::Expr(column)]
+                        if matches!(&unit.value, Value::SingleQuotedString(u) if unit_ok(u))
+                            && plain_column(column)
+                )
+            }
             _ => false,
         },
         _ => false,

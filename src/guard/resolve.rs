@@ -419,6 +419,14 @@ impl<'a> Resolver<'a> {
         factor: &mut TableFactor,
         relations: &mut Vec<Relation>,
     ) -> Checked<()> {
+        super::grow_stack(|| self.table_factor_inner(factor, relations))
+    }
+
+    fn table_factor_inner(
+        &mut self,
+        factor: &mut TableFactor,
+        relations: &mut Vec<Relation>,
+    ) -> Checked<()> {
         match factor {
             TableFactor::Table { .. } => self.table(factor, relations),
             TableFactor::Derived {
