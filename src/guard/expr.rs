@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use sqlparser::ast::{
     CastKind, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, InTarget,
-    ObjectNamePart, Value, WindowType,
+    ObjectNamePart, Value, WindowFrameBound, WindowType,
 };
 
 use super::denial::{Checked, Denial};
@@ -374,6 +374,12 @@ impl Resolver<'_> {
             for item in spec.order_by.iter_mut() {
                 facts.merge(self.expr_in(&mut item.expr, true)?);
             }
+            if let Some(frame) = &spec.window_frame {
+                check_frame_bound(&frame.start_bound)?;
+                if let Some(end) = &frame.end_bound {
+                    check_frame_bound(end)?;
+                }
+            }
             facts.has_window = true;
         }
         let is_count = name == "count";
@@ -434,6 +440,24 @@ impl Resolver<'_> {
             facts.fields.retain(|f| !self.ctx.is_pii(f));
         }
         Ok(facts)
+    }
+}
+
+/// Window frame bounds are `CURRENT ROW`, `UNBOUNDED` or a number: an
+/// expression there (a subquery!) would run outside every other check.
+fn check_frame_bound(bound: &WindowFrameBound) -> Checked<()> {
+    match bound {
+        WindowFrameBound::CurrentRow
+        | WindowFrameBound::Preceding(None)
+        | WindowFrameBound::Following(None) => Ok(()),
+        WindowFrameBound::Preceding(Some(expr)) | WindowFrameBound::Following(Some(expr)) if matches!(expr.as_ref(), Expr::Value(v) if matches!(v.value, Value::Number(_, _))) => {
+            Ok(())
+        }
+        _ => Err(Denial::forbidden(
+            "window frame bounds must be numbers",
+            "an expression in a frame bound would be evaluated outside the guard's checks",
+            "write ROWS BETWEEN 3 PRECEDING AND CURRENT ROW",
+        )),
     }
 }
 

@@ -206,6 +206,30 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
         }
 
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Denial> {
+            // Every function, wherever it stands: pg_query's own walker does
+            // not see functions in OVER, FILTER, DISTINCT ON, LIMIT or frame
+            // bounds.
+            if let Expr::Function(function) = expr {
+                let parts: Vec<String> = function
+                    .name
+                    .0
+                    .iter()
+                    .filter_map(sqlparser::ast::ObjectNamePart::as_ident)
+                    .map(super::resolve::fold)
+                    .collect();
+                let name = match parts.as_slice() {
+                    [name] => Some(name.as_str()),
+                    [schema, name] if schema == "pg_catalog" => Some(name.as_str()),
+                    _ => None,
+                };
+                if !name.is_some_and(function_allowed) || parts.len() != function.name.0.len() {
+                    return ControlFlow::Break(Denial::forbidden(
+                        format!("function {}() is not allowed in catalog queries", function.name),
+                        "only metadata functions (descriptions, visibility, formatting) are allowlisted",
+                        "remove the function",
+                    ));
+                }
+            }
             let column = match expr {
                 Expr::Identifier(ident) => {
                     self.bare_identifiers.insert(super::resolve::fold(ident));
@@ -302,10 +326,7 @@ pub(super) fn check(sql: &str) -> Checked<()> {
     }
     for (name, _) in &parsed.functions {
         let short = name.strip_prefix("pg_catalog.").unwrap_or(name);
-        let allowed = FUNCTIONS.contains(&short)
-            || functions::lookup(short).is_some()
-            || super::confirm::is_syntax_function(short);
-        if !allowed || name.contains('.') && !name.starts_with("pg_catalog.") {
+        if !function_allowed(short) || name.contains('.') && !name.starts_with("pg_catalog.") {
             return Err(Denial::forbidden(
                 format!("function {name}() is not allowed in catalog queries"),
                 "only metadata functions (descriptions, visibility, formatting) are allowlisted",
@@ -359,6 +380,12 @@ pub(super) fn check(sql: &str) -> Checked<()> {
         }
     }
     Ok(())
+}
+
+fn function_allowed(name: &str) -> bool {
+    FUNCTIONS.contains(&name)
+        || functions::lookup(name).is_some()
+        || super::confirm::is_syntax_function(name)
 }
 
 fn strings(nodes: &[pg_query::protobuf::Node]) -> Vec<String> {

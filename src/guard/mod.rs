@@ -33,6 +33,7 @@ mod expr;
 mod functions;
 mod metadata;
 mod parse;
+mod postcheck;
 mod projection;
 mod resolve;
 mod rewrite;
@@ -164,6 +165,8 @@ impl Guard {
             } else {
                 resolver.query(query)?;
             }
+            let substitutions = resolver.substitutions;
+            postcheck::check(statement, &dataset.table, substitutions)?;
             tables.extend(resolver.relations.iter().cloned());
             dropped.extend(resolver.dropped.iter().cloned());
             classification = classification.max(classify_answer(&ctx, &resolver.fields_read));

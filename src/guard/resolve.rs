@@ -70,6 +70,8 @@ pub(super) struct Resolver<'a> {
     pub fields_read: BTreeSet<String>,
     /// Nesting depth of queries (0 = the statement itself).
     pub depth: usize,
+    /// How many references to the dataset were replaced by derived tables.
+    pub substitutions: usize,
     /// The FROM items of the select that finished last: ORDER BY of the
     /// query around it resolves against them.
     last_select_relations: Vec<Relation>,
@@ -106,6 +108,7 @@ impl<'a> Resolver<'a> {
             relations: BTreeSet::new(),
             fields_read: BTreeSet::new(),
             depth: 0,
+            substitutions: 0,
             last_select_relations: Vec::new(),
         }
     }
@@ -566,6 +569,7 @@ impl<'a> Resolver<'a> {
         self.relations.insert(table.to_string());
         relations.push(Relation::governed(self.ctx, relation_name.clone()));
         *factor = rewrite::governed_table(self.ctx, &relation_name)?;
+        self.substitutions += 1;
         Ok(())
     }
 
