@@ -12,7 +12,8 @@ use pg_query::NodeRef;
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{
-    Expr, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor,
+    BinaryOperator, Expr, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Visit,
+    Visitor,
 };
 
 use super::denial::{Checked, Denial};
@@ -227,6 +228,26 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                         format!("function {}() is not allowed in catalog queries", function.name),
                         "only metadata functions (descriptions, visibility, formatting) are allowlisted",
                         "remove the function",
+                    ));
+                }
+            }
+            // User-defined operators can run any function.
+            if let Expr::BinaryOp { op, .. } = expr {
+                let ok = match op {
+                    BinaryOperator::PGCustomBinaryOperator(parts) => {
+                        matches!(
+                            parts.as_slice(),
+                            [schema, symbol] if schema == "pg_catalog" && OPERATORS.contains(&symbol.as_str())
+                        ) || matches!(parts.as_slice(), [symbol] if OPERATORS.contains(&symbol.as_str()))
+                    }
+                    BinaryOperator::Custom(_) => false,
+                    _ => true,
+                };
+                if !ok {
+                    return ControlFlow::Break(Denial::forbidden(
+                        format!("operator {op} is not allowed"),
+                        "only built-in operators are allowlisted",
+                        "use a built-in operator",
                     ));
                 }
             }
