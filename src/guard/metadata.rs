@@ -273,6 +273,15 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
 
         fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Denial> {
             self.has_wildcard |= has_wildcard(&query.body);
+            if super::postcheck::has_table_statement(&query.body) {
+                // `TABLE x` names x as a plain identifier, not a relation:
+                // no walker reports it.
+                return ControlFlow::Break(Denial::forbidden(
+                    "TABLE … is not allowed",
+                    "esq analyses SELECT statements",
+                    "write SELECT … FROM …",
+                ));
+            }
             ControlFlow::Continue(())
         }
     }

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Expr, ObjectName, ObjectNamePart, Query, Statement, Visit, Visitor};
+use sqlparser::ast::{Expr, ObjectName, ObjectNamePart, Query, SetExpr, Statement, Visit, Visitor};
 
 use super::denial::{Checked, Denial};
 use super::{functions, resolve::fold};
@@ -38,6 +38,18 @@ pub(super) fn check(
     Ok(())
 }
 
+/// `TABLE x` (anywhere in a set-operation tree) names x as a plain
+/// identifier, so relation walkers never see it.
+pub(super) fn has_table_statement(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Table(_) => true,
+        SetExpr::SetOperation { left, right, .. } => {
+            has_table_statement(left) || has_table_statement(right)
+        }
+        _ => false,
+    }
+}
+
 struct Walk<'a> {
     dataset: &'a TableName,
     ctes: BTreeSet<String>,
@@ -56,6 +68,9 @@ impl Visitor for Walk<'_> {
     type Break = Denial;
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Denial> {
+        if has_table_statement(&query.body) {
+            return ControlFlow::Break(not_analysed("a TABLE statement"));
+        }
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
                 self.ctes.insert(fold(&cte.alias.name));

@@ -72,6 +72,8 @@ pub(super) struct Resolver<'a> {
     pub depth: usize,
     /// How many references to the dataset were replaced by derived tables.
     pub substitutions: usize,
+    /// Names of later siblings in a WITH RECURSIVE being analysed.
+    forward_ctes: Vec<String>,
     /// The FROM items of the select that finished last: ORDER BY of the
     /// query around it resolves against them.
     last_select_relations: Vec<Relation>,
@@ -109,6 +111,7 @@ impl<'a> Resolver<'a> {
             fields_read: BTreeSet::new(),
             depth: 0,
             substitutions: 0,
+            forward_ctes: Vec::new(),
             last_select_relations: Vec::new(),
         }
     }
@@ -142,8 +145,24 @@ impl<'a> Resolver<'a> {
 
     fn query_inner(&mut self, query: &mut Query) -> Checked<Vec<Column>> {
         if let Some(with) = query.with.as_mut() {
-            for cte in with.cte_tables.iter_mut() {
-                self.cte(cte, with.recursive)?;
+            let names: Vec<String> = with
+                .cte_tables
+                .iter()
+                .map(|c| fold(&c.alias.name))
+                .collect();
+            for (i, cte) in with.cte_tables.iter_mut().enumerate() {
+                // WITH RECURSIVE lets a CTE see siblings defined after it;
+                // esq resolves in order, so such a name is refused.
+                let later = if with.recursive {
+                    names[i + 1..].to_vec()
+                } else {
+                    Vec::new()
+                };
+                let before = self.forward_ctes.len();
+                self.forward_ctes.extend(later);
+                let result = self.cte(cte, with.recursive);
+                self.forward_ctes.truncate(before);
+                result?;
             }
         }
         let outermost = self.depth == 1;
@@ -519,6 +538,12 @@ impl<'a> Resolver<'a> {
         }
         let parts = object_name_parts(name)?;
         if let [single] = parts.as_slice() {
+            if self.forward_ctes.contains(single) {
+                return Err(Denial::unsupported(
+                    format!("a reference to {single:?}, defined later in the same WITH RECURSIVE"),
+                    "define CTEs before they are used",
+                ));
+            }
             if let Some((_, columns)) = self.ctes.iter().rev().find(|(n, _)| n == single) {
                 let columns = columns.clone();
                 let relation_name = match alias {
