@@ -106,7 +106,7 @@ const FUNCTIONS: &[&str] = &[
 
 /// Catalog columns that carry statistics about the data: the row count of a
 /// table includes rows a ticket's filters and retention hide.
-const STATISTICS_COLUMNS: &[&str] = &["reltuples", "relpages", "relallvisible"];
+const STATISTICS_COLUMNS: &[&str] = &["reltuples", "relpages", "relallvisible", "relallfrozen"];
 
 /// Built-in operator symbols (an unknown symbol could be user-defined).
 const OPERATORS: &[&str] = &[
@@ -273,16 +273,17 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
 
         fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Denial> {
             self.has_wildcard |= has_wildcard(&query.body);
-            if super::postcheck::has_table_statement(&query.body) {
-                // `TABLE x` names x as a plain identifier, not a relation:
-                // no walker reports it.
-                return ControlFlow::Break(Denial::forbidden(
-                    "TABLE … is not allowed",
-                    "esq analyses SELECT statements",
-                    "write SELECT … FROM …",
-                ));
+            match super::postcheck::check_query_clauses(query) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(denial) => ControlFlow::Break(denial),
             }
-            ControlFlow::Continue(())
+        }
+
+        fn pre_visit_select(&mut self, select: &sqlparser::ast::Select) -> ControlFlow<Denial> {
+            match super::postcheck::check_select_clauses(select) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(denial) => ControlFlow::Break(denial),
+            }
         }
     }
     let mut relations = Relations::default();

@@ -7,10 +7,11 @@
 //! expression in a window frame bound) cannot carry a table or a function
 //! past it.
 
-use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Expr, ObjectName, ObjectNamePart, Query, SetExpr, Statement, Visit, Visitor};
+use sqlparser::ast::{
+    Expr, ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, Visit, Visitor,
+};
 
 use super::denial::{Checked, Denial};
 use super::{functions, resolve::fold};
@@ -23,7 +24,7 @@ pub(super) fn check(
 ) -> Checked<()> {
     let mut walk = Walk {
         dataset,
-        ctes: BTreeSet::new(),
+        frames: Vec::new(),
         dataset_references: 0,
     };
     let flow = stacker::grow(32 * 1024 * 1024, || statement.visit(&mut walk));
@@ -33,6 +34,43 @@ pub(super) fn check(
     if walk.dataset_references != substitutions {
         return Err(not_analysed(
             "a reference to the dataset that esq did not rewrite",
+        ));
+    }
+    Ok(())
+}
+
+/// Clauses no read-only answer needs, refused wherever they stand:
+/// `SELECT … INTO` creates a table, `FOR UPDATE` takes locks, the rest are
+/// syntax esq does not model.
+pub(super) fn check_query_clauses(query: &Query) -> Result<(), Denial> {
+    if !query.locks.is_empty()
+        || query.for_clause.is_some()
+        || query.settings.is_some()
+        || query.format_clause.is_some()
+        || !query.pipe_operators.is_empty()
+    {
+        return Err(Denial::forbidden(
+            "row locks and other non-SELECT clauses are not allowed",
+            "sessions through esq are read-only",
+            "remove FOR UPDATE/SHARE and similar clauses",
+        ));
+    }
+    if has_table_statement(&query.body) {
+        return Err(Denial::forbidden(
+            "TABLE … is not allowed",
+            "TABLE x names its table as a plain identifier that esq's checks do not see; esq analyses SELECT statements",
+            "write SELECT … FROM …",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_select_clauses(select: &Select) -> Result<(), Denial> {
+    if select.into.is_some() {
+        return Err(Denial::forbidden(
+            "SELECT INTO creates a table",
+            "sessions through esq are read-only",
+            "remove INTO",
         ));
     }
     Ok(())
@@ -52,8 +90,21 @@ pub(super) fn has_table_statement(body: &SetExpr) -> bool {
 
 struct Walk<'a> {
     dataset: &'a TableName,
-    ctes: BTreeSet<String>,
+    /// One frame per query being visited, innermost last.
+    frames: Vec<CteFrame>,
     dataset_references: usize,
+}
+
+/// The CTEs one query defines and how many of them its current child sees:
+/// a CTE's own body sees the CTEs before it (itself too under RECURSIVE),
+/// the query's body sees them all.
+struct CteFrame {
+    names: Vec<String>,
+    recursive: bool,
+    /// CTE bodies entered so far.
+    entered: usize,
+    /// How many of `names` the subtree being visited sees.
+    visible: usize,
 }
 
 fn not_analysed(what: &str) -> Denial {
@@ -64,19 +115,72 @@ fn not_analysed(what: &str) -> Denial {
     )
 }
 
+impl Walk<'_> {
+    fn cte_in_scope(&self, name: &str) -> bool {
+        self.frames
+            .iter()
+            .any(|f| f.names[..f.visible].iter().any(|n| n == name))
+    }
+}
+
 impl Visitor for Walk<'_> {
     type Break = Denial;
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Denial> {
-        if has_table_statement(&query.body) {
-            return ControlFlow::Break(not_analysed("a TABLE statement"));
+        if let Err(denial) = check_query_clauses(query) {
+            return ControlFlow::Break(denial);
         }
-        if let Some(with) = &query.with {
-            for cte in &with.cte_tables {
-                self.ctes.insert(fold(&cte.alias.name));
+        // Is this query the next CTE body of the query around it?
+        if let Some(parent) = self.frames.last_mut() {
+            if parent.entered < parent.names.len() {
+                let i = parent.entered;
+                parent.visible = if parent.recursive { i + 1 } else { i };
+                parent.entered += 1;
+            } else {
+                parent.visible = parent.names.len();
+            }
+        }
+        let (names, recursive) = match &query.with {
+            Some(with) => (
+                with.cte_tables
+                    .iter()
+                    .map(|c| fold(&c.alias.name))
+                    .collect(),
+                with.recursive,
+            ),
+            None => (Vec::new(), false),
+        };
+        self.frames.push(CteFrame {
+            names,
+            recursive,
+            entered: 0,
+            visible: 0,
+        });
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<Denial> {
+        self.frames.pop();
+        // Back in the parent: once its CTE bodies are done, its body sees all.
+        if let Some(parent) = self.frames.last_mut() {
+            if parent.entered >= parent.names.len() {
+                parent.visible = parent.names.len();
             }
         }
         ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<Denial> {
+        // A query's body (its selects) is visited after its CTE bodies.
+        if let Some(frame) = self.frames.last_mut() {
+            if frame.entered >= frame.names.len() {
+                frame.visible = frame.names.len();
+            }
+        }
+        match check_select_clauses(select) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(denial) => ControlFlow::Break(denial),
+        }
     }
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Denial> {
@@ -99,7 +203,7 @@ impl Visitor for Walk<'_> {
                 self.dataset_references += 1;
                 ControlFlow::Continue(())
             }
-            [name] if self.ctes.contains(&fold(name)) => ControlFlow::Continue(()),
+            [name] if self.cte_in_scope(&fold(name)) => ControlFlow::Continue(()),
             _ => ControlFlow::Break(not_analysed(&format!("the relation {relation}"))),
         }
     }
@@ -188,5 +292,42 @@ mod tests {
         assert!(check(&statement(&sql), &table(), 1).is_err());
         let sql = format!("SELECT other.x FROM {DERIVED}, other");
         assert!(check(&statement(&sql), &table(), 1).is_err());
+    }
+
+    #[test]
+    fn cte_names_count_only_where_postgresql_sees_them() {
+        // A non-recursive CTE's own body does not see its name: a raw
+        // reference there is the real table.
+        let own_body =
+            "WITH burial_2024 AS (SELECT state FROM burial_2024) SELECT state FROM burial_2024";
+        assert!(check(&statement(own_body), &table(), 0).is_err());
+        // Later siblings and the body see it.
+        let sibling = format!(
+            "WITH a AS (SELECT state FROM {DERIVED}), b AS (SELECT state FROM a) SELECT state FROM b"
+        );
+        assert_eq!(check(&statement(&sibling), &table(), 1), Ok(()));
+        // An earlier sibling does not (without RECURSIVE).
+        let forward = format!(
+            "WITH b AS (SELECT state FROM a), a AS (SELECT state FROM {DERIVED}) SELECT state FROM b"
+        );
+        assert!(check(&statement(&forward), &table(), 1).is_err());
+        // A CTE is not visible outside the query that defines it.
+        let outside = format!(
+            "SELECT * FROM (WITH a AS (SELECT state FROM {DERIVED}) SELECT state FROM a) AS s, a"
+        );
+        assert!(check(&statement(&outside), &table(), 1).is_err());
+        // RECURSIVE: the body of a CTE sees itself.
+        let recursive = format!(
+            "WITH RECURSIVE r AS (SELECT state FROM {DERIVED} UNION ALL SELECT state FROM r WHERE false) SELECT state FROM r"
+        );
+        assert_eq!(check(&statement(&recursive), &table(), 1), Ok(()));
+    }
+
+    #[test]
+    fn write_and_lock_clauses_are_refused() {
+        let into = format!("SELECT state INTO leak FROM {DERIVED}");
+        assert!(check(&statement(&into), &table(), 1).is_err());
+        let lock = format!("SELECT state FROM {DERIVED} FOR UPDATE");
+        assert!(check(&statement(&lock), &table(), 1).is_err());
     }
 }
