@@ -148,7 +148,9 @@ impl Resolver<'_> {
                             facts.merge(self.expr_in(item, in_function)?);
                         }
                     }
-                    InTarget::Subquery(subquery) => facts.merge(self.subquery(subquery)?),
+                    InTarget::Subquery(subquery) => {
+                        facts.merge(self.subquery(subquery, in_function)?)
+                    }
                     _ => {
                         return Err(Denial::unsupported(
                             "IN UNNEST / IN table",
@@ -216,11 +218,11 @@ impl Resolver<'_> {
             Expr::Extract { expr, .. } => facts.merge(self.expr_in(expr, true)?),
             Expr::Function(function) => facts.merge(self.function(function, in_function)?),
             Expr::Exists { subquery, .. } => {
-                let inner = self.subquery(subquery)?;
+                let inner = self.subquery(subquery, false)?;
                 facts.has_subquery = true;
                 facts.has_aggregate |= inner.has_aggregate;
             }
-            Expr::Subquery(query) => facts.merge(self.subquery(query)?),
+            Expr::Subquery(query) => facts.merge(self.subquery(query, in_function)?),
             Expr::GroupingSets(_) | Expr::Cube(_) | Expr::Rollup(_) => {
                 return Err(Denial::forbidden(
                     "GROUPING SETS, ROLLUP and CUBE are not allowed",
@@ -241,7 +243,10 @@ impl Resolver<'_> {
         Ok(facts)
     }
 
-    fn subquery(&mut self, query: &mut sqlparser::ast::Query) -> Checked<Facts> {
+    /// A subquery's values flow into the expression around it: where that is
+    /// a function, cast or arithmetic, PII coming out of the subquery is as
+    /// forbidden as a PII column written there directly.
+    fn subquery(&mut self, query: &mut sqlparser::ast::Query, in_function: bool) -> Checked<Facts> {
         if self.ctx.scope.aggregate.is_some() {
             return Err(Denial::unsupported(
                 "subqueries under an aggregate-only ticket",
@@ -255,6 +260,17 @@ impl Resolver<'_> {
         };
         for column in columns {
             facts.fields.extend(column.fields);
+        }
+        if in_function {
+            if let Some(pii) = facts.fields.iter().find(|f| self.ctx.is_pii(f)) {
+                return Err(Denial::forbidden(
+                    format!(
+                        "functions, casts and arithmetic on the PII field {pii:?} are not allowed"
+                    ),
+                    "a subquery returning a PII value is computed on like the value itself",
+                    format!("select {pii} as it is, or count it: count({pii})"),
+                ));
+            }
         }
         Ok(facts)
     }

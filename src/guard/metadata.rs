@@ -197,6 +197,15 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                     }
                     ControlFlow::Continue(())
                 }
+                TableFactor::NestedJoin {
+                    table_with_joins, ..
+                } if joins_by_name(&table_with_joins.joins) => {
+                    ControlFlow::Break(Denial::forbidden(
+                        "JOIN … USING and NATURAL JOIN are not allowed in catalog queries",
+                        "they compare columns (statistics included) without naming them",
+                        "write JOIN … ON a.x = b.x",
+                    ))
+                }
                 TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
                 _ => ControlFlow::Break(Denial::forbidden(
                     "this FROM item is not allowed in catalog queries",
@@ -280,10 +289,29 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
         }
 
         fn pre_visit_select(&mut self, select: &sqlparser::ast::Select) -> ControlFlow<Denial> {
-            match super::postcheck::check_select_clauses(select) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(denial) => ControlFlow::Break(denial),
+            if let Err(denial) = super::postcheck::check_select_clauses(select) {
+                return ControlFlow::Break(denial);
             }
+            // USING and NATURAL compare columns by name without naming them
+            // as expressions (`JOIN … USING (reltuples)`).
+            let implicit = select.from.iter().any(|item| joins_by_name(&item.joins));
+            if implicit {
+                return ControlFlow::Break(Denial::forbidden(
+                    "JOIN … USING and NATURAL JOIN are not allowed in catalog queries",
+                    "they compare columns (statistics included) without naming them",
+                    "write JOIN … ON a.x = b.x",
+                ));
+            }
+            // An output named like a statistics column could stand in for it.
+            for item in &select.projection {
+                if let sqlparser::ast::SelectItem::ExprWithAlias { alias, .. } = item {
+                    let name = super::resolve::fold(alias);
+                    if STATISTICS_COLUMNS.contains(&name.as_str()) {
+                        return ControlFlow::Break(statistics(&name));
+                    }
+                }
+            }
+            ControlFlow::Continue(())
         }
     }
     let mut relations = Relations::default();
@@ -305,6 +333,33 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
         return Err(statistics("* over pg_class"));
     }
     Ok(())
+}
+
+fn joins_by_name(joins: &[sqlparser::ast::Join]) -> bool {
+    use sqlparser::ast::{JoinConstraint, JoinOperator};
+    joins.iter().any(|join| {
+        let constraint = match &join.join_operator {
+            JoinOperator::Join(c)
+            | JoinOperator::Inner(c)
+            | JoinOperator::Left(c)
+            | JoinOperator::LeftOuter(c)
+            | JoinOperator::Right(c)
+            | JoinOperator::RightOuter(c)
+            | JoinOperator::FullOuter(c)
+            | JoinOperator::CrossJoin(c)
+            | JoinOperator::Semi(c)
+            | JoinOperator::LeftSemi(c)
+            | JoinOperator::RightSemi(c)
+            | JoinOperator::Anti(c)
+            | JoinOperator::LeftAnti(c)
+            | JoinOperator::RightAnti(c) => Some(c),
+            _ => None,
+        };
+        !matches!(
+            constraint,
+            Some(JoinConstraint::On(_) | JoinConstraint::None)
+        )
+    })
 }
 
 fn has_wildcard(body: &SetExpr) -> bool {
