@@ -116,7 +116,9 @@ impl Resolver<'_> {
                         "remove the operator",
                     ));
                 }
-                facts.merge(self.expr_in(expr, in_function)?);
+                // A sign computes on its operand; NOT tests it.
+                let computes = !matches!(op, sqlparser::ast::UnaryOperator::Not);
+                facts.merge(self.expr_in(expr, in_function || computes)?);
             }
             Expr::IsNull(e)
             | Expr::IsNotNull(e)

@@ -209,6 +209,12 @@ pub(crate) fn grow_stack<R>(f: impl FnOnce() -> R) -> R {
     stacker::maybe_grow(RED_ZONE, SEGMENT, f)
 }
 
+/// A copy of an AST node. Derived `Clone` recurses as deep as the tree
+/// and, unlike sqlparser's parser and printer, does not grow the stack.
+pub(crate) fn grow_copy<T: Clone>(node: &T) -> T {
+    stacker::grow(32 * 1024 * 1024, || node.clone())
+}
+
 /// Catalog-only (or table-less) statements: no dataset values are read, so
 /// PostgreSQL's reading of the original and of the rendered text decide.
 fn metadata_answer(

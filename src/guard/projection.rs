@@ -8,7 +8,8 @@ use sqlparser::ast::{Expr, Ident, Select, SelectItem, SelectItemQualifiedWildcar
 
 use super::denial::{Checked, Denial};
 use super::resolve::{
-    fold, object_name_parts, output_name, unknown_relation, whole_row, Column, Relation, Resolver,
+    exact_output_name, fold, object_name_parts, output_name, unknown_relation, whole_row, Column,
+    Relation, Resolver,
 };
 
 impl Resolver<'_> {
@@ -25,7 +26,18 @@ impl Resolver<'_> {
         for item in items {
             match item {
                 SelectItem::UnnamedExpr(mut expr) => {
-                    let name = output_name(&expr);
+                    // Inside a derived table or CTE the name binds outer
+                    // references: it must be the name PostgreSQL gives.
+                    let name = match exact_output_name(&expr) {
+                        Some(name) => name,
+                        None if outermost => output_name(&expr),
+                        None => {
+                            return Err(Denial::unsupported(
+                                "an unnamed computed column inside a subquery",
+                                "give it a name: … AS name",
+                            ))
+                        }
+                    };
                     if let Some(fields) = self.projection_expr(&mut expr, outermost)? {
                         columns.push(Column { name, fields });
                         kept.push(SelectItem::UnnamedExpr(expr));

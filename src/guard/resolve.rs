@@ -247,21 +247,41 @@ impl<'a> Resolver<'a> {
                         "put them inside the terms or outside the CTE",
                     ));
                 }
-                let mut seed = self.set_expr(left, false)?;
-                rename(&mut seed, &declared)?;
-                self.ctes.push((name.clone(), seed.clone()));
-                let recursive_term = self.set_expr(right, false);
-                self.ctes.pop();
-                let recursive_term = recursive_term?;
-                if recursive_term.len() != seed.len() {
-                    return Err(Denial::syntax(
-                        "each side of a set operation must have the same number of columns",
+                let mut columns = self.set_expr(left, false)?;
+                rename(&mut columns, &declared)?;
+                // What the recursive term feeds back flows into its own
+                // next round: find the provenance that no longer grows (on
+                // copies, so the statement is rewritten once), then analyse
+                // the real term with it.
+                let mut settled = false;
+                for _ in 0..MAX_RECURSIVE_ROUNDS {
+                    let mut trial = super::grow_copy(right.as_ref());
+                    let substitutions = self.substitutions;
+                    self.ctes.push((name.clone(), columns.clone()));
+                    let produced = self.set_expr(&mut trial, false);
+                    self.ctes.pop();
+                    self.substitutions = substitutions;
+                    if !merge_provenance(&mut columns, produced?)? {
+                        settled = true;
+                        break;
+                    }
+                }
+                if !settled {
+                    return Err(Denial::unsupported(
+                        "this recursive CTE (its columns' sources do not settle)",
+                        "simplify the recursion",
                     ));
                 }
-                for (column, more) in seed.iter_mut().zip(recursive_term) {
-                    column.fields.extend(more.fields);
+                self.ctes.push((name.clone(), columns.clone()));
+                let produced = self.set_expr(right, false);
+                self.ctes.pop();
+                if merge_provenance(&mut columns, produced?)? {
+                    return Err(Denial::unsupported(
+                        "this recursive CTE (its columns' sources do not settle)",
+                        "simplify the recursion",
+                    ));
                 }
-                seed
+                columns
             }
             _ => self.query(&mut cte.query)?,
         };
@@ -682,6 +702,27 @@ fn reject_unmodelled_select_parts(select: &Select) -> Checked<()> {
     Ok(())
 }
 
+/// Rounds of provenance propagation through a recursive CTE: each round can
+/// only add fields, so this bounds them well above any real query.
+const MAX_RECURSIVE_ROUNDS: usize = 16;
+
+/// Adds `produced`'s fields to `columns` position by position; `true` when
+/// anything was added.
+fn merge_provenance(columns: &mut [Column], produced: Vec<Column>) -> Checked<bool> {
+    if produced.len() != columns.len() {
+        return Err(Denial::syntax(
+            "each side of a set operation must have the same number of columns",
+        ));
+    }
+    let mut grew = false;
+    for (column, more) in columns.iter_mut().zip(produced) {
+        for field in more.fields {
+            grew |= column.fields.insert(field);
+        }
+    }
+    Ok(grew)
+}
+
 fn rename(columns: &mut [Column], declared: &[String]) -> Checked<()> {
     if declared.len() > columns.len() {
         return Err(Denial::syntax("more column aliases than columns"));
@@ -692,21 +733,51 @@ fn rename(columns: &mut [Column], declared: &[String]) -> Checked<()> {
     Ok(())
 }
 
-/// PostgreSQL's name for an unaliased select-list item.
-pub(super) fn output_name(expr: &Expr) -> String {
+/// PostgreSQL's name for an unaliased select-list item (its
+/// `FigureColname`), where esq can know it for certain.
+pub(super) fn exact_output_name(expr: &Expr) -> Option<String> {
     match expr {
-        Expr::Identifier(ident) => fold(ident),
-        Expr::CompoundIdentifier(parts) => parts.last().map(fold).unwrap_or_default(),
-        Expr::Function(f) => f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(fold)
-            .unwrap_or_else(|| "?column?".into()),
-        Expr::Cast { expr, .. } | Expr::Nested(expr) => output_name(expr),
-        _ => "?column?".into(),
+        Expr::Identifier(ident) => Some(fold(ident)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(fold),
+        Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(fold),
+        Expr::Nested(inner) => exact_output_name(inner),
+        // A cast is named after a column it casts; otherwise after the type,
+        // whose internal name esq does not model.
+        Expr::Cast { expr, .. } => match expr.as_ref() {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Nested(_) => {
+                exact_output_name(expr)
+            }
+            _ => None,
+        },
+        Expr::Case { .. } => Some("case".into()),
+        Expr::Exists { .. } => Some("exists".into()),
+        Expr::Extract { .. } => Some("extract".into()),
+        // A scalar subquery is named after its column; typed literals and
+        // the like after their type.
+        Expr::Subquery(_) | Expr::TypedString(_) | Expr::Interval(_) => None,
+        Expr::Value(_)
+        | Expr::BinaryOp { .. }
+        | Expr::UnaryOp { .. }
+        | Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsNotTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsNotFalse(_)
+        | Expr::IsDistinctFrom(..)
+        | Expr::IsNotDistinctFrom(..)
+        | Expr::Between { .. }
+        | Expr::In { .. }
+        | Expr::Like { .. }
+        | Expr::ILike { .. } => Some("?column?".into()),
+        _ => None,
     }
+}
+
+/// As [`exact_output_name`], with PostgreSQL's fallback where unknown (for
+/// messages and the outermost query, where names bind nothing).
+pub(super) fn output_name(expr: &Expr) -> String {
+    exact_output_name(expr).unwrap_or_else(|| "?column?".into())
 }
 
 fn require_count_literal(expr: &Expr) -> Checked<()> {
