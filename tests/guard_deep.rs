@@ -69,6 +69,14 @@ fn the_longest_or_chains_are_decided_on_a_small_stack() {
         Decision::Allow(_)
     ));
 
+    // The densest chain that reaches the final walk: ~7,000 levels.
+    let dense = format!(
+        "SELECT state FROM burial_2024 WHERE {}",
+        vec!["state"; 7_000].join(" OR ")
+    );
+    assert!(dense.len() < 64 * 1024);
+    let _ = decide_on_small_stack(guard.clone(), common::guard_scope("analyst"), dense);
+
     let catalog_query = format!(
         "SELECT relname FROM pg_class WHERE {}",
         or_chain(3_000, "relname")
@@ -106,4 +114,21 @@ fn nested_recursive_ctes_are_rewritten_once_per_table_reference() {
         1
     );
     assert!(allowed.sql.len() < 2 * sql.len(), "{}", allowed.sql.len());
+}
+
+#[test]
+fn nested_recursive_ctes_have_a_bounded_cost() {
+    // Red team round 8: each recursive CTE iterates its recursive term to a
+    // provenance fixpoint; nested ones multiplied the rounds (2 KB took
+    // 74 s). One budget per statement bounds them.
+    let sql = include_str!("fixtures/nested_recursive_ctes.sql")
+        .trim()
+        .to_string();
+    let catalog = Arc::new(Catalog::load_dir(&common::repo().join("catalog")).unwrap());
+    let guard = Arc::new(Guard::new(catalog));
+    let decision = decide_on_small_stack(guard, common::guard_scope("clinician"), sql);
+    assert!(
+        matches!(&decision, Decision::Deny(d) if d.code == "0A000" && d.reason.contains("recursive")),
+        "{decision:?}"
+    );
 }

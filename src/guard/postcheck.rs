@@ -27,7 +27,7 @@ pub(super) fn check(
         frames: Vec::new(),
         dataset_references: 0,
     };
-    let flow = stacker::grow(32 * 1024 * 1024, || statement.visit(&mut walk));
+    let flow = super::deep_walk(|| statement.visit(&mut walk));
     if let ControlFlow::Break(denial) = flow {
         return Err(denial);
     }

@@ -74,6 +74,9 @@ pub(super) struct Resolver<'a> {
     pub substitutions: usize,
     /// Names of later siblings in a WITH RECURSIVE being analysed.
     forward_ctes: Vec<String>,
+    /// Trial analyses of recursive terms left for this statement: nested
+    /// recursive CTEs would otherwise multiply them.
+    trial_budget: usize,
     /// The FROM items of the select that finished last: ORDER BY of the
     /// query around it resolves against them.
     last_select_relations: Vec<Relation>,
@@ -81,11 +84,27 @@ pub(super) struct Resolver<'a> {
 
 /// PostgreSQL's identifier folding: unquoted names are lower-cased (ASCII).
 pub(super) fn fold(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
+    let folded = if ident.quote_style.is_some() {
         ident.value.clone()
     } else {
         ident.value.to_ascii_lowercase()
+    };
+    truncate_identifier(folded)
+}
+
+/// PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1),
+/// cut on a character boundary: two names equal there are the same name.
+pub(super) const MAX_IDENTIFIER_BYTES: usize = 63;
+
+fn truncate_identifier(mut name: String) -> String {
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        let mut end = MAX_IDENTIFIER_BYTES;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
     }
+    name
 }
 
 pub(super) fn object_name_parts(name: &ObjectName) -> Checked<Vec<String>> {
@@ -112,6 +131,7 @@ impl<'a> Resolver<'a> {
             depth: 0,
             substitutions: 0,
             forward_ctes: Vec::new(),
+            trial_budget: MAX_RECURSIVE_TRIALS,
             last_select_relations: Vec::new(),
         }
     }
@@ -255,6 +275,13 @@ impl<'a> Resolver<'a> {
                 // the real term with it.
                 let mut settled = false;
                 for _ in 0..MAX_RECURSIVE_ROUNDS {
+                    if self.trial_budget == 0 {
+                        return Err(Denial::unsupported(
+                            "this many recursive CTE rounds in one statement",
+                            "simplify the recursion",
+                        ));
+                    }
+                    self.trial_budget -= 1;
                     let mut trial = super::grow_copy(right.as_ref());
                     let substitutions = self.substitutions;
                     self.ctes.push((name.clone(), columns.clone()));
@@ -408,14 +435,23 @@ impl<'a> Resolver<'a> {
         item: &mut TableWithJoins,
         relations: &mut Vec<Relation>,
     ) -> Checked<()> {
+        // An ON clause sees the two sides of its join only (this chain),
+        // not the comma-separated FROM items before it: like PostgreSQL,
+        // a name not found there is looked up in the enclosing queries.
+        let chain_start = relations.len();
         self.table_factor(&mut item.relation, relations)?;
         for join in item.joins.iter_mut() {
-            self.join(join, relations)?;
+            self.join(join, relations, chain_start)?;
         }
         Ok(())
     }
 
-    fn join(&mut self, join: &mut Join, relations: &mut Vec<Relation>) -> Checked<()> {
+    fn join(
+        &mut self,
+        join: &mut Join,
+        relations: &mut Vec<Relation>,
+        chain_start: usize,
+    ) -> Checked<()> {
         if join.global {
             return Err(Denial::unsupported("GLOBAL joins", "use a plain JOIN"));
         }
@@ -438,7 +474,7 @@ impl<'a> Resolver<'a> {
         };
         match constraint {
             JoinConstraint::On(expr) => {
-                self.scopes.push(relations.clone());
+                self.scopes.push(relations[chain_start..].to_vec());
                 let result = self.checked_expr(expr, "JOIN … ON");
                 self.scopes.pop();
                 result?;
@@ -705,6 +741,9 @@ fn reject_unmodelled_select_parts(select: &Select) -> Checked<()> {
 /// Rounds of provenance propagation through a recursive CTE: each round can
 /// only add fields, so this bounds them well above any real query.
 const MAX_RECURSIVE_ROUNDS: usize = 16;
+
+/// Trial analyses of recursive terms per statement, all CTEs together.
+const MAX_RECURSIVE_TRIALS: usize = 48;
 
 /// Adds `produced`'s fields to `columns` position by position; `true` when
 /// anything was added.
