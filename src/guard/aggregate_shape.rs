@@ -8,34 +8,18 @@
 
 use sqlparser::ast::{
     BinaryOperator, DateTimeField, DuplicateTreatment, Expr, Function, FunctionArg,
-    FunctionArgExpr, FunctionArguments, ObjectNamePart, UnaryOperator, Value,
+    FunctionArgExpr, FunctionArguments, UnaryOperator, Value,
 };
 
 use super::denial::{Checked, Denial};
-use super::resolve::fold;
+use super::resolve::builtin_function_name;
 
-fn plain_column(expr: &Expr) -> bool {
+/// A column reference, possibly parenthesised.
+pub(super) fn plain_column(expr: &Expr) -> bool {
     match expr {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
         Expr::Nested(inner) => plain_column(inner),
         _ => false,
-    }
-}
-
-fn function_name(function: &Function) -> Option<String> {
-    let parts: Vec<String> = function
-        .name
-        .0
-        .iter()
-        .map(|p| match p {
-            ObjectNamePart::Identifier(ident) => Some(fold(ident)),
-            ObjectNamePart::Function(_) => None,
-        })
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [name] => Some(name.clone()),
-        [schema, name] if schema == "pg_catalog" => Some(name.clone()),
-        _ => None,
     }
 }
 
@@ -68,7 +52,7 @@ fn plain_call(function: &Function) -> Option<(String, Vec<&FunctionArgExpr>, boo
             _ => None,
         })
         .collect::<Option<Vec<_>>>()?;
-    Some((function_name(function)?, args, distinct))
+    Some((builtin_function_name(function)?, args, distinct))
 }
 
 /// `count(*)`, `count(col)` or `count(DISTINCT col)`.

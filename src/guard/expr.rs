@@ -422,7 +422,10 @@ impl Resolver<'_> {
                 for arg in list.args.iter_mut() {
                     match arg {
                         FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => {
-                            if is_count && aggregate_scope && !is_plain_column(expr) {
+                            if is_count
+                                && aggregate_scope
+                                && !super::aggregate_shape::plain_column(expr)
+                            {
                                 return Err(Denial::forbidden(
                                     "under an aggregate-only ticket count() takes * or a column",
                                     "count(CASE …) or count(expression) can count a sub-group smaller than k",
@@ -476,14 +479,6 @@ fn check_frame_bound(bound: &WindowFrameBound) -> Checked<()> {
             "an expression in a frame bound would be evaluated outside the guard's checks",
             "write ROWS BETWEEN 3 PRECEDING AND CURRENT ROW",
         )),
-    }
-}
-
-fn is_plain_column(expr: &Expr) -> bool {
-    match expr {
-        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
-        Expr::Nested(inner) => is_plain_column(inner),
-        _ => false,
     }
 }
 

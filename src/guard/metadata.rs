@@ -220,19 +220,8 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
             // not see functions in OVER, FILTER, DISTINCT ON, LIMIT or frame
             // bounds.
             if let Expr::Function(function) = expr {
-                let parts: Vec<String> = function
-                    .name
-                    .0
-                    .iter()
-                    .filter_map(sqlparser::ast::ObjectNamePart::as_ident)
-                    .map(super::resolve::fold)
-                    .collect();
-                let name = match parts.as_slice() {
-                    [name] => Some(name.as_str()),
-                    [schema, name] if schema == "pg_catalog" => Some(name.as_str()),
-                    _ => None,
-                };
-                if !name.is_some_and(function_allowed) || parts.len() != function.name.0.len() {
+                let name = super::resolve::builtin_function_name(function);
+                if !name.as_deref().is_some_and(function_allowed) {
                     return ControlFlow::Break(Denial::forbidden(
                         format!("function {}() is not allowed in catalog queries", function.name),
                         "only metadata functions (descriptions, visibility, formatting) are allowlisted",

@@ -14,7 +14,8 @@ use sqlparser::ast::{
 };
 
 use super::denial::{Checked, Denial};
-use super::{functions, resolve::fold};
+use super::functions;
+use super::resolve::{builtin_function_name, fold};
 use crate::catalog::TableName;
 
 pub(super) fn check(
@@ -211,19 +212,9 @@ impl Visitor for Walk<'_> {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Denial> {
         match expr {
             Expr::Function(function) => {
-                let parts: Vec<String> = function
-                    .name
-                    .0
-                    .iter()
-                    .filter_map(ObjectNamePart::as_ident)
-                    .map(fold)
-                    .collect();
-                let allowed = match parts.as_slice() {
-                    [name] => functions::lookup(name).is_some(),
-                    [schema, name] if schema == "pg_catalog" => functions::lookup(name).is_some(),
-                    _ => false,
-                };
-                if !allowed || parts.len() != function.name.0.len() {
+                let allowed = builtin_function_name(function)
+                    .is_some_and(|name| functions::lookup(&name).is_some());
+                if !allowed {
                     return ControlFlow::Break(not_analysed(&format!(
                         "the function {}()",
                         function.name

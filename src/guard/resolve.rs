@@ -107,6 +107,22 @@ fn truncate_identifier(mut name: String) -> String {
     name
 }
 
+/// A function's folded name when it is unqualified or `pg_catalog.`-qualified
+/// (the only schema whose functions esq may allow); `None` otherwise.
+pub(super) fn builtin_function_name(function: &sqlparser::ast::Function) -> Option<String> {
+    let parts: Vec<String> = function
+        .name
+        .0
+        .iter()
+        .map(|p| p.as_ident().map(fold))
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [name] => Some(name.clone()),
+        [schema, name] if schema == "pg_catalog" => Some(name.clone()),
+        _ => None,
+    }
+}
+
 pub(super) fn object_name_parts(name: &ObjectName) -> Checked<Vec<String>> {
     name.0
         .iter()
@@ -368,13 +384,7 @@ impl<'a> Resolver<'a> {
 
     fn select(&mut self, select: &mut Select, outermost: bool) -> Checked<Vec<Column>> {
         reject_unmodelled_select_parts(select)?;
-        if select.into.is_some() {
-            return Err(Denial::forbidden(
-                "SELECT INTO creates a table",
-                "sessions through esq are read-only",
-                "remove INTO",
-            ));
-        }
+        super::postcheck::check_select_clauses(select)?;
         let mut relations = Vec::new();
         for item in select.from.iter_mut() {
             self.table_with_joins(item, &mut relations)?;
