@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
+use crate::audit::{AuditSink, TracingAudit};
 use crate::auth::UserDirectory;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
 use crate::guard::Guard;
+use crate::metrics::Metrics;
 use crate::policy::{PolicyError, PolicySet};
 use crate::tickets::{IssuePolicy, MemoryTicketStore, TicketIssuer, TicketStore};
 
@@ -29,6 +31,9 @@ pub struct App {
     pub tickets: TicketIssuer,
     /// The guard both doors call.
     pub guard: Arc<Guard>,
+    pub metrics: Arc<Metrics>,
+    /// Where every decision is recorded.
+    pub audit: Arc<dyn AuditSink>,
 }
 
 impl App {
@@ -61,6 +66,8 @@ impl App {
             policies,
             users,
             tickets,
+            metrics: Arc::new(Metrics::new()),
+            audit: Arc::new(TracingAudit),
         })
     }
 

@@ -17,12 +17,18 @@
 //! audited. This crate is the library; `src/main.rs` is a thin CLI over it.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod guard;
+pub mod metrics;
+pub mod pgdoor;
 pub mod policy;
 pub mod sample_data;
 pub mod sensitivity;
+pub mod serve;
 pub mod tickets;
+pub mod tls;
+pub mod upstream;

@@ -6,6 +6,7 @@
 mod check;
 mod explain;
 mod secrets;
+mod serve;
 mod ticket;
 
 use std::path::PathBuf;
@@ -39,6 +40,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run both doors (PostgreSQL and HTTP) until SIGINT or SIGTERM.
+    Serve,
+    /// TLS certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Validate config, catalog and policies, and run the policy tests.
     Check(check::CheckArgs),
     /// Print a SCRAM-SHA-256 verifier for a user's `scram_verifier`.
@@ -52,6 +58,12 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Print SQL that creates and fills the sample table public.burial_2024.
     SampleData(SampleDataArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make a development CA and a localhost server certificate signed by it.
+    Dev(serve::CertsDevArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,8 +83,13 @@ pub struct SampleDataArgs {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging();
+    // `esq serve` sets up logging from its config instead.
+    if !matches!(cli.command, Command::Serve) {
+        init_logging();
+    }
     let status = match cli.command {
+        Command::Serve => serve::serve(&cli.config),
+        Command::Certs(CertsCommand::Dev(args)) => serve::certs_dev(args),
         Command::Check(args) => check::run(&cli.config, args),
         Command::Passwd(args) => secrets::passwd(args),
         Command::Token => secrets::token(),
@@ -106,6 +123,20 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Logging for `esq serve`: the config's filter and format, unless
+/// `RUST_LOG` says otherwise.
+fn init_serve_logging(log: &crate::config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
 }
 
 /// Loads config, catalog and policies, or prints why not (exit status 2).

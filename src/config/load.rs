@@ -239,6 +239,12 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     resolve(&mut config.catalog.dir);
     resolve(&mut config.policy.dir);
     resolve(&mut config.audit.path);
+    if let Some(cert) = config.tls.cert.as_mut() {
+        resolve(cert);
+    }
+    if let Some(key) = config.tls.key.as_mut() {
+        resolve(key);
+    }
     if let Some(file) = config.upstream.password_file.as_mut() {
         resolve(file);
     }

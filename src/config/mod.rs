@@ -49,6 +49,15 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// TLS for both doors (certificates from `certs/`).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Limits and timeouts of the PostgreSQL door.
+    #[serde(default)]
+    pub pg: PgDoorConfig,
+    /// Limits and timeouts of the HTTP door.
+    #[serde(default)]
+    pub http: HttpDoorConfig,
     /// The people and services allowed to use esq, keyed by user name.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
@@ -162,6 +171,60 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first) served by both doors. Without
+    /// `cert` and `key` the doors speak plaintext only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Refuse plaintext clients (PostgreSQL door: no `SSLRequest`, no
+    /// session). Default `false`.
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgDoorConfig {
+    /// Time a client has from connecting to finishing authentication.
+    /// Default `10s`.
+    #[serde(default = "defaults::handshake_timeout", with = "duration")]
+    pub handshake_timeout: Duration,
+    /// A session idle this long (outside a transaction or inside one) is
+    /// closed. Default `1h`.
+    #[serde(default = "defaults::idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+    /// Largest frontend message accepted; a larger one closes the
+    /// connection. Default 1 MiB.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: u32,
+    /// The login name that means "my password is a ticket", for tools that
+    /// can only fill a user and a password. Default `ticket`.
+    #[serde(default = "defaults::ticket_user")]
+    pub ticket_user: String,
+    /// On shutdown, sessions get this long to finish. Default `10s`.
+    #[serde(default = "defaults::shutdown_grace", with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDoorConfig {
+    /// Largest request body accepted. Default 64 KiB.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u32,
+    /// Longest a request may take, answer included. Default `60s`.
+    #[serde(default = "defaults::request_timeout", with = "duration")]
+    pub request_timeout: Duration,
+    /// Requests per user per minute. Default 600.
+    #[serde(default = "defaults::rate_limit_per_minute")]
+    pub rate_limit_per_minute: u32,
+}
+
 /// One user: who they are to policies, and how they prove it.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -252,6 +315,30 @@ mod defaults {
     pub fn log_filter() -> String {
         "info".to_string()
     }
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn max_message_bytes() -> u32 {
+        1024 * 1024
+    }
+    pub fn ticket_user() -> String {
+        "ticket".to_string()
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_body_bytes() -> u32 {
+        64 * 1024
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn rate_limit_per_minute() -> u32 {
+        600
+    }
 }
 
 impl Default for ServerConfig {
@@ -303,6 +390,28 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             path: defaults::audit_path(),
+        }
+    }
+}
+
+impl Default for PgDoorConfig {
+    fn default() -> Self {
+        PgDoorConfig {
+            handshake_timeout: defaults::handshake_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_message_bytes: defaults::max_message_bytes(),
+            ticket_user: defaults::ticket_user(),
+            shutdown_grace: defaults::shutdown_grace(),
+        }
+    }
+}
+
+impl Default for HttpDoorConfig {
+    fn default() -> Self {
+        HttpDoorConfig {
+            max_body_bytes: defaults::max_body_bytes(),
+            request_timeout: defaults::request_timeout(),
+            rate_limit_per_minute: defaults::rate_limit_per_minute(),
         }
     }
 }

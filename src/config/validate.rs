@@ -32,6 +32,7 @@ pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
     if config.server.environment.trim().is_empty() {
         return Err(invalid("server.environment", "must not be empty"));
     }
+    validate_doors(config)?;
     tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .map_err(|err| invalid("log.filter", format!("not a tracing filter: {err}")))?;
     validate_users(config)
@@ -62,6 +63,48 @@ fn validate_upstream(config: &Config) -> Result<(), Invalid> {
         return Err(invalid(
             "upstream.statement_timeout",
             "must be positive (0 would disable the timeout)",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_doors(config: &Config) -> Result<(), Invalid> {
+    let tls = &config.tls;
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => return Err(invalid("tls.key", "is required when tls.cert is set")),
+        (None, Some(_)) => return Err(invalid("tls.cert", "is required when tls.key is set")),
+        (None, None) if tls.required => {
+            return Err(invalid(
+                "tls.required",
+                "needs tls.cert and tls.key (make development ones with `esq certs dev`)",
+            ))
+        }
+        _ => {}
+    }
+    let pg = &config.pg;
+    if pg.handshake_timeout.is_zero() || pg.idle_timeout.is_zero() {
+        return Err(invalid(
+            "pg.handshake_timeout / pg.idle_timeout",
+            "must be positive",
+        ));
+    }
+    if pg.max_message_bytes < 8 * 1024 {
+        return Err(invalid("pg.max_message_bytes", "must be at least 8192"));
+    }
+    if pg.ticket_user.trim().is_empty() || config.users.contains_key(&pg.ticket_user) {
+        return Err(invalid(
+            "pg.ticket_user",
+            "must be a non-empty name that is not also a configured user",
+        ));
+    }
+    let http = &config.http;
+    if http.max_body_bytes < 1024
+        || http.request_timeout.is_zero()
+        || http.rate_limit_per_minute == 0
+    {
+        return Err(invalid(
+            "http",
+            "max_body_bytes must be at least 1024, request_timeout and rate_limit_per_minute positive",
         ));
     }
     Ok(())

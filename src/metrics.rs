@@ -1,0 +1,174 @@
+//! Prometheus metrics shared by both doors (`esq_` prefix), rendered in the
+//! text exposition format by `GET /metrics`. One [`Metrics`] per process,
+//! held by the [`crate::app::App`].
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Which door a decision came through.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue, serde::Serialize)]
+#[allow(non_camel_case_types)]
+pub enum Door {
+    pg,
+    http,
+}
+
+/// What the guard decided.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue, serde::Serialize)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    /// Forwarded unchanged in meaning (session statements, metadata).
+    allow,
+    /// Forwarded after a rewrite.
+    rewrite,
+    deny,
+    /// The ticket was expired, revoked or unknown.
+    stale,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub door: Door,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DoorLabels {
+    pub door: Door,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Seconds the guard took per decision (cache hits included).
+    pub guard_seconds: Histogram,
+    /// Seconds from a statement's arrival to its completion, per door.
+    pub statement_seconds: Family<DoorLabels, Histogram>,
+    pub active_sessions: Family<DoorLabels, Gauge>,
+    pub tickets_issued: Counter,
+    pub tickets_revoked: Counter,
+    pub upstream_in_use: Gauge,
+    pub upstream_idle: Gauge,
+    pub upstream_waiting: Gauge,
+    pub upstream_errors: Counter,
+    /// Connections closed because of a protocol error or a limit.
+    pub protocol_errors: Family<DoorLabels, Counter<u64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("esq");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Guard decisions by door and outcome",
+            decisions.clone(),
+        );
+        let guard_seconds = Histogram::new(exponential_buckets(0.000_001, 4.0, 10));
+        registry.register(
+            "guard_seconds",
+            "Time the guard took per decision",
+            guard_seconds.clone(),
+        );
+        let statement_seconds = Family::<DoorLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 4.0, 10))
+        });
+        registry.register(
+            "statement_seconds",
+            "Time from a statement's arrival to its completion",
+            statement_seconds.clone(),
+        );
+        let active_sessions = Family::<DoorLabels, Gauge>::default();
+        registry.register(
+            "active_sessions",
+            "Open client sessions",
+            active_sessions.clone(),
+        );
+        let tickets_issued = Counter::default();
+        registry.register("tickets_issued", "Tickets issued", tickets_issued.clone());
+        let tickets_revoked = Counter::default();
+        registry.register(
+            "tickets_revoked",
+            "Tickets revoked",
+            tickets_revoked.clone(),
+        );
+        let upstream_in_use = Gauge::default();
+        registry.register(
+            "upstream_in_use",
+            "Upstream connections lent to a session",
+            upstream_in_use.clone(),
+        );
+        let upstream_idle = Gauge::default();
+        registry.register(
+            "upstream_idle",
+            "Upstream connections idle in the pool",
+            upstream_idle.clone(),
+        );
+        let upstream_waiting = Gauge::default();
+        registry.register(
+            "upstream_waiting",
+            "Sessions waiting for an upstream connection",
+            upstream_waiting.clone(),
+        );
+        let upstream_errors = Counter::default();
+        registry.register(
+            "upstream_errors",
+            "Failures to connect to or talk with the upstream database",
+            upstream_errors.clone(),
+        );
+        let protocol_errors = Family::<DoorLabels, Counter<u64, AtomicU64>>::default();
+        registry.register(
+            "protocol_errors",
+            "Client connections closed for a protocol error or a limit",
+            protocol_errors.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            decisions,
+            guard_seconds,
+            statement_seconds,
+            active_sessions,
+            tickets_issued,
+            tickets_revoked,
+            upstream_in_use,
+            upstream_idle,
+            upstream_waiting,
+            upstream_errors,
+            protocol_errors,
+        }
+    }
+
+    pub fn decision(&self, door: Door, outcome: Outcome) {
+        self.decisions
+            .get_or_create(&DecisionLabels { door, outcome })
+            .inc();
+    }
+
+    /// The registry for a door that wants to add metrics of its own.
+    pub fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
+        out
+    }
+}

@@ -1,0 +1,96 @@
+//! `esq serve`: starts both doors on one shared [`App`] and stops them
+//! gracefully. [`start`] returns a handle with the bound addresses, so tests
+//! and embedders can listen on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::pgdoor::PgDoor;
+use crate::upstream::UpstreamPool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr} ({door} door): {source}")]
+    Listen {
+        door: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+}
+
+/// A running esq: both doors, until [`Running::stop`].
+pub struct Running {
+    pub pg_addr: SocketAddr,
+    pub app: Arc<App>,
+    pub upstream: Arc<UpstreamPool>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds both doors and starts serving in the current tokio runtime.
+pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
+    let tls = crate::tls::server_config(&app.config.tls)?;
+    let upstream = Arc::new(UpstreamPool::new(&app.config, app.metrics.clone())?);
+    let (shutdown, watch_shutdown) = watch::channel(false);
+
+    let pg = PgDoor::bind(app.clone(), upstream.clone(), tls.clone())
+        .await
+        .map_err(|source| ServeError::Listen {
+            door: "PostgreSQL",
+            addr: app.config.server.pg_listen,
+            source,
+        })?;
+    let pg_addr = pg.local_addr();
+    let tasks = vec![tokio::spawn(pg.run(watch_shutdown.clone()))];
+    tracing::info!(%pg_addr, tls = tls.is_some(), "PostgreSQL door listening");
+    Ok(Running {
+        pg_addr,
+        app,
+        upstream,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets sessions finish (up to `pg.shutdown_grace`),
+    /// then returns.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then stops gracefully.
+pub async fn run_until_signalled(app: Arc<App>) -> Result<(), ServeError> {
+    let running = start(app).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining sessions");
+    running.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
