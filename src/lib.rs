@@ -29,6 +29,7 @@ pub mod policy;
 pub mod sample_data;
 pub mod sensitivity;
 pub mod serve;
+pub mod stream;
 pub mod tickets;
 pub mod tls;
 pub mod upstream;

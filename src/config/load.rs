@@ -239,6 +239,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     resolve(&mut config.catalog.dir);
     resolve(&mut config.policy.dir);
     resolve(&mut config.audit.path);
+    if let Some(ca) = config.upstream.ca_file.as_mut() {
+        resolve(ca);
+    }
     if let Some(cert) = config.tls.cert.as_mut() {
         resolve(cert);
     }

@@ -95,9 +95,14 @@ pub struct UpstreamConfig {
     /// `statement_timeout` set on every upstream session. Default `30s`.
     #[serde(default = "defaults::statement_timeout", with = "duration")]
     pub statement_timeout: Duration,
-    /// Upstream connections kept at most. Default 16.
+    /// Upstream connections kept at most: with session pooling, the most
+    /// client sessions served at once. Default 16.
     #[serde(default = "defaults::pool_size")]
     pub pool_size: u32,
+    /// CA certificate (PEM) that verifies the upstream server when the URL
+    /// says `sslmode=require`; TLS to upstream is used only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -34,6 +34,11 @@ const SETTABLE: &[&str] = &[
     "lc_time",
 ];
 
+/// Whether a session may set this client parameter (lower-case name).
+pub fn is_settable(name: &str) -> bool {
+    SETTABLE.contains(&name)
+}
+
 /// Settings a session may read: the settable ones and harmless server facts.
 const SHOWABLE: &[&str] = &[
     "server_version",

@@ -63,6 +63,9 @@ const RELATIONS: &[&str] = &[
 
 /// Functions of metadata queries: descriptions, visibility, formatting.
 const FUNCTIONS: &[&str] = &[
+    // `ARRAY(SELECT …)`: sqlparser reads it as a call; its subquery is
+    // walked like any other.
+    "array",
     "array_agg",
     "array_length",
     "array_lower",
@@ -92,6 +95,9 @@ const FUNCTIONS: &[&str] = &[
     "pg_get_triggerdef",
     "pg_get_userbyid",
     "pg_get_viewdef",
+    "pg_relation_is_publishable",
+    // Only as a FROM item (see `TABLE_FUNCTIONS`): integers, no data.
+    "generate_series",
     "pg_size_pretty",
     "pg_table_is_visible",
     "pg_type_is_visible",
@@ -103,6 +109,10 @@ const FUNCTIONS: &[&str] = &[
     "version",
     "position",
 ];
+
+/// Set-returning functions allowed as FROM items of catalog queries (psql's
+/// `\d` numbers array elements with one).
+const TABLE_FUNCTIONS: &[&str] = &["pg_catalog.generate_series"];
 
 /// Catalog columns that carry statistics about the data: the row count of a
 /// table includes rows a ticket's filters and retention hide.
@@ -146,6 +156,8 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
         bare_identifiers: BTreeSet<String>,
         reads_pg_class: bool,
         has_wildcard: bool,
+        /// The next relation name is a table function's (set by the FROM item).
+        table_function_next: bool,
     }
     impl Visitor for Relations {
         type Break = Denial;
@@ -164,6 +176,17 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                 self.relation_names.insert(last.clone());
             }
             self.reads_pg_class |= qualified == "pg_catalog.pg_class";
+            if std::mem::take(&mut self.table_function_next) {
+                return if TABLE_FUNCTIONS.contains(&qualified.as_str()) {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(Denial::forbidden(
+                        format!("function {qualified}() is not allowed in the FROM clause of catalog queries"),
+                        "table functions can read anything",
+                        "select from catalog relations",
+                    ))
+                };
+            }
             if is_metadata_relation(&qualified) {
                 ControlFlow::Continue(())
             } else {
@@ -207,6 +230,19 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                     ))
                 }
                 TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
+                TableFactor::Table {
+                    args: Some(_),
+                    sample: None,
+                    version: None,
+                    with_ordinality: false,
+                    alias,
+                    ..
+                } if alias.as_ref().is_none_or(|a| a.columns.is_empty()) => {
+                    // Its alias used as a value is the function's own
+                    // output (an integer), not a catalog row.
+                    self.table_function_next = true;
+                    ControlFlow::Continue(())
+                }
                 _ => ControlFlow::Break(Denial::forbidden(
                     "this FROM item is not allowed in catalog queries",
                     "table functions, samples and other FROM items can read anything",
@@ -442,6 +478,7 @@ pub(super) fn check(sql: &str) -> Checked<()> {
                     ));
                 }
             }
+            NodeRef::RangeFunction(range) if is_allowed_table_function(range) => {}
             NodeRef::RangeFunction(_)
             | NodeRef::RangeTableFunc(_)
             | NodeRef::RangeTableSample(_) => {
@@ -455,6 +492,35 @@ pub(super) fn check(sql: &str) -> Checked<()> {
         }
     }
     Ok(())
+}
+
+/// `FROM pg_catalog.generate_series(…) [AS s]`: one allowlisted table
+/// function, no ROWS FROM, ordinality or column definitions (its
+/// arguments are walked like every other call).
+fn is_allowed_table_function(range: &pg_query::protobuf::RangeFunction) -> bool {
+    use pg_query::NodeEnum;
+    if range.is_rowsfrom || range.ordinality || !range.coldeflist.is_empty() {
+        return false;
+    }
+    let [item] = range.functions.as_slice() else {
+        return false;
+    };
+    let Some(NodeEnum::List(list)) = item.node.as_ref() else {
+        return false;
+    };
+    let (Some(call), rest) = (list.items.first(), list.items.get(1..).unwrap_or_default()) else {
+        return false;
+    };
+    if rest.iter().any(|n| n.node.is_some()) {
+        return false;
+    }
+    match call.node.as_ref() {
+        Some(NodeEnum::FuncCall(func)) => {
+            let name = strings(&func.funcname).join(".");
+            TABLE_FUNCTIONS.contains(&name.as_str())
+        }
+        _ => false,
+    }
 }
 
 fn function_allowed(name: &str) -> bool {

@@ -49,7 +49,7 @@ use crate::catalog::{Catalog, Dataset, TableName};
 use crate::sensitivity::Sensitivity;
 use crate::tickets::Scope;
 
-pub use classify::Kind;
+pub use classify::{is_settable, Kind};
 pub use denial::{sqlstate, Denial};
 
 /// What the guard decided about one statement string.

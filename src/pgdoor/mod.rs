@@ -1,26 +1,57 @@
-//! The PostgreSQL door.
+//! The PostgreSQL door: a v3 wire-protocol proxy that psql, drivers and BI
+//! tools use unchanged. It accepts connections, hands each to a session
+//! task, and stops accepting on shutdown while sessions drain.
+//!
+//! - [`startup`] — `SSLRequest`, `CancelRequest`, the startup packet;
+//! - [`auth`] — SCRAM-SHA-256, or a ticket as the password;
+//! - [`session`] — the handshake and the client → upstream direction;
+//! - [`statement`] — guard decisions and ticket statements;
+//! - [`relay`] — the upstream → client direction;
+//! - [`sanitize`] — upstream errors without data values;
+//! - [`cancel`], [`wire`], [`ticket_statement`].
+
+pub mod auth;
+pub mod cancel;
+pub mod relay;
+pub mod sanitize;
+pub mod session;
+pub mod startup;
+pub mod statement;
+pub mod ticket_statement;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::upstream::UpstreamPool;
+use session::DoorState;
 
 pub struct PgDoor {
     listener: TcpListener,
+    state: Arc<DoorState>,
 }
 
 impl PgDoor {
     pub async fn bind(
         app: Arc<App>,
-        _upstream: Arc<UpstreamPool>,
-        _tls: Option<Arc<rustls::ServerConfig>>,
+        upstream: Arc<UpstreamPool>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<PgDoor> {
         let listener = TcpListener::bind(app.config.server.pg_listen).await?;
-        Ok(PgDoor { listener })
+        Ok(PgDoor {
+            listener,
+            state: Arc::new(DoorState {
+                app,
+                upstream,
+                tls,
+                cancel_keys: cancel::CancelKeys::default(),
+            }),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -29,7 +60,35 @@ impl PgDoor {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// Accepts until `shutdown` turns true, then waits up to
+    /// `pg.shutdown_grace` for sessions to finish and aborts the rest.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let _ = shutdown.changed().await;
+        let mut sessions = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        sessions.spawn(session::run(self.state.clone(), tcp, peer, shutdown.clone()));
+                    }
+                    Err(err) => {
+                        // e.g. too many open files: back off, keep serving.
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        drop(self.listener);
+        let grace = self.state.app.config.pg.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(left = sessions.len(), "shutdown grace over: closing remaining sessions");
+            sessions.abort_all();
+        }
     }
 }

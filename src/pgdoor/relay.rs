@@ -1,0 +1,219 @@
+//! Upstream → client: backend messages are relayed as bytes as they arrive,
+//! batched per read and flushed once per read (so a `ReadyForQuery` or the
+//! end of what the backend has sent goes out at once, and a large result
+//! streams in read-sized chunks with flat memory). Errors and notices are
+//! sanitized; the answers esq gives itself (denials, `SET esq.ticket`) are
+//! slotted in where the backend answers the stand-in esq forwarded for them,
+//! so they arrive in protocol order, pipelining included.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+use super::sanitize;
+use super::wire;
+use crate::stream::BoxedStream;
+
+/// An answer esq substitutes for the backend's answer to a stand-in.
+#[derive(Debug)]
+pub enum Substitution {
+    /// Replace the ErrorResponse whose message contains `marker` (the
+    /// stand-in was a statement made of that marker).
+    Error { marker: String, answer: Bytes },
+    /// Replace the next EmptyQueryResponse (the stand-in was empty text).
+    Empty { answer: Bytes },
+    /// Send before the next message of this round (e.g. a notice).
+    Before { answer: Bytes },
+}
+
+/// What the two directions of a session share.
+#[derive(Default)]
+pub struct Shared {
+    /// Substitutions with the round (count of `Sync`/`Query` sent before
+    /// them) they belong to.
+    substitutions: Mutex<VecDeque<(u64, Substitution)>>,
+    /// `ReadyForQuery` messages relayed so far (rounds completed).
+    pub rounds_done: AtomicU64,
+    /// Transaction status of the last `ReadyForQuery` (`I`, `T`, `E`).
+    pub status: AtomicU8,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            status: AtomicU8::new(b'I'),
+            ..Shared::default()
+        }
+    }
+
+    pub fn push(&self, round: u64, substitution: Substitution) {
+        self.substitutions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((round, substitution));
+    }
+}
+
+/// Messages from the client side to the relay.
+pub enum Control {
+    /// Write this (a FATAL error) to the client and stop.
+    Fatal(Bytes),
+    /// Stop now and hand the halves back.
+    Stop,
+}
+
+/// Why the relay ended, and the stream halves to reunite.
+pub struct RelayEnd {
+    pub upstream: ReadHalf<BoxedStream>,
+    pub upstream_buf: BytesMut,
+    pub client: WriteHalf<BoxedStream>,
+    /// `false` when the upstream connection failed or misbehaved.
+    pub upstream_ok: bool,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+pub async fn run(
+    mut upstream: ReadHalf<BoxedStream>,
+    mut buf: BytesMut,
+    mut client: WriteHalf<BoxedStream>,
+    shared: Arc<Shared>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> RelayEnd {
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut upstream_ok = true;
+    loop {
+        if let Err(failure) = relay_buffered(&mut buf, &mut out, &shared) {
+            tracing::warn!(%failure, "closing session: unexpected upstream message");
+            wire::error(&mut out, "FATAL", "08P01", &failure, "", "");
+            let _ = client.write_all(&out).await;
+            upstream_ok = false;
+            break;
+        }
+        if !out.is_empty() {
+            if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
+                // The client is gone; the session side notices on its own.
+                out.clear();
+            }
+            out.clear();
+        }
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            read = upstream.read_buf(&mut buf) => match read {
+                Ok(n) if n > 0 => {}
+                _ => {
+                    upstream_ok = false;
+                    wire::error(
+                        &mut out,
+                        "FATAL",
+                        "08006",
+                        "connection to the database was lost",
+                        "the upstream PostgreSQL closed the connection or restarted",
+                        "reconnect; esq opens a new upstream connection",
+                    );
+                    let _ = client.write_all(&out).await;
+                    let _ = client.flush().await;
+                    break;
+                }
+            },
+            message = control.recv() => match message {
+                Some(Control::Fatal(bytes)) => {
+                    let _ = client.write_all(&bytes).await;
+                    let _ = client.flush().await;
+                    break;
+                }
+                Some(Control::Stop) | None => break,
+            },
+        }
+    }
+    RelayEnd {
+        upstream,
+        upstream_buf: buf,
+        client,
+        upstream_ok,
+    }
+}
+
+/// Moves every complete backend message from `buf` to `out`.
+fn relay_buffered(buf: &mut BytesMut, out: &mut BytesMut, shared: &Shared) -> Result<(), String> {
+    loop {
+        if buf.len() < 5 {
+            return Ok(());
+        }
+        let tag = buf[0];
+        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        let len = usize::try_from(len).map_err(|_| "negative message length".to_string())?;
+        if len < 4 {
+            return Err("message length below 4".into());
+        }
+        if buf.len() < len + 1 {
+            return Ok(());
+        }
+        let message = buf.split_to(len + 1);
+        relay_one(tag, &message, out, shared)?;
+    }
+}
+
+fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Result<(), String> {
+    let round = shared.rounds_done.load(Ordering::Relaxed);
+    let body = &message[5..];
+    let mut substitutions = shared
+        .substitutions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // Substitutions of finished rounds were skipped by the backend (an
+    // earlier error in their pipeline): they have nothing left to replace.
+    while substitutions.front().is_some_and(|(r, _)| *r < round) {
+        substitutions.pop_front();
+    }
+    let mut i = 0;
+    while i < substitutions.len() {
+        match &substitutions[i] {
+            (r, Substitution::Before { answer }) if *r == round => {
+                out.extend_from_slice(answer);
+                substitutions.remove(i);
+            }
+            _ => i += 1,
+        }
+    }
+    match tag {
+        b'E' => {
+            let text = sanitize::message_field(body).unwrap_or_default();
+            let found = substitutions.iter().position(|(r, s)| {
+                *r == round && matches!(s, Substitution::Error { marker, .. } if text.contains(marker.as_str()))
+            });
+            match found.and_then(|i| substitutions.remove(i)) {
+                Some((_, Substitution::Error { answer, .. })) => out.extend_from_slice(&answer),
+                _ => sanitize::sanitized(b'E', body, out),
+            }
+        }
+        b'N' => sanitize::sanitized(b'N', body, out),
+        b'I' => {
+            let found = substitutions
+                .iter()
+                .position(|(r, s)| *r == round && matches!(s, Substitution::Empty { .. }));
+            match found.and_then(|i| substitutions.remove(i)) {
+                Some((_, Substitution::Empty { answer })) => out.extend_from_slice(&answer),
+                _ => out.extend_from_slice(message),
+            }
+        }
+        b'Z' => {
+            if let Some(&status) = body.first() {
+                shared.status.store(status, Ordering::Relaxed);
+            }
+            shared.rounds_done.fetch_add(1, Ordering::Release);
+            out.extend_from_slice(message);
+        }
+        // COPY never starts through esq (the guard denies it); if the backend
+        // wants one anyway, end the session rather than relay it.
+        b'G' | b'H' | b'W' | b'd' | b'c' => {
+            return Err("the database started a COPY, which esq never allows".into())
+        }
+        _ => out.extend_from_slice(message),
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! What the session does with one statement text: answer a ticket
+//! statement itself, or ask the guard under the session's ticket, and turn
+//! the outcome into the text to forward plus the substitution (denial,
+//! notice, `SET` answer) the relay slots in.
+
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+
+use super::relay::Substitution;
+use super::ticket_statement::{self, TicketStatement};
+use super::wire;
+use crate::app::App;
+use crate::audit::{fingerprint, AuditEvent};
+use crate::auth::Principal;
+use crate::guard::{Decision, Denial};
+use crate::metrics::{Door, Outcome};
+use crate::tickets::{Lookup, Scope, Stale, TicketId};
+
+/// The text to forward and what to substitute for its answer.
+pub struct Forward {
+    pub sql: String,
+    pub substitutions: Vec<Substitution>,
+    /// A ticket statement to apply (its answer is already in
+    /// `substitutions`).
+    pub ticket_change: Option<TicketChange>,
+}
+
+pub enum TicketChange {
+    Set(TicketId),
+    Clear,
+}
+
+/// The session facts a decision needs.
+pub struct SessionView<'a> {
+    pub app: &'a App,
+    pub principal: &'a Principal,
+    pub ticket: Option<&'a TicketId>,
+    pub client: Option<std::net::SocketAddr>,
+    /// Makes the stand-in statements of denials unique in this session.
+    pub marker_prefix: &'a str,
+}
+
+/// Why the session's ticket cannot be used.
+pub enum TicketProblem {
+    Stale(Stale),
+    Unavailable(String),
+}
+
+impl SessionView<'_> {
+    /// The session ticket's scope, as of now.
+    pub async fn scope(&self) -> Result<Option<Scope>, TicketProblem> {
+        let Some(ticket) = self.ticket else {
+            return Ok(None);
+        };
+        lookup(self.app, ticket).await.map(Some)
+    }
+
+    /// Decides one statement text. `extended` (Parse) cannot answer `SHOW`.
+    pub async fn decide(&self, sql: &str, sequence: u64, extended: bool) -> Forward {
+        if let Some(statement) = ticket_statement::recognise(sql) {
+            return self.ticket_statement(statement, sequence, extended).await;
+        }
+        let scope = match self.scope().await {
+            Ok(scope) => scope,
+            Err(problem) => {
+                self.app.metrics.decision(Door::pg, Outcome::stale);
+                self.audit(sql, Outcome::stale, Some("28000"), None, None);
+                return self.refuse(sequence, ticket_problem_error(&problem));
+            }
+        };
+        let started = std::time::Instant::now();
+        let decision = self.app.guard.decide(scope.as_ref(), sql);
+        self.app
+            .metrics
+            .guard_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match decision {
+            Decision::Allow(allowed) => {
+                let outcome = if allowed.sql == sql {
+                    Outcome::allow
+                } else {
+                    Outcome::rewrite
+                };
+                self.app.metrics.decision(Door::pg, outcome);
+                self.audit(
+                    sql,
+                    outcome,
+                    None,
+                    Some(&allowed.sql),
+                    scope.as_ref().map(|s| s.dataset.as_str()),
+                );
+                let mut substitutions = Vec::new();
+                if !allowed.dropped.is_empty() {
+                    let mut notice = BytesMut::new();
+                    let text = format!(
+                        "esq left out columns the ticket does not allow: {}",
+                        allowed.dropped.join(", ")
+                    );
+                    wire::notice_response(
+                        &mut notice,
+                        &[
+                            (b'S', "NOTICE"),
+                            (b'V', "NOTICE"),
+                            (b'C', "01000"),
+                            (b'M', &text),
+                            (b'H', "request a ticket that includes them, if policy allows"),
+                        ],
+                    );
+                    substitutions.push(Substitution::Before {
+                        answer: notice.freeze(),
+                    });
+                }
+                Forward {
+                    sql: allowed.sql.clone(),
+                    substitutions,
+                    ticket_change: None,
+                }
+            }
+            Decision::Deny(denial) => {
+                self.app.metrics.decision(Door::pg, Outcome::deny);
+                self.audit(
+                    sql,
+                    Outcome::deny,
+                    Some(denial.code),
+                    None,
+                    scope.as_ref().map(|s| s.dataset.as_str()),
+                );
+                let error = denial_error(&denial, scope.as_ref(), self.ticket.is_none());
+                self.refuse(sequence, error)
+            }
+        }
+    }
+
+    pub async fn ticket_statement(
+        &self,
+        statement: TicketStatement,
+        sequence: u64,
+        extended: bool,
+    ) -> Forward {
+        let mut answer = BytesMut::new();
+        let change = match &statement {
+            TicketStatement::Show if extended => {
+                return self.refuse(
+                    sequence,
+                    error_bytes(
+                        "0A000",
+                        "SHOW esq.ticket is answered in the simple query protocol only",
+                        "",
+                        "run it as a plain query (psql does)",
+                    ),
+                )
+            }
+            TicketStatement::Show => {
+                let shown = match (self.ticket, self.scope().await) {
+                    (None, _) => "none".to_string(),
+                    (Some(_), Ok(Some(scope))) => format!(
+                        "ticket for {} (fields {}; expires {})",
+                        scope.dataset,
+                        scope.fields.join(", "),
+                        scope.expires_at.to_rfc3339()
+                    ),
+                    (Some(_), _) => "stale".to_string(),
+                };
+                wire::single_text_row(&mut answer, ticket_statement::SETTING, &shown);
+                None
+            }
+            TicketStatement::Reset => Some(TicketChange::Clear),
+            TicketStatement::Set(text) => match self.accept_ticket(text).await {
+                Ok(id) => Some(TicketChange::Set(id)),
+                Err(error) => return self.refuse(sequence, error),
+            },
+        };
+        wire::command_complete(&mut answer, statement.command_tag());
+        Forward {
+            sql: String::new(),
+            substitutions: vec![Substitution::Empty {
+                answer: answer.freeze(),
+            }],
+            ticket_change: change,
+        }
+    }
+
+    /// Checks a ticket presented by `SET esq.ticket` or `-c esq.ticket=`:
+    /// it must be live and belong to the session's user.
+    pub async fn accept_ticket(&self, text: &str) -> Result<TicketId, Bytes> {
+        let id = TicketId::parse(text.trim()).map_err(|_| {
+            error_bytes(
+                "22023",
+                "not a ticket: esq tickets look like T-…",
+                "",
+                "request one with POST /api/esq/ticket on the HTTP door",
+            )
+        })?;
+        let scope = lookup(self.app, &id)
+            .await
+            .map_err(|problem| ticket_problem_error(&problem))?;
+        if scope.user != self.principal.name {
+            return Err(error_bytes(
+                "42501",
+                "this ticket was issued to another user",
+                "a ticket works only for the user it was issued to",
+                "request a ticket of your own with POST /api/esq/ticket",
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Forwards the marker stand-in and substitutes `error` for its answer.
+    fn refuse(&self, sequence: u64, error: Bytes) -> Forward {
+        let marker = format!("{}_{sequence}", self.marker_prefix);
+        Forward {
+            sql: marker.clone(),
+            substitutions: vec![Substitution::Error {
+                marker,
+                answer: error,
+            }],
+            ticket_change: None,
+        }
+    }
+
+    fn audit(
+        &self,
+        sql: &str,
+        outcome: Outcome,
+        sqlstate: Option<&str>,
+        rewritten: Option<&str>,
+        dataset: Option<&str>,
+    ) {
+        self.app.audit.record(&AuditEvent {
+            door: Door::pg,
+            user: &self.principal.name,
+            client: self.client,
+            ticket_hash: self.ticket.map(|t| t.hash().to_hex()),
+            dataset,
+            outcome,
+            sqlstate,
+            fingerprint: fingerprint(sql),
+            rewritten,
+            rows: None,
+            classification: None,
+            policy_id: None,
+        });
+    }
+}
+
+async fn lookup(app: &App, ticket: &TicketId) -> Result<Scope, TicketProblem> {
+    match app.tickets.store.get(ticket, Utc::now()).await {
+        Ok(Lookup::Valid(found)) => Ok(found.scope),
+        Ok(Lookup::Stale(why)) => Err(TicketProblem::Stale(why)),
+        Err(err) => Err(TicketProblem::Unavailable(err.to_string())),
+    }
+}
+
+pub fn ticket_problem_error(problem: &TicketProblem) -> Bytes {
+    match problem {
+        TicketProblem::Stale(why) => {
+            let detail = match why {
+                Stale::Expired => "the ticket has expired",
+                Stale::Revoked => "the ticket was revoked",
+                Stale::Unknown => "esq does not know this ticket",
+            };
+            error_bytes(
+                "28000",
+                "ticket stale",
+                detail,
+                "request a new ticket (POST /api/esq/ticket) and run SET esq.ticket = 'T-…'",
+            )
+        }
+        TicketProblem::Unavailable(why) => error_bytes(
+            "08006",
+            "the ticket store is unavailable, so esq cannot check the ticket",
+            why,
+            "retry shortly; esq never answers without checking the ticket",
+        ),
+    }
+}
+
+/// A guard denial as an ErrorResponse: reason, why (policy,
+/// classification), and how to proceed.
+fn denial_error(denial: &Denial, scope: Option<&Scope>, no_ticket: bool) -> Bytes {
+    let mut detail = denial.detail.clone();
+    if let Some(policy) = &denial.policy_id {
+        detail.push_str(&format!(" (policy {policy})"));
+    }
+    if let Some(scope) = scope {
+        detail.push_str(&format!(
+            "; ticket for {} allows {}{}",
+            scope.dataset,
+            scope.fields.join(", "),
+            scope
+                .aggregate
+                .map(|a| format!(" as {} aggregates", a.as_str()))
+                .unwrap_or_default()
+        ));
+    }
+    let mut hint = denial.hint.clone();
+    if no_ticket {
+        if !hint.is_empty() {
+            hint.push_str("; ");
+        }
+        hint.push_str(
+            "this session has no ticket: request one (POST /api/esq/ticket on the HTTP door) and run SET esq.ticket = 'T-…'",
+        );
+    }
+    error_bytes(denial.code, &denial.reason, &detail, &hint)
+}
+
+pub fn error_bytes(code: &str, message: &str, detail: &str, hint: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    wire::error(&mut out, "ERROR", code, message, detail, hint);
+    out.freeze()
+}
