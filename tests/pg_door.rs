@@ -20,7 +20,11 @@ async fn psql_with_scram_sees_metadata_foia_counts_and_denials() {
 
     // Without a ticket, data is refused with a hint on how to get one.
     let (_, _, err) = esq
-        .psql(&url, None, &["SELECT state, count(*) FROM burial_2024 GROUP BY state"])
+        .psql(
+            &url,
+            None,
+            &["SELECT state, count(*) FROM burial_2024 GROUP BY state"],
+        )
         .await;
     assert!(err.contains("SET esq.ticket"), "{err}");
 
@@ -43,7 +47,10 @@ async fn psql_with_scram_sees_metadata_foia_counts_and_denials() {
         .filter_map(|c| c.trim().parse().ok())
         .collect();
     assert!(counts.len() > 40, "{out}");
-    assert!(counts.iter().all(|c| *c >= 11), "small groups suppressed: {out}");
+    assert!(
+        counts.iter().all(|c| *c >= 11),
+        "small groups suppressed: {out}"
+    );
 
     // PII is denied with SQLSTATE 42501 and a hint.
     let (_, _, err) = esq
@@ -62,4 +69,443 @@ async fn psql_with_scram_sees_metadata_foia_counts_and_denials() {
         .await;
     assert_ne!(status, 0);
     assert!(err.contains("password authentication failed"), "{err}");
+}
+
+/// The clinician's row-level ticket (no ssn, dob or cause of death).
+async fn clinician_ticket(esq: &Esq) -> String {
+    esq.ticket(
+        "clinician",
+        serde_json::json!({"dataset": "burial_2024", "purpose": "treatment",
+                           "fields": ["id", "name", "state", "county", "burial_date", "branch"]}),
+    )
+    .await
+}
+
+async fn connect_with_ticket(esq: &Esq, ticket: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(esq.pg_port())
+        .user("ticket")
+        .password(ticket)
+        .dbname(&esq.database)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect through esq with a ticket as the password");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_scram_and_tls_required() {
+    let certs = tempfile::tempdir().unwrap();
+    let files = esq::tls::make_dev_certs(certs.path()).unwrap();
+    let esq = Esq::start(Options {
+        env: vec![
+            (
+                "ESQ_TLS__CERT".into(),
+                files.server_cert.display().to_string(),
+            ),
+            (
+                "ESQ_TLS__KEY".into(),
+                files.server_key.display().to_string(),
+            ),
+            ("ESQ_TLS__REQUIRED".into(), "true".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let tls_url = format!(
+        "postgresql://journalist:journalist@127.0.0.1:{}/{}?sslmode=verify-full&sslrootcert={}",
+        esq.pg_port(),
+        esq.database,
+        files.ca_cert.display()
+    );
+    let (status, out, err) = esq
+        .psql(
+            &tls_url,
+            None,
+            &[
+                "SELECT ssl FROM pg_catalog.pg_stat_ssl LIMIT 0",
+                "\\conninfo",
+            ],
+        )
+        .await;
+    assert!(out.contains("SSL connection"), "{out}\n{err}");
+    let _ = status;
+    let (status, _, err) = esq
+        .psql(
+            &esq.libpq_url("journalist", "journalist"),
+            None,
+            &["SELECT 1"],
+        )
+        .await;
+    assert_ne!(status, 0);
+    assert!(err.contains("esq requires TLS"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_ticket_drops_columns_with_a_notice_and_sanitizes_errors() {
+    let esq = Esq::start(Options::default()).await;
+    let ticket = clinician_ticket(&esq).await;
+    let url = esq.libpq_url("clinician", "clinician");
+    let (status, out, err) = esq
+        .psql(
+            &url,
+            Some(&format!("-c esq.ticket={ticket}")),
+            &["SELECT * FROM burial_2024 LIMIT 3"],
+        )
+        .await;
+    assert_eq!(status, 0, "{err}");
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("burial_date") && header.contains("name"),
+        "{out}"
+    );
+    assert!(!header.contains("ssn") && !header.contains("dob"), "{out}");
+    assert!(err.contains("NOTICE") && err.contains("ssn"), "{err}");
+
+    // A backend error keeps its SQLSTATE but not the value it quoted.
+    let client = connect_with_ticket(&esq, &ticket).await;
+    let sample: String = client
+        .query_one("SELECT county FROM burial_2024 LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let error = client
+        .query("SELECT county::int FROM burial_2024", &[])
+        .await
+        .unwrap_err();
+    let db = error.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "22P02");
+    assert!(!db.message().contains(&sample), "{}", db.message());
+    assert!(db.detail().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_prepares_with_parameters_and_a_revoked_ticket_goes_stale() {
+    let esq = Esq::start(Options::default()).await;
+    let ticket = esq.foia_ticket().await;
+    let client = connect_with_ticket(&esq, &ticket).await;
+    let statement = client
+        .prepare("SELECT state, count(*) FROM burial_2024 WHERE state = $1 GROUP BY state")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let rows = client.query(&statement, &[&"CA"]).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].get::<_, i64>(1) >= 11);
+    }
+    // Small groups are suppressed for parameters too.
+    let small = client.query(&statement, &[&"SD"]).await.unwrap();
+    assert!(small.iter().all(|r| r.get::<_, i64>(1) >= 11));
+    // Denied statements fail at Parse with the guard's SQLSTATE.
+    let denied = client
+        .prepare("SELECT ssn FROM burial_2024")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.as_db_error().unwrap().code().code(), "42501");
+    // The session survives a denial.
+    assert_eq!(client.query(&statement, &[&"TX"]).await.unwrap().len(), 1);
+
+    // Revoked mid-session: the next statement is "ticket stale" (28000),
+    // also for the statement prepared earlier.
+    let id = esq::tickets::TicketId::parse(&ticket).unwrap();
+    assert!(esq
+        .app()
+        .tickets
+        .store
+        .revoke(&id.hash(), chrono::Utc::now())
+        .await
+        .unwrap());
+    let stale = client.query(&statement, &[&"CA"]).await.unwrap_err();
+    let db = stale.as_db_error().unwrap();
+    assert_eq!((db.code().code(), db.message()), ("28000", "ticket stale"));
+    let stale = client
+        .simple_query("SELECT state, count(*) FROM burial_2024 GROUP BY state")
+        .await
+        .unwrap_err();
+    assert_eq!(stale.as_db_error().unwrap().code().code(), "28000");
+    // Metadata still works, and a fresh ticket set in the session works.
+    let fresh = esq.foia_ticket().await;
+    client
+        .simple_query(&format!("SET esq.ticket = '{fresh}'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .query(&statement, &[&"CA"])
+            .await
+            .unwrap_err()
+            .as_db_error()
+            .unwrap()
+            .code()
+            .code(),
+        "28000",
+        "a statement prepared under the revoked ticket stays stale"
+    );
+    let again = client
+        .query(
+            "SELECT state, count(*) FROM burial_2024 WHERE state = $1 GROUP BY state",
+            &[&"CA"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_long_query_and_large_results_stream_in_flat_memory() {
+    let esq = Esq::start(Options::default()).await;
+    let ticket = clinician_ticket(&esq).await;
+    let client = connect_with_ticket(&esq, &ticket).await;
+
+    let cancel = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await
+    });
+    let started = std::time::Instant::now();
+    let error = client
+        .query(
+            "SELECT count(*) FROM burial_2024 a CROSS JOIN burial_2024 b CROSS JOIN burial_2024 c",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(
+        error.as_db_error().map(|e| e.code().code()),
+        Some("57014"),
+        "{error}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
+    // 1,000,000 rows through esq: memory stays flat.
+    use futures_util::TryStreamExt;
+    let before = rss_kib();
+    let rows = client
+        .query_raw(
+            "SELECT a.id, a.county FROM burial_2024 a CROSS JOIN burial_2024 b LIMIT 1000000",
+            std::iter::empty::<i32>(),
+        )
+        .await
+        .unwrap();
+    futures_util::pin_mut!(rows);
+    let mut count = 0u64;
+    let mut peak = before;
+    while let Some(_row) = rows.try_next().await.unwrap() {
+        count += 1;
+        if count.is_multiple_of(50_000) {
+            peak = peak.max(rss_kib());
+        }
+    }
+    assert_eq!(count, 1_000_000);
+    let growth_mib = (peak.saturating_sub(before)) as f64 / 1024.0;
+    println!("1M-row stream: RSS before {before} KiB, peak {peak} KiB (+{growth_mib:.1} MiB)");
+    assert!(
+        growth_mib < 64.0,
+        "RSS grew by {growth_mib:.1} MiB while streaming"
+    );
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_in_simple_extended_and_prepared_modes() {
+    let esq = Esq::start(Options {
+        pgbench: true,
+        rows: Some(2_000),
+        ..Options::default()
+    })
+    .await;
+    let ticket = esq
+        .ticket(
+            "journalist",
+            serde_json::json!({"dataset": "pgbench_accounts", "purpose": "benchmark",
+                               "fields": ["aid", "abalance"]}),
+        )
+        .await;
+    let script = common::repo().join("bench/pgbench_select_only.sql");
+    for mode in ["simple", "extended", "prepared"] {
+        let out = tokio::process::Command::new("pgbench")
+            .args(["-n", "-c", "4", "-j", "2", "-t", "100", "-M", mode, "-f"])
+            .arg(&script)
+            .arg(esq.libpq_url("journalist", "journalist"))
+            .env("PGOPTIONS", format!("-c esq.ticket={ticket}"))
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "pgbench -M {mode}: {stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("number of transactions actually processed: 400/400"),
+            "pgbench -M {mode}: {stdout}"
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0"),
+            "{stdout}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_closes_one_connection_and_the_door_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let esq = Esq::start(Options {
+        rows: Some(1_000),
+        ..Options::default()
+    })
+    .await;
+    let addr = esq.running().pg_addr;
+    let ticket = esq.foia_ticket().await;
+
+    // Garbage before the startup packet, and bytes of every kind.
+    for garbage in [
+        vec![0u8; 3],
+        vec![0xff; 64],
+        vec![0, 0, 0, 8, 0, 3, 0, 0],
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = tcp.write_all(&garbage).await;
+        let _ = tcp.shutdown().await;
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tcp.read_to_end(&mut sink),
+        )
+        .await
+        .expect("esq closes a connection it cannot read");
+    }
+
+    // After authenticating: an unknown message type and an oversized message.
+    for bad in [
+        b"z\0\0\0\x04".to_vec(),
+        [b"Q".to_vec(), 0x4000_0000u32.to_be_bytes().to_vec()].concat(),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut startup = Vec::new();
+        let params = format!("user\0ticket\0database\0{}\0\0", esq.database);
+        startup.extend_from_slice(&((8 + params.len()) as u32).to_be_bytes());
+        startup.extend_from_slice(&196_608u32.to_be_bytes());
+        startup.extend_from_slice(params.as_bytes());
+        tcp.write_all(&startup).await.unwrap();
+        let mut request = [0u8; 9];
+        tcp.read_exact(&mut request).await.unwrap();
+        assert_eq!(&request[..1], b"R", "cleartext password request");
+        let mut password = vec![b'p'];
+        password.extend_from_slice(&((4 + ticket.len() + 1) as u32).to_be_bytes());
+        password.extend_from_slice(ticket.as_bytes());
+        password.push(0);
+        tcp.write_all(&password).await.unwrap();
+        tcp.write_all(&bad).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tcp.read_to_end(&mut answer),
+        )
+        .await
+        .expect("closed")
+        .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.contains("08P01"), "{text}");
+    }
+
+    let metrics = esq.app().metrics.render();
+    assert!(
+        metrics.contains("esq_protocol_errors_total{door=\"pg\"}"),
+        "{metrics}"
+    );
+    let (status, _, err) = esq
+        .psql(&esq.libpq_url("journalist", "journalist"), None, &["\\dt"])
+        .await;
+    assert_eq!(status, 0, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_fails_sessions_cleanly_then_esq_recovers() {
+    let esq = Esq::start(Options {
+        rows: Some(1_000),
+        private: true,
+        ..Options::default()
+    })
+    .await;
+    let ticket = esq.foia_ticket().await;
+    let client = connect_with_ticket(&esq, &ticket).await;
+    client
+        .simple_query("SELECT 1 FROM pg_catalog.pg_class LIMIT 1")
+        .await
+        .unwrap();
+    esq.pg.restart().await;
+    let lost = client
+        .simple_query("SELECT 1 FROM pg_catalog.pg_class LIMIT 1")
+        .await
+        .unwrap_err();
+    println!("after restart: {lost}");
+    // A new session works without restarting esq.
+    let fresh = connect_with_ticket(&esq, &ticket).await;
+    let rows = fresh
+        .query(
+            "SELECT state, count(*) FROM burial_2024 GROUP BY state",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_idle_sessions_with_57p01() {
+    let mut esq = Esq::start(Options {
+        rows: Some(1_000),
+        ..Options::default()
+    })
+    .await;
+    let ticket = esq.foia_ticket().await;
+    let client = connect_with_ticket(&esq, &ticket).await;
+    client
+        .simple_query("SELECT 1 FROM pg_catalog.pg_class LIMIT 1")
+        .await
+        .unwrap();
+    let running = esq.running.take().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), running.stop())
+        .await
+        .expect("an idle session does not hold up shutdown");
+    assert!(client.simple_query("SELECT 1").await.is_err());
+    assert!(client.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_psycopg_sqlalchemy_and_pandas_work_with_a_ticket_as_password() {
+    let esq = Esq::start(Options::default()).await;
+    let ticket = esq.foia_ticket().await;
+    let script = common::repo().join("tests/drivers/python_drivers.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .env("ESQ_HOST", "127.0.0.1")
+        .env("ESQ_PORT", esq.pg_port().to_string())
+        .env("ESQ_DB", &esq.database)
+        .env("ESQ_TICKET", &ticket)
+        .output()
+        .await
+        .expect("python3 is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "install the drivers first: python3 -m pip install -r tests/drivers/requirements.txt (scripts/test does)\n{stderr}"
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    println!("{stdout}");
 }

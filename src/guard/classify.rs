@@ -45,6 +45,8 @@ const SHOWABLE: &[&str] = &[
     "server_version_num",
     "server_encoding",
     "transaction_isolation",
+    // SQLAlchemy asks this way (SHOW TRANSACTION ISOLATION LEVEL).
+    "transaction isolation level",
     "transaction_read_only",
     "default_transaction_read_only",
     "standard_conforming_strings",
@@ -73,10 +75,11 @@ pub fn classify(statement: &Statement) -> Checked<Kind> {
             Ok(Kind::Session)
         }
         Statement::Commit { chain: false, .. } => Ok(Kind::Session),
-        Statement::Rollback {
-            chain: false,
-            savepoint: None,
-        } => Ok(Kind::Session),
+        // Savepoints only mark and undo work inside a read-only transaction
+        // (SQLAlchemy and psycopg use them).
+        Statement::Rollback { chain: false, .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => Ok(Kind::Session),
         Statement::Discard {
             object_type: DiscardObject::ALL,
         } => Ok(Kind::Session),
@@ -96,6 +99,9 @@ pub fn classify(statement: &Statement) -> Checked<Kind> {
                 ))
             }
         }
+        // Drivers (psycopg) drop their prepared statements with it; a
+        // statement prepared again goes through the guard again.
+        Statement::Deallocate { .. } => Ok(Kind::Session),
         Statement::Set(set) => classify_set(set),
         other => Err(not_allowed(&statement_kind(other))),
     }

@@ -71,6 +71,7 @@ pub(super) fn agree_kinds(pg: &PgReading, kinds: &[Kind]) -> Checked<()> {
                 "VariableSetStmt",
                 "VariableShowStmt",
                 "DiscardStmt",
+                "DeallocateStmt",
             ],
         };
         if !expected.contains(&pg_kind.as_str()) {
@@ -123,6 +124,7 @@ fn statement_kind(node: Option<&pg_query::NodeEnum>) -> String {
         Some(NodeEnum::VariableSetStmt(_)) => "VariableSetStmt",
         Some(NodeEnum::VariableShowStmt(_)) => "VariableShowStmt",
         Some(NodeEnum::DiscardStmt(_)) => "DiscardStmt",
+        Some(NodeEnum::DeallocateStmt(_)) => "DeallocateStmt",
         _ => "other",
     }
     .to_string()

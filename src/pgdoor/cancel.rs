@@ -30,7 +30,13 @@ impl CancelKeys {
                 continue;
             }
             let secret = [random[4], random[5], random[6], random[7]];
-            sessions.insert(pid, Entry { secret, backend_key });
+            sessions.insert(
+                pid,
+                Entry {
+                    secret,
+                    backend_key,
+                },
+            );
             return (pid, i32::from_be_bytes(secret));
         }
     }

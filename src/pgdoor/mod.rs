@@ -87,7 +87,10 @@ impl PgDoor {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(left = sessions.len(), "shutdown grace over: closing remaining sessions");
+            tracing::warn!(
+                left = sessions.len(),
+                "shutdown grace over: closing remaining sessions"
+            );
             sessions.abort_all();
         }
     }

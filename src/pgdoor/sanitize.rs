@@ -105,7 +105,10 @@ mod tests {
         let raw = body(&[
             (b'S', "ERROR"),
             (b'C', "22P02"),
-            (b'M', "invalid input syntax for type integer: \"123-45-6789\""),
+            (
+                b'M',
+                "invalid input syntax for type integer: \"123-45-6789\"",
+            ),
             (b'D', "Key (ssn)=(123-45-6789) already exists."),
             (b'W', "SQL function \"f\" statement 1 'x'"),
             (b'q', "select '123-45-6789'"),

@@ -40,7 +40,12 @@ pub struct DoorState {
 
 /// Runs one connection to its end. Errors are answered on the connection
 /// (when it still can be) and logged; they never reach other sessions.
-pub async fn run(door: Arc<DoorState>, tcp: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    door: Arc<DoorState>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
     let _ = tcp.set_nodelay(true);
     let handshake_timeout = door.app.config.pg.handshake_timeout;
     let opened = tokio::time::timeout(handshake_timeout, handshake(&door, tcp, peer)).await;
@@ -59,11 +64,19 @@ pub async fn run(door: Arc<DoorState>, tcp: TcpStream, peer: SocketAddr, shutdow
         }
     };
     let labels = DoorLabels { door: Door::pg };
-    door.app.metrics.active_sessions.get_or_create(&labels).inc();
+    door.app
+        .metrics
+        .active_sessions
+        .get_or_create(&labels)
+        .inc();
     let key = ready.cancel_key.0;
     serve(&door, ready, shutdown).await;
     door.cancel_keys.unregister(key);
-    door.app.metrics.active_sessions.get_or_create(&labels).dec();
+    door.app
+        .metrics
+        .active_sessions
+        .get_or_create(&labels)
+        .dec();
 }
 
 fn protocol_error(door: &DoorState) {
@@ -169,9 +182,9 @@ async fn accept(
         return Err(refused("08006", "esq cannot reach the database"));
     };
     if !settings.is_empty() {
-        conn.apply_settings(&settings).await.map_err(|err| {
-            refused("22023", format!("a startup setting was refused: {err}"))
-        })?;
+        conn.apply_settings(&settings)
+            .await
+            .map_err(|err| refused("22023", format!("a startup setting was refused: {err}")))?;
     }
     let mut ticket = authenticated.ticket;
     if let Some(text) = ticket_setting {
@@ -212,11 +225,12 @@ async fn accept(
     })
 }
 
+/// Client settings to apply upstream, as (name, value).
+type Settings = Vec<(String, String)>;
+
 /// The client's startup parameters and `-c` settings: the ticket, and the
 /// harmless client settings to apply upstream. Anything else is refused.
-fn client_settings(
-    packet: &StartupPacket,
-) -> Result<(Option<String>, Vec<(String, String)>), HandshakeError> {
+fn client_settings(packet: &StartupPacket) -> Result<(Option<String>, Settings), HandshakeError> {
     let mut ticket = None;
     let mut settings = Vec::new();
     let all = packet
@@ -231,7 +245,10 @@ fn client_settings(
             // parsed is what PostgreSQL reads); clients are told so.
             "client_encoding" => {}
             "replication" => {
-                return Err(refused("42501", "esq does not serve replication connections"))
+                return Err(refused(
+                    "42501",
+                    "esq does not serve replication connections",
+                ))
             }
             name if crate::guard::is_settable(name) => settings.push((name.to_string(), value)),
             name => {
@@ -292,7 +309,6 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     let mut state = ProtocolState::default();
     let mut out = BytesMut::with_capacity(8192);
     let idle_timeout = door.app.config.pg.idle_timeout;
-    let mut clean_end = false;
     let relay_end = 'session: loop {
         loop {
             let frame = match frames.next_buffered() {
@@ -318,7 +334,6 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                     TicketChange::Clear => ticket = None,
                 },
                 Ok(Step::Terminate) => {
-                    clean_end = true;
                     if !out.is_empty() {
                         let _ = upstream_write.write_all(&out).await;
                     }
@@ -333,7 +348,9 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
             }
         }
         if !out.is_empty() {
-            if upstream_write.write_all(&out).await.is_err() || upstream_write.flush().await.is_err() {
+            if upstream_write.write_all(&out).await.is_err()
+                || upstream_write.flush().await.is_err()
+            {
                 break 'session relay_task.await.ok();
             }
             out.clear();
@@ -380,7 +397,6 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
             backend_key,
             parameters,
         });
-        let _ = clean_end;
         door.upstream.release(lease, reusable).await;
     }
     tracing::info!(user = %principal.name, %peer, "session ended");
@@ -443,9 +459,13 @@ async fn handle(
             let sql = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             state.sequence += 1;
             let forward = view.decide(&sql, state.sequence, false).await;
-            let step = apply(state, shared, forward, |sql, out| {
-                put_message(out, b'Q', |b| put_cstr(b, sql))
-            }, out);
+            let step = apply(
+                state,
+                shared,
+                forward,
+                |sql, out| put_message(out, b'Q', |b| put_cstr(b, sql)),
+                out,
+            );
             state.rounds_sent += 1;
             Ok(step)
         }
@@ -629,10 +649,7 @@ async fn handle(
         }
         // Copy messages outside a COPY are ignored, as PostgreSQL does.
         b'd' | b'c' | b'f' => Ok(Step::Continue),
-        other => Err(format!(
-            "invalid frontend message type {:?}",
-            other as char
-        )),
+        other => Err(format!("invalid frontend message type {:?}", other as char)),
     }
 }
 

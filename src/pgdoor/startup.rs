@@ -138,7 +138,9 @@ pub fn parse_startup(code: i32, payload: &[u8]) -> Result<StartupPacket, WireErr
         }
     }
     if packet.user.is_empty() {
-        return Err(WireError::Invalid("the startup packet names no user".into()));
+        return Err(WireError::Invalid(
+            "the startup packet names no user".into(),
+        ));
     }
     Ok(packet)
 }
@@ -182,7 +184,10 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, WireError> 
         let (name, value) = assignment.split_once('=').ok_or_else(|| {
             WireError::Invalid(format!("options: {assignment:?} is not name=value"))
         })?;
-        settings.push((name.trim().to_ascii_lowercase().replace('-', "_"), value.to_string()));
+        settings.push((
+            name.trim().to_ascii_lowercase().replace('-', "_"),
+            value.to_string(),
+        ));
     }
     Ok(settings)
 }
@@ -216,7 +221,13 @@ mod tests {
         assert_eq!(packet.user, "journalist");
         assert_eq!(packet.database.as_deref(), Some("esq"));
         assert_eq!(packet.settings, vec![("esq.ticket".into(), "T-1".into())]);
-        assert_eq!(packet.parameters.get("application_name").map(String::as_str), Some("psql"));
+        assert_eq!(
+            packet
+                .parameters
+                .get("application_name")
+                .map(String::as_str),
+            Some("psql")
+        );
         assert!(parse_startup(wire::PROTOCOL_3_0, b"user\0x").is_err());
         assert!(parse_startup(wire::PROTOCOL_3_0, b"database\0x\0\0").is_err());
     }

@@ -103,7 +103,10 @@ impl SessionView<'_> {
                             (b'V', "NOTICE"),
                             (b'C', "01000"),
                             (b'M', &text),
-                            (b'H', "request a ticket that includes them, if policy allows"),
+                            (
+                                b'H',
+                                "request a ticket that includes them, if policy allows",
+                            ),
                         ],
                     );
                     substitutions.push(Substitution::Before {

@@ -67,7 +67,10 @@ pub fn recognise(sql: &str) -> Option<TicketStatement> {
             _ => None,
         },
         Statement::ShowVariable { variable } => {
-            let name: Vec<String> = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect();
+            let name: Vec<String> = variable
+                .iter()
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect();
             (name.join(".") == SETTING).then_some(TicketStatement::Show)
         }
         _ => None,

@@ -54,7 +54,9 @@ impl Frame {
 pub async fn read_startup<R: AsyncRead + Unpin>(reader: &mut R) -> Result<(i32, Bytes), WireError> {
     let len = match reader.read_i32().await {
         Ok(len) => len,
-        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(WireError::Closed)
+        }
         Err(err) => return Err(err.into()),
     };
     let len = usize::try_from(len).unwrap_or(0);

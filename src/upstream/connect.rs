@@ -26,7 +26,10 @@ pub struct ConnectParams {
     /// `-c name=value …` for the startup packet: the session settings every
     /// upstream session starts with (and returns to on `DISCARD ALL`).
     pub options: String,
-    pub tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     pub connect_timeout: Duration,
 }
 
@@ -106,7 +109,11 @@ async fn connect_inner(params: &ConnectParams) -> Result<UpstreamConn, UpstreamE
             backend::Message::ReadyForQuery(_) => return Ok(conn),
             backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
             backend::Message::NoticeResponse(_) => {}
-            _ => return Err(UpstreamError::Protocol("unexpected message at startup".into())),
+            _ => {
+                return Err(UpstreamError::Protocol(
+                    "unexpected message at startup".into(),
+                ))
+            }
         }
     }
 }
@@ -184,7 +191,9 @@ async fn authenticate(
     match conn.read_message().await? {
         backend::Message::AuthenticationOk => Ok(()),
         backend::Message::ErrorResponse(body) => Err(server_error(&body)),
-        _ => Err(UpstreamError::Protocol("unexpected authentication answer".into())),
+        _ => Err(UpstreamError::Protocol(
+            "unexpected authentication answer".into(),
+        )),
     }
 }
 
@@ -260,10 +269,18 @@ impl UpstreamConn {
 
     /// Applies client settings with `set_config($1, $2, false)` (values
     /// travel as parameters, never spliced into SQL).
-    pub async fn apply_settings(&mut self, settings: &[(String, String)]) -> Result<(), UpstreamError> {
+    pub async fn apply_settings(
+        &mut self,
+        settings: &[(String, String)],
+    ) -> Result<(), UpstreamError> {
         let mut out = BytesMut::new();
-        frontend::parse("", "SELECT pg_catalog.set_config($1, $2, false)", [], &mut out)
-            .map_err(protocol)?;
+        frontend::parse(
+            "",
+            "SELECT pg_catalog.set_config($1, $2, false)",
+            [],
+            &mut out,
+        )
+        .map_err(protocol)?;
         for (name, value) in settings {
             frontend::bind(
                 "",

@@ -248,7 +248,13 @@ fn connect_params(config: &Config) -> Result<ConnectParams, UpstreamError> {
 fn client_tls(
     config: &Config,
     host: &str,
-) -> Result<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>), UpstreamError> {
+) -> Result<
+    (
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    ),
+    UpstreamError,
+> {
     let ca_file = config.upstream.ca_file.as_ref().ok_or_else(|| {
         UpstreamError::Config(
             "upstream.url says sslmode=require: set upstream.ca_file to the CA that signed the upstream certificate".into(),

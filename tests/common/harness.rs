@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use esq::serve::Running;
 use esq::tickets::TicketRequest;
@@ -76,9 +76,17 @@ impl Esq {
                 .arg(pg.url())
                 .output()
                 .await
-                .expect("pgbench is installed (apt-get install -y postgresql-contrib or postgresql)");
-            assert!(status.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&status.stderr));
-            grants.push_str(&format!("GRANT SELECT ON public.pgbench_accounts TO {role};"));
+                .expect(
+                    "pgbench is installed (apt-get install -y postgresql-contrib or postgresql)",
+                );
+            assert!(
+                status.status.success(),
+                "pgbench -i: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
+            grants.push_str(&format!(
+                "GRANT SELECT ON public.pgbench_accounts TO {role};"
+            ));
             std::fs::copy(
                 super::repo().join("bench/catalog/pgbench_accounts.yaml"),
                 catalog_dir.path().join("pgbench_accounts.yaml"),
@@ -89,9 +97,18 @@ impl Esq {
         let upstream = format!("postgres://{role}@127.0.0.1:{}/{database}", pg.port());
         let mut config_env = vec![
             ("ESQ_UPSTREAM__URL".to_string(), upstream),
-            ("ESQ_UPSTREAM__PASSWORD".to_string(), SERVICE_PASSWORD.to_string()),
-            ("ESQ_SERVER__PG_LISTEN".to_string(), "127.0.0.1:0".to_string()),
-            ("ESQ_SERVER__HTTP_LISTEN".to_string(), "127.0.0.1:0".to_string()),
+            (
+                "ESQ_UPSTREAM__PASSWORD".to_string(),
+                SERVICE_PASSWORD.to_string(),
+            ),
+            (
+                "ESQ_SERVER__PG_LISTEN".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
+            (
+                "ESQ_SERVER__HTTP_LISTEN".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
             (
                 "ESQ_CATALOG__DIR".to_string(),
                 catalog_dir.path().display().to_string(),
@@ -115,11 +132,9 @@ impl Esq {
             running.stop().await;
         }
         esq::tls::install_crypto_provider();
-        let config = esq::config::Config::load_with_env(
-            &super::shipped_config(),
-            self.config_env.clone(),
-        )
-        .expect("test config loads");
+        let config =
+            esq::config::Config::load_with_env(&super::shipped_config(), self.config_env.clone())
+                .expect("test config loads");
         let app = Arc::new(esq::app::App::from_config(config).expect("app loads"));
         self.running = Some(esq::serve::start(app).await.expect("esq starts"));
     }
@@ -138,7 +153,12 @@ impl Esq {
 
     /// Issues a ticket for `user` as the HTTP door would.
     pub async fn ticket(&self, user: &str, request: serde_json::Value) -> String {
-        let principal = self.app().users.principal(user).expect("known user").clone();
+        let principal = self
+            .app()
+            .users
+            .principal(user)
+            .expect("known user")
+            .clone();
         let request: TicketRequest = serde_json::from_value(request).expect("ticket request");
         self.app()
             .tickets
@@ -169,10 +189,24 @@ impl Esq {
 
     /// Runs psql through esq: `(exit status, stdout, stderr)`.
     /// Each command is one `-c` (one simple Query message).
-    pub async fn psql(&self, url: &str, options: Option<&str>, commands: &[&str]) -> (i32, String, String) {
+    pub async fn psql(
+        &self,
+        url: &str,
+        options: Option<&str>,
+        commands: &[&str],
+    ) -> (i32, String, String) {
         let mut command = tokio::process::Command::new("psql");
         command
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-P", "pager=off", "-d", url])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=0",
+                "-P",
+                "pager=off",
+                "-d",
+                url,
+            ])
             .env_remove("PGOPTIONS");
         for sql in commands {
             command.args(["-c", sql]);

@@ -89,6 +89,29 @@ impl TestPostgres {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    /// Restarts a private cluster (`pg_ctl restart -m fast`): every
+    /// connection to it is cut.
+    pub async fn restart(&self) {
+        let Kind::Cluster {
+            bindir,
+            data,
+            as_postgres,
+            dir,
+        } = &self.kind
+        else {
+            panic!("restart needs a private cluster (TestPostgres::start_private)");
+        };
+        run(pg_command(bindir, "pg_ctl", *as_postgres, dir.path())
+            .arg("-D")
+            .arg(data)
+            // A log file, or the server would hold our output pipe open.
+            .arg("-l")
+            .arg(dir.path().join("postgres.log"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart"]))
+        .await
+        .unwrap_or_else(|e| panic!("pg_ctl restart: {e}"));
+    }
+
     /// `postgres://user@127.0.0.1:port/dbname`, usable by tokio-postgres
     /// (`NoTls`) and by `psql`.
     pub fn url(&self) -> String {
