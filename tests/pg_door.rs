@@ -207,6 +207,20 @@ async fn tokio_postgres_prepares_with_parameters_and_a_revoked_ticket_goes_stale
     // The session survives a denial.
     assert_eq!(client.query(&statement, &[&"TX"]).await.unwrap().len(), 1);
 
+    // Pipelined (tokio-postgres sends all three before reading): answers
+    // come back in order, the denial in its own place.
+    let (first, denied, third) = tokio::join!(
+        client.query(&statement, &[&"CA"]),
+        client.query("SELECT name FROM burial_2024", &[]),
+        client.simple_query("SELECT state, count(*) FROM burial_2024 GROUP BY state"),
+    );
+    assert_eq!(first.unwrap().len(), 1);
+    assert_eq!(
+        denied.unwrap_err().as_db_error().unwrap().code().code(),
+        "42501"
+    );
+    assert!(third.unwrap().len() > 10);
+
     // Revoked mid-session: the next statement is "ticket stale" (28000),
     // also for the statement prepared earlier.
     let id = esq::tickets::TicketId::parse(&ticket).unwrap();

@@ -20,7 +20,9 @@ use super::auth::{self, AuthError};
 use super::cancel::CancelKeys;
 use super::relay::{self, Control, Shared, Substitution};
 use super::startup::{self, Opening, StartupPacket};
-use super::statement::{error_bytes, ticket_problem_error, Forward, SessionView, TicketChange};
+use super::statement::{
+    error_bytes, marker, ticket_problem_error, Forward, SessionView, TicketChange,
+};
 use super::ticket_statement::{self, TicketStatement};
 use super::wire::{self, Frame, FrameReader, WireError};
 use crate::app::App;
@@ -544,7 +546,7 @@ async fn handle(
                     // Bind to a statement that does not exist; its error
                     // answer is replaced by the refusal.
                     state.sequence += 1;
-                    let marker = format!("{}_{}", view.marker_prefix, state.sequence);
+                    let marker = marker(view.marker_prefix, state.sequence);
                     shared.push(
                         state.rounds_sent,
                         Substitution::Error {
@@ -630,7 +632,7 @@ async fn handle(
         b'X' => Ok(Step::Terminate),
         b'F' => {
             state.sequence += 1;
-            let marker = format!("{}_{}", view.marker_prefix, state.sequence);
+            let marker = marker(view.marker_prefix, state.sequence);
             shared.push(
                 state.rounds_sent,
                 Substitution::Error {

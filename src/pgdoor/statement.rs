@@ -210,7 +210,7 @@ impl SessionView<'_> {
 
     /// Forwards the marker stand-in and substitutes `error` for its answer.
     fn refuse(&self, sequence: u64, error: Bytes) -> Forward {
-        let marker = format!("{}_{sequence}", self.marker_prefix);
+        let marker = marker(self.marker_prefix, sequence);
         Forward {
             sql: marker.clone(),
             substitutions: vec![Substitution::Error {
@@ -306,6 +306,13 @@ fn denial_error(denial: &Denial, scope: Option<&Scope>, no_ticket: bool) -> Byte
         );
     }
     error_bytes(denial.code, &denial.reason, &detail, &hint)
+}
+
+/// The stand-in statement (or statement name) for refusal number
+/// `sequence`: a bare word PostgreSQL refuses, whose error quotes it. The
+/// trailing letter keeps `…_5z` from matching inside `…_50z`.
+pub fn marker(prefix: &str, sequence: u64) -> String {
+    format!("{prefix}_{sequence}z")
 }
 
 pub fn error_bytes(code: &str, message: &str, detail: &str, hint: &str) -> Bytes {
