@@ -171,4 +171,87 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
         out
     }
+
+    /// The classic Prometheus text format (`text/plain; version=0.0.4`),
+    /// which `promtool check metrics` and older scrapers read: counter
+    /// families are named with their `_total` suffix, and the OpenMetrics
+    /// `# UNIT` and `# EOF` lines are left out.
+    pub fn render_prometheus_text(&self) -> String {
+        openmetrics_to_prometheus_text(&self.render())
+    }
+}
+
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(pending) = help.replace(line) {
+                out.push_str(pending);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" if !name.ends_with("_total") => (format!("{name}_total"), "counter"),
+                "unknown" => (name.to_string(), "untyped"),
+                other => (name.to_string(), other),
+            };
+            if let Some(pending) = help.take() {
+                let text = pending
+                    .strip_prefix("# HELP ")
+                    .and_then(|r| r.split_once(' '))
+                    .map(|(_, text)| text)
+                    .unwrap_or("");
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if let Some(pending) = help.take() {
+            out.push_str(pending);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(pending) = help {
+        out.push_str(pending);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_with_total_and_drops_eof() {
+        let metrics = Metrics::new();
+        metrics.decision(Door::http, Outcome::deny);
+        let text = metrics.render_prometheus_text();
+        assert!(
+            text.contains("# HELP esq_decisions_total Guard decisions"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE esq_decisions_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("esq_decisions_total{door=\"http\",outcome=\"deny\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE esq_guard_seconds histogram"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+    }
 }

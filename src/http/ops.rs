@@ -51,15 +51,25 @@ pub async fn readyz(handler: &Handler, session: &mut ServerSession) -> Result<()
     Ok(())
 }
 
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the
+/// classic text format (`promtool check metrics`, curl).
 pub async fn metrics(handler: &Handler, session: &mut ServerSession) -> Result<(), Failure> {
-    let text = handler.app().metrics.render();
-    send(
-        session,
-        200,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        Bytes::from(text),
-        &[],
-    )
-    .await?;
+    let openmetrics = session
+        .get_header("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let metrics = &handler.app().metrics;
+    let (content_type, text) = if openmetrics {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render_prometheus_text(),
+        )
+    };
+    send(session, 200, content_type, Bytes::from(text), &[]).await?;
     Ok(())
 }
