@@ -64,7 +64,7 @@ async fn query(esq: &TestEsq, ticket: &str, body: Value) -> (StatusCode, Value) 
 
 /// Per-state counts straight from PostgreSQL, rows on or after `cutoff`.
 async fn direct_counts(esq: &TestEsq, cutoff: &str) -> BTreeMap<String, i64> {
-    let client = esq.pg.connect().await;
+    let client = esq.pg().connect().await;
     client
         .query(
             "SELECT state, count(*) FROM public.burial_2024 WHERE burial_date >= $1::text::date GROUP BY state",
@@ -553,7 +553,7 @@ async fn rows_stream_as_json_or_ndjson_with_structured_filters() {
     );
     let rows: Vec<Value> = response.json().await.unwrap();
     let direct: i64 = esq
-        .pg
+        .pg()
         .connect()
         .await
         .query_one(
@@ -645,7 +645,7 @@ async fn an_unreachable_upstream_is_not_ready_and_queries_fail_with_502() {
         socket.local_addr().unwrap().port()
     };
     let esq = TestEsq::start_on(
-        pg,
+        Some(pg),
         &format!("postgres://esq_service@127.0.0.1:{dead}/postgres"),
         &[],
     )

@@ -11,7 +11,8 @@ pub const SAMPLE_ROWS: u64 = 5_000;
 pub const SERVICE_ROLE: &str = "esq_service";
 
 pub struct TestEsq {
-    pub pg: TestPostgres,
+    /// `None` for an esq whose upstream is not a test PostgreSQL.
+    pub pg: Option<TestPostgres>,
     pub running: Option<esq::serve::Running>,
     /// `http://127.0.0.1:<port>`
     pub base: String,
@@ -58,11 +59,15 @@ impl TestEsq {
     pub async fn start(overrides: &[(&str, &str)]) -> TestEsq {
         let pg = sample_postgres().await;
         let url = service_url(&pg);
-        Self::start_on(pg, &url, overrides).await
+        Self::start_on(Some(pg), &url, overrides).await
     }
 
     /// As [`TestEsq::start`], with an explicit upstream URL.
-    pub async fn start_on(pg: TestPostgres, upstream: &str, overrides: &[(&str, &str)]) -> TestEsq {
+    pub async fn start_on(
+        pg: Option<TestPostgres>,
+        upstream: &str,
+        overrides: &[(&str, &str)],
+    ) -> TestEsq {
         esq::tls::install_crypto_provider();
         let mut env: Vec<(String, String)> = vec![
             ("ESQ_UPSTREAM__URL".into(), upstream.to_string()),
@@ -84,6 +89,11 @@ impl TestEsq {
             running: Some(running),
             base,
         }
+    }
+
+    /// The test PostgreSQL behind this esq.
+    pub fn pg(&self) -> &TestPostgres {
+        self.pg.as_ref().expect("this esq has a test PostgreSQL")
     }
 
     pub fn url(&self, path: &str) -> String {
