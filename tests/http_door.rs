@@ -123,6 +123,34 @@ async fn seed_walk_through_counts_by_state_with_small_groups_suppressed_then_sta
         assert!(!small.contains(&&state.to_string()));
     }
 
+    // The seed's walk-through, verbatim with curl (plus the bearer token).
+    if let Some(ticket) = curl(&[
+        "-X",
+        "POST",
+        &esq.url("/api/esq/ticket"),
+        "-H",
+        &format!("Authorization: Bearer {}", token("journalist")),
+        "-d",
+        r#"{ "dataset":"burial_2024",
+        "purpose":"FOIA aggregation",
+        "fields":["state","id"],
+        "aggregate":"count" }"#,
+    ])
+    .await
+    {
+        let ticket = ticket["ticket"].as_str().unwrap().to_string();
+        let answer = curl(&[
+            &esq.url("/api/dta/query"),
+            "-H",
+            &format!("X-ESQ-Ticket: {ticket}"),
+            "-d",
+            r#"{ "groupBy":"state" }"#,
+        ])
+        .await
+        .unwrap();
+        assert_eq!(answer, Value::Array(rows.clone()));
+    }
+
     // After expiry the same call is refused as stale.
     let short = ticket_for(&esq, "2s").await;
     let (status, _) = query(&esq, &short, json!({"groupBy": "state"})).await;
@@ -133,6 +161,27 @@ async fn seed_walk_through_counts_by_state_with_small_groups_suppressed_then_sta
     assert_eq!(body["error"], "ticket stale", "{body}");
 
     esq.stop().await;
+}
+
+/// Runs curl and parses its output as JSON; `None` when curl is missing.
+async fn curl(args: &[&str]) -> Option<Value> {
+    let out = match tokio::process::Command::new("curl")
+        .arg("-sS")
+        .args(args)
+        .output()
+        .await
+    {
+        Ok(out) => out,
+        Err(_) => {
+            eprintln!("NOTICE: curl not installed; skipping the verbatim curl walk-through");
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr))),
+    )
 }
 
 async fn ticket_for(esq: &TestEsq, ttl: &str) -> String {

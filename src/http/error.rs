@@ -122,7 +122,7 @@ impl ApiError {
             ),
             ApiError::UnsupportedMediaType => (
                 415,
-                json!({"error": "unsupported media type", "message": "send Content-Type: application/json"}),
+                json!({"error": "unsupported media type", "message": "send JSON with Content-Type: application/json"}),
             ),
             ApiError::PayloadTooLarge(limit) => (
                 413,

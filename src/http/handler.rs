@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -158,7 +158,11 @@ impl Handler {
         if let Some(value) = session.get_header("content-type") {
             let text = value.to_str().unwrap_or("");
             let media = text.split(';').next().unwrap_or("").trim();
-            if !media.eq_ignore_ascii_case("application/json") {
+            // `curl -d` sends form encoding by default: the seed's
+            // walk-through does exactly that, so its bodies are read as JSON.
+            let json = media.eq_ignore_ascii_case("application/json")
+                || media.eq_ignore_ascii_case("application/x-www-form-urlencoded");
+            if !json {
                 return Err(ApiError::UnsupportedMediaType);
             }
         }
@@ -307,8 +311,15 @@ impl HttpServerApp for Handler {
     ) -> Option<ReusedHttpStream> {
         let timeout = self.app().config.http.request_timeout;
         // Idle keep-alive connections end as soon as the door stops.
+        // A keep-alive connection may idle up to KEEPALIVE_SECS; after that
+        // the request head must arrive within the request timeout (no
+        // slow-loris connections held forever).
+        let head_deadline = timeout + Duration::from_secs(KEEPALIVE_SECS);
         let read = tokio::select! {
-            read = session.read_request() => read,
+            read = tokio::time::timeout(head_deadline, session.read_request()) => match read {
+                Ok(read) => read,
+                Err(_) => return None,
+            },
             _ = shutdown_requested(shutdown) => return None,
         };
         match read {
