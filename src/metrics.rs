@@ -44,6 +44,12 @@ pub struct DoorLabels {
     pub door: Door,
 }
 
+/// An HTTP door answer's status code, e.g. `"200"`, `"403"`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpStatusLabels {
+    pub code: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -60,6 +66,8 @@ pub struct Metrics {
     pub upstream_errors: Counter,
     /// Connections closed because of a protocol error or a limit.
     pub protocol_errors: Family<DoorLabels, Counter<u64, AtomicU64>>,
+    /// HTTP door answers by status code.
+    pub http_responses: Family<HttpStatusLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,6 +143,12 @@ impl Metrics {
             "Client connections closed for a protocol error or a limit",
             protocol_errors.clone(),
         );
+        let http_responses = Family::<HttpStatusLabels, Counter>::default();
+        registry.register(
+            "http_responses",
+            "HTTP door answers by status code",
+            http_responses.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             decisions,
@@ -148,6 +162,7 @@ impl Metrics {
             upstream_waiting,
             upstream_errors,
             protocol_errors,
+            http_responses,
         }
     }
 

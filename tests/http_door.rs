@@ -650,6 +650,9 @@ async fn metrics_health_and_readiness() {
         "esq_tickets_issued_total 1",
         "esq_guard_seconds_count",
         r#"esq_statement_seconds_count{door="http"}"#,
+        r#"esq_http_responses_total{code="200"}"#,
+        r#"esq_http_responses_total{code="403"} 1"#,
+        r#"esq_active_sessions{door="http"}"#,
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }

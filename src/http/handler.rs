@@ -20,6 +20,7 @@ use super::pool::HttpPool;
 use super::rate_limit::RateLimiter;
 use crate::app::App;
 use crate::auth::Principal;
+use crate::metrics::{Door, DoorLabels, HttpStatusLabels};
 
 /// Request line plus headers accepted, in bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -327,6 +328,11 @@ impl HttpServerApp for Handler {
             Ok(false) => return None,
             Err(err) => {
                 tracing::debug!(peer = %self.peer, error = %err, "HTTP door: unreadable request");
+                self.app()
+                    .metrics
+                    .protocol_errors
+                    .get_or_create(&DoorLabels { door: Door::http })
+                    .inc();
                 return None;
             }
         }
@@ -359,6 +365,15 @@ impl HttpServerApp for Handler {
                     return None;
                 }
             }
+        }
+        if let Some(answer) = session.response_written() {
+            self.app()
+                .metrics
+                .http_responses
+                .get_or_create(&HttpStatusLabels {
+                    code: answer.status.as_u16().to_string(),
+                })
+                .inc();
         }
         let persistent = HttpPersistentSettings::for_session(&session);
         match session.finish().await {

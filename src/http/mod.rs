@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::app::App;
+use crate::metrics::{Door, DoorLabels};
 use handler::{Handler, Shared};
 
 /// The first byte of a TLS ClientHello record.
@@ -150,8 +151,17 @@ impl HttpDoor {
             }
             (_, false) => Box::new(L4Stream::from(tcp)),
         };
+        let sessions = self
+            .shared
+            .app
+            .metrics
+            .active_sessions
+            .get_or_create(&DoorLabels { door: Door::http })
+            .clone();
+        sessions.inc();
         let handler = Arc::new(Handler::new(self.shared.clone(), peer));
         let _ = handler.process_new(stream, &shutdown).await;
+        sessions.dec();
     }
 }
 
