@@ -392,3 +392,119 @@ fn order_by(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::tickets::Aggregate;
+
+    fn dataset() -> std::sync::Arc<Dataset> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog");
+        let catalog = Catalog::load_dir(&dir).expect("catalog loads");
+        catalog.dataset("burial_2024").expect("dataset").clone()
+    }
+
+    fn scope(aggregate: Option<Aggregate>) -> Scope {
+        let now = chrono::Utc::now();
+        Scope {
+            id: "S-test".into(),
+            dataset: "burial_2024".into(),
+            fields: vec!["state".into(), "county".into()],
+            aggregate,
+            min_group_size: 11,
+            row_filters: Default::default(),
+            retention_cutoff: None,
+            purpose: "tests".into(),
+            user: "tester".into(),
+            policy_ids: vec![],
+            issued_at: now,
+            expires_at: now,
+        }
+    }
+
+    fn sql(body: serde_json::Value, aggregate: Option<Aggregate>) -> Result<String, String> {
+        let body: QueryBody = serde_json::from_value(body).map_err(|e| e.to_string())?;
+        body.statement(&dataset(), &scope(aggregate))
+            .map_err(|e| e.to_response().1.to_string())
+    }
+
+    #[test]
+    fn group_by_compiles_to_a_grouped_count() {
+        assert_eq!(
+            sql(
+                serde_json::json!({"groupBy": "state"}),
+                Some(Aggregate::Count)
+            )
+            .as_deref(),
+            Ok("SELECT state, count(*) AS count FROM \"public\".\"burial_2024\" GROUP BY state")
+        );
+        assert_eq!(
+            sql(serde_json::json!({}), Some(Aggregate::Count)).as_deref(),
+            Ok("SELECT count(*) AS count FROM \"public\".\"burial_2024\"")
+        );
+    }
+
+    #[test]
+    fn filters_order_and_limit_become_ast_nodes() {
+        let text = sql(
+            serde_json::json!({
+                "select": ["state", "burial_date"],
+                "where": {"state": ["CA", "NY"], "burial_date": {"gte": "2024-01-01", "lt": "2024-07-01"}},
+                "orderBy": ["burial_date desc", "-state"],
+                "limit": 10
+            }),
+            None,
+        )
+        .expect("compiles");
+        assert_eq!(
+            text,
+            "SELECT state, burial_date FROM \"public\".\"burial_2024\" \
+             WHERE burial_date >= '2024-01-01' AND burial_date < '2024-07-01' AND state IN ('CA', 'NY') \
+             ORDER BY burial_date DESC, state DESC LIMIT 10"
+        );
+    }
+
+    #[test]
+    fn values_stay_literals_and_names_must_be_fields() {
+        let text = sql(
+            serde_json::json!({"groupBy": "state", "where": {"state": "CA' OR '1'='1"}}),
+            Some(Aggregate::Count),
+        )
+        .expect("compiles");
+        assert!(text.contains("state = 'CA'' OR ''1''=''1'"), "{text}");
+        for (body, field) in [
+            (
+                serde_json::json!({"groupBy": "state; DROP TABLE x"}),
+                "groupBy",
+            ),
+            (serde_json::json!({"select": ["\"ssn\""]}), "select"),
+            (
+                serde_json::json!({"where": {"1=1 OR state": "CA"}}),
+                "where.1=1 OR state",
+            ),
+            (
+                serde_json::json!({"groupBy": "state", "orderBy": "name"}),
+                "orderBy",
+            ),
+            (
+                serde_json::json!({"groupBy": "state", "select": "county"}),
+                "select",
+            ),
+            (serde_json::json!({"limit": 0}), "limit"),
+            (serde_json::json!({"where": {"state": null}}), "where.state"),
+            (
+                serde_json::json!({"where": {"state": {"like": "C%"}}}),
+                "where.state.like",
+            ),
+            (serde_json::json!({"where": {"state": []}}), "where.state"),
+            (serde_json::json!({"sql": "SELECT 1", "limit": 1}), "sql"),
+        ] {
+            let err = sql(body.clone(), None).expect_err(&body.to_string());
+            assert!(
+                err.contains(&format!("\"field\":{}", serde_json::json!(field))),
+                "{body}: {err}"
+            );
+        }
+    }
+}
