@@ -149,6 +149,28 @@ async fn seed_walk_through_counts_by_state_with_small_groups_suppressed_then_sta
         .await
         .unwrap();
         assert_eq!(answer, Value::Array(rows.clone()));
+
+        // With `Expect: 100-continue` (curl adds it to large bodies) curl
+        // waits a second for the go-ahead unless the server gives it.
+        let padded = format!("{{ \"groupBy\":\"state\" {} }}", " ".repeat(2048));
+        let started = std::time::Instant::now();
+        let answer = curl(&[
+            &esq.url("/api/dta/query"),
+            "-H",
+            &format!("X-ESQ-Ticket: {ticket}"),
+            "-H",
+            "Expect: 100-continue",
+            "-d",
+            &padded,
+        ])
+        .await
+        .unwrap();
+        assert_eq!(answer, Value::Array(rows.clone()));
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     // After expiry the same call is refused as stale.

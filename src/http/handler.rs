@@ -202,6 +202,16 @@ impl Handler {
                 return Err(ApiError::PayloadTooLarge(limit));
             }
         }
+        let expects_continue = session
+            .get_header("expect")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+        if expects_continue {
+            // curl waits a second for this before sending bodies over 1 KiB.
+            session.write_continue_response().await.map_err(|err| {
+                ApiError::bad_request(None, format!("cannot answer Expect: {err}"))
+            })?;
+        }
         let mut body = BytesMut::new();
         loop {
             let chunk = session.read_request_body().await.map_err(|err| {
