@@ -819,3 +819,42 @@ async fn https_with_http2_and_h2c_serve_the_same_api() {
     assert!(rows[0]["count"].as_i64() >= rows[1]["count"].as_i64());
     esq.stop().await;
 }
+
+#[tokio::test]
+async fn stopping_finishes_answers_in_flight_and_closes_idle_connections() {
+    let esq = TestEsq::start(&[]).await;
+    let http = client();
+    // An idle keep-alive connection must not hold the stop up.
+    let response = http.get(esq.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, issued) = issue(&esq, "clinician", clinician_request()).await;
+    let ticket = issued["ticket"].as_str().unwrap().to_string();
+    let response = http
+        .post(esq.url("/api/dta/query"))
+        .header("x-esq-ticket", &ticket)
+        .header("accept", "application/x-ndjson")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let base = esq.base.clone();
+    let started = std::time::Instant::now();
+    let (_, body) = tokio::join!(esq.stop(), response.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let body = body.expect("the answer in flight completes");
+    assert!(body.lines().count() > 1000, "{}", body.lines().count());
+    assert!(body
+        .lines()
+        .all(|l| serde_json::from_str::<Value>(l).is_ok()));
+    // The door no longer accepts connections.
+    assert!(Client::new()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err());
+}
