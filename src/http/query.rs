@@ -192,17 +192,17 @@ async fn stream_answer(
         app.metrics.upstream_errors.inc();
         ApiError::Upstream(message)
     };
-    let lease = handler.shared.pool.get().await.map_err(|err| match err {
+    let mut lease = handler.shared.pool.get().await.map_err(|err| match err {
         PoolError::Busy => {
             ApiError::Unavailable("all upstream connections are busy; retry shortly".into())
         }
         other => upstream_failed(other.to_string()),
     })?;
-    let client = lease.client();
-    let statement = client
+    let statement = lease
         .prepare(&allowed.sql)
         .await
         .map_err(|err| upstream_failed(describe(&err)))?;
+    let client = lease.client();
     let mut encoder = RowEncoder::new(statement.columns(), format).map_err(ApiError::Upstream)?;
     let params: [&(dyn ToSql + Sync); 0] = [];
     let rows = client
