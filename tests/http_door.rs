@@ -858,3 +858,22 @@ async fn stopping_finishes_answers_in_flight_and_closes_idle_connections() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn tls_required_refuses_plaintext_with_a_clear_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = esq::tls::make_dev_certs(dir.path()).unwrap();
+    let cert = certs.server_cert.display().to_string();
+    let key = certs.server_key.display().to_string();
+    let esq = TestEsq::start(&[
+        ("ESQ_TLS__CERT", cert.as_str()),
+        ("ESQ_TLS__KEY", key.as_str()),
+        ("ESQ_TLS__REQUIRED", "true"),
+    ])
+    .await;
+    let response = client().get(esq.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "tls required", "{body}");
+    esq.stop().await;
+}
