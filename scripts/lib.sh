@@ -59,5 +59,5 @@ free_port() {
 # What building esq needs: a C compiler and libclang for pg_query
 # (PostgreSQL's own parser, libpg_query).
 ensure_build_packages() {
-  ensure_packages cc:gcc clang:clang libclang:libclang-dev
+  ensure_packages cc:gcc clang:clang libclang:libclang-dev cmake:cmake
 }

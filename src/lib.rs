@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod guard;
+pub mod http;
 pub mod metrics;
 pub mod pgdoor;
 pub mod policy;

@@ -44,6 +44,12 @@ pub struct DoorLabels {
     pub door: Door,
 }
 
+/// An HTTP door answer's status code, e.g. `"200"`, `"403"`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpStatusLabels {
+    pub code: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -60,6 +66,8 @@ pub struct Metrics {
     pub upstream_errors: Counter,
     /// Connections closed because of a protocol error or a limit.
     pub protocol_errors: Family<DoorLabels, Counter<u64, AtomicU64>>,
+    /// HTTP door answers by status code.
+    pub http_responses: Family<HttpStatusLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,6 +143,12 @@ impl Metrics {
             "Client connections closed for a protocol error or a limit",
             protocol_errors.clone(),
         );
+        let http_responses = Family::<HttpStatusLabels, Counter>::default();
+        registry.register(
+            "http_responses",
+            "HTTP door answers by status code",
+            http_responses.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             decisions,
@@ -148,6 +162,7 @@ impl Metrics {
             upstream_waiting,
             upstream_errors,
             protocol_errors,
+            http_responses,
         }
     }
 
@@ -170,5 +185,88 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
         out
+    }
+
+    /// The classic Prometheus text format (`text/plain; version=0.0.4`),
+    /// which `promtool check metrics` and older scrapers read: counter
+    /// families are named with their `_total` suffix, and the OpenMetrics
+    /// `# UNIT` and `# EOF` lines are left out.
+    pub fn render_prometheus_text(&self) -> String {
+        openmetrics_to_prometheus_text(&self.render())
+    }
+}
+
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(pending) = help.replace(line) {
+                out.push_str(pending);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" if !name.ends_with("_total") => (format!("{name}_total"), "counter"),
+                "unknown" => (name.to_string(), "untyped"),
+                other => (name.to_string(), other),
+            };
+            if let Some(pending) = help.take() {
+                let text = pending
+                    .strip_prefix("# HELP ")
+                    .and_then(|r| r.split_once(' '))
+                    .map(|(_, text)| text)
+                    .unwrap_or("");
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if let Some(pending) = help.take() {
+            out.push_str(pending);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(pending) = help {
+        out.push_str(pending);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_with_total_and_drops_eof() {
+        let metrics = Metrics::new();
+        metrics.decision(Door::http, Outcome::deny);
+        let text = metrics.render_prometheus_text();
+        assert!(
+            text.contains("# HELP esq_decisions_total Guard decisions"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE esq_decisions_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("esq_decisions_total{door=\"http\",outcome=\"deny\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE esq_guard_seconds histogram"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
     }
 }

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
+use crate::http::HttpDoor;
 use crate::pgdoor::PgDoor;
 use crate::upstream::UpstreamPool;
 
@@ -20,6 +21,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("HTTP door: {0}")]
+    Http(crate::http::BindError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("upstream: {0}")]
@@ -29,6 +32,8 @@ pub enum ServeError {
 /// A running esq: both doors, until [`Running::stop`].
 pub struct Running {
     pub pg_addr: SocketAddr,
+    /// Where the HTTP door listens (the bound port when configured as 0).
+    pub http_addr: SocketAddr,
     pub app: Arc<App>,
     pub upstream: Arc<UpstreamPool>,
     shutdown: watch::Sender<bool>,
@@ -49,10 +54,26 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
             source,
         })?;
     let pg_addr = pg.local_addr();
-    let tasks = vec![tokio::spawn(pg.run(watch_shutdown.clone()))];
+    let http = HttpDoor::bind(app.clone(), tls.clone())
+        .await
+        .map_err(|err| match err {
+            crate::http::BindError::Listen(source) => ServeError::Listen {
+                door: "HTTP",
+                addr: app.config.server.http_listen,
+                source,
+            },
+            other => ServeError::Http(other),
+        })?;
+    let http_addr = http.local_addr();
+    let tasks = vec![
+        tokio::spawn(pg.run(watch_shutdown.clone())),
+        tokio::spawn(http.run(watch_shutdown.clone(), app.config.pg.shutdown_grace)),
+    ];
     tracing::info!(%pg_addr, tls = tls.is_some(), "PostgreSQL door listening");
+    tracing::info!(%http_addr, tls = tls.is_some(), "HTTP door listening");
     Ok(Running {
         pg_addr,
+        http_addr,
         app,
         upstream,
         shutdown,
@@ -61,8 +82,8 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
 }
 
 impl Running {
-    /// Stops accepting, lets sessions finish (up to `pg.shutdown_grace`),
-    /// then returns.
+    /// Stops accepting, lets sessions and HTTP requests finish (up to
+    /// `pg.shutdown_grace`), then returns.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {

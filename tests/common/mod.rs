@@ -3,6 +3,7 @@
 
 pub mod harness;
 pub mod postgres;
+pub mod server;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,75 @@
+//! Operations endpoints: `GET /healthz` (the process answers), `GET /readyz`
+//! (the ticket store and the upstream database answer) and `GET /metrics`
+//! (Prometheus text exposition).
+
+use bytes::Bytes;
+use chrono::Utc;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use super::handler::{send, send_json, Failure, Handler};
+use crate::tickets::TicketId;
+
+pub async fn healthz(session: &mut ServerSession) -> Result<(), Failure> {
+    send_json(session, 200, &json!({"status": "ok"}), &[]).await?;
+    Ok(())
+}
+
+pub async fn readyz(handler: &Handler, session: &mut ServerSession) -> Result<(), Failure> {
+    let app = handler.app();
+    // Any lookup exercises the store; an unknown id costs nothing.
+    let store = match TicketId::generate() {
+        Ok(probe) => match app.tickets.store.get(&probe, Utc::now()).await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(err.to_string()),
+        },
+        Err(err) => Err(format!("no random source: {err}")),
+    };
+    let upstream = handler
+        .shared
+        .pool
+        .check()
+        .await
+        .map_err(|err| err.to_string());
+    let state = |r: &Result<(), String>| match r {
+        Ok(()) => json!("ok"),
+        Err(message) => json!({"error": message}),
+    };
+    let ready = store.is_ok() && upstream.is_ok();
+    let mut body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "ticket_store": state(&store),
+        "upstream": state(&upstream),
+    });
+    if !ready {
+        body["error"] = json!("not ready");
+    }
+    if !ready {
+        tracing::warn!(%body, "HTTP door: not ready");
+    }
+    send_json(session, if ready { 200 } else { 503 }, &body, &[]).await?;
+    Ok(())
+}
+
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the
+/// classic text format (`promtool check metrics`, curl).
+pub async fn metrics(handler: &Handler, session: &mut ServerSession) -> Result<(), Failure> {
+    let openmetrics = session
+        .get_header("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let metrics = &handler.app().metrics;
+    let (content_type, text) = if openmetrics {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render_prometheus_text(),
+        )
+    };
+    send(session, 200, content_type, Bytes::from(text), &[]).await?;
+    Ok(())
+}

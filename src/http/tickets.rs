@@ -1,0 +1,121 @@
+//! `POST /api/esq/ticket` (the policies decide; `201` with the ticket, its
+//! lifetime and scope) and `DELETE /api/esq/ticket/{id}` (the owner or an
+//! `esq_admin` revokes). Both need a bearer token and are audited.
+
+use chrono::Utc;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::handler::{send_json, Failure, Handler};
+use crate::audit::{fingerprint, AuditEvent};
+use crate::metrics::{Door, Outcome};
+use crate::tickets::{IssueError, TicketId, TicketRequest};
+
+/// The role that may revoke anyone's ticket.
+pub const ADMIN_ROLE: &str = "esq_admin";
+
+pub async fn issue(handler: &Handler, session: &mut ServerSession) -> Result<(), Failure> {
+    let app = handler.app();
+    let user = handler.authenticate(session)?;
+    handler.rate_limit(&user.name)?;
+    let request: TicketRequest = handler.json_body(session).await?;
+    let result = app.tickets.issue(&user, &request, Utc::now()).await;
+    let audit = |outcome: Outcome, ticket_hash: Option<String>, policy_id: Option<&str>| {
+        app.audit.record(&AuditEvent {
+            door: Door::http,
+            user: &user.name,
+            client: Some(handler.peer),
+            ticket_hash,
+            dataset: Some(&request.dataset),
+            outcome,
+            sqlstate: None,
+            fingerprint: fingerprint(&format!("issue_ticket {}", request.dataset)),
+            rewritten: None,
+            rows: None,
+            classification: None,
+            policy_id,
+        });
+    };
+    match result {
+        Ok(issued) => {
+            app.metrics.tickets_issued.inc();
+            let hash = TicketId::parse(&issued.ticket)
+                .ok()
+                .map(|id| id.hash().to_hex());
+            audit(
+                Outcome::allow,
+                hash,
+                issued.scope.policy_ids.first().map(String::as_str),
+            );
+            let body = serde_json::to_value(&issued)
+                .map_err(|err| ApiError::Internal(format!("ticket response: {err}")))?;
+            send_json(session, 201, &body, &[]).await?;
+            Ok(())
+        }
+        Err(IssueError::BadRequest(bad)) => Err(ApiError::BadRequest {
+            field: Some(bad.field),
+            message: bad.message,
+        }
+        .into()),
+        Err(IssueError::Denied(verdict)) => {
+            audit(
+                Outcome::deny,
+                None,
+                verdict.denied_by.first().map(String::as_str),
+            );
+            Err(ApiError::PolicyDenied(verdict).into())
+        }
+        Err(IssueError::Store(err)) => Err(ApiError::Unavailable(err.to_string()).into()),
+        Err(IssueError::Random(err)) => Err(ApiError::Internal(err).into()),
+    }
+}
+
+pub async fn revoke(
+    handler: &Handler,
+    session: &mut ServerSession,
+    id: &str,
+) -> Result<(), Failure> {
+    let app = handler.app();
+    let user = handler.authenticate(session)?;
+    handler.rate_limit(&user.name)?;
+    let id = TicketId::parse(id).map_err(|_| ApiError::MalformedTicket)?;
+    let hash = id.hash();
+    let now = Utc::now();
+    let store = |err: crate::tickets::StoreError| ApiError::Unavailable(err.to_string());
+    let Some(owner) = app.tickets.store.owner(&hash, now).await.map_err(store)? else {
+        return Err(ApiError::UnknownTicket.into());
+    };
+    if owner != user.name && !user.has_role(ADMIN_ROLE) {
+        return Err(ApiError::Forbidden(format!(
+            "only the ticket's owner or a user with role {ADMIN_ROLE} may revoke it"
+        ))
+        .into());
+    }
+    let revoked = app.tickets.store.revoke(&hash, now).await.map_err(store)?;
+    if revoked {
+        app.metrics.tickets_revoked.inc();
+    }
+    app.audit.record(&AuditEvent {
+        door: Door::http,
+        user: &user.name,
+        client: Some(handler.peer),
+        ticket_hash: Some(hash.to_hex()),
+        dataset: None,
+        outcome: Outcome::stale,
+        sqlstate: None,
+        fingerprint: fingerprint("revoke_ticket"),
+        rewritten: None,
+        rows: None,
+        classification: None,
+        policy_id: None,
+    });
+    send_json(
+        session,
+        200,
+        &json!({"revoked": revoked, "ticket_hash": hash.to_string()}),
+        &[],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! Keeps `openapi.yaml` true: every documented path, method and status is
+//! provoked against a live esq (real PostgreSQL with the sample data), and
+//! each answer must have that status, a documented media type, the
+//! documented response headers, and a body that fits the documented schema
+//! (types, `required`, `const`, `enum`, `oneOf`, `items`, `$ref`). A
+//! documented status without a scenario here fails the test, and so does a
+//! scenario for a status the file does not document.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::server::{service_url, token, TestEsq};
+use reqwest::{Client, RequestBuilder, Response};
+use serde_json::{json, Value};
+
+type Key = (String, String, u16);
+
+fn load_spec() -> Value {
+    let text = std::fs::read_to_string(common::repo().join("openapi.yaml")).unwrap();
+    serde_saphyr::from_str(&text).expect("openapi.yaml parses")
+}
+
+fn documented(spec: &Value) -> BTreeSet<Key> {
+    let mut keys = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            for status in operation["responses"].as_object().unwrap().keys() {
+                keys.insert((path.clone(), method.to_uppercase(), status.parse().unwrap()));
+            }
+        }
+    }
+    keys
+}
+
+/// Follows `$ref`s inside the file.
+fn resolve<'a>(spec: &'a Value, mut node: &'a Value) -> &'a Value {
+    while let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+        let pointer = reference.strip_prefix('#').expect("local $ref");
+        node = spec
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("dangling $ref {reference}"));
+    }
+    node
+}
+
+fn type_matches(name: &str, value: &Value) -> bool {
+    match name {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        other => panic!("unknown type {other} in openapi.yaml"),
+    }
+}
+
+/// The subset of JSON Schema the file uses.
+fn validate(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    let schema = resolve(spec, schema);
+    if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
+        let fits = options
+            .iter()
+            .filter(|o| validate(spec, o, value, at).is_ok())
+            .count();
+        if fits == 0 {
+            return Err(format!("{at}: {value} fits none of the oneOf schemas"));
+        }
+    }
+    if let Some(expected) = schema.get("const") {
+        if expected != value {
+            return Err(format!("{at}: {value} is not {expected}"));
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            return Err(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+    }
+    match schema.get("type") {
+        Some(Value::String(name)) if !type_matches(name, value) => {
+            return Err(format!("{at}: {value} is not of type {name}"));
+        }
+        Some(Value::Array(names))
+            if !names
+                .iter()
+                .any(|n| type_matches(n.as_str().unwrap(), value)) =>
+        {
+            return Err(format!("{at}: {value} is not of types {names:?}"));
+        }
+        _ => {}
+    }
+    if let Value::Object(object) = value {
+        for required in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = required.as_str().unwrap();
+            if !object.contains_key(name) {
+                return Err(format!(
+                    "{at}: required property {name} missing from {value}"
+                ));
+            }
+        }
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            for (name, property) in properties {
+                if let Some(inner) = object.get(name) {
+                    validate(spec, property, inner, &format!("{at}.{name}"))?;
+                }
+            }
+        }
+    }
+    if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
+        for (i, item) in items.iter().enumerate().take(100) {
+            validate(spec, item_schema, item, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks one live answer against the documented response.
+async fn check(spec: &Value, key: &Key, response: Response) -> Result<(), String> {
+    let (path, method, status) = key;
+    let documented = resolve(
+        spec,
+        &spec["paths"][path][method.to_lowercase()]["responses"][status.to_string()],
+    );
+    if response.status().as_u16() != *status {
+        let got = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!(
+            "{method} {path}: expected {status}, got {got}: {body}"
+        ));
+    }
+    if let Some(headers) = documented.get("headers").and_then(Value::as_object) {
+        for name in headers.keys() {
+            if !response
+                .headers()
+                .contains_key(name.to_lowercase().as_str())
+            {
+                return Err(format!(
+                    "{method} {path} {status}: documented header {name} missing"
+                ));
+            }
+        }
+    }
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| {
+            v.to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default();
+    let Some(media) = documented.get("content").and_then(|c| c.get(&content_type)) else {
+        return Err(format!(
+            "{method} {path} {status}: media type {content_type:?} not documented"
+        ));
+    };
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    if content_type == "application/json" {
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("{method} {path} {status}: not JSON: {e}"))?;
+        validate(
+            spec,
+            &media["schema"],
+            &value,
+            &format!("{method} {path} {status}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The servers the scenarios need.
+struct Servers {
+    main: TestEsq,
+    /// `http.rate_limit_per_minute = 1`
+    limited: TestEsq,
+    /// Upstream refuses connections.
+    dead: TestEsq,
+    /// Upstream accepts and never answers; `http.request_timeout = 1s`.
+    hanging: TestEsq,
+}
+
+fn http() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn foia() -> Value {
+    json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
+           "fields": ["state", "id"], "aggregate": "count", "ttl": "5m"})
+}
+
+async fn new_ticket(esq: &TestEsq, user: &str) -> String {
+    let answer: Value = http()
+        .post(esq.url("/api/esq/ticket"))
+        .bearer_auth(token(user))
+        .json(&foia())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["ticket"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_string()
+}
+
+fn query(esq: &TestEsq, ticket: &str) -> RequestBuilder {
+    http()
+        .post(esq.url("/api/dta/query"))
+        .header("x-esq-ticket", ticket)
+}
+
+/// The requests that provoke each documented answer.
+async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> {
+    let (path, method, status) = key;
+    let m = &s.main;
+    let huge = "x".repeat(1 << 20);
+    let send = |r: RequestBuilder| async move { r.send().await.unwrap() };
+    match (path.as_str(), method.as_str(), *status) {
+        ("/api/esq/ticket", "POST", 201) => vec![send(http().post(m.url("/api/esq/ticket")).bearer_auth(token("journalist")).json(&foia())).await],
+        ("/api/esq/ticket", "POST", 400) => vec![
+            send(http().post(m.url("/api/esq/ticket")).bearer_auth(token("journalist")).header("content-type", "application/json").body("{")).await,
+            send(http().post(m.url("/api/esq/ticket")).bearer_auth(token("journalist")).json(&json!({"dataset": "burial_2024", "purpose": "x", "fields": ["state"], "x": 1}))).await,
+        ],
+        ("/api/esq/ticket", "POST", 401) => vec![
+            send(http().post(m.url("/api/esq/ticket")).json(&foia())).await,
+            send(http().post(m.url("/api/esq/ticket")).bearer_auth("forged").json(&foia())).await,
+        ],
+        ("/api/esq/ticket", "POST", 403) => vec![send(http().post(m.url("/api/esq/ticket")).bearer_auth(token("journalist")).json(&json!({"dataset": "burial_2024", "purpose": "FOIA", "fields": ["ssn"]}))).await],
+        ("/api/esq/ticket", "POST", 413) => vec![send(http().post(m.url("/api/esq/ticket")).bearer_auth(token("journalist")).header("content-type", "application/json").body(huge)).await],
+        ("/api/esq/ticket", "POST", 415) => vec![send(http().post(m.url("/api/esq/ticket")).bearer_auth(token("journalist")).header("content-type", "text/plain").body("{}")).await],
+        ("/api/esq/ticket", "POST", 429) => vec![send(http().post(s.limited.url("/api/esq/ticket")).bearer_auth(token("journalist")).json(&foia())).await],
+
+        ("/api/esq/ticket/{id}", "DELETE", status) => {
+            let id = match status {
+                400 => "not-a-ticket".to_string(),
+                404 => format!("T-{}", "A".repeat(32)),
+                429 => limited_ticket.to_string(),
+                _ => new_ticket(m, "journalist").await,
+            };
+            let (esq, user) = match status {
+                403 => (m, Some("ca_official")),
+                401 => (m, None),
+                429 => (&s.limited, Some("journalist")),
+                _ => (m, Some("journalist")),
+            };
+            let mut request = http().delete(esq.url(&format!("/api/esq/ticket/{id}")));
+            if let Some(user) = user {
+                request = request.bearer_auth(token(user));
+            }
+            vec![send(request).await]
+        }
+
+        ("/api/dta/query", "POST", 200) => {
+            let ticket = new_ticket(m, "journalist").await;
+            vec![
+                send(query(m, &ticket).json(&json!({"groupBy": "state"}))).await,
+                send(query(m, &ticket).header("accept", "application/x-ndjson").json(&json!({"groupBy": "state"}))).await,
+                send(query(m, &ticket).json(&json!({"sql": "SELECT state, count(*) FROM burial_2024 GROUP BY state"}))).await,
+            ]
+        }
+        ("/api/dta/query", "POST", 400) => {
+            let ticket = new_ticket(m, "journalist").await;
+            vec![
+                send(query(m, &ticket).json(&json!({"groupBy": "state", "x": 1}))).await,
+                send(query(m, "T-short").json(&json!({"groupBy": "state"}))).await,
+            ]
+        }
+        ("/api/dta/query", "POST", 401) => vec![send(http().post(m.url("/api/dta/query")).json(&json!({"groupBy": "state"}))).await],
+        ("/api/dta/query", "POST", 403) => {
+            let ticket = new_ticket(m, "journalist").await;
+            vec![
+                send(query(m, &format!("T-{}", "B".repeat(32))).json(&json!({"groupBy": "state"}))).await,
+                send(query(m, &ticket).json(&json!({"sql": "SELECT name FROM burial_2024"}))).await,
+            ]
+        }
+        ("/api/dta/query", "POST", 413) => {
+            let ticket = new_ticket(m, "journalist").await;
+            vec![send(query(m, &ticket).header("content-type", "application/json").body(huge)).await]
+        }
+        ("/api/dta/query", "POST", 415) => {
+            let ticket = new_ticket(m, "journalist").await;
+            vec![send(query(m, &ticket).header("content-type", "text/csv").body("state")).await]
+        }
+        ("/api/dta/query", "POST", 429) => vec![send(query(&s.limited, limited_ticket).json(&json!({"groupBy": "state"}))).await],
+        ("/api/dta/query", "POST", 502) => {
+            let ticket = new_ticket(&s.dead, "journalist").await;
+            vec![send(query(&s.dead, &ticket).json(&json!({"groupBy": "state"}))).await]
+        }
+        ("/api/dta/query", "POST", 504) => {
+            let ticket = new_ticket(&s.hanging, "journalist").await;
+            vec![send(query(&s.hanging, &ticket).json(&json!({"groupBy": "state"}))).await]
+        }
+
+        ("/metrics", "GET", 200) => vec![
+            send(http().get(m.url("/metrics"))).await,
+            send(http().get(m.url("/metrics")).header("accept", "application/openmetrics-text; version=1.0.0")).await,
+        ],
+        ("/healthz", "GET", 200) => vec![send(http().get(m.url("/healthz"))).await],
+        ("/readyz", "GET", 200) => vec![send(http().get(m.url("/readyz"))).await],
+        ("/readyz", "GET", 503) => vec![send(http().get(s.dead.url("/readyz"))).await],
+        other => panic!("openapi.yaml documents {other:?}, but this test has no scenario for it"),
+    }
+}
+
+/// Every scenario above, so that a removed documentation line fails too.
+const SCENARIOS: &[(&str, &str, u16)] = &[
+    ("/api/esq/ticket", "POST", 201),
+    ("/api/esq/ticket", "POST", 400),
+    ("/api/esq/ticket", "POST", 401),
+    ("/api/esq/ticket", "POST", 403),
+    ("/api/esq/ticket", "POST", 413),
+    ("/api/esq/ticket", "POST", 415),
+    ("/api/esq/ticket", "POST", 429),
+    ("/api/esq/ticket/{id}", "DELETE", 200),
+    ("/api/esq/ticket/{id}", "DELETE", 400),
+    ("/api/esq/ticket/{id}", "DELETE", 401),
+    ("/api/esq/ticket/{id}", "DELETE", 403),
+    ("/api/esq/ticket/{id}", "DELETE", 404),
+    ("/api/esq/ticket/{id}", "DELETE", 429),
+    ("/api/dta/query", "POST", 200),
+    ("/api/dta/query", "POST", 400),
+    ("/api/dta/query", "POST", 401),
+    ("/api/dta/query", "POST", 403),
+    ("/api/dta/query", "POST", 413),
+    ("/api/dta/query", "POST", 415),
+    ("/api/dta/query", "POST", 429),
+    ("/api/dta/query", "POST", 502),
+    ("/api/dta/query", "POST", 504),
+    ("/metrics", "GET", 200),
+    ("/healthz", "GET", 200),
+    ("/readyz", "GET", 200),
+    ("/readyz", "GET", 503),
+];
+
+#[tokio::test]
+async fn openapi_yaml_matches_the_live_server() {
+    let spec = load_spec();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let documented = documented(&spec);
+    let tested: BTreeSet<Key> = SCENARIOS
+        .iter()
+        .map(|(p, m, s)| (p.to_string(), m.to_string(), *s))
+        .collect();
+    assert_eq!(
+        documented.difference(&tested).collect::<Vec<_>>(),
+        Vec::<&Key>::new(),
+        "documented but not provoked"
+    );
+    assert_eq!(
+        tested.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&Key>::new(),
+        "provoked but not documented"
+    );
+
+    let main = TestEsq::start(&[]).await;
+    let limited = TestEsq::start_on(
+        None,
+        &service_url(main.pg()),
+        &[("ESQ_HTTP__RATE_LIMIT_PER_MINUTE", "1")],
+    )
+    .await;
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = TestEsq::start_on(
+        None,
+        &format!("postgres://esq_service@127.0.0.1:{dead_port}/postgres"),
+        &[],
+    )
+    .await;
+    // An upstream that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let hanging = TestEsq::start_on(
+        None,
+        &format!("postgres://esq_service@127.0.0.1:{silent_port}/postgres"),
+        &[("ESQ_HTTP__REQUEST_TIMEOUT", "1s")],
+    )
+    .await;
+    let servers = Servers {
+        main,
+        limited,
+        dead,
+        hanging,
+    };
+    // The limited server's one request per minute goes to this ticket.
+    let limited_ticket = new_ticket(&servers.limited, "journalist").await;
+
+    let mut failures = Vec::new();
+    for key in &documented {
+        for response in provoke(&servers, &limited_ticket, key).await {
+            if let Err(problem) = check(&spec, key, response).await {
+                failures.push(problem);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    holder.abort();
+    let Servers {
+        main,
+        limited,
+        dead,
+        hanging,
+    } = servers;
+    for esq in [hanging, dead, limited, main] {
+        esq.stop().await;
+    }
+}
+
+#[test]
+fn the_validator_rejects_what_the_schema_forbids() {
+    let spec = load_spec();
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    assert!(validate(&spec, &error, &json!({"error": "ticket stale"}), "t").is_ok());
+    assert!(validate(&spec, &error, &json!({"error": "made up"}), "t").is_err());
+    assert!(validate(&spec, &error, &json!({"message": "no code"}), "t").is_err());
+    let issued = json!({"$ref": "#/components/schemas/TicketIssued"});
+    assert!(validate(&spec, &issued, &json!({"ticket": "T-x"}), "t").is_err());
+    let denial = json!({"$ref": "#/components/schemas/GuardDenial"});
+    assert!(validate(&spec, &denial, &json!({"error": "ticket stale"}), "t").is_err());
+}
