@@ -480,24 +480,39 @@ async fn a_database_restart_fails_sessions_cleanly_then_esq_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_ends_idle_sessions_with_57p01() {
+async fn shutdown_drains_busy_sessions_and_ends_idle_ones_with_57p01() {
     let mut esq = Esq::start(Options {
-        rows: Some(1_000),
+        rows: Some(4_000),
         ..Options::default()
     })
     .await;
     let ticket = esq.foia_ticket().await;
-    let client = connect_with_ticket(&esq, &ticket).await;
-    client
-        .simple_query("SELECT 1 FROM pg_catalog.pg_class LIMIT 1")
+    let idle = connect_with_ticket(&esq, &ticket).await;
+    idle.simple_query("SELECT 1 FROM pg_catalog.pg_class LIMIT 1")
         .await
         .unwrap();
+    let busy = connect_with_ticket(&esq, &clinician_ticket(&esq).await).await;
+    let in_flight = tokio::spawn(async move {
+        let answer = busy
+            .query_one(
+                "SELECT count(*) FROM burial_2024 a CROSS JOIN burial_2024 b",
+                &[],
+            )
+            .await;
+        (answer, busy)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let running = esq.running.take().unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), running.stop())
+    tokio::time::timeout(std::time::Duration::from_secs(8), running.stop())
         .await
-        .expect("an idle session does not hold up shutdown");
-    assert!(client.simple_query("SELECT 1").await.is_err());
-    assert!(client.is_closed());
+        .expect("sessions drain within the grace period");
+    // The statement in flight finished; the idle session was ended.
+    let (answer, busy) = in_flight.await.unwrap();
+    assert!(answer.unwrap().get::<_, i64>(0) > 1_000_000);
+    assert!(busy.simple_query("SELECT 1").await.is_err());
+    let ended = idle.simple_query("SELECT 1").await.unwrap_err();
+    println!("idle session at shutdown: {ended}");
+    assert!(idle.is_closed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

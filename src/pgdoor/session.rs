@@ -311,6 +311,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     let mut state = ProtocolState::default();
     let mut out = BytesMut::with_capacity(8192);
     let idle_timeout = door.app.config.pg.idle_timeout;
+    let mut draining = *shutdown.borrow();
     let relay_end = 'session: loop {
         loop {
             let frame = match frames.next_buffered() {
@@ -371,7 +372,14 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                 }
             },
             ended = &mut relay_task => break 'session ended.ok(),
-            _ = shutdown.changed() => {
+            changed = shutdown.changed(), if !draining => {
+                // A closed channel means the door is gone: drain as well.
+                let _ = changed;
+                draining = true;
+            }
+            // While draining, end the session as soon as it is idle (its
+            // answers all delivered, no transaction open).
+            _ = tokio::time::sleep(DRAIN_CHECK), if draining => {
                 if is_idle(&shared, &state) {
                     let _ = control.send(Control::Fatal(fatal(
                         "57P01",
@@ -381,11 +389,15 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                 }
             }
             _ = tokio::time::sleep(idle_timeout) => {
-                let _ = control.send(Control::Fatal(fatal(
-                    "57P05",
-                    "terminating connection due to idle-session timeout",
-                )));
-                break 'session relay_task.await.ok();
+                // Only a session waiting for its client is idle; one waiting
+                // for a long answer is not.
+                if is_idle(&shared, &state) {
+                    let _ = control.send(Control::Fatal(fatal(
+                        "57P05",
+                        "terminating connection due to idle-session timeout",
+                    )));
+                    break 'session relay_task.await.ok();
+                }
             }
         }
     };
@@ -403,6 +415,9 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     }
     tracing::info!(user = %principal.name, %peer, "session ended");
 }
+
+/// How often a draining session checks whether it has become idle.
+const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Nothing outstanding upstream and no transaction open.
 fn is_idle(shared: &Shared, state: &ProtocolState) -> bool {
