@@ -51,6 +51,7 @@ ESQ_UPSTREAM__URL="postgres://esq_bench@127.0.0.1:$PGPORT/bench" \
 ESQ_UPSTREAM__PASSWORD=bench \
 ESQ_UPSTREAM__POOL_SIZE=$((IDLE_SESSIONS + CLIENTS + 8)) \
 ESQ_SERVER__PG_LISTEN=127.0.0.1:$PGPORT_ESQ \
+ESQ_PG__MAX_SESSIONS_PER_USER=$((IDLE_SESSIONS + CLIENTS + 8)) \
 ESQ_SERVER__HTTP_LISTEN=127.0.0.1:$HTTP_PORT \
 ESQ_CATALOG__DIR="$WORK/catalog" \
 ESQ_LOG__FILTER=warn \
@@ -82,7 +83,7 @@ for mode in simple extended prepared; do
   for round in 1 2; do
     read -r d_tps d_lat < <(run_direct "$mode")
     read -r e_tps e_lat < <(run_pgbench "$THROUGH" "$mode")
-    ratio=$(python3 -c "print(f'{float('$e_tps')/float('$d_tps'):.2f}')")
+    ratio=$(python3 -c 'import sys; print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}")' "$e_tps" "$d_tps")
     printf '%-9s %-5s %12.0f %10s %12.0f %10s %7s\n' "$mode" "$round" "$d_tps" "$d_lat" "$e_tps" "$e_lat" "$ratio"
   done
 done

@@ -538,3 +538,216 @@ async fn python_psycopg_sqlalchemy_and_pandas_work_with_a_ticket_as_password() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     println!("{stdout}");
 }
+
+/// A raw protocol client logged in as `ticket` (red-team regressions need
+/// message sequences drivers do not send).
+struct Raw {
+    tcp: tokio::net::TcpStream,
+}
+
+impl Raw {
+    async fn login(esq: &Esq, ticket: &str) -> Raw {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(esq.running().pg_addr)
+            .await
+            .unwrap();
+        let params = format!("user\0ticket\0database\0{}\0\0", esq.database);
+        let mut startup = ((8 + params.len()) as u32).to_be_bytes().to_vec();
+        startup.extend_from_slice(&196_608u32.to_be_bytes());
+        startup.extend_from_slice(params.as_bytes());
+        tcp.write_all(&startup).await.unwrap();
+        let mut request = [0u8; 9];
+        tcp.read_exact(&mut request).await.unwrap();
+        let mut raw = Raw { tcp };
+        raw.send(&[message(b'p', &[ticket.as_bytes(), b"\0"].concat())])
+            .await;
+        raw.until_ready().await;
+        raw
+    }
+
+    async fn send(&mut self, messages: &[Vec<u8>]) {
+        use tokio::io::AsyncWriteExt;
+        self.tcp.write_all(&messages.concat()).await.unwrap();
+    }
+
+    /// Messages up to and including the next ReadyForQuery.
+    async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        loop {
+            let tag = self.tcp.read_u8().await.unwrap();
+            let len = self.tcp.read_u32().await.unwrap() as usize;
+            let mut body = vec![0u8; len - 4];
+            self.tcp.read_exact(&mut body).await.unwrap();
+            let done = tag == b'Z';
+            got.push((tag, body));
+            if done {
+                return got;
+            }
+        }
+    }
+}
+
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    message(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+}
+
+fn bind(portal: &str, statement: &str) -> Vec<u8> {
+    message(
+        b'B',
+        format!("{portal}\0{statement}\0\0\0\0\0\0\0").as_bytes(),
+    )
+}
+
+fn execute(portal: &str, rows: u32) -> Vec<u8> {
+    let mut body = format!("{portal}\0").into_bytes();
+    body.extend_from_slice(&rows.to_be_bytes());
+    message(b'E', &body)
+}
+
+fn sync() -> Vec<u8> {
+    message(b'S', b"")
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    message(b'Q', format!("{sql}\0").as_bytes())
+}
+
+fn codes(messages: &[(u8, Vec<u8>)]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|(tag, _)| *tag == b'E')
+        .map(|(_, body)| {
+            let at = body.iter().position(|b| *b == b'C').unwrap();
+            String::from_utf8_lossy(&body[at + 1..at + 6]).into_owned()
+        })
+        .collect()
+}
+
+fn rows(messages: &[(u8, Vec<u8>)]) -> usize {
+    messages.iter().filter(|(tag, _)| *tag == b'D').count()
+}
+
+async fn revoke(esq: &Esq, ticket: &str) {
+    let id = esq::tickets::TicketId::parse(ticket).unwrap();
+    assert!(esq
+        .app()
+        .tickets
+        .store
+        .revoke(&id.hash(), chrono::Utc::now())
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_team_revoked_tickets_stop_statements_portals_and_name_reuse() {
+    let esq = Esq::start(Options {
+        rows: Some(2_000),
+        ..Options::default()
+    })
+    .await;
+
+    // A statement prepared under a ticket, then its name re-prepared as a
+    // ticket statement after revocation: the name is not replaced, and the
+    // old statement never runs again.
+    let ticket = clinician_ticket(&esq).await;
+    let mut raw = Raw::login(&esq, &ticket).await;
+    raw.send(&[parse("x", "SELECT name FROM burial_2024 LIMIT 3"), sync()])
+        .await;
+    assert!(codes(&raw.until_ready().await).is_empty());
+    revoke(&esq, &ticket).await;
+    raw.send(&[parse("x", "RESET esq.ticket"), sync()]).await;
+    assert_eq!(codes(&raw.until_ready().await), ["42P05"]);
+    raw.send(&[bind("", "x"), execute("", 0), sync()]).await;
+    let answer = raw.until_ready().await;
+    assert_eq!(codes(&answer), ["28000"]);
+    assert_eq!(rows(&answer), 0);
+
+    // A suspended portal stops at the next Execute after revocation.
+    let ticket = clinician_ticket(&esq).await;
+    let mut raw = Raw::login(&esq, &ticket).await;
+    raw.send(&[query("BEGIN")]).await;
+    raw.until_ready().await;
+    raw.send(&[
+        parse("", "SELECT name FROM burial_2024"),
+        bind("p", ""),
+        execute("p", 1),
+        sync(),
+    ])
+    .await;
+    let first = raw.until_ready().await;
+    assert_eq!((rows(&first), codes(&first).len()), (1, 0));
+    revoke(&esq, &ticket).await;
+    raw.send(&[execute("p", 5), sync()]).await;
+    let after = raw.until_ready().await;
+    assert_eq!(rows(&after), 0);
+    assert_eq!(codes(&after), ["28000"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_team_ticket_statements_skipped_by_an_error_do_not_apply() {
+    let esq = Esq::start(Options {
+        rows: Some(2_000),
+        ..Options::default()
+    })
+    .await;
+    let ticket = esq.foia_ticket().await;
+    let mut raw = Raw::login(&esq, &ticket).await;
+    // A denied statement first: PostgreSQL skips the rest of the pipeline,
+    // so the RESET after it must not take effect either.
+    raw.send(&[
+        parse("", "SELECT ssn FROM burial_2024"),
+        bind("", ""),
+        execute("", 0),
+        parse("r", "RESET esq.ticket"),
+        bind("", "r"),
+        execute("", 0),
+        sync(),
+    ])
+    .await;
+    assert_eq!(codes(&raw.until_ready().await), ["42501"]);
+    raw.send(&[query(
+        "SELECT state, count(*) FROM burial_2024 GROUP BY state",
+    )])
+    .await;
+    let answer = raw.until_ready().await;
+    assert!(codes(&answer).is_empty(), "{:?}", codes(&answer));
+    assert!(rows(&answer) > 10);
+    // The statement name from the skipped Parse is unknown, not a RESET.
+    raw.send(&[bind("", "r"), execute("", 0), sync()]).await;
+    assert_eq!(codes(&raw.until_ready().await), ["26000"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_team_one_user_cannot_take_every_upstream_connection() {
+    let esq = Esq::start(Options {
+        rows: Some(1_000),
+        env: vec![("ESQ_PG__MAX_SESSIONS_PER_USER".into(), "2".into())],
+        ..Options::default()
+    })
+    .await;
+    let ticket = esq.foia_ticket().await;
+    let _one = connect_with_ticket(&esq, &ticket).await;
+    let _two = connect_with_ticket(&esq, &ticket).await;
+    let third = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(esq.pg_port())
+        .user("journalist")
+        .password("journalist")
+        .dbname(&esq.database)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a third session for the same user is refused");
+    assert_eq!(third.as_db_error().unwrap().code().code(), "53300");
+    // Another user still gets in.
+    let other = clinician_ticket(&esq).await;
+    connect_with_ticket(&esq, &other).await;
+}

@@ -199,14 +199,19 @@ pub struct PgDoorConfig {
     /// Default `10s`.
     #[serde(default = "defaults::handshake_timeout", with = "duration")]
     pub handshake_timeout: Duration,
-    /// A session idle this long (outside a transaction or inside one) is
-    /// closed. Default `1h`.
+    /// A session waiting this long for its client (outside a transaction
+    /// or inside one) is closed: it holds an upstream connection. Default
+    /// `15m`.
     #[serde(default = "defaults::idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
     /// Largest frontend message accepted; a larger one closes the
     /// connection. Default 1 MiB.
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: u32,
+    /// Sessions one user may hold at once (each holds an upstream
+    /// connection, so one user cannot take the whole pool). Default 8.
+    #[serde(default = "defaults::max_sessions_per_user")]
+    pub max_sessions_per_user: u32,
     /// The login name that means "my password is a ticket", for tools that
     /// can only fill a user and a password. Default `ticket`.
     #[serde(default = "defaults::ticket_user")]
@@ -324,7 +329,10 @@ mod defaults {
         Duration::from_secs(10)
     }
     pub fn idle_timeout() -> Duration {
-        Duration::from_secs(3600)
+        Duration::from_secs(15 * 60)
+    }
+    pub fn max_sessions_per_user() -> u32 {
+        8
     }
     pub fn max_message_bytes() -> u32 {
         1024 * 1024
@@ -405,6 +413,7 @@ impl Default for PgDoorConfig {
             handshake_timeout: defaults::handshake_timeout(),
             idle_timeout: defaults::idle_timeout(),
             max_message_bytes: defaults::max_message_bytes(),
+            max_sessions_per_user: defaults::max_sessions_per_user(),
             ticket_user: defaults::ticket_user(),
             shutdown_grace: defaults::shutdown_grace(),
         }

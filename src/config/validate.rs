@@ -88,6 +88,9 @@ fn validate_doors(config: &Config) -> Result<(), Invalid> {
             "must be positive",
         ));
     }
+    if pg.max_sessions_per_user == 0 {
+        return Err(invalid("pg.max_sessions_per_user", "must be at least 1"));
+    }
     if pg.max_message_bytes < 8 * 1024 {
         return Err(invalid("pg.max_message_bytes", "must be at least 8192"));
     }

@@ -50,6 +50,7 @@ impl PgDoor {
                 upstream,
                 tls,
                 cancel_keys: cancel::CancelKeys::default(),
+                sessions_per_user: Default::default(),
             }),
         })
     }

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::sanitize;
+use super::statement::TicketChange;
 use super::wire;
 use crate::stream::BoxedStream;
 
@@ -24,8 +25,13 @@ pub enum Substitution {
     /// Replace the ErrorResponse whose message contains `marker` (the
     /// stand-in was a statement made of that marker).
     Error { marker: String, answer: Bytes },
-    /// Replace the next EmptyQueryResponse (the stand-in was empty text).
-    Empty { answer: Bytes },
+    /// Replace the next EmptyQueryResponse (the stand-in was empty text),
+    /// and apply a ticket change then: PostgreSQL ran the stand-in, so the
+    /// statement counts (one skipped after an error in its pipeline does not).
+    Empty {
+        answer: Bytes,
+        ticket: Option<TicketChange>,
+    },
     /// Send before the next message of this round (e.g. a notice).
     Before { answer: Bytes },
 }
@@ -40,6 +46,11 @@ pub struct Shared {
     pub rounds_done: AtomicU64,
     /// Transaction status of the last `ReadyForQuery` (`I`, `T`, `E`).
     pub status: AtomicU8,
+    /// Rounds in which an error was relayed: messages after it in that
+    /// round were skipped by PostgreSQL.
+    errored: Mutex<Vec<u64>>,
+    /// Ticket changes whose statements PostgreSQL ran, in order.
+    ticket_changes: Mutex<Vec<TicketChange>>,
 }
 
 impl Shared {
@@ -48,6 +59,23 @@ impl Shared {
             status: AtomicU8::new(b'I'),
             ..Shared::default()
         }
+    }
+
+    /// Errored rounds among those completed before `done`, removed.
+    pub fn take_errored_before(&self, done: u64) -> Vec<u64> {
+        let mut errored = self.errored.lock().unwrap_or_else(|p| p.into_inner());
+        let (finished, pending): (Vec<u64>, Vec<u64>) = errored.iter().partition(|r| **r < done);
+        *errored = pending;
+        finished
+    }
+
+    pub fn take_ticket_changes(&self) -> Vec<TicketChange> {
+        std::mem::take(
+            &mut *self
+                .ticket_changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     pub fn push(&self, round: u64, substitution: Substitution) {
@@ -182,6 +210,12 @@ fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Re
     }
     match tag {
         b'E' => {
+            {
+                let mut errored = shared.errored.lock().unwrap_or_else(|p| p.into_inner());
+                if errored.last() != Some(&round) {
+                    errored.push(round);
+                }
+            }
             let text = sanitize::message_field(body).unwrap_or_default();
             let found = substitutions.iter().position(|(r, s)| {
                 *r == round && matches!(s, Substitution::Error { marker, .. } if text.contains(marker.as_str()))
@@ -197,7 +231,16 @@ fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Re
                 .iter()
                 .position(|(r, s)| *r == round && matches!(s, Substitution::Empty { .. }));
             match found.and_then(|i| substitutions.remove(i)) {
-                Some((_, Substitution::Empty { answer })) => out.extend_from_slice(&answer),
+                Some((_, Substitution::Empty { answer, ticket })) => {
+                    out.extend_from_slice(&answer);
+                    if let Some(change) = ticket {
+                        shared
+                            .ticket_changes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(change);
+                    }
+                }
                 _ => out.extend_from_slice(message),
             }
         }

@@ -59,12 +59,17 @@ fn fields(body: &[u8]) -> impl Iterator<Item = (u8, std::borrow::Cow<'_, str>)> 
     })
 }
 
-/// Replaces the inside of every "…" and '…' quotation with `…`, and cuts
-/// whatever follows a `: ` that is not quoted (PostgreSQL puts values there).
+/// Cuts whatever follows the first `: ` (PostgreSQL puts the offending
+/// value there: `date field value out of range: 2024-13-01`) and replaces
+/// the inside of every remaining "…" and '…' quotation with `…`.
 pub fn redact(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
+    let (head, cut) = match message.find(": ") {
+        Some(at) => (&message[..at], true),
+        None => (message, false),
+    };
+    let mut out = String::with_capacity(head.len() + 4);
     let mut quote: Option<char> = None;
-    for c in message.chars() {
+    for c in head.chars() {
         match quote {
             Some(q) if c == q => {
                 out.push('…');
@@ -81,6 +86,9 @@ pub fn redact(message: &str) -> String {
     }
     if quote.is_some() {
         out.push('…');
+    }
+    if cut {
+        out.push_str(": …");
     }
     out
 }
@@ -119,7 +127,7 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         assert!(!text.contains("6789"), "{text}");
         assert!(text.contains("22P02"));
-        assert!(text.contains("invalid input syntax for type integer: \"…\""));
+        assert!(text.contains("invalid input syntax for type integer: …"));
         assert!(!text.contains("ssn"));
     }
 
@@ -127,5 +135,18 @@ mod tests {
     fn unterminated_quotes_are_cut() {
         assert_eq!(redact("bad 'abc"), "bad '…");
         assert_eq!(redact("a \"b\" c 'd'"), "a \"…\" c '…'");
+    }
+
+    #[test]
+    fn unquoted_values_after_a_colon_are_cut() {
+        assert_eq!(
+            redact("date field value out of range: 2024-13-01"),
+            "date field value out of range: …"
+        );
+        assert_eq!(
+            redact("invalid input syntax for type integer: \"a\"b\"c\""),
+            "invalid input syntax for type integer: …"
+        );
+        assert_eq!(redact("division by zero"), "division by zero");
     }
 }

@@ -38,6 +38,45 @@ pub struct DoorState {
     pub upstream: Arc<UpstreamPool>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub cancel_keys: CancelKeys,
+    /// Open sessions per user (see `pg.max_sessions_per_user`).
+    pub sessions_per_user: Arc<std::sync::Mutex<HashMap<String, u32>>>,
+}
+
+/// One user's claim on a session; released when dropped.
+struct UserSlot {
+    counts: Arc<std::sync::Mutex<HashMap<String, u32>>>,
+    user: String,
+}
+
+impl UserSlot {
+    fn claim(door: &DoorState, user: &str) -> Option<UserSlot> {
+        let limit = door.app.config.pg.max_sessions_per_user;
+        let mut counts = door
+            .sessions_per_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(user.to_string()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(UserSlot {
+            counts: door.sessions_per_user.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Runs one connection to its end. Errors are answered on the connection
@@ -98,6 +137,8 @@ struct Ready {
     lease: Lease,
     cancel_key: (i32, i32),
     peer: SocketAddr,
+    /// Held for the session's lifetime.
+    _slot: UserSlot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +217,15 @@ async fn accept(
         Err(err) => return Err(refused(err.sqlstate(), err.to_string())),
     };
     check_database(door.upstream.database(), packet.database.as_deref())?;
+    let slot = UserSlot::claim(door, &authenticated.principal.name).ok_or_else(|| {
+        refused(
+            "53300",
+            format!(
+                "too many sessions for user \"{}\" (pg.max_sessions_per_user = {})",
+                authenticated.principal.name, app.config.pg.max_sessions_per_user
+            ),
+        )
+    })?;
     let mut lease = door.upstream.acquire().await.map_err(|err| {
         tracing::warn!(%err, "no upstream connection for a new session");
         refused("08006", format!("esq cannot reach the database: {err}"))
@@ -224,6 +274,7 @@ async fn accept(
         lease,
         cancel_key,
         peer,
+        _slot: slot,
     })
 }
 
@@ -323,6 +374,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                     break 'session relay_task.await.ok();
                 }
             };
+            reconcile(&mut state, &shared, &mut ticket);
             let view = SessionView {
                 app: &door.app,
                 principal: &principal,
@@ -332,10 +384,6 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
             };
             match handle(&view, &mut state, &shared, frame, &mut out).await {
                 Ok(Step::Continue) => {}
-                Ok(Step::Ticket(change)) => match change {
-                    TicketChange::Set(id) => ticket = Some(id),
-                    TicketChange::Clear => ticket = None,
-                },
                 Ok(Step::Terminate) => {
                     if !out.is_empty() {
                         let _ = upstream_write.write_all(&out).await;
@@ -446,6 +494,44 @@ struct ProtocolState {
     sequence: u64,
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Prepared>,
+    /// Statement and portal names created per round. When a round errs,
+    /// PostgreSQL skipped what followed the error, so esq forgets every
+    /// name created in that round: binding or executing it is refused
+    /// until it is prepared again (never run on esq's guess).
+    created: Vec<(u64, Created)>,
+}
+
+enum Created {
+    Statement(String),
+    Portal(String),
+}
+
+/// Catches up with the relay: forgets names from rounds that erred and
+/// applies the ticket changes PostgreSQL confirmed.
+fn reconcile(state: &mut ProtocolState, shared: &Shared, ticket: &mut Option<TicketId>) {
+    for change in shared.take_ticket_changes() {
+        *ticket = match change {
+            TicketChange::Set(id) => Some(id),
+            TicketChange::Clear => None,
+        };
+    }
+    if state.created.is_empty() {
+        return;
+    }
+    let done = shared.rounds_done.load(Ordering::Acquire);
+    let errored = shared.take_errored_before(done);
+    let (finished, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut state.created)
+        .into_iter()
+        .partition(|(round, _)| *round < done);
+    state.created = pending;
+    for (round, created) in finished {
+        if errored.contains(&round) {
+            match created {
+                Created::Statement(name) => state.statements.remove(&name),
+                Created::Portal(name) => state.portals.remove(&name),
+            };
+        }
+    }
 }
 
 /// What a prepared statement was decided under.
@@ -459,7 +545,6 @@ struct Prepared {
 
 enum Step {
     Continue,
-    Ticket(TicketChange),
     Terminate,
 }
 
@@ -492,41 +577,60 @@ async fn handle(
             let sql = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             let types = frame.body.get(at..).unwrap_or_default().to_vec();
             state.sequence += 1;
-            let special = ticket_statement::recognise(&sql)
-                .filter(|statement| *statement != TicketStatement::Show);
-            if let Some(statement) = special {
-                // Answered when executed; upstream prepares empty text.
-                put_parse(out, &name, "", &types);
-                state.statements.insert(
-                    name,
-                    Prepared {
-                        ticket: None,
-                        ticket_statement: Some(statement),
+            if !name.is_empty() && state.statements.contains_key(&name) {
+                // As PostgreSQL: a named statement is not replaced. (Never
+                // forward it: the old statement would stay upstream under
+                // a name esq then thinks means something else.)
+                let marker = marker(view.marker_prefix, state.sequence);
+                shared.push(
+                    state.rounds_sent,
+                    Substitution::Error {
+                        marker: marker.clone(),
+                        answer: error_bytes(
+                            "42P05",
+                            &format!("prepared statement \"{name}\" already exists"),
+                            "",
+                            "Close it first, or use another name",
+                        ),
                     },
                 );
+                put_parse(out, &name, &marker, &types);
                 return Ok(Step::Continue);
             }
-            let forward = view.decide(&sql, state.sequence, true).await;
-            let refused = forward
-                .substitutions
-                .iter()
-                .any(|s| matches!(s, Substitution::Error { .. }));
-            for substitution in forward.substitutions {
-                shared.push(state.rounds_sent, substitution);
-            }
-            put_parse(out, &name, &forward.sql, &types);
-            if !refused {
-                state.statements.insert(
-                    name,
-                    Prepared {
+            // PostgreSQL drops the unnamed statement before parsing.
+            state.statements.remove(&name);
+            let special = ticket_statement::recognise(&sql)
+                .filter(|statement| *statement != TicketStatement::Show);
+            let prepared = match special {
+                Some(statement) => {
+                    // Answered when executed; upstream prepares empty text.
+                    put_parse(out, &name, "", &types);
+                    Some(Prepared {
+                        ticket: None,
+                        ticket_statement: Some(statement),
+                    })
+                }
+                None => {
+                    let forward = view.decide(&sql, state.sequence, true).await;
+                    let refused = forward
+                        .substitutions
+                        .iter()
+                        .any(|s| matches!(s, Substitution::Error { .. }));
+                    for substitution in forward.substitutions {
+                        shared.push(state.rounds_sent, substitution);
+                    }
+                    put_parse(out, &name, &forward.sql, &types);
+                    (!refused).then(|| Prepared {
                         ticket: view.ticket.cloned(),
                         ticket_statement: None,
-                    },
-                );
-            } else if name.is_empty() {
-                // PostgreSQL drops the unnamed statement before parsing;
-                // a named one survives a failed Parse.
-                state.statements.remove(&name);
+                    })
+                }
+            };
+            if let Some(prepared) = prepared {
+                state
+                    .created
+                    .push((state.rounds_sent, Created::Statement(name.clone())));
+                state.statements.insert(name, prepared);
             }
             Ok(Step::Continue)
         }
@@ -580,6 +684,9 @@ async fn handle(
                     frame.encode_into(out);
                     match prepared {
                         Some(p) => {
+                            state
+                                .created
+                                .push((state.rounds_sent, Created::Portal(portal.clone())));
                             state.portals.insert(portal, p);
                         }
                         None => {
@@ -593,10 +700,45 @@ async fn handle(
         b'E' => {
             let mut at = 0;
             let portal = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
-            let special = state
-                .portals
-                .get(&portal)
-                .and_then(|p| p.ticket_statement.clone());
+            let prepared = state.portals.get(&portal).cloned();
+            let refusal = match &prepared {
+                None => Some(error_bytes(
+                    "34000",
+                    &format!("portal \"{portal}\" does not exist"),
+                    "",
+                    "",
+                )),
+                // The ticket is checked again at every Execute: a portal
+                // must not keep streaming after revocation.
+                Some(Prepared {
+                    ticket: Some(ticket),
+                    ..
+                }) => {
+                    let check = SessionView {
+                        ticket: Some(ticket),
+                        ..*view
+                    };
+                    check.scope().await.err().map(|p| ticket_problem_error(&p))
+                }
+                Some(_) => None,
+            };
+            if let Some(answer) = refusal {
+                state.sequence += 1;
+                let marker = marker(view.marker_prefix, state.sequence);
+                shared.push(
+                    state.rounds_sent,
+                    Substitution::Error {
+                        marker: marker.clone(),
+                        answer,
+                    },
+                );
+                put_message(out, b'E', |b| {
+                    put_cstr(b, &marker);
+                    b.put_slice(frame.body.get(at..).unwrap_or_default());
+                });
+                return Ok(Step::Continue);
+            }
+            let special = prepared.and_then(|p| p.ticket_statement);
             frame.encode_into(out);
             if let Some(statement) = special {
                 // The stand-in is empty text: its EmptyQueryResponse is
@@ -605,16 +747,15 @@ async fn handle(
                 let forward = view
                     .ticket_statement(statement, state.sequence, false)
                     .await;
-                let change = forward.ticket_change;
                 for substitution in forward.substitutions {
                     let substitution = match substitution {
-                        Substitution::Error { answer, .. } => Substitution::Empty { answer },
+                        Substitution::Error { answer, .. } => Substitution::Empty {
+                            answer,
+                            ticket: None,
+                        },
                         other => other,
                     };
                     shared.push(state.rounds_sent, substitution);
-                }
-                if let Some(change) = change {
-                    return Ok(Step::Ticket(change));
                 }
             }
             Ok(Step::Continue)
@@ -682,10 +823,7 @@ fn apply(
         shared.push(state.rounds_sent, substitution);
     }
     write(&forward.sql, out);
-    match forward.ticket_change {
-        Some(change) => Step::Ticket(change),
-        None => Step::Continue,
-    }
+    Step::Continue
 }
 
 fn put_parse(out: &mut BytesMut, name: &str, sql: &str, types: &[u8]) {

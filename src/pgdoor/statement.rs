@@ -20,11 +20,11 @@ use crate::tickets::{Lookup, Scope, Stale, TicketId};
 pub struct Forward {
     pub sql: String,
     pub substitutions: Vec<Substitution>,
-    /// A ticket statement to apply (its answer is already in
-    /// `substitutions`).
-    pub ticket_change: Option<TicketChange>,
 }
 
+/// A ticket statement's effect, applied when PostgreSQL has run its
+/// stand-in (see [`Substitution::Empty`]).
+#[derive(Debug)]
 pub enum TicketChange {
     Set(TicketId),
     Clear,
@@ -116,7 +116,6 @@ impl SessionView<'_> {
                 Forward {
                     sql: allowed.sql.clone(),
                     substitutions,
-                    ticket_change: None,
                 }
             }
             Decision::Deny(denial) => {
@@ -178,8 +177,8 @@ impl SessionView<'_> {
             sql: String::new(),
             substitutions: vec![Substitution::Empty {
                 answer: answer.freeze(),
+                ticket: change,
             }],
-            ticket_change: change,
         }
     }
 
@@ -217,7 +216,6 @@ impl SessionView<'_> {
                 marker,
                 answer: error,
             }],
-            ticket_change: None,
         }
     }
 
