@@ -751,3 +751,58 @@ async fn red_team_one_user_cannot_take_every_upstream_connection() {
     let other = clinician_ticket(&esq).await;
     connect_with_ticket(&esq, &other).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_is_used_and_verified_when_the_url_requires_it() {
+    let certs = tempfile::tempdir().unwrap();
+    let files = esq::tls::make_dev_certs(certs.path()).unwrap();
+    let esq = Esq::start(Options {
+        rows: Some(1_000),
+        private: true,
+        upstream_ca: Some(files.ca_cert.clone()),
+        ..Options::default()
+    })
+    .await;
+    // The database now refuses the service role without TLS.
+    esq.pg
+        .require_tls_for(&esq.role, &files.server_cert, &files.server_key)
+        .await;
+    let ticket = esq.foia_ticket().await;
+    let client = connect_with_ticket(&esq, &ticket).await;
+    let rows = client
+        .query(
+            "SELECT state, count(*) FROM burial_2024 GROUP BY state",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+
+    // A CA that did not sign the database's certificate: esq refuses.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = esq::tls::make_dev_certs(other.path()).unwrap().ca_cert;
+    let mut wrong = Esq::start(Options {
+        rows: Some(10),
+        private: true,
+        upstream_ca: Some(other_ca),
+        ..Options::default()
+    })
+    .await;
+    wrong
+        .pg
+        .require_tls_for(&wrong.role, &files.server_cert, &files.server_key)
+        .await;
+    wrong.restart().await;
+    let ticket = wrong.foia_ticket().await;
+    let refused = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(wrong.pg_port())
+        .user("ticket")
+        .password(&ticket)
+        .dbname(&wrong.database)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("no session without a verified upstream");
+    assert_eq!(refused.as_db_error().unwrap().code().code(), "08006");
+}

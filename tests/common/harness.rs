@@ -27,10 +27,14 @@ pub struct Options {
     pub private: bool,
     /// More `ESQ_…` overrides.
     pub env: Vec<(String, String)>,
+    /// Connect upstream with `sslmode=require`, verifying against this CA.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 pub struct Esq {
     pub pg: TestPostgres,
+    /// esq's service role in the test database.
+    pub role: String,
     pub running: Option<Running>,
     pub database: String,
     pub catalog_dir: tempfile::TempDir,
@@ -94,7 +98,15 @@ impl Esq {
             .unwrap();
         }
         client.batch_execute(&grants).await.expect("service role");
-        let upstream = format!("postgres://{role}@127.0.0.1:{}/{database}", pg.port());
+        let mut upstream = format!("postgres://{role}@127.0.0.1:{}/{database}", pg.port());
+        let mut tls_env = Vec::new();
+        if let Some(ca) = &options.upstream_ca {
+            upstream.push_str("?sslmode=require");
+            tls_env.push((
+                "ESQ_UPSTREAM__CA_FILE".to_string(),
+                ca.display().to_string(),
+            ));
+        }
         let mut config_env = vec![
             ("ESQ_UPSTREAM__URL".to_string(), upstream),
             (
@@ -114,9 +126,11 @@ impl Esq {
                 catalog_dir.path().display().to_string(),
             ),
         ];
+        config_env.extend(tls_env);
         config_env.extend(options.env);
         let mut esq = Esq {
             pg,
+            role,
             running: None,
             database,
             catalog_dir,

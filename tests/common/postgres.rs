@@ -89,6 +89,54 @@ impl TestPostgres {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    /// Turns on TLS with `cert`/`key` (private clusters only) and lets
+    /// `role` in over TCP only with TLS (`hostssl`; plain `host` rejected).
+    pub async fn require_tls_for(&self, role: &str, cert: &Path, key: &Path) {
+        let Kind::Cluster {
+            data, as_postgres, ..
+        } = &self.kind
+        else {
+            panic!("require_tls_for needs a private cluster (TestPostgres::start_private)");
+        };
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = data.join(name);
+            std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+            let mut chmod = std::process::Command::new("chmod");
+            chmod.arg("600").arg(&to);
+            let _ = chmod.status();
+            if *as_postgres {
+                let _ = std::process::Command::new("chown")
+                    .arg(RUN_AS)
+                    .arg(&to)
+                    .status();
+            }
+        }
+        let hba = data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", hba.display()));
+        let lines =
+            format!("hostssl all {role} 127.0.0.1/32 trust\nhost all {role} 127.0.0.1/32 reject\n");
+        std::fs::write(&hba, format!("{lines}{old}"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", hba.display()));
+        let client = self.connect().await;
+        // One statement per call: ALTER SYSTEM refuses an implicit transaction.
+        for setting in [
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl = on",
+        ] {
+            client
+                .batch_execute(setting)
+                .await
+                .unwrap_or_else(|e| panic!("enabling ssl: {}", describe(&e)));
+        }
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap_or_else(|e| panic!("pg_reload_conf: {}", describe(&e)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     /// Restarts a private cluster (`pg_ctl restart -m fast`): every
     /// connection to it is cut.
     pub async fn restart(&self) {
