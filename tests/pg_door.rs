@@ -570,6 +570,29 @@ impl Raw {
         self.tcp.write_all(&messages.concat()).await.unwrap();
     }
 
+    /// Messages until the connection closes (or a ReadyForQuery).
+    async fn until_ready_or_close(&mut self) -> Vec<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        loop {
+            let Ok(tag) = self.tcp.read_u8().await else {
+                return got;
+            };
+            let Ok(len) = self.tcp.read_u32().await else {
+                return got;
+            };
+            let mut body = vec![0u8; len as usize - 4];
+            if self.tcp.read_exact(&mut body).await.is_err() {
+                return got;
+            }
+            let done = tag == b'Z';
+            got.push((tag, body));
+            if done {
+                return got;
+            }
+        }
+    }
+
     /// Messages up to and including the next ReadyForQuery.
     async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
         use tokio::io::AsyncReadExt;
@@ -805,4 +828,118 @@ async fn upstream_tls_is_used_and_verified_when_the_url_requires_it() {
         .err()
         .expect("no session without a verified upstream");
     assert_eq!(refused.as_db_error().unwrap().code().code(), "08006");
+}
+
+fn close_statement(name: &str) -> Vec<u8> {
+    message(b'C', format!("S{name}\0").as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_team_skipped_parse_and_close_never_let_an_old_statement_run() {
+    let esq = Esq::start(Options {
+        rows: Some(2_000),
+        ..Options::default()
+    })
+    .await;
+    let metadata = "SELECT relname FROM pg_catalog.pg_class LIMIT 1";
+
+    // A Close skipped after an error: the statement is still there, with
+    // its (now revoked) ticket.
+    let ticket = clinician_ticket(&esq).await;
+    let mut raw = Raw::login(&esq, &ticket).await;
+    raw.send(&[parse("s1", "SELECT name FROM burial_2024 LIMIT 2"), sync()])
+        .await;
+    assert!(codes(&raw.until_ready().await).is_empty());
+    revoke(&esq, &ticket).await;
+    raw.send(&[query("RESET esq.ticket")]).await;
+    raw.until_ready().await;
+    raw.send(&[
+        parse("", "SELECT ssn FROM burial_2024"),
+        close_statement("s1"),
+        sync(),
+        parse("s1", metadata),
+        sync(),
+        bind("", "s1"),
+        execute("", 0),
+        sync(),
+    ])
+    .await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.extend(raw.until_ready().await);
+    }
+    assert_eq!(rows(&answers), 0, "the old statement must not run");
+    assert_eq!(codes(&answers), ["42501", "42P05", "28000"]);
+
+    // The unnamed statement: a new one skipped after an error leaves the
+    // old one, which is checked against its own ticket.
+    let ticket = clinician_ticket(&esq).await;
+    let mut raw = Raw::login(&esq, &ticket).await;
+    raw.send(&[parse("", "SELECT name FROM burial_2024 LIMIT 2"), sync()])
+        .await;
+    raw.until_ready().await;
+    revoke(&esq, &ticket).await;
+    raw.send(&[query("RESET esq.ticket")]).await;
+    raw.until_ready().await;
+    raw.send(&[
+        parse("x", "SELECT ssn FROM burial_2024"),
+        parse("", metadata),
+        sync(),
+        bind("", ""),
+        execute("", 0),
+        sync(),
+    ])
+    .await;
+    let mut answers = raw.until_ready().await;
+    answers.extend(raw.until_ready().await);
+    assert_eq!(rows(&answers), 0, "the old unnamed statement must not run");
+    assert_eq!(codes(&answers), ["42501", "28000"]);
+
+    // A Query inside an unfinished extended batch closes the connection
+    // (PostgreSQL might run it or skip it: esq cannot know which).
+    let ticket = esq.foia_ticket().await;
+    let mut raw = Raw::login(&esq, &ticket).await;
+    raw.send(&[parse("", "SELECT ssn FROM burial_2024"), query(metadata)])
+        .await;
+    let answer = raw.until_ready_or_close().await;
+    assert!(
+        codes(&answer).contains(&"08P01".to_string()),
+        "{:?}",
+        codes(&answer)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_ticket_does_not_trap_rollback_and_deallocate_frees_names() {
+    let esq = Esq::start(Options {
+        rows: Some(1_000),
+        ..Options::default()
+    })
+    .await;
+    let ticket = clinician_ticket(&esq).await;
+    let mut raw = Raw::login(&esq, &ticket).await;
+    raw.send(&[query("BEGIN")]).await;
+    raw.until_ready().await;
+    revoke(&esq, &ticket).await;
+    raw.send(&[query("SELECT name FROM burial_2024 LIMIT 1")])
+        .await;
+    assert_eq!(codes(&raw.until_ready().await), ["28000"]);
+    raw.send(&[query("ROLLBACK")]).await;
+    let answer = raw.until_ready().await;
+    assert!(codes(&answer).is_empty(), "{:?}", codes(&answer));
+    assert_eq!(
+        answer.last().map(|(_, body)| body.clone()),
+        Some(b"I".to_vec())
+    );
+
+    let metadata = "SELECT relname FROM pg_catalog.pg_class LIMIT 1";
+    raw.send(&[parse("s", metadata), sync()]).await;
+    assert!(codes(&raw.until_ready().await).is_empty());
+    raw.send(&[query("DEALLOCATE s")]).await;
+    assert!(codes(&raw.until_ready().await).is_empty());
+    raw.send(&[parse("s", metadata), bind("", "s"), execute("", 0), sync()])
+        .await;
+    let answer = raw.until_ready().await;
+    assert!(codes(&answer).is_empty(), "{:?}", codes(&answer));
+    assert_eq!(rows(&answer), 1);
 }

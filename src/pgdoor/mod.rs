@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod cancel;
+pub mod names;
 pub mod relay;
 pub mod sanitize;
 pub mod session;

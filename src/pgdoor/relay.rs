@@ -46,9 +46,16 @@ pub struct Shared {
     pub rounds_done: AtomicU64,
     /// Transaction status of the last `ReadyForQuery` (`I`, `T`, `E`).
     pub status: AtomicU8,
-    /// Rounds in which an error was relayed: messages after it in that
-    /// round were skipped by PostgreSQL.
-    errored: Mutex<Vec<u64>>,
+    /// Rounds in which an error was relayed, with the number of messages
+    /// of that round that completed before it: the next one failed, and
+    /// PostgreSQL skipped the rest of the round.
+    errored: Mutex<Vec<(u64, u32)>>,
+    /// Completion answers (ParseComplete, BindComplete, CloseComplete,
+    /// Execute's and Describe's last answer) in the current round, up to
+    /// its first error.
+    completions: std::sync::atomic::AtomicU32,
+    /// Signalled at every ReadyForQuery, and when the relay ends.
+    pub round_done: tokio::sync::Notify,
     /// Ticket changes whose statements PostgreSQL ran, in order.
     ticket_changes: Mutex<Vec<TicketChange>>,
 }
@@ -61,10 +68,11 @@ impl Shared {
         }
     }
 
-    /// Errored rounds among those completed before `done`, removed.
-    pub fn take_errored_before(&self, done: u64) -> Vec<u64> {
+    /// Errored rounds among those completed before `done` (with the
+    /// index of the message that failed), removed.
+    pub fn take_errored_before(&self, done: u64) -> Vec<(u64, u32)> {
         let mut errored = self.errored.lock().unwrap_or_else(|p| p.into_inner());
-        let (finished, pending): (Vec<u64>, Vec<u64>) = errored.iter().partition(|r| **r < done);
+        let (finished, pending): (Vec<_>, Vec<_>) = errored.iter().partition(|(r, _)| *r < done);
         *errored = pending;
         finished
     }
@@ -158,6 +166,7 @@ pub async fn run(
             },
         }
     }
+    shared.round_done.notify_waiters();
     RelayEnd {
         upstream,
         upstream_buf: buf,
@@ -165,6 +174,12 @@ pub async fn run(
         upstream_ok,
     }
 }
+
+/// The last answer of each extended-protocol message that can fail:
+/// ParseComplete, BindComplete, CloseComplete, CommandComplete,
+/// EmptyQueryResponse, PortalSuspended (Execute), RowDescription, NoData
+/// (Describe). Counted per round, they tell which message an error ended.
+const COMPLETIONS: &[u8] = b"123CIsTn";
 
 /// Moves every complete backend message from `buf` to `out`.
 fn relay_buffered(buf: &mut BytesMut, out: &mut BytesMut, shared: &Shared) -> Result<(), String> {
@@ -188,6 +203,9 @@ fn relay_buffered(buf: &mut BytesMut, out: &mut BytesMut, shared: &Shared) -> Re
 
 fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Result<(), String> {
     let round = shared.rounds_done.load(Ordering::Relaxed);
+    if COMPLETIONS.contains(&tag) {
+        shared.completions.fetch_add(1, Ordering::Relaxed);
+    }
     let body = &message[5..];
     let mut substitutions = shared
         .substitutions
@@ -212,8 +230,8 @@ fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Re
         b'E' => {
             {
                 let mut errored = shared.errored.lock().unwrap_or_else(|p| p.into_inner());
-                if errored.last() != Some(&round) {
-                    errored.push(round);
+                if errored.last().map(|(r, _)| *r) != Some(round) {
+                    errored.push((round, shared.completions.load(Ordering::Relaxed)));
                 }
             }
             let text = sanitize::message_field(body).unwrap_or_default();
@@ -248,7 +266,9 @@ fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Re
             if let Some(&status) = body.first() {
                 shared.status.store(status, Ordering::Relaxed);
             }
+            shared.completions.store(0, Ordering::Relaxed);
             shared.rounds_done.fetch_add(1, Ordering::Release);
+            shared.round_done.notify_waiters();
             out.extend_from_slice(message);
         }
         // COPY never starts through esq (the guard denies it); if the backend

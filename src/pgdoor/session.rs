@@ -32,6 +32,8 @@ use crate::stream::BoxedStream;
 use crate::tickets::TicketId;
 use crate::upstream::{Lease, UpstreamConn, UpstreamPool};
 
+use super::names::{Names, Prepared, Space};
+
 /// What every session shares.
 pub struct DoorState {
     pub app: Arc<App>,
@@ -363,6 +365,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     let mut out = BytesMut::with_capacity(8192);
     let idle_timeout = door.app.config.pg.idle_timeout;
     let mut draining = *shutdown.borrow();
+    let confirm_limit = door.app.config.upstream.statement_timeout + CONFIRM_SLACK;
     let relay_end = 'session: loop {
         loop {
             let frame = match frames.next_buffered() {
@@ -375,6 +378,23 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                 }
             };
             reconcile(&mut state, &shared, &mut ticket);
+            let done = shared.rounds_done.load(Ordering::Acquire);
+            if let Some(round) = depends_on(&frame, &state, done) {
+                // It names a statement or portal an earlier round changed:
+                // wait for PostgreSQL's verdict on that round first.
+                let sent = out.is_empty()
+                    || (upstream_write.write_all(&out).await.is_ok()
+                        && upstream_write.flush().await.is_ok());
+                out.clear();
+                if !sent || !wait_for_round(&shared, round, confirm_limit).await {
+                    let _ = control.send(Control::Fatal(fatal(
+                        "08006",
+                        "esq lost track of the database's answers",
+                    )));
+                    break 'session relay_task.await.ok();
+                }
+                reconcile(&mut state, &shared, &mut ticket);
+            }
             let view = SessionView {
                 app: &door.app,
                 principal: &principal,
@@ -464,6 +484,27 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     tracing::info!(user = %principal.name, %peer, "session ended");
 }
 
+/// Beyond the statement timeout, how long a session waits for the answers
+/// to an earlier round it depends on.
+const CONFIRM_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until `round` has ended (its ReadyForQuery relayed); `false` on
+/// time-out.
+async fn wait_for_round(shared: &Shared, round: u64, limit: std::time::Duration) -> bool {
+    let wait = async {
+        loop {
+            let notified = shared.round_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if shared.rounds_done.load(Ordering::Acquire) > round {
+                return;
+            }
+            notified.await;
+        }
+    };
+    tokio::time::timeout(limit, wait).await.is_ok()
+}
+
 /// How often a draining session checks whether it has become idle.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -485,29 +526,21 @@ fn rand_u32() -> u32 {
     u32::from_be_bytes(bytes)
 }
 
-/// Prepared statements and portals, as far as esq must know them.
+/// What esq tracks of the session's protocol state.
 #[derive(Default)]
 struct ProtocolState {
     /// `Sync` and `Query` messages sent upstream (each ends a round).
     rounds_sent: u64,
     /// Statements decided so far (numbers the denial stand-ins).
     sequence: u64,
-    statements: HashMap<String, Prepared>,
-    portals: HashMap<String, Prepared>,
-    /// Statement and portal names created per round. When a round errs,
-    /// PostgreSQL skipped what followed the error, so esq forgets every
-    /// name created in that round: binding or executing it is refused
-    /// until it is prepared again (never run on esq's guess).
-    created: Vec<(u64, Created)>,
+    /// Prepared statements and portals, confirmed against PostgreSQL.
+    names: Names,
+    /// Extended-protocol messages were sent since the last `Sync`.
+    extended_open: bool,
 }
 
-enum Created {
-    Statement(String),
-    Portal(String),
-}
-
-/// Catches up with the relay: forgets names from rounds that erred and
-/// applies the ticket changes PostgreSQL confirmed.
+/// Catches up with the relay: applies the ticket changes PostgreSQL ran
+/// and its verdict on finished rounds.
 fn reconcile(state: &mut ProtocolState, shared: &Shared, ticket: &mut Option<TicketId>) {
     for change in shared.take_ticket_changes() {
         *ticket = match change {
@@ -515,32 +548,44 @@ fn reconcile(state: &mut ProtocolState, shared: &Shared, ticket: &mut Option<Tic
             TicketChange::Clear => None,
         };
     }
-    if state.created.is_empty() {
-        return;
-    }
     let done = shared.rounds_done.load(Ordering::Acquire);
     let errored = shared.take_errored_before(done);
-    let (finished, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut state.created)
-        .into_iter()
-        .partition(|(round, _)| *round < done);
-    state.created = pending;
-    for (round, created) in finished {
-        if errored.contains(&round) {
-            match created {
-                Created::Statement(name) => state.statements.remove(&name),
-                Created::Portal(name) => state.portals.remove(&name),
-            };
-        }
-    }
+    state.names.confirm(done, &errored);
 }
 
-/// What a prepared statement was decided under.
-#[derive(Clone)]
-struct Prepared {
-    /// The ticket it was rewritten for; it must still be live to run it.
-    ticket: Option<TicketId>,
-    /// A ticket statement, applied when executed.
-    ticket_statement: Option<TicketStatement>,
+/// The earliest-needed unconfirmed round this message depends on: one that
+/// changed a statement or portal the message names.
+fn depends_on(frame: &Frame, state: &ProtocolState, done: u64) -> Option<u64> {
+    let mut at = 0;
+    let mut names: Vec<(Space, String)> = Vec::new();
+    let read = |at: &mut usize| wire::cstr(&frame.body, at).ok();
+    match frame.tag {
+        b'P' => names.extend(read(&mut at).map(|n| (Space::Statement, n))),
+        b'B' => {
+            let portal = read(&mut at);
+            let statement = read(&mut at);
+            names.extend(portal.map(|n| (Space::Portal, n)));
+            names.extend(statement.map(|n| (Space::Statement, n)));
+        }
+        b'E' => names.extend(read(&mut at).map(|n| (Space::Portal, n))),
+        b'C' | b'D' => {
+            let space = match frame.body.first() {
+                Some(b'S') => Space::Statement,
+                _ => Space::Portal,
+            };
+            at = 1;
+            names.extend(read(&mut at).map(|n| (space, n)));
+        }
+        _ => {}
+    }
+    names
+        .iter()
+        .filter_map(|(space, name)| {
+            state
+                .names
+                .unconfirmed_round(*space, name, state.rounds_sent, done)
+        })
+        .max()
 }
 
 enum Step {
@@ -555,12 +600,24 @@ async fn handle(
     frame: Frame,
     out: &mut BytesMut,
 ) -> Result<Step, String> {
+    let round = state.rounds_sent;
+    if matches!(frame.tag, b'P' | b'B' | b'E' | b'D' | b'C' | b'H') {
+        state.extended_open = true;
+    }
     match frame.tag {
+        b'Q' | b'F' if state.extended_open => {
+            // PostgreSQL would run it, or discard it while skipping to Sync
+            // after an error: esq could not tell which. No driver does this.
+            Err("a Query or FunctionCall inside an unfinished extended-protocol batch (send Sync first)".into())
+        }
         b'Q' => {
             let mut at = 0;
             let sql = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             state.sequence += 1;
             let forward = view.decide(&sql, state.sequence, false).await;
+            if let Some(name) = deallocated(&sql) {
+                state.names.deallocate(name.as_deref());
+            }
             let step = apply(
                 state,
                 shared,
@@ -576,14 +633,13 @@ async fn handle(
             let name = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             let sql = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             let types = frame.body.get(at..).unwrap_or_default().to_vec();
+            let index = state.names.answering(round);
             state.sequence += 1;
-            if !name.is_empty() && state.statements.contains_key(&name) {
-                // As PostgreSQL: a named statement is not replaced. (Never
-                // forward it: the old statement would stay upstream under
-                // a name esq then thinks means something else.)
+            if !name.is_empty() && state.names.get(Space::Statement, &name).is_some() {
+                // As PostgreSQL: a named statement is not replaced.
                 let marker = marker(view.marker_prefix, state.sequence);
                 shared.push(
-                    state.rounds_sent,
+                    round,
                     Substitution::Error {
                         marker: marker.clone(),
                         answer: error_bytes(
@@ -597,8 +653,6 @@ async fn handle(
                 put_parse(out, &name, &marker, &types);
                 return Ok(Step::Continue);
             }
-            // PostgreSQL drops the unnamed statement before parsing.
-            state.statements.remove(&name);
             let special = ticket_statement::recognise(&sql)
                 .filter(|statement| *statement != TicketStatement::Show);
             let prepared = match special {
@@ -612,33 +666,32 @@ async fn handle(
                 }
                 None => {
                     let forward = view.decide(&sql, state.sequence, true).await;
+                    let forward_ticket = view.ticket.filter(|_| forward.under_ticket).cloned();
                     let refused = forward
                         .substitutions
                         .iter()
                         .any(|s| matches!(s, Substitution::Error { .. }));
                     for substitution in forward.substitutions {
-                        shared.push(state.rounds_sent, substitution);
+                        shared.push(round, substitution);
                     }
                     put_parse(out, &name, &forward.sql, &types);
-                    (!refused).then(|| Prepared {
-                        ticket: view.ticket.cloned(),
+                    (!refused).then_some(Prepared {
+                        ticket: forward_ticket,
                         ticket_statement: None,
                     })
                 }
             };
-            if let Some(prepared) = prepared {
-                state
-                    .created
-                    .push((state.rounds_sent, Created::Statement(name.clone())));
-                state.statements.insert(name, prepared);
-            }
+            state
+                .names
+                .set(round, index, Space::Statement, &name, prepared);
             Ok(Step::Continue)
         }
         b'B' => {
             let mut at = 0;
             let portal = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             let statement = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
-            let prepared = state.statements.get(&statement).cloned();
+            let index = state.names.answering(round);
+            let prepared = state.names.get(Space::Statement, &statement).cloned();
             let refusal = match &prepared {
                 // esq did not see this statement prepared (or refused it):
                 // never let it run.
@@ -648,17 +701,7 @@ async fn handle(
                     "",
                     "",
                 )),
-                Some(Prepared {
-                    ticket: Some(ticket),
-                    ..
-                }) => {
-                    let check = SessionView {
-                        ticket: Some(ticket),
-                        ..*view
-                    };
-                    check.scope().await.err().map(|p| ticket_problem_error(&p))
-                }
-                Some(_) => None,
+                Some(p) => ticket_refusal(view, p).await,
             };
             match refusal {
                 Some(answer) => {
@@ -667,7 +710,7 @@ async fn handle(
                     state.sequence += 1;
                     let marker = marker(view.marker_prefix, state.sequence);
                     shared.push(
-                        state.rounds_sent,
+                        round,
                         Substitution::Error {
                             marker: marker.clone(),
                             answer,
@@ -678,21 +721,13 @@ async fn handle(
                         put_cstr(b, &marker);
                         b.put_slice(frame.body.get(at..).unwrap_or_default());
                     });
-                    state.portals.remove(&portal);
+                    state.names.set(round, index, Space::Portal, &portal, None);
                 }
                 None => {
                     frame.encode_into(out);
-                    match prepared {
-                        Some(p) => {
-                            state
-                                .created
-                                .push((state.rounds_sent, Created::Portal(portal.clone())));
-                            state.portals.insert(portal, p);
-                        }
-                        None => {
-                            state.portals.remove(&portal);
-                        }
-                    }
+                    state
+                        .names
+                        .set(round, index, Space::Portal, &portal, prepared);
                 }
             }
             Ok(Step::Continue)
@@ -700,7 +735,8 @@ async fn handle(
         b'E' => {
             let mut at = 0;
             let portal = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
-            let prepared = state.portals.get(&portal).cloned();
+            state.names.answering(round);
+            let prepared = state.names.get(Space::Portal, &portal).cloned();
             let refusal = match &prepared {
                 None => Some(error_bytes(
                     "34000",
@@ -710,23 +746,13 @@ async fn handle(
                 )),
                 // The ticket is checked again at every Execute: a portal
                 // must not keep streaming after revocation.
-                Some(Prepared {
-                    ticket: Some(ticket),
-                    ..
-                }) => {
-                    let check = SessionView {
-                        ticket: Some(ticket),
-                        ..*view
-                    };
-                    check.scope().await.err().map(|p| ticket_problem_error(&p))
-                }
-                Some(_) => None,
+                Some(p) => ticket_refusal(view, p).await,
             };
             if let Some(answer) = refusal {
                 state.sequence += 1;
                 let marker = marker(view.marker_prefix, state.sequence);
                 shared.push(
-                    state.rounds_sent,
+                    round,
                     Substitution::Error {
                         marker: marker.clone(),
                         answer,
@@ -755,34 +781,37 @@ async fn handle(
                         },
                         other => other,
                     };
-                    shared.push(state.rounds_sent, substitution);
+                    shared.push(round, substitution);
                 }
             }
             Ok(Step::Continue)
         }
         b'C' => {
-            let kind = frame.body.first().copied();
+            let space = match frame.body.first().copied() {
+                Some(b'S') => Space::Statement,
+                Some(b'P') => Space::Portal,
+                _ => return Err("Close of neither a statement nor a portal".into()),
+            };
             let mut at = 1;
             let name = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
-            match kind {
-                Some(b'S') => {
-                    state.statements.remove(&name);
-                }
-                Some(b'P') => {
-                    state.portals.remove(&name);
-                }
-                _ => return Err("Close of neither a statement nor a portal".into()),
-            }
+            let index = state.names.answering(round);
+            state.names.set(round, index, space, &name, None);
             frame.encode_into(out);
             Ok(Step::Continue)
         }
-        b'D' | b'H' => {
+        b'D' => {
+            state.names.answering(round);
+            frame.encode_into(out);
+            Ok(Step::Continue)
+        }
+        b'H' => {
             frame.encode_into(out);
             Ok(Step::Continue)
         }
         b'S' => {
             frame.encode_into(out);
             state.rounds_sent += 1;
+            state.extended_open = false;
             Ok(Step::Continue)
         }
         b'X' => Ok(Step::Terminate),
@@ -790,7 +819,7 @@ async fn handle(
             state.sequence += 1;
             let marker = marker(view.marker_prefix, state.sequence);
             shared.push(
-                state.rounds_sent,
+                round,
                 Substitution::Error {
                     marker: marker.clone(),
                     answer: error_bytes(
@@ -809,6 +838,44 @@ async fn handle(
         b'd' | b'c' | b'f' => Ok(Step::Continue),
         other => Err(format!("invalid frontend message type {:?}", other as char)),
     }
+}
+
+/// The statement a SQL `DEALLOCATE` drops (`Some(None)`: all of them).
+fn deallocated(sql: &str) -> Option<Option<String>> {
+    use sqlparser::ast::Statement;
+    if !sql
+        .trim_start()
+        .get(..10)?
+        .eq_ignore_ascii_case("deallocate")
+    {
+        return None;
+    }
+    let statements =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+            .ok()?;
+    match statements.as_slice() {
+        [Statement::Deallocate { name, .. }]
+            if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+        {
+            Some(None)
+        }
+        [Statement::Deallocate { name, .. }] if name.quote_style.is_none() => {
+            Some(Some(name.value.to_lowercase()))
+        }
+        [Statement::Deallocate { name, .. }] => Some(Some(name.value.clone())),
+        _ => None,
+    }
+}
+
+/// "ticket stale" when the ticket a statement was prepared under is no
+/// longer live.
+async fn ticket_refusal(view: &SessionView<'_>, prepared: &Prepared) -> Option<Bytes> {
+    let ticket = prepared.ticket.as_ref()?;
+    let check = SessionView {
+        ticket: Some(ticket),
+        ..*view
+    };
+    check.scope().await.err().map(|p| ticket_problem_error(&p))
 }
 
 /// Queues a decision's substitutions and writes its forwarded text.
@@ -846,4 +913,21 @@ fn put_message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
 fn put_cstr(out: &mut BytesMut, text: &str) {
     out.put_slice(text.as_bytes());
     out.put_u8(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deallocated;
+
+    #[test]
+    fn deallocate_names_what_it_drops() {
+        assert_eq!(deallocated("DEALLOCATE ALL"), Some(None));
+        assert_eq!(
+            deallocated("deallocate prepare Foo"),
+            Some(Some("foo".into()))
+        );
+        assert_eq!(deallocated("DEALLOCATE \"Foo\""), Some(Some("Foo".into())));
+        assert_eq!(deallocated("SELECT 1"), None);
+        assert_eq!(deallocated("DEALLOCATE"), None);
+    }
 }

@@ -20,6 +20,9 @@ use crate::tickets::{Lookup, Scope, Stale, TicketId};
 pub struct Forward {
     pub sql: String,
     pub substitutions: Vec<Substitution>,
+    /// Whether the decision rested on the session's ticket (a statement
+    /// prepared so must stop when that ticket goes stale).
+    pub under_ticket: bool,
 }
 
 /// A ticket statement's effect, applied when PostgreSQL has run its
@@ -62,6 +65,9 @@ impl SessionView<'_> {
         }
         let scope = match self.scope().await {
             Ok(scope) => scope,
+            // Session statements (ROLLBACK, …) and catalog queries need no
+            // ticket: a stale one must not trap the session.
+            Err(_) if matches!(self.app.guard.decide(None, sql), Decision::Allow(_)) => None,
             Err(problem) => {
                 self.app.metrics.decision(Door::pg, Outcome::stale);
                 self.audit(sql, Outcome::stale, Some("28000"), None, None);
@@ -116,6 +122,7 @@ impl SessionView<'_> {
                 Forward {
                     sql: allowed.sql.clone(),
                     substitutions,
+                    under_ticket: scope.is_some(),
                 }
             }
             Decision::Deny(denial) => {
@@ -179,6 +186,7 @@ impl SessionView<'_> {
                 answer: answer.freeze(),
                 ticket: change,
             }],
+            under_ticket: false,
         }
     }
 
@@ -216,6 +224,7 @@ impl SessionView<'_> {
                 marker,
                 answer: error,
             }],
+            under_ticket: false,
         }
     }
 

@@ -1,0 +1,209 @@
+//! Prepared statement and portal names, as esq knows them — and as
+//! PostgreSQL really has them. esq updates its maps as it forwards
+//! `Parse`, `Bind` and `Close`, and journals each change with its place in
+//! the round (the messages up to the next `Sync`). When a round ends in an
+//! error, PostgreSQL ran the messages before the failing one and skipped
+//! the rest; the relay reports how many completed, and [`Names::confirm`]
+//! undoes every change PostgreSQL did not make. A message that names a
+//! statement or portal changed in an earlier, unconfirmed round waits for
+//! that confirmation ([`Names::unconfirmed_round`]): esq never binds or
+//! executes on a guess about what PostgreSQL holds.
+
+use std::collections::HashMap;
+
+use super::ticket_statement::TicketStatement;
+use crate::tickets::TicketId;
+
+/// What a prepared statement (or a portal bound to it) was decided under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The ticket it was rewritten for; it must still be live to run it.
+    pub ticket: Option<TicketId>,
+    /// A ticket statement, applied when executed.
+    pub ticket_statement: Option<TicketStatement>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    Statement,
+    Portal,
+}
+
+/// One change not yet confirmed by PostgreSQL.
+struct Change {
+    round: u64,
+    /// Its index among the round's messages that answer once (Parse,
+    /// Bind, Close, Describe, Execute).
+    index: u32,
+    space: Space,
+    name: String,
+    /// The entry before the change (restored when PostgreSQL skipped it).
+    before: Option<Prepared>,
+}
+
+#[derive(Default)]
+pub struct Names {
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Prepared>,
+    journal: Vec<Change>,
+    /// The round being written, and how many answering messages it has.
+    round: u64,
+    answering: u32,
+}
+
+impl Names {
+    pub fn get(&self, space: Space, name: &str) -> Option<&Prepared> {
+        self.map(space).get(name)
+    }
+
+    fn map(&self, space: Space) -> &HashMap<String, Prepared> {
+        match space {
+            Space::Statement => &self.statements,
+            Space::Portal => &self.portals,
+        }
+    }
+
+    fn map_mut(&mut self, space: Space) -> &mut HashMap<String, Prepared> {
+        match space {
+            Space::Statement => &mut self.statements,
+            Space::Portal => &mut self.portals,
+        }
+    }
+
+    /// Counts a forwarded message that answers once (Parse, Bind, Close,
+    /// Describe, Execute) in `round`; returns its index.
+    pub fn answering(&mut self, round: u64) -> u32 {
+        if round != self.round {
+            self.round = round;
+            self.answering = 0;
+        }
+        self.answering += 1;
+        self.answering - 1
+    }
+
+    /// Records that the message at `index` of `round` sets `name` to
+    /// `after` (`None`: removes it).
+    pub fn set(
+        &mut self,
+        round: u64,
+        index: u32,
+        space: Space,
+        name: &str,
+        after: Option<Prepared>,
+    ) {
+        let before = match after {
+            Some(after) => self.map_mut(space).insert(name.to_string(), after),
+            None => self.map_mut(space).remove(name),
+        };
+        self.journal.push(Change {
+            round,
+            index,
+            space,
+            name: name.to_string(),
+            before,
+        });
+    }
+
+    /// Forgets statements (`None`: all of them) after a SQL `DEALLOCATE`.
+    /// Forgetting is always safe: a forgotten name is never bound.
+    pub fn deallocate(&mut self, name: Option<&str>) {
+        match name {
+            Some(name) => {
+                self.statements.remove(name);
+            }
+            None => self.statements.clear(),
+        }
+    }
+
+    /// The latest round before `current` that changed `name` and is not yet
+    /// confirmed (`done` rounds are).
+    pub fn unconfirmed_round(
+        &self,
+        space: Space,
+        name: &str,
+        current: u64,
+        done: u64,
+    ) -> Option<u64> {
+        self.journal
+            .iter()
+            .rev()
+            .find(|c| c.space == space && c.name == name && c.round < current && c.round >= done)
+            .map(|c| c.round)
+    }
+
+    /// Applies PostgreSQL's verdict on every round before `done`: for a
+    /// round that erred at message `failed`, changes from that message on
+    /// did not happen. A failed change forgets the name (PostgreSQL may have
+    /// dropped it); a skipped one restores what was there.
+    pub fn confirm(&mut self, done: u64, errored: &[(u64, u32)]) {
+        let (finished, pending): (Vec<Change>, Vec<Change>) = std::mem::take(&mut self.journal)
+            .into_iter()
+            .partition(|c| c.round < done);
+        self.journal = pending;
+        for change in finished.into_iter().rev() {
+            let Some(&(_, failed)) = errored.iter().find(|(r, _)| *r == change.round) else {
+                continue;
+            };
+            if change.index < failed {
+                continue;
+            }
+            let restored = if change.index == failed {
+                None
+            } else {
+                change.before
+            };
+            match restored {
+                Some(before) => {
+                    self.map_mut(change.space).insert(change.name, before);
+                }
+                None => {
+                    self.map_mut(change.space).remove(&change.name);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared() -> Option<Prepared> {
+        Some(Prepared {
+            ticket: None,
+            ticket_statement: None,
+        })
+    }
+
+    #[test]
+    fn a_skipped_parse_restores_what_postgresql_still_holds() {
+        let mut names = Names::default();
+        let i = names.answering(0);
+        names.set(0, i, Space::Statement, "s", prepared());
+        names.confirm(1, &[]);
+        assert!(names.journal.is_empty());
+        // Round 1: a failing message, then a Parse of "s" that is skipped.
+        let _failing = names.answering(1);
+        let i = names.answering(1);
+        names.set(1, i, Space::Statement, "s", None);
+        assert_eq!(
+            names.unconfirmed_round(Space::Statement, "s", 2, 1),
+            Some(1)
+        );
+        assert_eq!(names.unconfirmed_round(Space::Statement, "s", 1, 1), None);
+        names.confirm(2, &[(1, 0)]);
+        assert_eq!(names.get(Space::Statement, "s"), prepared().as_ref());
+    }
+
+    #[test]
+    fn the_failing_change_forgets_and_earlier_ones_stand() {
+        let mut names = Names::default();
+        let a = names.answering(0);
+        names.set(0, a, Space::Statement, "a", prepared());
+        let b = names.answering(0);
+        names.set(0, b, Space::Statement, "b", prepared());
+        names.confirm(1, &[(0, 1)]);
+        assert!(names.get(Space::Statement, "a").is_some());
+        assert!(names.get(Space::Statement, "b").is_none());
+    }
+}
