@@ -24,7 +24,7 @@ use super::statement::{
     error_bytes, marker, ticket_problem_error, Forward, SessionView, TicketChange,
 };
 use super::ticket_statement::{self, TicketStatement};
-use super::wire::{self, Frame, FrameReader, WireError};
+use super::wire::{self, put_cstr, put_message, Frame, FrameReader, WireError};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::metrics::{Door, DoorLabels};
@@ -637,19 +637,13 @@ async fn handle(
             state.sequence += 1;
             if !name.is_empty() && state.names.get(Space::Statement, &name).is_some() {
                 // As PostgreSQL: a named statement is not replaced.
-                let marker = marker(view.marker_prefix, state.sequence);
-                shared.push(
-                    round,
-                    Substitution::Error {
-                        marker: marker.clone(),
-                        answer: error_bytes(
-                            "42P05",
-                            &format!("prepared statement \"{name}\" already exists"),
-                            "",
-                            "Close it first, or use another name",
-                        ),
-                    },
+                let answer = error_bytes(
+                    "42P05",
+                    &format!("prepared statement \"{name}\" already exists"),
+                    "",
+                    "Close it first, or use another name",
                 );
+                let marker = stand_in(view, state, shared, round, answer);
                 put_parse(out, &name, &marker, &types);
                 return Ok(Step::Continue);
             }
@@ -707,15 +701,7 @@ async fn handle(
                 Some(answer) => {
                     // Bind to a statement that does not exist; its error
                     // answer is replaced by the refusal.
-                    state.sequence += 1;
-                    let marker = marker(view.marker_prefix, state.sequence);
-                    shared.push(
-                        round,
-                        Substitution::Error {
-                            marker: marker.clone(),
-                            answer,
-                        },
-                    );
+                    let marker = stand_in(view, state, shared, round, answer);
                     put_message(out, b'B', |b| {
                         put_cstr(b, &portal);
                         put_cstr(b, &marker);
@@ -749,15 +735,7 @@ async fn handle(
                 Some(p) => ticket_refusal(view, p).await,
             };
             if let Some(answer) = refusal {
-                state.sequence += 1;
-                let marker = marker(view.marker_prefix, state.sequence);
-                shared.push(
-                    round,
-                    Substitution::Error {
-                        marker: marker.clone(),
-                        answer,
-                    },
-                );
+                let marker = stand_in(view, state, shared, round, answer);
                 put_message(out, b'E', |b| {
                     put_cstr(b, &marker);
                     b.put_slice(frame.body.get(at..).unwrap_or_default());
@@ -816,20 +794,13 @@ async fn handle(
         }
         b'X' => Ok(Step::Terminate),
         b'F' => {
-            state.sequence += 1;
-            let marker = marker(view.marker_prefix, state.sequence);
-            shared.push(
-                round,
-                Substitution::Error {
-                    marker: marker.clone(),
-                    answer: error_bytes(
-                        "0A000",
-                        "fast-path function calls are not supported by esq",
-                        "esq forwards only SQL statements it has analysed",
-                        "call the function in a SELECT statement",
-                    ),
-                },
+            let answer = error_bytes(
+                "0A000",
+                "fast-path function calls are not supported by esq",
+                "esq forwards only SQL statements it has analysed",
+                "call the function in a SELECT statement",
             );
+            let marker = stand_in(view, state, shared, round, answer);
             put_message(out, b'Q', |b| put_cstr(b, &marker));
             state.rounds_sent += 1;
             Ok(Step::Continue)
@@ -867,6 +838,28 @@ fn deallocated(sql: &str) -> Option<Option<String>> {
     }
 }
 
+/// Queues `answer` in place of PostgreSQL's error for a stand-in and
+/// returns the stand-in (a name PostgreSQL does not know, or a bare word it
+/// cannot parse) to forward instead of the refused text.
+fn stand_in(
+    view: &SessionView<'_>,
+    state: &mut ProtocolState,
+    shared: &Shared,
+    round: u64,
+    answer: Bytes,
+) -> String {
+    state.sequence += 1;
+    let marker = marker(view.marker_prefix, state.sequence);
+    shared.push(
+        round,
+        Substitution::Error {
+            marker: marker.clone(),
+            answer,
+        },
+    );
+    marker
+}
+
 /// "ticket stale" when the ticket a statement was prepared under is no
 /// longer live.
 async fn ticket_refusal(view: &SessionView<'_>, prepared: &Prepared) -> Option<Bytes> {
@@ -899,20 +892,6 @@ fn put_parse(out: &mut BytesMut, name: &str, sql: &str, types: &[u8]) {
         put_cstr(b, sql);
         b.put_slice(types);
     });
-}
-
-fn put_message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
-    out.put_u8(tag);
-    let at = out.len();
-    out.put_i32(0);
-    body(out);
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-}
-
-fn put_cstr(out: &mut BytesMut, text: &str) {
-    out.put_slice(text.as_bytes());
-    out.put_u8(0);
 }
 
 #[cfg(test)]

@@ -147,7 +147,8 @@ pub fn cstr(body: &[u8], at: &mut usize) -> Result<String, WireError> {
     Ok(text)
 }
 
-fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+/// Writes one message: `tag`, length, and the body `body` writes.
+pub fn put_message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     out.put_u8(tag);
     let at = out.len();
     out.put_i32(0);
@@ -156,7 +157,8 @@ fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     out[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-fn put_cstr(out: &mut BytesMut, text: &str) {
+/// Writes a NUL-terminated string.
+pub fn put_cstr(out: &mut BytesMut, text: &str) {
     // A NUL inside would end the string early: PostgreSQL strings cannot hold one.
     out.put_slice(text.replace('\0', "").as_bytes());
     out.put_u8(0);
@@ -174,7 +176,7 @@ pub fn notice_response(out: &mut BytesMut, fields: &[Field<'_>]) {
 }
 
 fn fields_message(out: &mut BytesMut, tag: u8, fields: &[Field<'_>]) {
-    message(out, tag, |out| {
+    put_message(out, tag, |out| {
         for (kind, value) in fields {
             if !value.is_empty() {
                 out.put_u8(*kind);
@@ -201,7 +203,7 @@ pub fn error(out: &mut BytesMut, severity: &str, code: &str, text: &str, detail:
 }
 
 pub fn authentication(out: &mut BytesMut, code: i32, data: &[u8]) {
-    message(out, b'R', |out| {
+    put_message(out, b'R', |out| {
         out.put_i32(code);
         out.put_slice(data);
     });
@@ -214,29 +216,29 @@ pub const AUTH_SASL_CONTINUE: i32 = 11;
 pub const AUTH_SASL_FINAL: i32 = 12;
 
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    message(out, b'S', |out| {
+    put_message(out, b'S', |out| {
         put_cstr(out, name);
         put_cstr(out, value);
     });
 }
 
 pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
-    message(out, b'K', |out| {
+    put_message(out, b'K', |out| {
         out.put_i32(pid);
         out.put_i32(secret);
     });
 }
 
 pub fn ready_for_query(out: &mut BytesMut, status: u8) {
-    message(out, b'Z', |out| out.put_u8(status));
+    put_message(out, b'Z', |out| out.put_u8(status));
 }
 
 pub fn command_complete(out: &mut BytesMut, tag: &str) {
-    message(out, b'C', |out| put_cstr(out, tag));
+    put_message(out, b'C', |out| put_cstr(out, tag));
 }
 
 pub fn negotiate_protocol_version(out: &mut BytesMut, minor: i32, unknown: &[String]) {
-    message(out, b'v', |out| {
+    put_message(out, b'v', |out| {
         out.put_i32(minor);
         out.put_i32(unknown.len() as i32);
         for name in unknown {
@@ -248,7 +250,7 @@ pub fn negotiate_protocol_version(out: &mut BytesMut, minor: i32, unknown: &[Str
 /// A one-column text result: RowDescription and one DataRow.
 pub fn single_text_row(out: &mut BytesMut, column: &str, value: &str) {
     const TEXT_OID: i32 = 25;
-    message(out, b'T', |out| {
+    put_message(out, b'T', |out| {
         out.put_i16(1);
         put_cstr(out, column);
         out.put_i32(0);
@@ -258,7 +260,7 @@ pub fn single_text_row(out: &mut BytesMut, column: &str, value: &str) {
         out.put_i32(-1);
         out.put_i16(0);
     });
-    message(out, b'D', |out| {
+    put_message(out, b'D', |out| {
         out.put_i16(1);
         out.put_i32(value.len() as i32);
         out.put_slice(value.as_bytes());
