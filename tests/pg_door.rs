@@ -408,32 +408,15 @@ async fn malformed_input_closes_one_connection_and_the_door_keeps_serving() {
         b"z\0\0\0\x04".to_vec(),
         [b"Q".to_vec(), 0x4000_0000u32.to_be_bytes().to_vec()].concat(),
     ] {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut startup = Vec::new();
-        let params = format!("user\0ticket\0database\0{}\0\0", esq.database);
-        startup.extend_from_slice(&((8 + params.len()) as u32).to_be_bytes());
-        startup.extend_from_slice(&196_608u32.to_be_bytes());
-        startup.extend_from_slice(params.as_bytes());
-        tcp.write_all(&startup).await.unwrap();
-        let mut request = [0u8; 9];
-        tcp.read_exact(&mut request).await.unwrap();
-        assert_eq!(&request[..1], b"R", "cleartext password request");
-        let mut password = vec![b'p'];
-        password.extend_from_slice(&((4 + ticket.len() + 1) as u32).to_be_bytes());
-        password.extend_from_slice(ticket.as_bytes());
-        password.push(0);
-        tcp.write_all(&password).await.unwrap();
-        tcp.write_all(&bad).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(
+        let mut raw = Raw::login(&esq, &ticket).await;
+        raw.send(&[bad]).await;
+        let answer = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            tcp.read_to_end(&mut answer),
+            raw.until_ready_or_close(),
         )
         .await
-        .expect("closed")
-        .unwrap();
-        let text = String::from_utf8_lossy(&answer);
-        assert!(text.contains("08P01"), "{text}");
+        .expect("closed");
+        assert_eq!(codes(&answer), ["08P01"]);
     }
 
     let metrics = esq.app().metrics.render();
