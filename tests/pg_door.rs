@@ -926,3 +926,35 @@ async fn a_stale_ticket_does_not_trap_rollback_and_deallocate_frees_names() {
     assert!(codes(&answer).is_empty(), "{:?}", codes(&answer));
     assert_eq!(rows(&answer), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_team_a_refused_ticket_statement_fails_its_pipeline_like_any_error() {
+    let esq = Esq::start(Options {
+        rows: Some(1_000),
+        ..Options::default()
+    })
+    .await;
+    let live = clinician_ticket(&esq).await;
+    let revoked = clinician_ticket(&esq).await;
+    revoke(&esq, &revoked).await;
+    let mut raw = Raw::login(&esq, &live).await;
+    raw.send(&[
+        parse("t", &format!("SET esq.ticket = '{revoked}'")),
+        bind("", "t"),
+        execute("", 0),
+        parse("q", "SELECT relname FROM pg_catalog.pg_class LIMIT 1"),
+        bind("", "q"),
+        execute("", 0),
+        sync(),
+    ])
+    .await;
+    let answer = raw.until_ready().await;
+    // After the error, nothing more of the pipeline runs (PostgreSQL agrees).
+    assert_eq!(codes(&answer), ["28000"]);
+    assert_eq!(rows(&answer), 0);
+    let tags: Vec<u8> = answer.iter().map(|(tag, _)| *tag).collect();
+    assert_eq!(
+        tags, b"12EZ",
+        "ParseComplete, BindComplete, the error, ReadyForQuery"
+    );
+}

@@ -116,18 +116,14 @@ impl Names {
     }
 
     /// The latest round before `current` that changed `name` and is not yet
-    /// confirmed (`done` rounds are).
-    pub fn unconfirmed_round(
-        &self,
-        space: Space,
-        name: &str,
-        current: u64,
-        done: u64,
-    ) -> Option<u64> {
+    /// confirmed. Every journalled change is unconfirmed (confirming removes
+    /// it): a round that has just ended still counts until [`Names::confirm`]
+    /// has applied it.
+    pub fn unconfirmed_round(&self, space: Space, name: &str, current: u64) -> Option<u64> {
         self.journal
             .iter()
             .rev()
-            .find(|c| c.space == space && c.name == name && c.round < current && c.round >= done)
+            .find(|c| c.space == space && c.name == name && c.round < current)
             .map(|c| c.round)
     }
 
@@ -186,11 +182,8 @@ mod tests {
         let _failing = names.answering(1);
         let i = names.answering(1);
         names.set(1, i, Space::Statement, "s", None);
-        assert_eq!(
-            names.unconfirmed_round(Space::Statement, "s", 2, 1),
-            Some(1)
-        );
-        assert_eq!(names.unconfirmed_round(Space::Statement, "s", 1, 1), None);
+        assert_eq!(names.unconfirmed_round(Space::Statement, "s", 2), Some(1));
+        assert_eq!(names.unconfirmed_round(Space::Statement, "s", 1), None);
         names.confirm(2, &[(1, 0)]);
         assert_eq!(names.get(Space::Statement, "s"), prepared().as_ref());
     }

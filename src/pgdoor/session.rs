@@ -378,8 +378,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                 }
             };
             reconcile(&mut state, &shared, &mut ticket);
-            let done = shared.rounds_done.load(Ordering::Acquire);
-            if let Some(round) = depends_on(&frame, &state, done) {
+            if let Some(round) = depends_on(&frame, &state) {
                 // It names a statement or portal an earlier round changed:
                 // wait for PostgreSQL's verdict on that round first.
                 let sent = out.is_empty()
@@ -555,7 +554,7 @@ fn reconcile(state: &mut ProtocolState, shared: &Shared, ticket: &mut Option<Tic
 
 /// The earliest-needed unconfirmed round this message depends on: one that
 /// changed a statement or portal the message names.
-fn depends_on(frame: &Frame, state: &ProtocolState, done: u64) -> Option<u64> {
+fn depends_on(frame: &Frame, state: &ProtocolState) -> Option<u64> {
     let mut at = 0;
     let mut names: Vec<(Space, String)> = Vec::new();
     let read = |at: &mut usize| wire::cstr(&frame.body, at).ok();
@@ -583,7 +582,7 @@ fn depends_on(frame: &Frame, state: &ProtocolState, done: u64) -> Option<u64> {
         .filter_map(|(space, name)| {
             state
                 .names
-                .unconfirmed_round(*space, name, state.rounds_sent, done)
+                .unconfirmed_round(*space, name, state.rounds_sent)
         })
         .max()
 }
@@ -742,25 +741,33 @@ async fn handle(
                 });
                 return Ok(Step::Continue);
             }
-            let special = prepared.and_then(|p| p.ticket_statement);
-            frame.encode_into(out);
-            if let Some(statement) = special {
-                // The stand-in is empty text: its EmptyQueryResponse is
-                // replaced by the statement's answer (or its refusal).
-                state.sequence += 1;
-                let forward = view
-                    .ticket_statement(statement, state.sequence, false)
-                    .await;
-                for substitution in forward.substitutions {
-                    let substitution = match substitution {
-                        Substitution::Error { answer, .. } => Substitution::Empty {
-                            answer,
-                            ticket: None,
-                        },
-                        other => other,
-                    };
-                    shared.push(round, substitution);
+            let Some(statement) = prepared.and_then(|p| p.ticket_statement) else {
+                frame.encode_into(out);
+                return Ok(Step::Continue);
+            };
+            // A ticket statement: upstream runs empty text, whose
+            // EmptyQueryResponse is replaced by the statement's answer. A
+            // refused one executes a stand-in portal instead, so PostgreSQL
+            // fails the round too (and skips the rest, as the client expects).
+            state.sequence += 1;
+            let forward = view
+                .ticket_statement(statement, state.sequence, false)
+                .await;
+            let mut execute_as = None;
+            for substitution in forward.substitutions {
+                match substitution {
+                    Substitution::Error { answer, .. } => {
+                        execute_as = Some(stand_in(view, state, shared, round, answer));
+                    }
+                    other => shared.push(round, other),
                 }
+            }
+            match execute_as {
+                Some(marker) => put_message(out, b'E', |b| {
+                    put_cstr(b, &marker);
+                    b.put_slice(frame.body.get(at..).unwrap_or_default());
+                }),
+                None => frame.encode_into(out),
             }
             Ok(Step::Continue)
         }
