@@ -958,3 +958,75 @@ async fn red_team_a_refused_ticket_statement_fails_its_pipeline_like_any_error()
         "ParseComplete, BindComplete, the error, ReadyForQuery"
     );
 }
+
+fn data_row_widths(messages: &[(u8, Vec<u8>)]) -> Vec<u16> {
+    messages
+        .iter()
+        .filter(|(tag, _)| *tag == b'D')
+        .map(|(_, body)| u16::from_be_bytes([body[0], body[1]]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_team_pipelined_ticket_changes_govern_what_follows_them() {
+    let esq = Esq::start(Options {
+        rows: Some(1_000),
+        ..Options::default()
+    })
+    .await;
+    let with_names = clinician_ticket(&esq).await;
+    let ids_only = esq
+        .ticket(
+            "clinician",
+            serde_json::json!({"dataset": "burial_2024", "purpose": "treatment",
+                               "fields": ["id", "state"]}),
+        )
+        .await;
+    let mut raw = Raw::login(&esq, &with_names).await;
+    // Both in one write: the SELECT must be decided under the new ticket.
+    raw.send(&[
+        query(&format!("SET esq.ticket = '{ids_only}'")),
+        query("SELECT id, name FROM burial_2024 ORDER BY id LIMIT 1"),
+    ])
+    .await;
+    raw.until_ready().await;
+    let answer = raw.until_ready().await;
+    assert_eq!(data_row_widths(&answer), [1], "name was dropped");
+
+    // The same in one extended round: SET, then a statement after it.
+    raw.send(&[query(&format!("SET esq.ticket = '{with_names}'"))])
+        .await;
+    raw.until_ready().await;
+    raw.send(&[
+        parse("t", &format!("SET esq.ticket = '{ids_only}'")),
+        bind("", "t"),
+        execute("", 0),
+        parse("", "SELECT id, name FROM burial_2024 ORDER BY id LIMIT 1"),
+        bind("", ""),
+        execute("", 0),
+        sync(),
+    ])
+    .await;
+    let answer = raw.until_ready().await;
+    assert_eq!(data_row_widths(&answer), [1], "name was dropped");
+
+    // A prepared ROLLBACK keeps working after the ticket is revoked.
+    raw.send(&[parse("r", "ROLLBACK"), sync(), query("BEGIN")])
+        .await;
+    raw.until_ready().await;
+    raw.until_ready().await;
+    revoke(&esq, &ids_only).await;
+    raw.send(&[bind("", "r"), execute("", 0), sync()]).await;
+    let answer = raw.until_ready().await;
+    assert!(codes(&answer).is_empty(), "{:?}", codes(&answer));
+    assert_eq!(answer.last().map(|(_, b)| b.clone()), Some(b"I".to_vec()));
+
+    // A round esq would have to journal without end is refused.
+    let closes: Vec<Vec<u8>> = (0..10_001)
+        .map(|i| message(b'C', format!("Pp{i}\0").as_bytes()))
+        .collect();
+    raw.send(&closes).await;
+    raw.send(&[sync()]).await;
+    let answer = raw.until_ready_or_close().await;
+    assert_eq!(codes(&answer), ["08P01"]);
+}

@@ -23,7 +23,11 @@ pub struct Prepared {
     pub ticket_statement: Option<TicketStatement>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Messages that answer (Parse, Bind, Close, Describe, Execute) allowed
+/// between two `Sync`s: esq journals each until PostgreSQL answers.
+pub const MAX_ROUND_MESSAGES: u32 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Space {
     Statement,
     Portal,
@@ -46,6 +50,9 @@ pub struct Names {
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Prepared>,
     journal: Vec<Change>,
+    /// The round of each name's unconfirmed change (its latest: a name
+    /// changed by an earlier round waits for it before changing again).
+    pending: HashMap<(Space, String), u64>,
     /// The round being written, and how many answering messages it has.
     round: u64,
     answering: u32,
@@ -71,14 +78,15 @@ impl Names {
     }
 
     /// Counts a forwarded message that answers once (Parse, Bind, Close,
-    /// Describe, Execute) in `round`; returns its index.
-    pub fn answering(&mut self, round: u64) -> u32 {
+    /// Describe, Execute) in `round`; returns its index, or `None` past
+    /// [`MAX_ROUND_MESSAGES`].
+    pub fn answering(&mut self, round: u64) -> Option<u32> {
         if round != self.round {
             self.round = round;
             self.answering = 0;
         }
         self.answering += 1;
-        self.answering - 1
+        (self.answering <= MAX_ROUND_MESSAGES).then_some(self.answering - 1)
     }
 
     /// Records that the message at `index` of `round` sets `name` to
@@ -95,6 +103,7 @@ impl Names {
             Some(after) => self.map_mut(space).insert(name.to_string(), after),
             None => self.map_mut(space).remove(name),
         };
+        self.pending.insert((space, name.to_string()), round);
         self.journal.push(Change {
             round,
             index,
@@ -120,11 +129,10 @@ impl Names {
     /// it): a round that has just ended still counts until [`Names::confirm`]
     /// has applied it.
     pub fn unconfirmed_round(&self, space: Space, name: &str, current: u64) -> Option<u64> {
-        self.journal
-            .iter()
-            .rev()
-            .find(|c| c.space == space && c.name == name && c.round < current)
-            .map(|c| c.round)
+        self.pending
+            .get(&(space, name.to_string()))
+            .copied()
+            .filter(|round| *round < current)
     }
 
     /// Applies PostgreSQL's verdict on every round before `done`: for a
@@ -136,6 +144,9 @@ impl Names {
             .into_iter()
             .partition(|c| c.round < done);
         self.journal = pending;
+        if !finished.is_empty() {
+            self.pending.retain(|_, round| *round >= done);
+        }
         for change in finished.into_iter().rev() {
             let Some(&(_, failed)) = errored.iter().find(|(r, _)| *r == change.round) else {
                 continue;
@@ -174,13 +185,13 @@ mod tests {
     #[test]
     fn a_skipped_parse_restores_what_postgresql_still_holds() {
         let mut names = Names::default();
-        let i = names.answering(0);
+        let i = names.answering(0).unwrap_or_default();
         names.set(0, i, Space::Statement, "s", prepared());
         names.confirm(1, &[]);
         assert!(names.journal.is_empty());
         // Round 1: a failing message, then a Parse of "s" that is skipped.
         let _failing = names.answering(1);
-        let i = names.answering(1);
+        let i = names.answering(1).unwrap_or_default();
         names.set(1, i, Space::Statement, "s", None);
         assert_eq!(names.unconfirmed_round(Space::Statement, "s", 2), Some(1));
         assert_eq!(names.unconfirmed_round(Space::Statement, "s", 1), None);
@@ -191,9 +202,9 @@ mod tests {
     #[test]
     fn the_failing_change_forgets_and_earlier_ones_stand() {
         let mut names = Names::default();
-        let a = names.answering(0);
+        let a = names.answering(0).unwrap_or_default();
         names.set(0, a, Space::Statement, "a", prepared());
-        let b = names.answering(0);
+        let b = names.answering(0).unwrap_or_default();
         names.set(0, b, Space::Statement, "b", prepared());
         names.confirm(1, &[(0, 1)]);
         assert!(names.get(Space::Statement, "a").is_some());

@@ -394,10 +394,11 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                 }
                 reconcile(&mut state, &shared, &mut ticket);
             }
+            let effective = state.effective_ticket(&ticket);
             let view = SessionView {
                 app: &door.app,
                 principal: &principal,
-                ticket: ticket.as_ref(),
+                ticket: effective.as_ref(),
                 client: Some(peer),
                 marker_prefix: &marker_prefix,
             };
@@ -536,18 +537,59 @@ struct ProtocolState {
     names: Names,
     /// Extended-protocol messages were sent since the last `Sync`.
     extended_open: bool,
+    /// A ticket statement forwarded but not yet answered: its round and the
+    /// ticket it sets. Later messages of that round are decided under it
+    /// (PostgreSQL runs them only if it ran the statement); messages of
+    /// later rounds wait for the answer.
+    ticket_pending: Option<(u64, Option<TicketId>)>,
+}
+
+impl ProtocolState {
+    /// Notes a forwarded ticket statement's effect (see `ticket_pending`).
+    fn ticket_statement_sent(&mut self, round: u64, substitutions: &[Substitution]) {
+        for substitution in substitutions {
+            if let Substitution::Empty {
+                ticket: Some(change),
+                ..
+            } = substitution
+            {
+                let ticket = match change {
+                    TicketChange::Set(id) => Some(id.clone()),
+                    TicketChange::Clear => None,
+                };
+                self.ticket_pending = Some((round, ticket));
+            }
+        }
+    }
+
+    /// The ticket decisions use now.
+    fn effective_ticket(&self, confirmed: &Option<TicketId>) -> Option<TicketId> {
+        match &self.ticket_pending {
+            Some((round, ticket)) if *round == self.rounds_sent => ticket.clone(),
+            _ => confirmed.clone(),
+        }
+    }
 }
 
 /// Catches up with the relay: applies the ticket changes PostgreSQL ran
 /// and its verdict on finished rounds.
 fn reconcile(state: &mut ProtocolState, shared: &Shared, ticket: &mut Option<TicketId>) {
+    // `done` first: a round's ticket change is queued before its
+    // ReadyForQuery, so every change of a round before `done` is taken.
+    let done = shared.rounds_done.load(Ordering::Acquire);
     for change in shared.take_ticket_changes() {
         *ticket = match change {
             TicketChange::Set(id) => Some(id),
             TicketChange::Clear => None,
         };
     }
-    let done = shared.rounds_done.load(Ordering::Acquire);
+    if state
+        .ticket_pending
+        .as_ref()
+        .is_some_and(|(round, _)| *round < done)
+    {
+        state.ticket_pending = None;
+    }
     let errored = shared.take_errored_before(done);
     state.names.confirm(done, &errored);
 }
@@ -577,6 +619,12 @@ fn depends_on(frame: &Frame, state: &ProtocolState) -> Option<u64> {
         }
         _ => {}
     }
+    // Statements are decided under the session's ticket: a ticket
+    // statement of an earlier round must be answered first.
+    let ticket_round = match (frame.tag, &state.ticket_pending) {
+        (b'Q' | b'P', Some((round, _))) if *round < state.rounds_sent => Some(*round),
+        _ => None,
+    };
     names
         .iter()
         .filter_map(|(space, name)| {
@@ -584,6 +632,7 @@ fn depends_on(frame: &Frame, state: &ProtocolState) -> Option<u64> {
                 .names
                 .unconfirmed_round(*space, name, state.rounds_sent)
         })
+        .chain(ticket_round)
         .max()
 }
 
@@ -614,6 +663,7 @@ async fn handle(
             let sql = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             state.sequence += 1;
             let forward = view.decide(&sql, state.sequence, false).await;
+            state.ticket_statement_sent(round, &forward.substitutions);
             if let Some(name) = deallocated(&sql) {
                 state.names.deallocate(name.as_deref());
             }
@@ -632,7 +682,7 @@ async fn handle(
             let name = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             let sql = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             let types = frame.body.get(at..).unwrap_or_default().to_vec();
-            let index = state.names.answering(round);
+            let index = answering(state, round)?;
             state.sequence += 1;
             if !name.is_empty() && state.names.get(Space::Statement, &name).is_some() {
                 // As PostgreSQL: a named statement is not replaced.
@@ -683,7 +733,7 @@ async fn handle(
             let mut at = 0;
             let portal = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             let statement = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
-            let index = state.names.answering(round);
+            let index = answering(state, round)?;
             let prepared = state.names.get(Space::Statement, &statement).cloned();
             let refusal = match &prepared {
                 // esq did not see this statement prepared (or refused it):
@@ -720,7 +770,7 @@ async fn handle(
         b'E' => {
             let mut at = 0;
             let portal = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
-            state.names.answering(round);
+            answering(state, round)?;
             let prepared = state.names.get(Space::Portal, &portal).cloned();
             let refusal = match &prepared {
                 None => Some(error_bytes(
@@ -754,6 +804,7 @@ async fn handle(
                 .ticket_statement(statement, state.sequence, false)
                 .await;
             let mut execute_as = None;
+            state.ticket_statement_sent(round, &forward.substitutions);
             for substitution in forward.substitutions {
                 match substitution {
                     Substitution::Error { answer, .. } => {
@@ -779,13 +830,13 @@ async fn handle(
             };
             let mut at = 1;
             let name = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
-            let index = state.names.answering(round);
+            let index = answering(state, round)?;
             state.names.set(round, index, space, &name, None);
             frame.encode_into(out);
             Ok(Step::Continue)
         }
         b'D' => {
-            state.names.answering(round);
+            answering(state, round)?;
             frame.encode_into(out);
             Ok(Step::Continue)
         }
@@ -865,6 +916,17 @@ fn stand_in(
         },
     );
     marker
+}
+
+/// Numbers an answering message of the round, or ends the session when a
+/// round grows past what esq will journal.
+fn answering(state: &mut ProtocolState, round: u64) -> Result<u32, String> {
+    state.names.answering(round).ok_or_else(|| {
+        format!(
+            "more than {} messages before a Sync",
+            super::names::MAX_ROUND_MESSAGES
+        )
+    })
 }
 
 /// "ticket stale" when the ticket a statement was prepared under is no

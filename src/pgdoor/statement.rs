@@ -12,7 +12,7 @@ use super::wire;
 use crate::app::App;
 use crate::audit::{fingerprint, AuditEvent};
 use crate::auth::Principal;
-use crate::guard::{Decision, Denial};
+use crate::guard::{Decision, Denial, Kind};
 use crate::metrics::{Door, Outcome};
 use crate::tickets::{Lookup, Scope, Stale, TicketId};
 
@@ -27,7 +27,7 @@ pub struct Forward {
 
 /// A ticket statement's effect, applied when PostgreSQL has run its
 /// stand-in (see [`Substitution::Empty`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum TicketChange {
     Set(TicketId),
     Clear,
@@ -122,7 +122,9 @@ impl SessionView<'_> {
                 Forward {
                     sql: allowed.sql.clone(),
                     substitutions,
-                    under_ticket: scope.is_some(),
+                    // Session statements (ROLLBACK, …) read nothing: a
+                    // prepared one keeps working after the ticket goes.
+                    under_ticket: scope.is_some() && allowed.kinds.contains(&Kind::Query),
                 }
             }
             Decision::Deny(denial) => {
