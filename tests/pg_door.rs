@@ -81,18 +81,28 @@ async fn clinician_ticket(esq: &Esq) -> String {
     .await
 }
 
-async fn connect_with_ticket(esq: &Esq, ticket: &str) -> tokio_postgres::Client {
+/// A tokio-postgres session through esq, its connection driven on a task.
+async fn connect_as(
+    esq: &Esq,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(esq.pg_port())
-        .user("ticket")
-        .password(ticket)
+        .user(user)
+        .password(password)
         .dbname(&esq.database)
         .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect through esq with a ticket as the password");
+        .await?;
     tokio::spawn(connection);
-    client
+    Ok(client)
+}
+
+async fn connect_with_ticket(esq: &Esq, ticket: &str) -> tokio_postgres::Client {
+    connect_as(esq, "ticket", ticket)
+        .await
+        .expect("connect through esq with a ticket as the password")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,14 +233,7 @@ async fn tokio_postgres_prepares_with_parameters_and_a_revoked_ticket_goes_stale
 
     // Revoked mid-session: the next statement is "ticket stale" (28000),
     // also for the statement prepared earlier.
-    let id = esq::tickets::TicketId::parse(&ticket).unwrap();
-    assert!(esq
-        .app()
-        .tickets
-        .store
-        .revoke(&id.hash(), chrono::Utc::now())
-        .await
-        .unwrap());
+    revoke(&esq, &ticket).await;
     let stale = client.query(&statement, &[&"CA"]).await.unwrap_err();
     let db = stale.as_db_error().unwrap();
     assert_eq!((db.code().code(), db.message()), ("28000", "ticket stale"));
@@ -742,16 +745,9 @@ async fn red_team_one_user_cannot_take_every_upstream_connection() {
     let ticket = esq.foia_ticket().await;
     let _one = connect_with_ticket(&esq, &ticket).await;
     let _two = connect_with_ticket(&esq, &ticket).await;
-    let third = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(esq.pg_port())
-        .user("journalist")
-        .password("journalist")
-        .dbname(&esq.database)
-        .connect(tokio_postgres::NoTls)
+    let third = connect_as(&esq, "journalist", "journalist")
         .await
-        .err()
-        .expect("a third session for the same user is refused");
+        .expect_err("a third session for the same user is refused");
     assert_eq!(third.as_db_error().unwrap().code().code(), "53300");
     // Another user still gets in.
     let other = clinician_ticket(&esq).await;
@@ -800,16 +796,9 @@ async fn upstream_tls_is_used_and_verified_when_the_url_requires_it() {
         .await;
     wrong.restart().await;
     let ticket = wrong.foia_ticket().await;
-    let refused = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(wrong.pg_port())
-        .user("ticket")
-        .password(&ticket)
-        .dbname(&wrong.database)
-        .connect(tokio_postgres::NoTls)
+    let refused = connect_as(&wrong, "ticket", &ticket)
         .await
-        .err()
-        .expect("no session without a verified upstream");
+        .expect_err("no session without a verified upstream");
     assert_eq!(refused.as_db_error().unwrap().code().code(), "08006");
 }
 

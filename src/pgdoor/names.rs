@@ -113,6 +113,11 @@ impl Names {
         });
     }
 
+    /// Whether any change still waits for PostgreSQL's answer.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Forgets statements (`None`: all of them) after a SQL `DEALLOCATE`.
     /// Forgetting is always safe: a forgotten name is never bound.
     pub fn deallocate(&mut self, name: Option<&str>) {

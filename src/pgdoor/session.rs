@@ -597,6 +597,10 @@ fn reconcile(state: &mut ProtocolState, shared: &Shared, ticket: &mut Option<Tic
 /// The earliest-needed unconfirmed round this message depends on: one that
 /// changed a statement or portal the message names.
 fn depends_on(frame: &Frame, state: &ProtocolState) -> Option<u64> {
+    // The common case, nothing unanswered: no need to read the names.
+    if !state.names.has_pending() && state.ticket_pending.is_none() {
+        return None;
+    }
     let mut at = 0;
     let mut names: Vec<(Space, String)> = Vec::new();
     let read = |at: &mut usize| wire::cstr(&frame.body, at).ok();
@@ -735,17 +739,14 @@ async fn handle(
             let statement = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             let index = answering(state, round)?;
             let prepared = state.names.get(Space::Statement, &statement).cloned();
-            let refusal = match &prepared {
-                // esq did not see this statement prepared (or refused it):
-                // never let it run.
-                None => Some(error_bytes(
-                    "26000",
-                    &format!("prepared statement \"{statement}\" does not exist"),
-                    "",
-                    "",
-                )),
-                Some(p) => ticket_refusal(view, p).await,
-            };
+            let refusal = refusal(
+                view,
+                prepared.as_ref(),
+                "26000",
+                "prepared statement",
+                &statement,
+            )
+            .await;
             match refusal {
                 Some(answer) => {
                     // Bind to a statement that does not exist; its error
@@ -771,18 +772,10 @@ async fn handle(
             let mut at = 0;
             let portal = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             answering(state, round)?;
+            // The ticket is checked again at every Execute: a portal must
+            // not keep streaming after revocation.
             let prepared = state.names.get(Space::Portal, &portal).cloned();
-            let refusal = match &prepared {
-                None => Some(error_bytes(
-                    "34000",
-                    &format!("portal \"{portal}\" does not exist"),
-                    "",
-                    "",
-                )),
-                // The ticket is checked again at every Execute: a portal
-                // must not keep streaming after revocation.
-                Some(p) => ticket_refusal(view, p).await,
-            };
+            let refusal = refusal(view, prepared.as_ref(), "34000", "portal", &portal).await;
             if let Some(answer) = refusal {
                 let marker = stand_in(view, state, shared, round, answer);
                 put_message(out, b'E', |b| {
@@ -929,9 +922,24 @@ fn answering(state: &mut ProtocolState, round: u64) -> Result<u32, String> {
     })
 }
 
-/// "ticket stale" when the ticket a statement was prepared under is no
-/// longer live.
-async fn ticket_refusal(view: &SessionView<'_>, prepared: &Prepared) -> Option<Bytes> {
+/// Why a statement or portal must not run: esq does not know it (never
+/// prepared, or refused: `code`, "<what> … does not exist"), or the ticket
+/// it was prepared under is no longer live ("ticket stale").
+async fn refusal(
+    view: &SessionView<'_>,
+    prepared: Option<&Prepared>,
+    code: &str,
+    what: &str,
+    name: &str,
+) -> Option<Bytes> {
+    let Some(prepared) = prepared else {
+        return Some(error_bytes(
+            code,
+            &format!("{what} \"{name}\" does not exist"),
+            "",
+            "",
+        ));
+    };
     let ticket = prepared.ticket.as_ref()?;
     let check = SessionView {
         ticket: Some(ticket),

@@ -32,8 +32,12 @@ impl TicketStatement {
 /// statement among others) is `None` and goes to the guard, which denies
 /// `SET esq.ticket` in any other form.
 pub fn recognise(sql: &str) -> Option<TicketStatement> {
-    // Cheap pre-check: most statements never mention the setting.
-    if !sql.to_ascii_lowercase().contains("ticket") {
+    // Cheap pre-check (no allocation): most statements never mention it.
+    if !sql
+        .as_bytes()
+        .windows(6)
+        .any(|w| w.eq_ignore_ascii_case(b"ticket"))
+    {
         return None;
     }
     let statements = Parser::new(&PostgreSqlDialect {})
