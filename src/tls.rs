@@ -131,3 +131,46 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError
     let _ = private;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(cert: &Path, key: &Path) -> TlsConfig {
+        TlsConfig {
+            cert: Some(cert.to_path_buf()),
+            key: Some(key.to_path_buf()),
+            required: true,
+        }
+    }
+
+    #[test]
+    fn dev_certificates_load_and_bad_files_are_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = make_dev_certs(dir.path()).expect("dev certs");
+        assert!(
+            server_config(&config(&files.server_cert, &files.server_key))
+                .expect("loads")
+                .is_some()
+        );
+
+        let missing = dir.path().join("missing.crt");
+        let error = server_config(&config(&missing, &files.server_key))
+            .expect_err("missing file")
+            .to_string();
+        assert!(error.contains("missing.crt"), "{error}");
+
+        let garbage = dir.path().join("garbage.crt");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let error = server_config(&config(&garbage, &files.server_key))
+            .expect_err("no certificate")
+            .to_string();
+        assert!(error.contains("garbage.crt"), "{error}");
+
+        // The CA's certificate with the server's key: refused, not served.
+        let error = server_config(&config(&files.ca_cert, &files.server_key))
+            .expect_err("mismatched key")
+            .to_string();
+        assert!(error.contains("do not fit"), "{error}");
+    }
+}

@@ -131,6 +131,35 @@ fn syntax_errors_name_the_line() {
 }
 
 #[test]
+fn bad_door_settings_name_the_key() {
+    let cases: &[(&str, &str)] = &[
+        ("[tls]\nrequired = true", "tls.required"),
+        ("[tls]\ncert = \"server.crt\"", "tls.key"),
+        ("[tls]\nkey = \"server.key\"", "tls.cert"),
+        (
+            "[pg]\nmax_sessions_per_user = 0",
+            "pg.max_sessions_per_user",
+        ),
+        ("[pg]\nmax_message_bytes = 100", "pg.max_message_bytes"),
+        ("[pg]\nidle_timeout = \"0s\"", "pg.idle_timeout"),
+        (
+            "[pg]\nticket_user = \"x\"\n[users.x]\nroles = []",
+            "pg.ticket_user",
+        ),
+        ("[http]\nmax_body_bytes = 10", "http"),
+        ("[pg]\nsessions = 3", "sessions"),
+    ];
+    for (extra, expected) in cases {
+        let message = error(&format!("{MINIMAL}\n{extra}\n"), &[]);
+        assert!(message.contains(expected), "{extra:?} gave: {message}");
+    }
+    let config = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(config.pg.ticket_user, "ticket");
+    assert_eq!(config.pg.max_sessions_per_user, 8);
+    assert!(!config.tls.required);
+}
+
+#[test]
 fn bad_values_name_the_key() {
     let cases: &[(&str, &str)] = &[
         ("[tickets]\ndefault_ttl = \"2h\"", "tickets.default_ttl"),
