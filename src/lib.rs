@@ -30,6 +30,7 @@ pub mod policy;
 pub mod sample_data;
 pub mod sensitivity;
 pub mod serve;
+pub mod shared;
 pub mod stream;
 pub mod tickets;
 pub mod tls;

@@ -46,6 +46,9 @@ pub struct Config {
     /// Where the audit log is written.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The breach sentinel: ticket-abuse rules and the alert webhook.
+    #[serde(default)]
+    pub sentinel: SentinelConfig,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -138,6 +141,85 @@ pub struct TicketsConfig {
     /// Longest lifetime any ticket may have. Default `60m`.
     #[serde(default = "defaults::max_ttl", with = "duration")]
     pub max_ttl: Duration,
+    /// How long one connection may reuse a positive ticket check before
+    /// asking a shared (Redis) store again: the longest a revocation made
+    /// on another replica (or another connection) can take to reach an open
+    /// connection. The memory store is always checked directly. Default
+    /// `1s`; `0s` checks every statement.
+    #[serde(default = "defaults::validation_cache", with = "duration")]
+    pub validation_cache: Duration,
+    /// Longest a Redis command may take before the ticket check fails
+    /// closed (`08006` / HTTP 503). Default `1s`.
+    #[serde(default = "defaults::store_timeout", with = "duration")]
+    pub store_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// Watch ticket use and trip the rules. Default `true`.
+    #[serde(default = "defaults::sentinel_enabled")]
+    pub enabled: bool,
+    /// How often each replica adds its counts to the shared windows; the
+    /// detection delay is about this plus one Redis round trip. Default
+    /// `200ms`.
+    #[serde(default = "defaults::sentinel_flush_interval", with = "duration")]
+    pub flush_interval: Duration,
+    /// Where an alert is POSTed as JSON on every trip (e.g. the incident
+    /// channel that mails the CIO and the Privacy Officer). No webhook: the
+    /// trip is still revoked, audited, counted and listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Time one webhook attempt may take. Default `5s`.
+    #[serde(default = "defaults::webhook_timeout", with = "duration")]
+    pub webhook_timeout: Duration,
+    /// Attempts per alert before it is given up (logged). Default 8, with
+    /// exponential backoff from 250 ms.
+    #[serde(default = "defaults::webhook_attempts")]
+    pub webhook_attempts: u32,
+    /// The rules; without any, the defaults: `ticket_volume` (10,000 uses
+    /// of one ticket in 30 s), `distinct_statements` (1,000 different
+    /// statements under one ticket in 60 s), `denial_streak` (50 denials in
+    /// a row from one user).
+    #[serde(default = "defaults::sentinel_rules")]
+    pub rules: Vec<SentinelRule>,
+}
+
+/// One named abuse pattern.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelRule {
+    /// Named in alerts, audit records and the `rule` metric label.
+    pub name: String,
+    pub measure: SentinelMeasure,
+    /// Whose behaviour is counted. Default `ticket`.
+    #[serde(default)]
+    pub per: SentinelSubject,
+    /// Trips when the count reaches this.
+    pub limit: u64,
+    /// The sliding window (`uses`, `distinct_statements`); for
+    /// `denials_in_a_row`, how long a streak is remembered. Default `30s`.
+    #[serde(default = "defaults::sentinel_window", with = "duration")]
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SentinelMeasure {
+    /// Statements and executions run under the ticket.
+    Uses,
+    /// Different statement texts (by fingerprint).
+    DistinctStatements,
+    /// Denials with no allowed statement in between.
+    DenialsInARow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SentinelSubject {
+    #[default]
+    Ticket,
+    User,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -316,6 +398,52 @@ mod defaults {
     pub fn max_ttl() -> Duration {
         Duration::from_secs(60 * 60)
     }
+    pub fn validation_cache() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn store_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn sentinel_enabled() -> bool {
+        true
+    }
+    pub fn sentinel_flush_interval() -> Duration {
+        Duration::from_millis(200)
+    }
+    pub fn webhook_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn webhook_attempts() -> u32 {
+        8
+    }
+    pub fn sentinel_window() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn sentinel_rules() -> Vec<SentinelRule> {
+        vec![
+            SentinelRule {
+                name: "ticket_volume".into(),
+                measure: SentinelMeasure::Uses,
+                per: SentinelSubject::Ticket,
+                limit: 10_000,
+                window: Duration::from_secs(30),
+            },
+            SentinelRule {
+                name: "distinct_statements".into(),
+                measure: SentinelMeasure::DistinctStatements,
+                per: SentinelSubject::Ticket,
+                limit: 1_000,
+                window: Duration::from_secs(60),
+            },
+            SentinelRule {
+                name: "denial_streak".into(),
+                measure: SentinelMeasure::DenialsInARow,
+                per: SentinelSubject::User,
+                limit: 50,
+                window: Duration::from_secs(600),
+            },
+        ]
+    }
     pub fn min_group_size() -> u32 {
         11
     }
@@ -387,6 +515,21 @@ impl Default for TicketsConfig {
             store: defaults::ticket_store(),
             default_ttl: defaults::default_ttl(),
             max_ttl: defaults::max_ttl(),
+            validation_cache: defaults::validation_cache(),
+            store_timeout: defaults::store_timeout(),
+        }
+    }
+}
+
+impl Default for SentinelConfig {
+    fn default() -> Self {
+        SentinelConfig {
+            enabled: defaults::sentinel_enabled(),
+            flush_interval: defaults::sentinel_flush_interval(),
+            webhook: None,
+            webhook_timeout: defaults::webhook_timeout(),
+            webhook_attempts: defaults::webhook_attempts(),
+            rules: defaults::sentinel_rules(),
         }
     }
 }

@@ -165,9 +165,16 @@ fn bad_values_name_the_key() {
         ("[tickets]\ndefault_ttl = \"2h\"", "tickets.default_ttl"),
         ("[tickets]\nmax_ttl = \"3d\"", "tickets.max_ttl"),
         ("[tickets]\nstore = \"postgres://x\"", "tickets.store"),
+        ("[tickets]\nstore = \"redis+cluster://\"", "tickets.store"),
+        ("[tickets]\nvalidation_cache = \"5m\"", "tickets.validation_cache"),
+        ("[sentinel]\nwebhook = \"ftp://x\"", "sentinel.webhook"),
         (
-            "[tickets]\nstore = \"redis://127.0.0.1\"",
-            "not part of this build",
+            "[[sentinel.rules]]\nname = \"a\"\nmeasure = \"uses\"\nlimit = 0",
+            "sentinel.rules[0].limit",
+        ),
+        (
+            "[[sentinel.rules]]\nname = \"a\"\nmeasure = \"uses\"\nlimit = 1\n[[sentinel.rules]]\nname = \"a\"\nmeasure = \"uses\"\nlimit = 2",
+            "sentinel.rules[1].name",
         ),
         ("[guard]\nmin_group_size = 0", "guard.min_group_size"),
         ("[users.Bad]\nroles = []", "users.Bad"),

@@ -16,6 +16,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
 pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
     validate_upstream(config)?;
     validate_tickets(config)?;
+    validate_sentinel(config)?;
     if config.guard.min_group_size < 2 {
         return Err(invalid(
             "guard.min_group_size",
@@ -117,18 +118,22 @@ fn validate_tickets(config: &Config) -> Result<(), Invalid> {
     let tickets = &config.tickets;
     match tickets.store.as_str() {
         "memory" => {}
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            return Err(invalid(
-                "tickets.store",
-                "the Redis ticket store is not part of this build yet; use \"memory\"",
-            ));
+        url => {
+            crate::shared::RedisTarget::parse(url)
+                .map_err(|err| invalid("tickets.store", err.to_string()))?;
         }
-        other => {
-            return Err(invalid(
-                "tickets.store",
-                format!("{other:?} is neither \"memory\" nor a redis:// URL"),
-            ));
-        }
+    }
+    if tickets.store_timeout.is_zero() || tickets.store_timeout > Duration::from_secs(30) {
+        return Err(invalid(
+            "tickets.store_timeout",
+            "must be between 1ms and 30s",
+        ));
+    }
+    if tickets.validation_cache > Duration::from_secs(60) {
+        return Err(invalid(
+            "tickets.validation_cache",
+            "must be at most 60s: it is how late a revocation may take effect",
+        ));
     }
     if tickets.default_ttl.is_zero() {
         return Err(invalid("tickets.default_ttl", "must be positive"));
@@ -148,6 +153,50 @@ fn validate_tickets(config: &Config) -> Result<(), Invalid> {
                 humantime::format_duration(tickets.max_ttl)
             ),
         ));
+    }
+    Ok(())
+}
+
+fn validate_sentinel(config: &Config) -> Result<(), Invalid> {
+    let sentinel = &config.sentinel;
+    if sentinel.flush_interval.is_zero() || sentinel.flush_interval > Duration::from_secs(10) {
+        return Err(invalid(
+            "sentinel.flush_interval",
+            "must be between 1ms and 10s",
+        ));
+    }
+    if let Some(url) = &sentinel.webhook {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "sentinel.webhook",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    if sentinel.webhook_timeout.is_zero() || sentinel.webhook_attempts == 0 {
+        return Err(invalid(
+            "sentinel.webhook_timeout",
+            "webhook_timeout and webhook_attempts must be positive",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, rule) in sentinel.rules.iter().enumerate() {
+        let key = |field: &str| format!("sentinel.rules[{index}].{field}");
+        if !is_identifier(&rule.name) || !seen.insert(rule.name.as_str()) {
+            return Err(invalid(
+                key("name"),
+                format!(
+                    "{:?} must be a unique lowercase name (a-z, 0-9, _ - .)",
+                    rule.name
+                ),
+            ));
+        }
+        if rule.limit == 0 {
+            return Err(invalid(key("limit"), "must be positive"));
+        }
+        if rule.window < Duration::from_secs(1) || rule.window > Duration::from_secs(24 * 3600) {
+            return Err(invalid(key("window"), "must be between 1s and 24h"));
+        }
     }
     Ok(())
 }
