@@ -11,7 +11,11 @@ use crate::config::{Config, ConfigError};
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, PolicySet};
-use crate::tickets::{IssuePolicy, MemoryTicketStore, TicketIssuer, TicketStore};
+use crate::sentinel::Sentinel;
+use crate::shared::{BadRedisUrl, Redis, RedisTarget};
+use crate::tickets::{
+    IssuePolicy, MemoryTicketStore, RedisTicketStore, TicketCheck, TicketIssuer, TicketStore,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -21,6 +25,8 @@ pub enum LoadError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error("tickets.store: {0}")]
+    Store(#[from] BadRedisUrl),
 }
 
 pub struct App {
@@ -34,6 +40,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Where every decision is recorded.
     pub audit: Arc<dyn AuditSink>,
+    /// Watches ticket use and raises breaches.
+    pub sentinel: Arc<Sentinel>,
+    /// `esq_tickets_active`, refreshed by `esq serve`.
+    pub tickets_active: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl App {
@@ -45,8 +55,33 @@ impl App {
             config.policy.eval_timeout,
         )?);
         let users = UserDirectory::from_config(&config);
-        // Validation admits only "memory" until the Redis store exists.
-        let store: Arc<dyn TicketStore> = Arc::new(MemoryTicketStore::new());
+        let redis = match config.tickets.store.as_str() {
+            "memory" => None,
+            url => Some(Arc::new(Redis::new(
+                RedisTarget::parse(url)?,
+                config.tickets.store_timeout,
+            ))),
+        };
+        let store: Arc<dyn TicketStore> = match &redis {
+            Some(redis) => Arc::new(RedisTicketStore::new(redis.clone())),
+            None => Arc::new(MemoryTicketStore::new()),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let audit: Arc<dyn AuditSink> = Arc::new(TracingAudit);
+        let sentinel = Arc::new(Sentinel::new(
+            &config.sentinel,
+            redis,
+            store.clone(),
+            audit.clone(),
+            &metrics,
+            format!("{} pid {}", config.server.http_listen, std::process::id()),
+        ));
+        let tickets_active = prometheus_client::metrics::gauge::Gauge::default();
+        metrics.registry().register(
+            "tickets_active",
+            "Live tickets (unexpired, unrevoked) in the ticket store",
+            tickets_active.clone(),
+        );
         let tickets = TicketIssuer {
             catalog: catalog.clone(),
             policies: policies.clone(),
@@ -66,9 +101,19 @@ impl App {
             policies,
             users,
             tickets,
-            metrics: Arc::new(Metrics::new()),
-            audit: Arc::new(TracingAudit),
+            metrics,
+            audit,
+            sentinel,
+            tickets_active,
         })
+    }
+
+    /// The ticket checks of one connection (see [`TicketCheck`]).
+    pub fn ticket_check(&self) -> TicketCheck {
+        TicketCheck::new(
+            self.tickets.store.clone(),
+            self.config.tickets.validation_cache,
+        )
     }
 
     pub fn load(path: &std::path::Path) -> Result<App, LoadError> {

@@ -49,6 +49,24 @@ impl AuditSink for TracingAudit {
     }
 }
 
+/// A breach (sentinel trip or operator report) as an audit record.
+pub fn record_breach(sink: &dyn AuditSink, breach: &crate::sentinel::Breach) {
+    sink.record(&AuditEvent {
+        door: Door::http,
+        user: breach.user.as_deref().unwrap_or(""),
+        client: None,
+        ticket_hash: breach.ticket_hash.clone(),
+        dataset: None,
+        outcome: Outcome::deny,
+        sqlstate: None,
+        fingerprint: format!("breach:{}:{}", breach.id, breach.rule),
+        rewritten: None,
+        rows: None,
+        classification: None,
+        policy_id: None,
+    });
+}
+
 /// The statement fingerprint recorded instead of its text.
 pub fn fingerprint(sql: &str) -> String {
     use sha2::{Digest, Sha256};

@@ -29,6 +29,7 @@ pub mod pgdoor;
 pub mod policy;
 pub mod sample_data;
 pub mod sensitivity;
+pub mod sentinel;
 pub mod serve;
 pub mod shared;
 pub mod stream;

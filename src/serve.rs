@@ -68,6 +68,8 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
     let tasks = vec![
         tokio::spawn(pg.run(watch_shutdown.clone())),
         tokio::spawn(http.run(watch_shutdown.clone(), app.config.pg.shutdown_grace)),
+        app.sentinel.start(watch_shutdown.clone()),
+        tokio::spawn(count_active_tickets(app.clone(), watch_shutdown.clone())),
     ];
     tracing::info!(%pg_addr, tls = tls.is_some(), "PostgreSQL door listening");
     tracing::info!(%http_addr, tls = tls.is_some(), "HTTP door listening");
@@ -88,6 +90,22 @@ impl Running {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+    }
+}
+
+/// Keeps `esq_tickets_active` current (every few seconds; a store that
+/// cannot answer leaves the last value).
+async fn count_active_tickets(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Ok(active) = app.tickets.store.active(chrono::Utc::now()).await {
+                    app.tickets_active.set(active.min(i64::MAX as u64) as i64);
+                }
+            }
+            _ = shutdown.changed() => return,
         }
     }
 }

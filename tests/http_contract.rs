@@ -194,6 +194,8 @@ struct Servers {
     dead: TestEsq,
     /// Upstream accepts and never answers; `http.request_timeout = 1s`.
     hanging: TestEsq,
+    /// The ticket store is a Redis that refuses connections.
+    storeless: TestEsq,
 }
 
 fn http() -> Client {
@@ -313,6 +315,41 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
             vec![send(query(&s.hanging, &ticket).json(&json!({"groupBy": "state"}))).await]
         }
 
+        ("/api/esq/ticket", "POST", 503) => vec![send(http().post(s.storeless.url("/api/esq/ticket")).bearer_auth(token("journalist")).json(&foia())).await],
+        ("/api/dta/query", "POST", 503) => vec![send(query(&s.storeless, &format!("T-{}", "C".repeat(32))).json(&json!({"groupBy": "state"}))).await],
+        ("/api/esq/breach", "POST", 201) => {
+            let ticket = new_ticket(m, "journalist").await;
+            vec![
+                send(http().post(m.url("/api/esq/breach")).bearer_auth(token("admin")).json(&json!({"ticket": ticket, "reason": "shared on a public forum"}))).await,
+                send(http().post(m.url("/api/esq/breach")).bearer_auth(token("admin")).json(&json!({"user": "journalist", "reason": "bulk download"}))).await,
+            ]
+        }
+        ("/api/esq/breach", "POST", 400) => vec![
+            send(http().post(m.url("/api/esq/breach")).bearer_auth(token("admin")).json(&json!({"reason": "nobody named"}))).await,
+            send(http().post(m.url("/api/esq/breach")).bearer_auth(token("admin")).json(&json!({"user": "journalist", "reason": " "}))).await,
+            send(http().post(m.url("/api/esq/breach")).bearer_auth(token("admin")).json(&json!({"ticket_hash": "abc", "reason": "x"}))).await,
+        ],
+        ("/api/esq/breach", "POST", 401) => vec![send(http().post(m.url("/api/esq/breach")).json(&json!({"user": "journalist", "reason": "x"}))).await],
+        ("/api/esq/breach", "POST", 403) => vec![send(http().post(m.url("/api/esq/breach")).bearer_auth(token("journalist")).json(&json!({"user": "journalist", "reason": "x"}))).await],
+        ("/api/esq/breach", "POST", 429) => {
+            let request = || http().post(s.limited.url("/api/esq/breach")).bearer_auth(token("admin")).json(&json!({"user": "journalist", "reason": "x"}));
+            let _first = send(request()).await;
+            vec![send(request()).await]
+        }
+        ("/api/esq/breach", "POST", 503) => vec![send(http().post(s.storeless.url("/api/esq/breach")).bearer_auth(token("admin")).json(&json!({"ticket_hash": "ab".repeat(32), "reason": "x"}))).await],
+        ("/api/esq/breach", "GET", 200) => vec![
+            send(http().get(m.url("/api/esq/breach")).bearer_auth(token("admin"))).await,
+            send(http().get(m.url("/api/esq/breach?limit=1")).bearer_auth(token("admin"))).await,
+        ],
+        ("/api/esq/breach", "GET", 400) => vec![send(http().get(m.url("/api/esq/breach?limit=0")).bearer_auth(token("admin"))).await],
+        ("/api/esq/breach", "GET", 401) => vec![send(http().get(m.url("/api/esq/breach"))).await],
+        ("/api/esq/breach", "GET", 403) => vec![send(http().get(m.url("/api/esq/breach")).bearer_auth(token("ca_official"))).await],
+        ("/api/esq/breach", "GET", 429) => {
+            let request = || http().get(s.limited.url("/api/esq/breach")).bearer_auth(token("admin"));
+            let _first = send(request()).await;
+            vec![send(request()).await]
+        }
+        ("/api/esq/breach", "GET", 503) => vec![send(http().get(s.storeless.url("/api/esq/breach")).bearer_auth(token("admin"))).await],
         ("/metrics", "GET", 200) => vec![
             send(http().get(m.url("/metrics"))).await,
             send(http().get(m.url("/metrics")).header("accept", "application/openmetrics-text; version=1.0.0")).await,
@@ -333,6 +370,7 @@ const SCENARIOS: &[(&str, &str, u16)] = &[
     ("/api/esq/ticket", "POST", 413),
     ("/api/esq/ticket", "POST", 415),
     ("/api/esq/ticket", "POST", 429),
+    ("/api/esq/ticket", "POST", 503),
     ("/api/esq/ticket/{id}", "DELETE", 200),
     ("/api/esq/ticket/{id}", "DELETE", 400),
     ("/api/esq/ticket/{id}", "DELETE", 401),
@@ -347,7 +385,20 @@ const SCENARIOS: &[(&str, &str, u16)] = &[
     ("/api/dta/query", "POST", 415),
     ("/api/dta/query", "POST", 429),
     ("/api/dta/query", "POST", 502),
+    ("/api/dta/query", "POST", 503),
     ("/api/dta/query", "POST", 504),
+    ("/api/esq/breach", "POST", 201),
+    ("/api/esq/breach", "POST", 400),
+    ("/api/esq/breach", "POST", 401),
+    ("/api/esq/breach", "POST", 403),
+    ("/api/esq/breach", "POST", 429),
+    ("/api/esq/breach", "POST", 503),
+    ("/api/esq/breach", "GET", 200),
+    ("/api/esq/breach", "GET", 400),
+    ("/api/esq/breach", "GET", 401),
+    ("/api/esq/breach", "GET", 403),
+    ("/api/esq/breach", "GET", 429),
+    ("/api/esq/breach", "GET", 503),
     ("/metrics", "GET", 200),
     ("/healthz", "GET", 200),
     ("/readyz", "GET", 200),
@@ -392,6 +443,14 @@ async fn openapi_yaml_matches_the_live_server() {
         &[],
     )
     .await;
+    // A ticket store (Redis) that does not answer.
+    let dead_store = format!("redis://127.0.0.1:{dead_port}");
+    let storeless = TestEsq::start_on(
+        None,
+        &service_url(main.pg()),
+        &[("ESQ_TICKETS__STORE", &dead_store)],
+    )
+    .await;
     // An upstream that accepts connections and never says a word.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_port = silent.local_addr().unwrap().port();
@@ -412,6 +471,7 @@ async fn openapi_yaml_matches_the_live_server() {
         limited,
         dead,
         hanging,
+        storeless,
     };
     // The limited server's one request per minute goes to this ticket.
     let limited_ticket = new_ticket(&servers.limited, "journalist").await;
@@ -432,8 +492,9 @@ async fn openapi_yaml_matches_the_live_server() {
         limited,
         dead,
         hanging,
+        storeless,
     } = servers;
-    for esq in [hanging, dead, limited, main] {
+    for esq in [storeless, hanging, dead, limited, main] {
         esq.stop().await;
     }
 }

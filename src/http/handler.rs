@@ -101,6 +101,8 @@ impl Handler {
             ("GET", "/metrics") => super::ops::metrics(self, session).await,
             ("POST", "/api/esq/ticket") => super::tickets::issue(self, session).await,
             ("POST", "/api/dta/query") => super::query::query(self, session).await,
+            ("POST", "/api/esq/breach") => super::breach::raise(self, session).await,
+            ("GET", "/api/esq/breach") => super::breach::list(self, session).await,
             ("DELETE", p) if p.starts_with("/api/esq/ticket/") => {
                 let id = p.trim_start_matches("/api/esq/ticket/").to_string();
                 super::tickets::revoke(self, session, &id).await
@@ -111,6 +113,7 @@ impl Handler {
             (_, "/api/esq/ticket" | "/api/dta/query") => {
                 Err(ApiError::MethodNotAllowed("POST").into())
             }
+            (_, "/api/esq/breach") => Err(ApiError::MethodNotAllowed("GET, POST").into()),
             (_, p) if p.starts_with("/api/esq/ticket/") => {
                 Err(ApiError::MethodNotAllowed("DELETE").into())
             }

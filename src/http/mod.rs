@@ -16,6 +16,7 @@
 //! upstream connections; [`rows`] turns rows into JSON; [`rate_limit`]
 //! limits requests per user; [`error`] maps failures to statuses.
 
+pub mod breach;
 pub mod error;
 pub mod handler;
 pub mod ops;

@@ -86,6 +86,11 @@ pub async fn query(handler: &Handler, session: &mut ServerSession) -> Result<(),
         hash,
         fingerprint: fingerprint(&sql),
     };
+    app.sentinel.decided(
+        &scope.user,
+        Some(&hash),
+        matches!(decision, Decision::Deny(_)),
+    );
     let allowed = match decision {
         Decision::Deny(denial) => {
             audit.record(
@@ -99,6 +104,8 @@ pub async fn query(handler: &Handler, session: &mut ServerSession) -> Result<(),
         }
         Decision::Allow(allowed) => allowed,
     };
+    app.sentinel
+        .used(&hash, &scope.user, crate::sentinel::fingerprint(&sql));
     let outcome = if allowed.sql == sql {
         Outcome::allow
     } else {

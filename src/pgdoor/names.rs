@@ -21,6 +21,9 @@ pub struct Prepared {
     pub ticket: Option<TicketId>,
     /// A ticket statement, applied when executed.
     pub ticket_statement: Option<TicketStatement>,
+    /// The client's statement text's [`crate::sentinel::fingerprint`]:
+    /// each Execute is one use of the ticket.
+    pub fingerprint: u64,
 }
 
 /// Messages that answer (Parse, Bind, Close, Describe, Execute) allowed
@@ -184,6 +187,7 @@ mod tests {
         Some(Prepared {
             ticket: None,
             ticket_statement: None,
+            fingerprint: 0,
         })
     }
 

@@ -242,10 +242,12 @@ async fn accept(
     }
     let mut ticket = authenticated.ticket;
     if let Some(text) = ticket_setting {
+        let checks = app.ticket_check();
         let view = SessionView {
             app,
             principal: &authenticated.principal,
             ticket: None,
+            checks: &checks,
             client: Some(peer),
             marker_prefix: "",
         };
@@ -350,6 +352,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     } = conn;
     let (mut client_read, client_write) = tokio::io::split(client);
     let (upstream_read, mut upstream_write) = tokio::io::split(upstream_stream);
+    let checks = door.app.ticket_check();
     let shared = Arc::new(Shared::new());
     let (control, control_rx) = mpsc::unbounded_channel();
     let mut relay_task = tokio::spawn(relay::run(
@@ -399,6 +402,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                 app: &door.app,
                 principal: &principal,
                 ticket: effective.as_ref(),
+                checks: &checks,
                 client: Some(peer),
                 marker_prefix: &marker_prefix,
             };
@@ -709,6 +713,7 @@ async fn handle(
                     Some(Prepared {
                         ticket: None,
                         ticket_statement: Some(statement),
+                        fingerprint: 0,
                     })
                 }
                 None => {
@@ -725,6 +730,7 @@ async fn handle(
                     (!refused).then_some(Prepared {
                         ticket: forward_ticket,
                         ticket_statement: None,
+                        fingerprint: crate::sentinel::fingerprint(&sql),
                     })
                 }
             };
@@ -783,6 +789,14 @@ async fn handle(
                     b.put_slice(frame.body.get(at..).unwrap_or_default());
                 });
                 return Ok(Step::Continue);
+            }
+            if let Some((ticket, fingerprint)) = prepared
+                .as_ref()
+                .and_then(|p| p.ticket.as_ref().map(|t| (t.hash(), p.fingerprint)))
+            {
+                view.app
+                    .sentinel
+                    .used(&ticket, &view.principal.name, fingerprint);
             }
             let Some(statement) = prepared.and_then(|p| p.ticket_statement) else {
                 frame.encode_into(out);

@@ -14,7 +14,7 @@ use crate::audit::{fingerprint, AuditEvent};
 use crate::auth::Principal;
 use crate::guard::{Decision, Denial, Kind};
 use crate::metrics::{Door, Outcome};
-use crate::tickets::{Lookup, Scope, Stale, TicketId};
+use crate::tickets::{Lookup, Scope, Stale, TicketCheck, TicketId};
 
 /// The text to forward and what to substitute for its answer.
 pub struct Forward {
@@ -38,6 +38,8 @@ pub struct SessionView<'a> {
     pub app: &'a App,
     pub principal: &'a Principal,
     pub ticket: Option<&'a TicketId>,
+    /// This connection's ticket checks (a short-lived positive cache).
+    pub checks: &'a TicketCheck,
     pub client: Option<std::net::SocketAddr>,
     /// Makes the stand-in statements of denials unique in this session.
     pub marker_prefix: &'a str,
@@ -55,7 +57,21 @@ impl SessionView<'_> {
         let Some(ticket) = self.ticket else {
             return Ok(None);
         };
-        lookup(self.app, ticket).await.map(Some)
+        lookup(self.checks, ticket).await.map(Some)
+    }
+
+    /// Tells the sentinel about one decision, and about one use of the
+    /// ticket when the statement runs now (simple protocol; an extended
+    /// statement is used at each Execute).
+    fn watched(&self, denied: bool, runs_now: bool, statement: &str) {
+        let user = self.principal.name.as_str();
+        let ticket = self.ticket.map(TicketId::hash);
+        self.app.sentinel.decided(user, ticket.as_ref(), denied);
+        if let (Some(ticket), false, true) = (ticket, denied, runs_now) {
+            self.app
+                .sentinel
+                .used(&ticket, user, crate::sentinel::fingerprint(statement));
+        }
     }
 
     /// Decides one statement text. `extended` (Parse) cannot answer `SHOW`.
@@ -82,6 +98,7 @@ impl SessionView<'_> {
             .observe(started.elapsed().as_secs_f64());
         match decision {
             Decision::Allow(allowed) => {
+                self.watched(false, !extended && scope.is_some(), sql);
                 let outcome = if allowed.sql == sql {
                     Outcome::allow
                 } else {
@@ -128,6 +145,7 @@ impl SessionView<'_> {
                 }
             }
             Decision::Deny(denial) => {
+                self.watched(true, false, sql);
                 self.app.metrics.decision(Door::pg, Outcome::deny);
                 self.audit(
                     sql,
@@ -203,7 +221,7 @@ impl SessionView<'_> {
                 "request one with POST /api/esq/ticket on the HTTP door",
             )
         })?;
-        let scope = lookup(self.app, &id)
+        let scope = lookup(self.checks, &id)
             .await
             .map_err(|problem| ticket_problem_error(&problem))?;
         if scope.user != self.principal.name {
@@ -255,8 +273,8 @@ impl SessionView<'_> {
     }
 }
 
-async fn lookup(app: &App, ticket: &TicketId) -> Result<Scope, TicketProblem> {
-    match app.tickets.store.get(ticket, Utc::now()).await {
+async fn lookup(checks: &TicketCheck, ticket: &TicketId) -> Result<Scope, TicketProblem> {
+    match checks.lookup(ticket, Utc::now()).await {
         Ok(Lookup::Valid(found)) => Ok(found.scope),
         Ok(Lookup::Stale(why)) => Err(TicketProblem::Stale(why)),
         Err(err) => Err(TicketProblem::Unavailable(err.to_string())),

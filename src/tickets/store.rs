@@ -1,6 +1,6 @@
 //! Where tickets live between issue and use. The [`TicketStore`] trait is
-//! what the doors use; [`MemoryTicketStore`] is the one-node default (a Redis
-//! store shared by replicas implements the same trait). Stores key tickets by
+//! what the doors use; [`MemoryTicketStore`] is the one-node default
+//! (`RedisTicketStore`, shared by replicas, implements the same trait). Stores key tickets by
 //! the SHA-256 of their id and never hold the id itself.
 
 use std::collections::HashMap;
@@ -62,6 +62,15 @@ pub trait TicketStore: Send + Sync + 'static {
         hash: &TicketHash,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError>;
+    /// Live (unexpired, unrevoked) tickets, for the `esq_tickets_active`
+    /// gauge.
+    async fn active(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Whether other replicas see this store (so a connection may reuse a
+    /// positive check for `tickets.validation_cache`); the memory store is
+    /// always asked directly.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// The embedded one-node store: a map from id hash to ticket, with expired
@@ -158,5 +167,9 @@ impl TicketStore for MemoryTicketStore {
             .get(hash)
             .filter(|e| !e.revoked && e.ticket.expires_at() > now)
             .map(|e| e.ticket.scope.user.clone()))
+    }
+
+    async fn active(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(self.live_count(now) as u64)
     }
 }

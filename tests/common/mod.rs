@@ -3,7 +3,9 @@
 
 pub mod harness;
 pub mod postgres;
+pub mod redis;
 pub mod server;
+pub mod webhook;
 
 use std::path::PathBuf;
 
