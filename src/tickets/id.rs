@@ -12,8 +12,12 @@ pub const RANDOM_BYTES: usize = 24;
 const ENCODED_LEN: usize = 32; // 24 bytes in base64url without padding
 
 /// A bearer ticket id as handed to the user. Never logged, never stored.
+/// Carries its hash, computed once (every statement looks it up).
 #[derive(Clone, PartialEq, Eq)]
-pub struct TicketId(String);
+pub struct TicketId {
+    text: String,
+    hash: TicketHash,
+}
 
 /// The SHA-256 of a ticket id: the key stores and audit records use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,7 +31,7 @@ impl TicketId {
     pub fn generate() -> Result<TicketId, getrandom::Error> {
         let mut bytes = [0u8; RANDOM_BYTES];
         getrandom::fill(&mut bytes)?;
-        Ok(TicketId(format!(
+        Ok(TicketId::new(format!(
             "{PREFIX}{}",
             URL_SAFE_NO_PAD.encode(bytes)
         )))
@@ -40,15 +44,20 @@ impl TicketId {
         if body.len() != ENCODED_LEN || decoded.len() != RANDOM_BYTES {
             return Err(MalformedTicket);
         }
-        Ok(TicketId(text.to_string()))
+        Ok(TicketId::new(text.to_string()))
+    }
+
+    fn new(text: String) -> TicketId {
+        let hash = TicketHash(Sha256::digest(text.as_bytes()).into());
+        TicketId { text, hash }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     pub fn hash(&self) -> TicketHash {
-        TicketHash(Sha256::digest(self.0.as_bytes()).into())
+        self.hash
     }
 }
 
@@ -88,7 +97,7 @@ mod tests {
     fn ids_carry_at_least_128_bits_of_fresh_randomness() {
         const { assert!(RANDOM_BYTES * 8 >= 128) };
         let ids: HashSet<String> = (0..10_000)
-            .map(|_| TicketId::generate().expect("random source").0)
+            .map(|_| TicketId::generate().expect("random source").text)
             .collect();
         assert_eq!(ids.len(), 10_000, "no collisions");
         // Every bit position must vary across ids: a constant or counter-like
