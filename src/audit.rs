@@ -28,6 +28,30 @@ pub struct AuditEvent<'a> {
 /// Where audit events go.
 pub trait AuditSink: Send + Sync + 'static {
     fn record(&self, event: &AuditEvent<'_>);
+
+    /// What this sink guarantees: the System Security Plan's AU controls
+    /// are computed from it, so a sink claims only what it does. The
+    /// default claims nothing.
+    fn properties(&self) -> AuditProperties {
+        AuditProperties::default()
+    }
+}
+
+/// The guarantees of an [`AuditSink`], as the SSP reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuditProperties {
+    /// A short name of the sink (e.g. `tracing`, `file`).
+    pub sink: &'static str,
+    /// Records are written to a file of their own that outlives the
+    /// process (not only to the process log).
+    pub durable: bool,
+    /// Every record carries all of [`AuditEvent`]'s fields (time, user,
+    /// client, ticket hash, door, fingerprint, rewritten SQL, outcome, rows).
+    pub full_content: bool,
+    /// Each record holds the hash of the one before (tamper evidence).
+    pub hash_chained: bool,
+    /// Records are signed with a key that identifies the writer.
+    pub signed: bool,
 }
 
 /// Until the audit log exists: one structured `tracing` event per record.
@@ -35,6 +59,13 @@ pub trait AuditSink: Send + Sync + 'static {
 pub struct TracingAudit;
 
 impl AuditSink for TracingAudit {
+    fn properties(&self) -> AuditProperties {
+        AuditProperties {
+            sink: "tracing",
+            ..AuditProperties::default()
+        }
+    }
+
     fn record(&self, event: &AuditEvent<'_>) {
         tracing::info!(
             target: "esq::audit",

@@ -1,5 +1,5 @@
 //! The command line: `esq check`, `esq passwd`, `esq token`,
-//! `esq ticket issue`, `esq explain`, `esq sample-data`. Each subcommand lives in its own
+//! `esq ticket issue`, `esq explain`, `esq sample-data`, `esq ssp`. Each subcommand lives in its own
 //! file; this one parses and dispatches. Exit status: 0 success, 1 a check
 //! failed or a request was denied, 2 bad input or configuration.
 
@@ -7,6 +7,7 @@ mod check;
 mod explain;
 mod secrets;
 mod serve;
+mod ssp;
 mod ticket;
 
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Print SQL that creates and fills the sample table public.burial_2024.
     SampleData(SampleDataArgs),
+    /// Write the System Security Plan (JSON) of the running configuration.
+    Ssp(ssp::SspArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ticket(TicketCommand::Issue(args)) => ticket::issue(&cli.config, args),
         Command::Explain(args) => explain::run(&cli.config, args),
         Command::SampleData(args) => sample_data(args),
+        Command::Ssp(args) => ssp::run(&cli.config, args),
     };
     ExitCode::from(status)
 }
@@ -128,15 +132,7 @@ fn init_logging() {
 /// Logging for `esq serve`: the config's filter and format, unless
 /// `RUST_LOG` says otherwise.
 fn init_serve_logging(log: &crate::config::LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        crate::config::LogFormat::Json => builder.json().try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
-    };
+    let _ = crate::telemetry::try_init(log, std::io::stderr);
 }
 
 /// Loads config, catalog and policies, or prints why not (exit status 2).

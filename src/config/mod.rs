@@ -256,6 +256,12 @@ pub struct LogConfig {
     /// A `tracing` filter such as `info` or `esq=debug`. Default `info`.
     #[serde(default = "defaults::log_filter")]
     pub filter: String,
+    /// Put each statement's text (the `sql` field of its `statement` span)
+    /// in the log. Statement text may hold PII (`WHERE ssn = '…'`), so the
+    /// default `false` logs only its fingerprint (the SHA-256 prefix the
+    /// audit log also records).
+    #[serde(default)]
+    pub statements: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -578,6 +584,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::default(),
             filter: defaults::log_filter(),
+            statements: false,
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio_postgres::types::ToSql;
 
 use super::error::ApiError;
 use super::handler::{Aborted, Failure, Handler};
-use super::pool::{describe, PoolError};
+use super::pool::{describe, sqlstate, PoolError};
 use super::rows::{Format, RowEncoder};
 use super::structured::QueryBody;
 use crate::audit::{fingerprint, AuditEvent};
@@ -47,6 +47,7 @@ impl Audit<'_> {
     ) {
         let app = self.handler.app();
         app.metrics.decision(Door::http, outcome);
+        crate::telemetry::record_outcome(outcome);
         app.audit.record(&AuditEvent {
             door: Door::http,
             user: &self.scope.user,
@@ -64,16 +65,31 @@ impl Audit<'_> {
     }
 }
 
+/// One query, in its `statement` span.
 pub async fn query(handler: &Handler, session: &mut ServerSession) -> Result<(), Failure> {
+    use tracing::Instrument;
+    let span = crate::telemetry::statement_span(Door::http);
+    query_in_span(handler, session, &span)
+        .instrument(span.clone())
+        .await
+}
+
+async fn query_in_span(
+    handler: &Handler,
+    session: &mut ServerSession,
+    span: &tracing::Span,
+) -> Result<(), Failure> {
     let started = Instant::now();
     let app = handler.app();
     let (scope, hash) = ticket(handler, session).await?;
+    crate::telemetry::record_user(span, &scope.user);
     handler.rate_limit(&scope.user)?;
     let body: QueryBody = handler.json_body(session).await?;
     let dataset = app.catalog.dataset(&scope.dataset).ok_or_else(|| {
         ApiError::Internal(format!("ticket for unknown dataset {}", scope.dataset))
     })?;
     let sql = body.statement(dataset, &scope)?;
+    crate::telemetry::record_statement(span, &sql, &app.config.log);
 
     let guard_started = Instant::now();
     let decision = app.guard.decide(Some(&scope), &sql);
@@ -145,6 +161,7 @@ async fn ticket(
         Lookup::Valid(ticket) => Ok((ticket.scope, id.hash())),
         Lookup::Stale(why) => {
             app.metrics.decision(Door::http, Outcome::stale);
+            crate::telemetry::record_outcome(Outcome::stale);
             app.audit.record(&AuditEvent {
                 door: Door::http,
                 user: "",
@@ -256,7 +273,11 @@ async fn stream_answer(
             Ok(row) => row,
             Err(err) => {
                 app.metrics.upstream_errors.inc();
-                tracing::warn!(error = %describe(&err), "HTTP door: upstream failed mid-answer; answer cut");
+                // The database's message may quote a value: log the SQLSTATE.
+                tracing::warn!(
+                    sqlstate = sqlstate(&err),
+                    "HTTP door: upstream failed mid-answer; answer cut"
+                );
                 return Err(Failure::Aborted);
             }
         };

@@ -9,8 +9,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
@@ -37,7 +39,6 @@ pub enum Substitution {
 }
 
 /// What the two directions of a session share.
-#[derive(Default)]
 pub struct Shared {
     /// Substitutions with the round (count of `Sync`/`Query` sent before
     /// them) they belong to.
@@ -58,13 +59,44 @@ pub struct Shared {
     pub round_done: tokio::sync::Notify,
     /// Ticket changes whose statements PostgreSQL ran, in order.
     ticket_changes: Mutex<Vec<TicketChange>>,
+    /// When each round sent and not yet answered started, oldest first.
+    round_starts: Mutex<VecDeque<Instant>>,
+    /// `esq_statement_seconds{door="pg"}`: a round's first message to its
+    /// `ReadyForQuery`, observed when that is relayed.
+    latency: Histogram,
 }
 
 impl Shared {
-    pub fn new() -> Shared {
+    pub fn new(latency: Histogram) -> Shared {
         Shared {
+            substitutions: Mutex::default(),
+            rounds_done: AtomicU64::new(0),
             status: AtomicU8::new(b'I'),
-            ..Shared::default()
+            errored: Mutex::default(),
+            completions: std::sync::atomic::AtomicU32::new(0),
+            round_done: tokio::sync::Notify::new(),
+            ticket_changes: Mutex::default(),
+            round_starts: Mutex::default(),
+            latency,
+        }
+    }
+
+    /// A round went upstream; its latency is observed at its `ReadyForQuery`.
+    pub fn round_sent(&self, started: Instant) {
+        self.round_starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(started);
+    }
+
+    fn round_answered(&self) {
+        let started = self
+            .round_starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        if let Some(started) = started {
+            self.latency.observe(started.elapsed().as_secs_f64());
         }
     }
 
@@ -267,6 +299,7 @@ fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Re
                 shared.status.store(status, Ordering::Relaxed);
             }
             shared.completions.store(0, Ordering::Relaxed);
+            shared.round_answered();
             shared.rounds_done.fetch_add(1, Ordering::Release);
             shared.round_done.notify_waiters();
             out.extend_from_slice(message);

@@ -81,9 +81,23 @@ impl Drop for UserSlot {
     }
 }
 
-/// Runs one connection to its end. Errors are answered on the connection
-/// (when it still can be) and logged; they never reach other sessions.
+/// Runs one connection to its end, in its `session` span. Errors are
+/// answered on the connection (when it still can be) and logged; they never
+/// reach other sessions.
 pub async fn run(
+    door: Arc<DoorState>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    use tracing::Instrument;
+    let span = crate::telemetry::session_span(Door::pg, peer);
+    run_session(door, tcp, peer, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn run_session(
     door: Arc<DoorState>,
     tcp: TcpStream,
     peer: SocketAddr,
@@ -218,6 +232,7 @@ async fn accept(
         Err(AuthError::Wire(err)) => return Err(err.into()),
         Err(err) => return Err(refused(err.sqlstate(), err.to_string())),
     };
+    crate::telemetry::record_user(&tracing::Span::current(), &authenticated.principal.name);
     check_database(door.upstream.database(), packet.database.as_deref())?;
     let slot = UserSlot::claim(door, &authenticated.principal.name).ok_or_else(|| {
         refused(
@@ -350,7 +365,13 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     } = conn;
     let (mut client_read, client_write) = tokio::io::split(client);
     let (upstream_read, mut upstream_write) = tokio::io::split(upstream_stream);
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(
+        door.app
+            .metrics
+            .statement_seconds
+            .get_or_create(&DoorLabels { door: Door::pg })
+            .clone(),
+    ));
     let (control, control_rx) = mpsc::unbounded_channel();
     let mut relay_task = tokio::spawn(relay::run(
         upstream_read,
@@ -542,9 +563,23 @@ struct ProtocolState {
     /// (PostgreSQL runs them only if it ran the statement); messages of
     /// later rounds wait for the answer.
     ticket_pending: Option<(u64, Option<TicketId>)>,
+    /// When the first message of the round being assembled arrived
+    /// (end-to-end latency: from here to its `ReadyForQuery`).
+    round_started: Option<std::time::Instant>,
 }
 
 impl ProtocolState {
+    /// A `Query` or `Sync` went upstream: the round is complete on the
+    /// client's side and its clock is handed to the relay.
+    fn end_round(&mut self, shared: &Shared) {
+        self.rounds_sent += 1;
+        let started = self
+            .round_started
+            .take()
+            .unwrap_or_else(std::time::Instant::now);
+        shared.round_sent(started);
+    }
+
     /// Notes a forwarded ticket statement's effect (see `ticket_pending`).
     fn ticket_statement_sent(&mut self, round: u64, substitutions: &[Substitution]) {
         for substitution in substitutions {
@@ -653,6 +688,14 @@ async fn handle(
     out: &mut BytesMut,
 ) -> Result<Step, String> {
     let round = state.rounds_sent;
+    if state.round_started.is_none()
+        && matches!(
+            frame.tag,
+            b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'F'
+        )
+    {
+        state.round_started = Some(std::time::Instant::now());
+    }
     if matches!(frame.tag, b'P' | b'B' | b'E' | b'D' | b'C' | b'H') {
         state.extended_open = true;
     }
@@ -678,7 +721,7 @@ async fn handle(
                 |sql, out| put_message(out, b'Q', |b| put_cstr(b, sql)),
                 out,
             );
-            state.rounds_sent += 1;
+            state.end_round(shared);
             Ok(step)
         }
         b'P' => {
@@ -839,7 +882,7 @@ async fn handle(
         }
         b'S' => {
             frame.encode_into(out);
-            state.rounds_sent += 1;
+            state.end_round(shared);
             state.extended_open = false;
             Ok(Step::Continue)
         }
@@ -853,7 +896,7 @@ async fn handle(
             );
             let marker = stand_in(view, state, shared, round, answer);
             put_message(out, b'Q', |b| put_cstr(b, &marker));
-            state.rounds_sent += 1;
+            state.end_round(shared);
             Ok(Step::Continue)
         }
         // Copy messages outside a COPY are ignored, as PostgreSQL does.

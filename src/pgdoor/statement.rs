@@ -58,8 +58,19 @@ impl SessionView<'_> {
         lookup(self.app, ticket).await.map(Some)
     }
 
-    /// Decides one statement text. `extended` (Parse) cannot answer `SHOW`.
+    /// Decides one statement text, in its `statement` span. `extended`
+    /// (Parse) cannot answer `SHOW`.
     pub async fn decide(&self, sql: &str, sequence: u64, extended: bool) -> Forward {
+        use tracing::Instrument;
+        let span = crate::telemetry::statement_span(Door::pg);
+        crate::telemetry::record_user(&span, &self.principal.name);
+        crate::telemetry::record_statement(&span, sql, &self.app.config.log);
+        self.decide_in_span(sql, sequence, extended)
+            .instrument(span)
+            .await
+    }
+
+    async fn decide_in_span(&self, sql: &str, sequence: u64, extended: bool) -> Forward {
         if let Some(statement) = ticket_statement::recognise(sql) {
             return self.ticket_statement(statement, sequence, extended).await;
         }
@@ -238,6 +249,7 @@ impl SessionView<'_> {
         rewritten: Option<&str>,
         dataset: Option<&str>,
     ) {
+        crate::telemetry::record_outcome(outcome);
         self.app.audit.record(&AuditEvent {
             door: Door::pg,
             user: &self.principal.name,
