@@ -169,15 +169,15 @@ impl Metrics {
                 Outcome::deny,
                 Outcome::stale,
             ] {
-                decisions.get_or_create(&DecisionLabels { door, outcome });
+                let _ = decisions.get_or_create(&DecisionLabels { door, outcome });
             }
             let labels = DoorLabels { door };
-            statement_seconds.get_or_create(&labels);
-            active_sessions.get_or_create(&labels);
-            upstream_in_use.get_or_create(&labels);
-            upstream_idle.get_or_create(&labels);
-            upstream_waiting.get_or_create(&labels);
-            protocol_errors.get_or_create(&labels);
+            let _ = statement_seconds.get_or_create(&labels);
+            let _ = active_sessions.get_or_create(&labels);
+            let _ = upstream_in_use.get_or_create(&labels);
+            let _ = upstream_idle.get_or_create(&labels);
+            let _ = upstream_waiting.get_or_create(&labels);
+            let _ = protocol_errors.get_or_create(&labels);
         }
         Metrics {
             registry: Mutex::new(registry),
