@@ -1,8 +1,9 @@
 //! The command line: `esq check`, `esq passwd`, `esq token`,
-//! `esq ticket issue`, `esq explain`, `esq sample-data`. Each subcommand lives in its own
+//! `esq ticket issue`, `esq explain`, `esq sample-data`, `esq audit verify`. Each subcommand lives in its own
 //! file; this one parses and dispatches. Exit status: 0 success, 1 a check
 //! failed or a request was denied, 2 bad input or configuration.
 
+mod audit;
 mod check;
 mod explain;
 mod secrets;
@@ -58,6 +59,16 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Print SQL that creates and fills the sample table public.burial_2024.
     SampleData(SampleDataArgs),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit files; names the first bad record.
+    /// Exit status 0 intact, 1 broken, 2 unreadable.
+    Verify(audit::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +107,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ticket(TicketCommand::Issue(args)) => ticket::issue(&cli.config, args),
         Command::Explain(args) => explain::run(&cli.config, args),
         Command::SampleData(args) => sample_data(args),
+        Command::Audit(AuditCommand::Verify(args)) => audit::verify(args),
     };
     ExitCode::from(status)
 }
@@ -139,9 +151,18 @@ fn init_serve_logging(log: &crate::config::LogConfig) {
     };
 }
 
-/// Loads config, catalog and policies, or prints why not (exit status 2).
+/// Loads config, catalog and policies and opens the audit log, or prints
+/// why not (exit status 2).
 fn load_app(config_path: &std::path::Path) -> Result<crate::app::App, u8> {
     crate::app::App::load(config_path).map_err(|err| {
+        eprintln!("error: {err}");
+        EXIT_BAD_INPUT
+    })
+}
+
+/// As [`load_app`], for commands that record nothing: no audit log opened.
+fn load_app_without_audit_log(config_path: &std::path::Path) -> Result<crate::app::App, u8> {
+    crate::app::App::load_without_audit_log(config_path).map_err(|err| {
         eprintln!("error: {err}");
         EXIT_BAD_INPUT
     })
