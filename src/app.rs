@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::audit::{AuditSink, TracingAudit};
+use crate::audit::{AuditError, AuditLog, AuditSink, DisabledAudit, TracingAudit};
 use crate::auth::UserDirectory;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
@@ -21,6 +21,8 @@ pub enum LoadError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 pub struct App {
@@ -37,8 +39,27 @@ pub struct App {
 }
 
 impl App {
-    /// Loads catalog and policies named by an already validated config.
+    /// Loads catalog and policies named by an already validated config, and
+    /// opens the audit log (continuing its chain).
     pub fn from_config(config: Config) -> Result<App, LoadError> {
+        let mut app = App::without_audit_log(config)?;
+        if !app.config.audit.enabled {
+            tracing::warn!("THE AUDIT LOG IS DISABLED (audit.enabled = false): decisions are not recorded; use this for benchmarks only");
+            app.metrics.audit_enabled.set(0);
+            app.audit = Arc::new(DisabledAudit);
+            return Ok(app);
+        }
+        app.audit = Arc::new(AuditLog::open(
+            &app.config.audit.path,
+            app.config.audit.rotate_bytes,
+            &app.metrics,
+        )?);
+        Ok(app)
+    }
+
+    /// As [`App::from_config`], for commands that serve nothing (`esq
+    /// check`, `esq explain`): audit events are logged, no file is opened.
+    pub fn without_audit_log(config: Config) -> Result<App, LoadError> {
         let catalog = Arc::new(Catalog::load_dir(&config.catalog.dir)?);
         let policies = Arc::new(PolicySet::load_dir(
             &config.policy.dir,
@@ -73,5 +94,10 @@ impl App {
 
     pub fn load(path: &std::path::Path) -> Result<App, LoadError> {
         App::from_config(Config::load(path)?)
+    }
+
+    /// Loads without opening the audit log (see [`App::without_audit_log`]).
+    pub fn load_without_audit_log(path: &std::path::Path) -> Result<App, LoadError> {
+        App::without_audit_log(Config::load(path)?)
     }
 }

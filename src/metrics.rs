@@ -79,6 +79,14 @@ pub struct Metrics {
     pub protocol_errors: Family<DoorLabels, Counter<u64, AtomicU64>>,
     /// HTTP door answers by status code.
     pub http_responses: Family<HttpStatusLabels, Counter>,
+    /// Seconds per audit batch (write + fsync).
+    pub audit_write_seconds: Histogram,
+    /// Audit records queued but not yet on disk.
+    pub audit_backlog: Gauge,
+    /// Audit records written and synced.
+    pub audit_records: Counter,
+    /// 1 while the audit log is on; 0 when `audit.enabled = false`.
+    pub audit_enabled: Gauge,
 }
 
 impl Default for Metrics {
@@ -179,6 +187,31 @@ impl Metrics {
             let _ = upstream_waiting.get_or_create(&labels);
             let _ = protocol_errors.get_or_create(&labels);
         }
+        let audit_write_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
+        registry.register(
+            "audit_write_seconds",
+            "Time per audit batch: one write and one fsync",
+            audit_write_seconds.clone(),
+        );
+        let audit_backlog = Gauge::default();
+        registry.register(
+            "audit_backlog",
+            "Audit records queued but not yet on disk",
+            audit_backlog.clone(),
+        );
+        let audit_records = Counter::default();
+        registry.register(
+            "audit_records",
+            "Audit records written and synced",
+            audit_records.clone(),
+        );
+        let audit_enabled = Gauge::default();
+        audit_enabled.set(1);
+        registry.register(
+            "audit_enabled",
+            "1 while the audit log is on, 0 when audit.enabled = false",
+            audit_enabled.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             decisions,
@@ -193,6 +226,10 @@ impl Metrics {
             upstream_errors,
             protocol_errors,
             http_responses,
+            audit_write_seconds,
+            audit_backlog,
+            audit_records,
+            audit_enabled,
         }
     }
 

@@ -5,7 +5,8 @@
 //!   `user` (once known);
 //! - `statement` — one statement decided: `door`, `user`, `fingerprint` (the
 //!   same SHA-256 prefix the audit log records), `outcome` (`allow`,
-//!   `rewrite`, `deny`, `stale`), and `sql` only when `log.statements = true`.
+//!   `rewrite`, `deny`, `stale`), and `sql` only when `log.statements = true`;
+//!   each ends in a debug `decided` event (target `esq::statement`).
 //!
 //! Statement text, parameter values and PostgreSQL's error messages (which
 //! may quote a value, e.g. `invalid input syntax for type integer: "…"`)
@@ -57,9 +58,12 @@ pub fn record_statement(span: &Span, sql: &str, log: &LogConfig) {
     }
 }
 
-/// The decision's outcome on the current statement span.
+/// The decision's outcome on the current statement span, and one `decided`
+/// event in it (target `esq::statement`, level debug): set
+/// `log.filter = "info,esq::statement=debug"` for a line per statement.
 pub fn record_outcome(outcome: Outcome) {
     Span::current().record("outcome", debug(outcome));
+    tracing::debug!(target: "esq::statement", "decided");
 }
 
 /// Libraries whose debug logs carry statement text or values, held at

@@ -159,7 +159,15 @@ async fn the_dashboard_queries_only_metrics_esq_exports() {
         .unwrap()
         .status();
     assert_eq!(status, reqwest::StatusCode::OK);
-    let exported = exported_names(&metrics(&esq).await);
+    // The answer's status is counted once it is sent: allow a moment.
+    let mut exported = exported_names(&metrics(&esq).await);
+    for _ in 0..20 {
+        if exported.contains("esq_http_responses_total") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        exported = exported_names(&metrics(&esq).await);
+    }
     assert!(exported.contains("esq_decisions_total"), "{exported:?}");
 
     let path = common::repo().join("dashboards/esq.json");

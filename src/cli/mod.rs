@@ -1,8 +1,10 @@
 //! The command line: `esq check`, `esq passwd`, `esq token`,
-//! `esq ticket issue`, `esq explain`, `esq sample-data`, `esq ssp`. Each subcommand lives in its own
+//! `esq ticket issue`, `esq explain`, `esq sample-data`, `esq ssp`,
+//! `esq audit verify`. Each subcommand lives in its own
 //! file; this one parses and dispatches. Exit status: 0 success, 1 a check
 //! failed or a request was denied, 2 bad input or configuration.
 
+mod audit;
 mod check;
 mod explain;
 mod secrets;
@@ -61,6 +63,16 @@ pub enum Command {
     SampleData(SampleDataArgs),
     /// Write the System Security Plan (JSON) of the running configuration.
     Ssp(ssp::SspArgs),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit files; names the first bad record.
+    /// Exit status 0 intact, 1 broken, 2 unreadable.
+    Verify(audit::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +112,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Explain(args) => explain::run(&cli.config, args),
         Command::SampleData(args) => sample_data(args),
         Command::Ssp(args) => ssp::run(&cli.config, args),
+        Command::Audit(AuditCommand::Verify(args)) => audit::verify(args),
     };
     ExitCode::from(status)
 }
@@ -135,9 +148,18 @@ fn init_serve_logging(log: &crate::config::LogConfig) {
     let _ = crate::telemetry::try_init(log, std::io::stderr);
 }
 
-/// Loads config, catalog and policies, or prints why not (exit status 2).
+/// Loads config, catalog and policies and opens the audit log, or prints
+/// why not (exit status 2).
 fn load_app(config_path: &std::path::Path) -> Result<crate::app::App, u8> {
     crate::app::App::load(config_path).map_err(|err| {
+        eprintln!("error: {err}");
+        EXIT_BAD_INPUT
+    })
+}
+
+/// As [`load_app`], for commands that record nothing: no audit log opened.
+fn load_app_without_audit_log(config_path: &std::path::Path) -> Result<crate::app::App, u8> {
+    crate::app::App::load_without_audit_log(config_path).map_err(|err| {
         eprintln!("error: {err}");
         EXIT_BAD_INPUT
     })

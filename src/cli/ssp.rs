@@ -31,7 +31,7 @@ pub fn profile_list(text: &str) -> Result<ProfileList, String> {
 }
 
 pub fn run(config_path: &Path, args: SspArgs) -> u8 {
-    let app = match super::load_app(config_path) {
+    let app = match super::load_app_without_audit_log(config_path) {
         Ok(app) => app,
         Err(status) => return status,
     };

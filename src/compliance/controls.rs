@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::{Control, Status};
 use crate::app::App;
+use crate::audit::serving_properties;
 
 type Facts = BTreeMap<&'static str, Value>;
 
@@ -188,8 +189,9 @@ fn least_privilege(app: &App) -> Finding {
 }
 
 fn audit_facts(app: &App) -> Facts {
-    let properties = app.audit.properties();
+    let properties = serving_properties(&app.config.audit);
     Facts::from([
+        ("audit.enabled", json!(app.config.audit.enabled)),
         ("audit.sink", json!(properties.sink)),
         ("audit.path", json!(app.config.audit.path)),
         ("audit.durable", json!(properties.durable)),
@@ -200,28 +202,25 @@ fn audit_facts(app: &App) -> Facts {
 }
 
 fn event_logging(app: &App) -> Finding {
-    let properties = app.audit.properties();
+    let properties = serving_properties(&app.config.audit);
     let facts = audit_facts(app);
     if properties.durable {
         finding(
             Status::Satisfied,
-            "every decision (allow, rewrite, deny, stale ticket) on both doors is an audit record in the audit log",
+            "every decision (allow, rewrite, deny, stale ticket) and ticket event on both doors is a record in the audit log, written and fsynced before the answer completes",
             facts,
         )
     } else {
         finding(
-            Status::PartiallySatisfied,
-            format!(
-                "every decision on both doors is an audit event, but the installed sink ({}) writes it to the process log only, not to a durable audit log",
-                properties.sink
-            ),
+            Status::NotSatisfied,
+            "audit.enabled = false: decisions are not recorded",
             facts,
         )
     }
 }
 
 fn audit_content(app: &App) -> Finding {
-    let properties = app.audit.properties();
+    let properties = serving_properties(&app.config.audit);
     let facts = audit_facts(app);
     if properties.full_content && properties.durable {
         finding(
@@ -231,18 +230,15 @@ fn audit_content(app: &App) -> Finding {
         )
     } else {
         finding(
-            Status::PartiallySatisfied,
-            format!(
-                "the installed sink ({}) records door, user, outcome, SQLSTATE, fingerprint and rows, not the client, ticket hash or rewritten SQL",
-                properties.sink
-            ),
+            Status::NotSatisfied,
+            "audit.enabled = false: no audit records are written",
             facts,
         )
     }
 }
 
 fn audit_protection(app: &App) -> Finding {
-    let properties = app.audit.properties();
+    let properties = serving_properties(&app.config.audit);
     let facts = audit_facts(app);
     match (properties.durable, properties.hash_chained) {
         (true, true) => finding(
@@ -257,17 +253,14 @@ fn audit_protection(app: &App) -> Finding {
         ),
         _ => finding(
             Status::NotSatisfied,
-            format!(
-                "the installed sink ({}) writes audit events to the process log: they are neither kept by esq nor tamper-evident",
-                properties.sink
-            ),
+            "audit.enabled = false: there are no audit records to protect",
             facts,
         ),
     }
 }
 
 fn non_repudiation(app: &App) -> Finding {
-    let properties = app.audit.properties();
+    let properties = serving_properties(&app.config.audit);
     let facts = audit_facts(app);
     if properties.signed {
         finding(

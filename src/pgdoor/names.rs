@@ -21,6 +21,8 @@ pub struct Prepared {
     pub ticket: Option<TicketId>,
     /// A ticket statement, applied when executed.
     pub ticket_statement: Option<TicketStatement>,
+    /// The audit record each execution writes when it completes.
+    pub audit: Option<std::sync::Arc<super::completion::Completion>>,
 }
 
 /// Messages that answer (Parse, Bind, Close, Describe, Execute) allowed
@@ -184,6 +186,7 @@ mod tests {
         Some(Prepared {
             ticket: None,
             ticket_statement: None,
+            audit: None,
         })
     }
 

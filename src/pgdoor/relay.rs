@@ -5,6 +5,10 @@
 //! sanitized; the answers esq gives itself (denials, `SET esq.ticket`) are
 //! slotted in where the backend answers the stand-in esq forwarded for them,
 //! so they arrive in protocol order, pipelining included.
+//!
+//! Output that holds a `ReadyForQuery` waits until the audit records of the
+//! statements it completes are on disk (see [`super::completion`]); if the
+//! audit log fails, the answer is withheld and the session ends.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -16,9 +20,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
+use super::completion::{Pending, Tally};
 use super::sanitize;
 use super::statement::TicketChange;
 use super::wire;
+use crate::audit::AuditSink;
 use crate::stream::BoxedStream;
 
 /// An answer esq substitutes for the backend's answer to a stand-in.
@@ -64,6 +70,8 @@ pub struct Shared {
     /// `esq_statement_seconds{door="pg"}`: a round's first message to its
     /// `ReadyForQuery`, observed when that is relayed.
     latency: Histogram,
+    /// Audit records to write as statements complete.
+    pub audit: Pending,
 }
 
 impl Shared {
@@ -78,6 +86,7 @@ impl Shared {
             ticket_changes: Mutex::default(),
             round_starts: Mutex::default(),
             latency,
+            audit: Pending::default(),
         }
     }
 
@@ -151,16 +160,37 @@ pub async fn run(
     mut client: WriteHalf<BoxedStream>,
     shared: Arc<Shared>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    audit: Arc<dyn AuditSink>,
 ) -> RelayEnd {
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut upstream_ok = true;
+    let mut tally = Tally::default();
     loop {
-        if let Err(failure) = relay_buffered(&mut buf, &mut out, &shared) {
+        if let Err(failure) = relay_buffered(&mut buf, &mut out, &shared, &mut tally, &*audit) {
             tracing::warn!(%failure, "closing session: unexpected upstream message");
             wire::error(&mut out, "FATAL", "08P01", &failure, "", "");
             let _ = client.write_all(&out).await;
             upstream_ok = false;
             break;
+        }
+        if tally.ready {
+            tally.ready = false;
+            if let Err(reason) = audited(&tally, &shared, &*audit).await {
+                tracing::error!(%reason, "closing session: its answers could not be audited");
+                out.clear();
+                wire::error(
+                    &mut out,
+                    "FATAL",
+                    "58030",
+                    "the audit log cannot be written, so esq withholds this answer",
+                    "esq never delivers an answer it could not audit",
+                    "retry when the audit log is fixed",
+                );
+                let _ = client.write_all(&out).await;
+                let _ = client.flush().await;
+                upstream_ok = false;
+                break;
+            }
         }
         if !out.is_empty() {
             if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
@@ -207,6 +237,15 @@ pub async fn run(
     }
 }
 
+/// Waits until the records of what the output completes are durable.
+async fn audited(tally: &Tally, shared: &Shared, audit: &dyn AuditSink) -> Result<(), String> {
+    match tally.wait_target(&shared.audit) {
+        None => Err("an audit record could not be queued".into()),
+        Some(0) => Ok(()),
+        Some(seq) => audit.durable(seq).await.map_err(|e| e.to_string()),
+    }
+}
+
 /// The last answer of each extended-protocol message that can fail:
 /// ParseComplete, BindComplete, CloseComplete, CommandComplete,
 /// EmptyQueryResponse, PortalSuspended (Execute), RowDescription, NoData
@@ -214,7 +253,13 @@ pub async fn run(
 const COMPLETIONS: &[u8] = b"123CIsTn";
 
 /// Moves every complete backend message from `buf` to `out`.
-fn relay_buffered(buf: &mut BytesMut, out: &mut BytesMut, shared: &Shared) -> Result<(), String> {
+fn relay_buffered(
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    shared: &Shared,
+    tally: &mut Tally,
+    audit: &dyn AuditSink,
+) -> Result<(), String> {
     loop {
         if buf.len() < 5 {
             return Ok(());
@@ -229,16 +274,33 @@ fn relay_buffered(buf: &mut BytesMut, out: &mut BytesMut, shared: &Shared) -> Re
             return Ok(());
         }
         let message = buf.split_to(len + 1);
-        relay_one(tag, &message, out, shared)?;
+        relay_one(tag, &message, out, shared, tally, audit)?;
     }
 }
 
-fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Result<(), String> {
+fn relay_one(
+    tag: u8,
+    message: &[u8],
+    out: &mut BytesMut,
+    shared: &Shared,
+    tally: &mut Tally,
+    audit: &dyn AuditSink,
+) -> Result<(), String> {
     let round = shared.rounds_done.load(Ordering::Relaxed);
     if COMPLETIONS.contains(&tag) {
         shared.completions.fetch_add(1, Ordering::Relaxed);
     }
     let body = &message[5..];
+    match tag {
+        b'D' => tally.data_row(),
+        b'C' | b's' | b'I' => tally.executed(&shared.audit, round, audit),
+        b'E' => {
+            let code = sanitize::code_field(body).unwrap_or_else(|| "XX000".into());
+            tally.failed(&shared.audit, round, code, audit);
+        }
+        b'Z' => tally.round_done(&shared.audit, round, audit),
+        _ => {}
+    }
     let mut substitutions = shared
         .substitutions
         .lock()

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::auth::{self, AuthError};
 use super::cancel::CancelKeys;
+use super::completion::Expect;
 use super::relay::{self, Control, Shared, Substitution};
 use super::startup::{self, Opening, StartupPacket};
 use super::statement::{
@@ -263,6 +264,7 @@ async fn accept(
             ticket: None,
             client: Some(peer),
             marker_prefix: "",
+            pending: None,
         };
         match view.accept_ticket(&text).await {
             Ok(id) => ticket = Some(id),
@@ -379,6 +381,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
         client_write,
         shared.clone(),
         control_rx,
+        door.app.audit.clone(),
     ));
 
     let marker_prefix = format!("esq_refused_{:08x}", rand_u32());
@@ -422,6 +425,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                 ticket: effective.as_ref(),
                 client: Some(peer),
                 marker_prefix: &marker_prefix,
+                pending: Some(&shared.audit),
             };
             match handle(&view, &mut state, &shared, frame, &mut out).await {
                 Ok(Step::Continue) => {}
@@ -710,6 +714,9 @@ async fn handle(
             let sql = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             state.sequence += 1;
             let forward = view.decide(&sql, state.sequence, false).await;
+            if let Some(completion) = forward.completion.clone() {
+                shared.audit.expect(round, Expect::Query(completion));
+            }
             state.ticket_statement_sent(round, &forward.substitutions);
             if let Some(name) = deallocated(&sql) {
                 state.names.deallocate(name.as_deref());
@@ -752,6 +759,7 @@ async fn handle(
                     Some(Prepared {
                         ticket: None,
                         ticket_statement: Some(statement),
+                        audit: None,
                     })
                 }
                 None => {
@@ -768,6 +776,7 @@ async fn handle(
                     (!refused).then_some(Prepared {
                         ticket: forward_ticket,
                         ticket_statement: None,
+                        audit: forward.completion,
                     })
                 }
             };
@@ -819,6 +828,13 @@ async fn handle(
             // not keep streaming after revocation.
             let prepared = state.names.get(Space::Portal, &portal).cloned();
             let refusal = refusal(view, prepared.as_ref(), "34000", "portal", &portal).await;
+            // Every Execute has an entry, so the relay's answers and the
+            // entries stay aligned; only an allowed statement's is recorded.
+            let completion = match &refusal {
+                None => prepared.as_ref().and_then(|p| p.audit.clone()),
+                Some(_) => None,
+            };
+            shared.audit.expect(round, Expect::Execute(completion));
             if let Some(answer) = refusal {
                 let marker = stand_in(view, state, shared, round, answer);
                 put_message(out, b'E', |b| {
