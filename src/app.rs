@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::audit::{AuditSink, TracingAudit};
+use crate::audit::{AuditError, AuditLog, AuditSink, DisabledAudit, TracingAudit};
 use crate::auth::UserDirectory;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
@@ -27,6 +27,8 @@ pub enum LoadError {
     Policy(#[from] PolicyError),
     #[error("tickets.store: {0}")]
     Store(#[from] BadRedisUrl),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 pub struct App {
@@ -47,8 +49,19 @@ pub struct App {
 }
 
 impl App {
-    /// Loads catalog and policies named by an already validated config.
+    /// Loads catalog and policies named by an already validated config, and
+    /// opens the audit log (continuing its chain).
     pub fn from_config(config: Config) -> Result<App, LoadError> {
+        App::build(config, true)
+    }
+
+    /// As [`App::from_config`], for commands that serve nothing (`esq
+    /// check`, `esq explain`): audit events are logged, no file is opened.
+    pub fn without_audit_log(config: Config) -> Result<App, LoadError> {
+        App::build(config, false)
+    }
+
+    fn build(config: Config, open_audit_log: bool) -> Result<App, LoadError> {
         let catalog = Arc::new(Catalog::load_dir(&config.catalog.dir)?);
         let policies = Arc::new(PolicySet::load_dir(
             &config.policy.dir,
@@ -67,7 +80,19 @@ impl App {
             None => Arc::new(MemoryTicketStore::new()),
         };
         let metrics = Arc::new(Metrics::new());
-        let audit: Arc<dyn AuditSink> = Arc::new(TracingAudit);
+        let audit: Arc<dyn AuditSink> = if !open_audit_log {
+            Arc::new(TracingAudit)
+        } else if !config.audit.enabled {
+            tracing::warn!("THE AUDIT LOG IS DISABLED (audit.enabled = false): decisions are not recorded; use this for benchmarks only");
+            metrics.audit_enabled.set(0);
+            Arc::new(DisabledAudit)
+        } else {
+            Arc::new(AuditLog::open(
+                &config.audit.path,
+                config.audit.rotate_bytes,
+                &metrics,
+            )?)
+        };
         let sentinel = Arc::new(Sentinel::new(
             &config.sentinel,
             redis,
@@ -118,5 +143,10 @@ impl App {
 
     pub fn load(path: &std::path::Path) -> Result<App, LoadError> {
         App::from_config(Config::load(path)?)
+    }
+
+    /// Loads without opening the audit log (see [`App::without_audit_log`]).
+    pub fn load_without_audit_log(path: &std::path::Path) -> Result<App, LoadError> {
+        App::without_audit_log(Config::load(path)?)
     }
 }

@@ -50,6 +50,15 @@ pub struct HttpStatusLabels {
     pub code: String,
 }
 
+/// One pool's gauges, resolved once so the pool's hot path does no
+/// label lookup.
+#[derive(Debug, Clone)]
+pub struct PoolGauges {
+    pub in_use: Gauge,
+    pub idle: Gauge,
+    pub waiting: Gauge,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -60,14 +69,24 @@ pub struct Metrics {
     pub active_sessions: Family<DoorLabels, Gauge>,
     pub tickets_issued: Counter,
     pub tickets_revoked: Counter,
-    pub upstream_in_use: Gauge,
-    pub upstream_idle: Gauge,
-    pub upstream_waiting: Gauge,
+    /// Upstream connections lent out, per door's pool (the PostgreSQL
+    /// door's session pool, the HTTP door's own pool).
+    pub upstream_in_use: Family<DoorLabels, Gauge>,
+    pub upstream_idle: Family<DoorLabels, Gauge>,
+    pub upstream_waiting: Family<DoorLabels, Gauge>,
     pub upstream_errors: Counter,
     /// Connections closed because of a protocol error or a limit.
     pub protocol_errors: Family<DoorLabels, Counter<u64, AtomicU64>>,
     /// HTTP door answers by status code.
     pub http_responses: Family<HttpStatusLabels, Counter>,
+    /// Seconds per audit batch (write + fsync).
+    pub audit_write_seconds: Histogram,
+    /// Audit records queued but not yet on disk.
+    pub audit_backlog: Gauge,
+    /// Audit records written and synced.
+    pub audit_records: Counter,
+    /// 1 while the audit log is on; 0 when `audit.enabled = false`.
+    pub audit_enabled: Gauge,
 }
 
 impl Default for Metrics {
@@ -113,22 +132,22 @@ impl Metrics {
             "Tickets revoked",
             tickets_revoked.clone(),
         );
-        let upstream_in_use = Gauge::default();
+        let upstream_in_use = Family::<DoorLabels, Gauge>::default();
         registry.register(
             "upstream_in_use",
-            "Upstream connections lent to a session",
+            "Upstream connections lent to a session or request, per door's pool",
             upstream_in_use.clone(),
         );
-        let upstream_idle = Gauge::default();
+        let upstream_idle = Family::<DoorLabels, Gauge>::default();
         registry.register(
             "upstream_idle",
-            "Upstream connections idle in the pool",
+            "Upstream connections idle in a door's pool",
             upstream_idle.clone(),
         );
-        let upstream_waiting = Gauge::default();
+        let upstream_waiting = Family::<DoorLabels, Gauge>::default();
         registry.register(
             "upstream_waiting",
-            "Sessions waiting for an upstream connection",
+            "Sessions or requests waiting for an upstream connection, per door's pool",
             upstream_waiting.clone(),
         );
         let upstream_errors = Counter::default();
@@ -149,6 +168,50 @@ impl Metrics {
             "HTTP door answers by status code",
             http_responses.clone(),
         );
+        // Every known label set starts at zero, so its series exists (and
+        // `rate()` works) before the first event, and dashboards find it.
+        for door in [Door::pg, Door::http] {
+            for outcome in [
+                Outcome::allow,
+                Outcome::rewrite,
+                Outcome::deny,
+                Outcome::stale,
+            ] {
+                let _ = decisions.get_or_create(&DecisionLabels { door, outcome });
+            }
+            let labels = DoorLabels { door };
+            let _ = statement_seconds.get_or_create(&labels);
+            let _ = active_sessions.get_or_create(&labels);
+            let _ = upstream_in_use.get_or_create(&labels);
+            let _ = upstream_idle.get_or_create(&labels);
+            let _ = upstream_waiting.get_or_create(&labels);
+            let _ = protocol_errors.get_or_create(&labels);
+        }
+        let audit_write_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
+        registry.register(
+            "audit_write_seconds",
+            "Time per audit batch: one write and one fsync",
+            audit_write_seconds.clone(),
+        );
+        let audit_backlog = Gauge::default();
+        registry.register(
+            "audit_backlog",
+            "Audit records queued but not yet on disk",
+            audit_backlog.clone(),
+        );
+        let audit_records = Counter::default();
+        registry.register(
+            "audit_records",
+            "Audit records written and synced",
+            audit_records.clone(),
+        );
+        let audit_enabled = Gauge::default();
+        audit_enabled.set(1);
+        registry.register(
+            "audit_enabled",
+            "1 while the audit log is on, 0 when audit.enabled = false",
+            audit_enabled.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             decisions,
@@ -163,6 +226,10 @@ impl Metrics {
             upstream_errors,
             protocol_errors,
             http_responses,
+            audit_write_seconds,
+            audit_backlog,
+            audit_records,
+            audit_enabled,
         }
     }
 
@@ -170,6 +237,16 @@ impl Metrics {
         self.decisions
             .get_or_create(&DecisionLabels { door, outcome })
             .inc();
+    }
+
+    /// A door's upstream pool gauges (in use, idle, waiting).
+    pub fn pool(&self, door: Door) -> PoolGauges {
+        let labels = DoorLabels { door };
+        PoolGauges {
+            in_use: self.upstream_in_use.get_or_create(&labels).clone(),
+            idle: self.upstream_idle.get_or_create(&labels).clone(),
+            waiting: self.upstream_waiting.get_or_create(&labels).clone(),
+        }
     }
 
     /// The registry for a door that wants to add metrics of its own.

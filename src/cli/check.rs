@@ -1,5 +1,6 @@
 //! `esq check`: validate config, catalog and policies, run the policy tests,
-//! and optionally compare the catalog with a live database schema.
+//! optionally require compliance profiles' controls (`--profile`) and
+//! compare the catalog with a live database schema (`--against`).
 
 use std::path::Path;
 
@@ -14,10 +15,15 @@ pub struct CheckArgs {
     /// Compare the catalog with this database's schema (postgres://…).
     #[arg(long, value_name = "URL")]
     pub against: Option<String>,
+    /// Also require the controls of these compliance profiles
+    /// (comma-separated: HIPAA, FISMA-Low, FedRAMP-Moderate); fails when
+    /// one is not satisfied by the configuration.
+    #[arg(long, value_name = "LIST", value_parser = super::ssp::profile_list)]
+    pub profile: Option<super::ssp::ProfileList>,
 }
 
 pub fn run(config_path: &Path, args: CheckArgs) -> u8 {
-    let app = match super::load_app(config_path) {
+    let app = match super::load_app_without_audit_log(config_path) {
         Ok(app) => app,
         Err(status) => return status,
     };
@@ -67,6 +73,12 @@ pub fn run(config_path: &Path, args: CheckArgs) -> u8 {
             app.config.policy.dir.display()
         );
         status = EXIT_FAILED;
+    }
+
+    if let Some(profiles) = &args.profile {
+        if super::ssp::check_profiles(&app, config_path, &profiles.0) != 0 {
+            status = EXIT_FAILED;
+        }
     }
 
     if let Some(url) = &args.against {

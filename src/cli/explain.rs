@@ -45,7 +45,7 @@ pub struct ExplainArgs {
 }
 
 pub fn run(config_path: &Path, args: ExplainArgs) -> u8 {
-    let app = match super::load_app(config_path) {
+    let app = match super::load_app_without_audit_log(config_path) {
         Ok(app) => app,
         Err(status) => return status,
     };

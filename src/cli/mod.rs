@@ -1,12 +1,16 @@
 //! The command line: `esq check`, `esq passwd`, `esq token`,
-//! `esq ticket issue`, `esq explain`, `esq sample-data`. Each subcommand lives in its own
+//! `esq ticket issue`, `esq explain`, `esq sample-data`, `esq ssp`,
+//! `esq audit verify`. Each subcommand lives in its own
 //! file; this one parses and dispatches. Exit status: 0 success, 1 a check
 //! failed or a request was denied, 2 bad input or configuration.
 
+mod audit;
 mod check;
+mod evidence;
 mod explain;
 mod secrets;
 mod serve;
+mod ssp;
 mod ticket;
 
 use std::path::PathBuf;
@@ -58,6 +62,21 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Print SQL that creates and fills the sample table public.burial_2024.
     SampleData(SampleDataArgs),
+    /// Write the System Security Plan (JSON) of the running configuration.
+    Ssp(ssp::SspArgs),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Write a compliance evidence bundle (zip): audit files of the period,
+    /// chain verification, SSP.json, config and policy hashes, manifest.
+    Evidence(evidence::EvidenceArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit files; names the first bad record.
+    /// Exit status 0 intact, 1 broken, 2 unreadable.
+    Verify(audit::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +115,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ticket(TicketCommand::Issue(args)) => ticket::issue(&cli.config, args),
         Command::Explain(args) => explain::run(&cli.config, args),
         Command::SampleData(args) => sample_data(args),
+        Command::Ssp(args) => ssp::run(&cli.config, args),
+        Command::Audit(AuditCommand::Verify(args)) => audit::verify(args),
+        Command::Evidence(args) => evidence::run(&cli.config, args),
     };
     ExitCode::from(status)
 }
@@ -128,20 +150,21 @@ fn init_logging() {
 /// Logging for `esq serve`: the config's filter and format, unless
 /// `RUST_LOG` says otherwise.
 fn init_serve_logging(log: &crate::config::LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        crate::config::LogFormat::Json => builder.json().try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
-    };
+    let _ = crate::telemetry::try_init(log, std::io::stderr);
 }
 
-/// Loads config, catalog and policies, or prints why not (exit status 2).
+/// Loads config, catalog and policies and opens the audit log, or prints
+/// why not (exit status 2).
 fn load_app(config_path: &std::path::Path) -> Result<crate::app::App, u8> {
     crate::app::App::load(config_path).map_err(|err| {
+        eprintln!("error: {err}");
+        EXIT_BAD_INPUT
+    })
+}
+
+/// As [`load_app`], for commands that record nothing: no audit log opened.
+fn load_app_without_audit_log(config_path: &std::path::Path) -> Result<crate::app::App, u8> {
+    crate::app::App::load_without_audit_log(config_path).map_err(|err| {
         eprintln!("error: {err}");
         EXIT_BAD_INPUT
     })

@@ -37,7 +37,7 @@ pub struct IssueArgs {
 }
 
 pub fn issue(config_path: &Path, args: IssueArgs) -> u8 {
-    let app = match super::load_app(config_path) {
+    let app = match super::load_app_without_audit_log(config_path) {
         Ok(app) => app,
         Err(status) => return status,
     };

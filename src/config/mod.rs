@@ -234,9 +234,19 @@ pub struct GuardConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// The hash-chained JSON Lines audit log. Default `esq-audit.jsonl`.
+    /// The hash-chained JSON Lines audit log (file 0; rotated files are
+    /// `<stem>.000001.<ext>`, … beside it). Default `esq-audit.jsonl`.
     #[serde(default = "defaults::audit_path")]
     pub path: PathBuf,
+    /// A file that reaches this size is closed and the chain continues in
+    /// the next one. Default 64 MiB; at least 1024.
+    #[serde(default = "defaults::audit_rotate_bytes")]
+    pub rotate_bytes: u64,
+    /// `false` turns the audit log off (benchmarks only): loudly logged at
+    /// start-up and shown as `esq_audit_enabled 0`; an unmet AU control.
+    /// Default `true`.
+    #[serde(default = "defaults::audit_enabled")]
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -256,6 +266,12 @@ pub struct LogConfig {
     /// A `tracing` filter such as `info` or `esq=debug`. Default `info`.
     #[serde(default = "defaults::log_filter")]
     pub filter: String,
+    /// Put each statement's text (the `sql` field of its `statement` span)
+    /// in the log. Statement text may hold PII (`WHERE ssn = '…'`), so the
+    /// default `false` logs only its fingerprint (the SHA-256 prefix the
+    /// audit log also records).
+    #[serde(default)]
+    pub statements: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -450,6 +466,12 @@ mod defaults {
     pub fn audit_path() -> PathBuf {
         PathBuf::from("esq-audit.jsonl")
     }
+    pub fn audit_rotate_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+    pub fn audit_enabled() -> bool {
+        true
+    }
     pub fn log_filter() -> String {
         "info".to_string()
     }
@@ -546,6 +568,8 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             path: defaults::audit_path(),
+            rotate_bytes: defaults::audit_rotate_bytes(),
+            enabled: defaults::audit_enabled(),
         }
     }
 }
@@ -578,6 +602,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::default(),
             filter: defaults::log_filter(),
+            statements: false,
         }
     }
 }

@@ -33,6 +33,9 @@ pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
     if config.server.environment.trim().is_empty() {
         return Err(invalid("server.environment", "must not be empty"));
     }
+    if config.audit.rotate_bytes < 1024 {
+        return Err(invalid("audit.rotate_bytes", "must be at least 1024"));
+    }
     validate_doors(config)?;
     tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .map_err(|err| invalid("log.filter", format!("not a tracing filter: {err}")))?;

@@ -161,7 +161,8 @@ impl HttpDoor {
             .clone();
         sessions.inc();
         let handler = Arc::new(Handler::new(self.shared.clone(), peer));
-        let _ = handler.process_new(stream, &shutdown).await;
+        let span = crate::telemetry::session_span(Door::http, peer);
+        let _ = tracing::Instrument::instrument(handler.process_new(stream, &shutdown), span).await;
         sessions.dec();
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Door, Metrics, PoolGauges};
 
 /// How long a request waits for a free connection before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +44,8 @@ pub struct HttpPool {
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// `esq_upstream_{in_use,idle,waiting}{door="http"}`.
+    gauges: PoolGauges,
 }
 
 /// A connection lent to one request. Dropped without [`Lease::release`] it
@@ -75,14 +77,18 @@ impl HttpPool {
             config: pg,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size)),
+            gauges: metrics.pool(Door::http),
             metrics,
         }))
     }
 
     /// A connection: an idle one, or a new one when none is idle.
     pub async fn get(self: &Arc<Self>) -> Result<Lease, PoolError> {
-        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.clone().acquire_owned())
-            .await
+        self.gauges.waiting.inc();
+        let permit =
+            tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.clone().acquire_owned()).await;
+        self.gauges.waiting.dec();
+        let permit = permit
             .map_err(|_| PoolError::Busy)?
             .map_err(|_| PoolError::Busy)?;
         let reused = {
@@ -94,12 +100,14 @@ impl HttpPool {
                     break;
                 }
             }
+            self.gauges.idle.set(idle.len() as i64);
             found
         };
         let connection = match reused {
             Some(connection) => connection,
             None => self.connect().await?,
         };
+        self.gauges.in_use.inc();
         Ok(Lease {
             connection: Some(connection),
             pool: self.clone(),
@@ -126,7 +134,10 @@ impl HttpPool {
         })?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "upstream connection (HTTP door) ended");
+                tracing::debug!(
+                    sqlstate = sqlstate(&err),
+                    "upstream connection (HTTP door) ended"
+                );
             }
         });
         let size = NonZeroUsize::new(STATEMENTS_PER_CONNECTION).unwrap_or(NonZeroUsize::MIN);
@@ -143,6 +154,7 @@ impl HttpPool {
     /// Closes idle connections (on shutdown).
     pub fn close_idle(&self) {
         self.lock().clear();
+        self.gauges.idle.set(0);
     }
 }
 
@@ -176,9 +188,17 @@ impl Lease {
     pub fn release(mut self) {
         if let Some(connection) = self.connection.take() {
             if !connection.client.is_closed() {
-                self.pool.lock().push(connection);
+                let mut idle = self.pool.lock();
+                idle.push(connection);
+                self.pool.gauges.idle.set(idle.len() as i64);
             }
         }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.gauges.in_use.dec();
     }
 }
 
@@ -188,5 +208,14 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => err.to_string(),
+    }
+}
+
+/// The SQLSTATE of a database error (`"connection"` for others): what the
+/// log says of an upstream failure, since the message may quote a value.
+pub fn sqlstate(err: &tokio_postgres::Error) -> &str {
+    match err.as_db_error() {
+        Some(db) => db.code().code(),
+        None => "connection",
     }
 }

@@ -4,6 +4,7 @@
 //! `Accept: application/x-ndjson`). Only the guard's rendered SQL is ever
 //! sent upstream. Every decision is counted and audited.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,10 +16,10 @@ use tokio_postgres::types::ToSql;
 
 use super::error::ApiError;
 use super::handler::{Aborted, Failure, Handler};
-use super::pool::{describe, PoolError};
+use super::pool::{describe, sqlstate, PoolError};
 use super::rows::{Format, RowEncoder};
 use super::structured::QueryBody;
-use crate::audit::{fingerprint, AuditEvent};
+use crate::audit::{fingerprint, AuditEvent, AuditKind};
 use crate::guard::{Allowed, Decision};
 use crate::metrics::{Door, DoorLabels, Outcome};
 use crate::tickets::{Lookup, Scope, TicketHash, TicketId};
@@ -34,6 +35,8 @@ struct Audit<'a> {
     scope: &'a Scope,
     hash: TicketHash,
     fingerprint: String,
+    /// The query's record was written (once per query).
+    recorded: AtomicBool,
 }
 
 impl Audit<'_> {
@@ -44,12 +47,18 @@ impl Audit<'_> {
         allowed: Option<&Allowed>,
         rows: Option<u64>,
         policy_id: Option<&str>,
-    ) {
+    ) -> Option<u64> {
         let app = self.handler.app();
+        self.recorded.store(true, Ordering::Relaxed);
         app.metrics.decision(Door::http, outcome);
+        crate::telemetry::record_outcome(outcome);
+        let roles = app
+            .users
+            .principal(&self.scope.user)
+            .map(|p| p.roles.as_slice())
+            .unwrap_or_default();
         app.audit.record(&AuditEvent {
-            door: Door::http,
-            user: &self.scope.user,
+            roles,
             client: Some(self.handler.peer),
             ticket_hash: Some(self.hash.to_hex()),
             dataset: Some(&self.scope.dataset),
@@ -60,20 +69,36 @@ impl Audit<'_> {
             rows,
             classification: allowed.map(|a| a.classification.to_string()),
             policy_id,
-        });
+            ..AuditEvent::event(AuditKind::Decision, Door::http, &self.scope.user)
+        })
     }
 }
 
+/// One query, in its `statement` span.
 pub async fn query(handler: &Handler, session: &mut ServerSession) -> Result<(), Failure> {
+    use tracing::Instrument;
+    let span = crate::telemetry::statement_span(Door::http);
+    query_in_span(handler, session, &span)
+        .instrument(span.clone())
+        .await
+}
+
+async fn query_in_span(
+    handler: &Handler,
+    session: &mut ServerSession,
+    span: &tracing::Span,
+) -> Result<(), Failure> {
     let started = Instant::now();
     let app = handler.app();
     let (scope, hash) = ticket(handler, session).await?;
+    crate::telemetry::record_user(span, &scope.user);
     handler.rate_limit(&scope.user)?;
     let body: QueryBody = handler.json_body(session).await?;
     let dataset = app.catalog.dataset(&scope.dataset).ok_or_else(|| {
         ApiError::Internal(format!("ticket for unknown dataset {}", scope.dataset))
     })?;
     let sql = body.statement(dataset, &scope)?;
+    crate::telemetry::record_statement(span, &sql, &app.config.log);
 
     let guard_started = Instant::now();
     let decision = app.guard.decide(Some(&scope), &sql);
@@ -85,6 +110,7 @@ pub async fn query(handler: &Handler, session: &mut ServerSession) -> Result<(),
         scope: &scope,
         hash,
         fingerprint: fingerprint(&sql),
+        recorded: AtomicBool::new(false),
     };
     app.sentinel.decided(
         &scope.user,
@@ -111,18 +137,23 @@ pub async fn query(handler: &Handler, session: &mut ServerSession) -> Result<(),
     } else {
         Outcome::rewrite
     };
+    if let Err(err) = app.audit.check() {
+        tracing::error!(%err, "HTTP query refused: the audit log cannot be written");
+        return Err(ApiError::Unavailable(
+            "the audit log cannot be written, so esq runs no query".into(),
+        )
+        .into());
+    }
     let format = if accepts_ndjson(session) {
         Format::Ndjson
     } else {
         Format::Array
     };
 
-    let result = stream_answer(handler, session, &allowed, format).await;
-    let (rows, sqlstate) = match &result {
-        Ok(rows) => (Some(*rows), None),
-        Err(_) => (None, Some("58000")),
-    };
-    audit.record(outcome, sqlstate, Some(&allowed), rows, None);
+    let result = stream_answer(handler, session, &allowed, format, &audit, outcome).await;
+    if result.is_err() && !audit.recorded.load(Ordering::Relaxed) {
+        audit.record(outcome, Some("58000"), Some(&allowed), None, None);
+    }
     app.metrics
         .statement_seconds
         .get_or_create(&DoorLabels { door: Door::http })
@@ -152,19 +183,14 @@ async fn ticket(
         Lookup::Valid(ticket) => Ok((ticket.scope, id.hash())),
         Lookup::Stale(why) => {
             app.metrics.decision(Door::http, Outcome::stale);
+            crate::telemetry::record_outcome(Outcome::stale);
             app.audit.record(&AuditEvent {
-                door: Door::http,
-                user: "",
                 client: Some(handler.peer),
                 ticket_hash: Some(id.hash().to_hex()),
-                dataset: None,
                 outcome: Outcome::stale,
                 sqlstate: Some("28000"),
                 fingerprint: fingerprint(&format!("{why:?}")),
-                rewritten: None,
-                rows: None,
-                classification: None,
-                policy_id: None,
+                ..AuditEvent::event(AuditKind::Decision, Door::http, "")
             });
             Err(ApiError::TicketStale)
         }
@@ -188,11 +214,14 @@ fn accepts_ndjson(session: &ServerSession) -> bool {
 }
 
 /// Runs the allowed statement and streams its rows; the number of rows.
+/// The query's audit record is durable before the answer's last chunk.
 async fn stream_answer(
     handler: &Handler,
     session: &mut ServerSession,
     allowed: &Allowed,
     format: Format,
+    audit: &Audit<'_>,
+    outcome: Outcome,
 ) -> Result<u64, Failure> {
     let app = handler.app();
     let upstream_failed = |message: String| {
@@ -263,12 +292,25 @@ async fn stream_answer(
             Ok(row) => row,
             Err(err) => {
                 app.metrics.upstream_errors.inc();
-                tracing::warn!(error = %describe(&err), "HTTP door: upstream failed mid-answer; answer cut");
+                // The database's message may quote a value: log the SQLSTATE.
+                tracing::warn!(
+                    sqlstate = sqlstate(&err),
+                    "HTTP door: upstream failed mid-answer; answer cut"
+                );
                 return Err(Failure::Aborted);
             }
         };
     }
     encoder.finish(&mut out);
+    let seq = audit.record(outcome, None, Some(allowed), Some(encoder.rows()), None);
+    let durable = match seq {
+        Some(seq) => app.audit.durable(seq).await,
+        None => Err(crate::audit::AuditError::NotQueued),
+    };
+    if let Err(err) = durable {
+        tracing::error!(%err, "HTTP door: the answer's audit record is not durable; answer cut");
+        return Err(Failure::Aborted);
+    }
     session
         .write_response_body(Bytes::from(out), true)
         .await

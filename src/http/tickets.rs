@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::handler::{send_json, Failure, Handler};
-use crate::audit::{fingerprint, AuditEvent};
+use crate::audit::{fingerprint, record_durably, AuditError, AuditEvent, AuditKind};
+use crate::auth::Principal;
 use crate::metrics::{Door, Outcome};
 use crate::tickets::{IssueError, TicketId, TicketRequest};
 
@@ -21,33 +22,24 @@ pub async fn issue(handler: &Handler, session: &mut ServerSession) -> Result<(),
     handler.rate_limit(&user.name)?;
     let request: TicketRequest = handler.json_body(session).await?;
     let result = app.tickets.issue(&user, &request, Utc::now()).await;
-    let audit = |outcome: Outcome, ticket_hash: Option<String>, policy_id: Option<&str>| {
-        app.audit.record(&AuditEvent {
-            door: Door::http,
-            user: &user.name,
-            client: Some(handler.peer),
-            ticket_hash,
-            dataset: Some(&request.dataset),
-            outcome,
-            sqlstate: None,
-            fingerprint: fingerprint(&format!("issue_ticket {}", request.dataset)),
-            rewritten: None,
-            rows: None,
-            classification: None,
-            policy_id,
-        });
-    };
     match result {
         Ok(issued) => {
             app.metrics.tickets_issued.inc();
             let hash = TicketId::parse(&issued.ticket)
                 .ok()
                 .map(|id| id.hash().to_hex());
-            audit(
+            // The ticket is handed out only once its issue is on record.
+            let policy_id = issued.scope.policy_ids.first().map(String::as_str);
+            audit_issue(
+                handler,
+                &user,
+                &request.dataset,
                 Outcome::allow,
                 hash,
-                issued.scope.policy_ids.first().map(String::as_str),
-            );
+                policy_id,
+            )
+            .await
+            .map_err(|err| ApiError::Unavailable(format!("audit: {err}")))?;
             let body = serde_json::to_value(&issued)
                 .map_err(|err| ApiError::Internal(format!("ticket response: {err}")))?;
             send_json(session, 201, &body, &[]).await?;
@@ -59,16 +51,43 @@ pub async fn issue(handler: &Handler, session: &mut ServerSession) -> Result<(),
         }
         .into()),
         Err(IssueError::Denied(verdict)) => {
-            audit(
+            let policy_id = verdict.denied_by.first().map(String::as_str);
+            let _ = audit_issue(
+                handler,
+                &user,
+                &request.dataset,
                 Outcome::deny,
                 None,
-                verdict.denied_by.first().map(String::as_str),
-            );
+                policy_id,
+            )
+            .await;
             Err(ApiError::PolicyDenied(verdict).into())
         }
         Err(IssueError::Store(err)) => Err(ApiError::Unavailable(err.to_string()).into()),
         Err(IssueError::Random(err)) => Err(ApiError::Internal(err).into()),
     }
+}
+
+/// Records a ticket request's outcome and waits until it is on disk.
+async fn audit_issue(
+    handler: &Handler,
+    user: &Principal,
+    dataset: &str,
+    outcome: Outcome,
+    ticket_hash: Option<String>,
+    policy_id: Option<&str>,
+) -> Result<u64, AuditError> {
+    let event = AuditEvent {
+        roles: &user.roles,
+        client: Some(handler.peer),
+        ticket_hash,
+        dataset: Some(dataset),
+        outcome,
+        fingerprint: fingerprint(&format!("issue_ticket {dataset}")),
+        policy_id,
+        ..AuditEvent::event(AuditKind::TicketIssued, Door::http, &user.name)
+    };
+    record_durably(&*handler.app().audit, &event).await
 }
 
 pub async fn revoke(
@@ -96,20 +115,17 @@ pub async fn revoke(
     if revoked {
         app.metrics.tickets_revoked.inc();
     }
-    app.audit.record(&AuditEvent {
-        door: Door::http,
-        user: &user.name,
+    let event = AuditEvent {
+        roles: &user.roles,
         client: Some(handler.peer),
         ticket_hash: Some(hash.to_hex()),
-        dataset: None,
-        outcome: Outcome::stale,
-        sqlstate: None,
         fingerprint: fingerprint("revoke_ticket"),
-        rewritten: None,
-        rows: None,
-        classification: None,
-        policy_id: None,
-    });
+        detail: Some(json!({"was_live": revoked})),
+        ..AuditEvent::event(AuditKind::TicketRevoked, Door::http, &user.name)
+    };
+    record_durably(&*app.audit, &event)
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("audit: {err}")))?;
     send_json(
         session,
         200,

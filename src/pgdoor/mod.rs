@@ -7,11 +7,13 @@
 //! - [`session`] — the handshake and the client → upstream direction;
 //! - [`statement`] — guard decisions and ticket statements;
 //! - [`relay`] — the upstream → client direction;
+//! - [`completion`] — audit records of completed statements, rows counted;
 //! - [`sanitize`] — upstream errors without data values;
 //! - [`cancel`], [`wire`], [`ticket_statement`].
 
 pub mod auth;
 pub mod cancel;
+pub mod completion;
 pub mod names;
 pub mod relay;
 pub mod sanitize;

@@ -24,6 +24,8 @@ pub struct Prepared {
     /// The client's statement text's [`crate::sentinel::fingerprint`]:
     /// each Execute is one use of the ticket.
     pub fingerprint: u64,
+    /// The audit record each execution writes when it completes.
+    pub audit: Option<std::sync::Arc<super::completion::Completion>>,
 }
 
 /// Messages that answer (Parse, Bind, Close, Describe, Execute) allowed
@@ -188,6 +190,7 @@ mod tests {
             ticket: None,
             ticket_statement: None,
             fingerprint: 0,
+            audit: None,
         })
     }
 

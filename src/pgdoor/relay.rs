@@ -5,18 +5,26 @@
 //! sanitized; the answers esq gives itself (denials, `SET esq.ticket`) are
 //! slotted in where the backend answers the stand-in esq forwarded for them,
 //! so they arrive in protocol order, pipelining included.
+//!
+//! Output that holds a `ReadyForQuery` waits until the audit records of the
+//! statements it completes are on disk (see [`super::completion`]); if the
+//! audit log fails, the answer is withheld and the session ends.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
+use super::completion::{Pending, Tally};
 use super::sanitize;
 use super::statement::TicketChange;
 use super::wire;
+use crate::audit::AuditSink;
 use crate::stream::BoxedStream;
 
 /// An answer esq substitutes for the backend's answer to a stand-in.
@@ -37,7 +45,6 @@ pub enum Substitution {
 }
 
 /// What the two directions of a session share.
-#[derive(Default)]
 pub struct Shared {
     /// Substitutions with the round (count of `Sync`/`Query` sent before
     /// them) they belong to.
@@ -58,13 +65,47 @@ pub struct Shared {
     pub round_done: tokio::sync::Notify,
     /// Ticket changes whose statements PostgreSQL ran, in order.
     ticket_changes: Mutex<Vec<TicketChange>>,
+    /// When each round sent and not yet answered started, oldest first.
+    round_starts: Mutex<VecDeque<Instant>>,
+    /// `esq_statement_seconds{door="pg"}`: a round's first message to its
+    /// `ReadyForQuery`, observed when that is relayed.
+    latency: Histogram,
+    /// Audit records to write as statements complete.
+    pub audit: Pending,
 }
 
 impl Shared {
-    pub fn new() -> Shared {
+    pub fn new(latency: Histogram) -> Shared {
         Shared {
+            substitutions: Mutex::default(),
+            rounds_done: AtomicU64::new(0),
             status: AtomicU8::new(b'I'),
-            ..Shared::default()
+            errored: Mutex::default(),
+            completions: std::sync::atomic::AtomicU32::new(0),
+            round_done: tokio::sync::Notify::new(),
+            ticket_changes: Mutex::default(),
+            round_starts: Mutex::default(),
+            latency,
+            audit: Pending::default(),
+        }
+    }
+
+    /// A round went upstream; its latency is observed at its `ReadyForQuery`.
+    pub fn round_sent(&self, started: Instant) {
+        self.round_starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(started);
+    }
+
+    fn round_answered(&self) {
+        let started = self
+            .round_starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        if let Some(started) = started {
+            self.latency.observe(started.elapsed().as_secs_f64());
         }
     }
 
@@ -119,16 +160,37 @@ pub async fn run(
     mut client: WriteHalf<BoxedStream>,
     shared: Arc<Shared>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    audit: Arc<dyn AuditSink>,
 ) -> RelayEnd {
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut upstream_ok = true;
+    let mut tally = Tally::default();
     loop {
-        if let Err(failure) = relay_buffered(&mut buf, &mut out, &shared) {
+        if let Err(failure) = relay_buffered(&mut buf, &mut out, &shared, &mut tally, &*audit) {
             tracing::warn!(%failure, "closing session: unexpected upstream message");
             wire::error(&mut out, "FATAL", "08P01", &failure, "", "");
             let _ = client.write_all(&out).await;
             upstream_ok = false;
             break;
+        }
+        if tally.ready {
+            tally.ready = false;
+            if let Err(reason) = audited(&tally, &shared, &*audit).await {
+                tracing::error!(%reason, "closing session: its answers could not be audited");
+                out.clear();
+                wire::error(
+                    &mut out,
+                    "FATAL",
+                    "58030",
+                    "the audit log cannot be written, so esq withholds this answer",
+                    "esq never delivers an answer it could not audit",
+                    "retry when the audit log is fixed",
+                );
+                let _ = client.write_all(&out).await;
+                let _ = client.flush().await;
+                upstream_ok = false;
+                break;
+            }
         }
         if !out.is_empty() {
             if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
@@ -175,6 +237,15 @@ pub async fn run(
     }
 }
 
+/// Waits until the records of what the output completes are durable.
+async fn audited(tally: &Tally, shared: &Shared, audit: &dyn AuditSink) -> Result<(), String> {
+    match tally.wait_target(&shared.audit) {
+        None => Err("an audit record could not be queued".into()),
+        Some(0) => Ok(()),
+        Some(seq) => audit.durable(seq).await.map_err(|e| e.to_string()),
+    }
+}
+
 /// The last answer of each extended-protocol message that can fail:
 /// ParseComplete, BindComplete, CloseComplete, CommandComplete,
 /// EmptyQueryResponse, PortalSuspended (Execute), RowDescription, NoData
@@ -182,7 +253,13 @@ pub async fn run(
 const COMPLETIONS: &[u8] = b"123CIsTn";
 
 /// Moves every complete backend message from `buf` to `out`.
-fn relay_buffered(buf: &mut BytesMut, out: &mut BytesMut, shared: &Shared) -> Result<(), String> {
+fn relay_buffered(
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    shared: &Shared,
+    tally: &mut Tally,
+    audit: &dyn AuditSink,
+) -> Result<(), String> {
     loop {
         if buf.len() < 5 {
             return Ok(());
@@ -197,16 +274,33 @@ fn relay_buffered(buf: &mut BytesMut, out: &mut BytesMut, shared: &Shared) -> Re
             return Ok(());
         }
         let message = buf.split_to(len + 1);
-        relay_one(tag, &message, out, shared)?;
+        relay_one(tag, &message, out, shared, tally, audit)?;
     }
 }
 
-fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Result<(), String> {
+fn relay_one(
+    tag: u8,
+    message: &[u8],
+    out: &mut BytesMut,
+    shared: &Shared,
+    tally: &mut Tally,
+    audit: &dyn AuditSink,
+) -> Result<(), String> {
     let round = shared.rounds_done.load(Ordering::Relaxed);
     if COMPLETIONS.contains(&tag) {
         shared.completions.fetch_add(1, Ordering::Relaxed);
     }
     let body = &message[5..];
+    match tag {
+        b'D' => tally.data_row(),
+        b'C' | b's' | b'I' => tally.executed(&shared.audit, round, audit),
+        b'E' => {
+            let code = sanitize::code_field(body).unwrap_or_else(|| "XX000".into());
+            tally.failed(&shared.audit, round, code, audit);
+        }
+        b'Z' => tally.round_done(&shared.audit, round, audit),
+        _ => {}
+    }
     let mut substitutions = shared
         .substitutions
         .lock()
@@ -267,6 +361,7 @@ fn relay_one(tag: u8, message: &[u8], out: &mut BytesMut, shared: &Shared) -> Re
                 shared.status.store(status, Ordering::Relaxed);
             }
             shared.completions.store(0, Ordering::Relaxed);
+            shared.round_answered();
             shared.rounds_done.fetch_add(1, Ordering::Release);
             shared.round_done.notify_waiters();
             out.extend_from_slice(message);

@@ -45,6 +45,13 @@ pub fn message_field(body: &[u8]) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// The SQLSTATE field (`C`) of an ErrorResponse body.
+pub fn code_field(body: &[u8]) -> Option<String> {
+    fields(body)
+        .find(|(kind, _)| *kind == b'C')
+        .map(|(_, v)| v.to_string())
+}
+
 fn fields(body: &[u8]) -> impl Iterator<Item = (u8, std::borrow::Cow<'_, str>)> {
     let mut rest = body;
     std::iter::from_fn(move || {

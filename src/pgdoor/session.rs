@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::auth::{self, AuthError};
 use super::cancel::CancelKeys;
+use super::completion::Expect;
 use super::relay::{self, Control, Shared, Substitution};
 use super::startup::{self, Opening, StartupPacket};
 use super::statement::{
@@ -81,9 +82,23 @@ impl Drop for UserSlot {
     }
 }
 
-/// Runs one connection to its end. Errors are answered on the connection
-/// (when it still can be) and logged; they never reach other sessions.
+/// Runs one connection to its end, in its `session` span. Errors are
+/// answered on the connection (when it still can be) and logged; they never
+/// reach other sessions.
 pub async fn run(
+    door: Arc<DoorState>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    use tracing::Instrument;
+    let span = crate::telemetry::session_span(Door::pg, peer);
+    run_session(door, tcp, peer, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn run_session(
     door: Arc<DoorState>,
     tcp: TcpStream,
     peer: SocketAddr,
@@ -218,6 +233,7 @@ async fn accept(
         Err(AuthError::Wire(err)) => return Err(err.into()),
         Err(err) => return Err(refused(err.sqlstate(), err.to_string())),
     };
+    crate::telemetry::record_user(&tracing::Span::current(), &authenticated.principal.name);
     check_database(door.upstream.database(), packet.database.as_deref())?;
     let slot = UserSlot::claim(door, &authenticated.principal.name).ok_or_else(|| {
         refused(
@@ -250,6 +266,7 @@ async fn accept(
             checks: &checks,
             client: Some(peer),
             marker_prefix: "",
+            pending: None,
         };
         match view.accept_ticket(&text).await {
             Ok(id) => ticket = Some(id),
@@ -353,7 +370,13 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     let (mut client_read, client_write) = tokio::io::split(client);
     let (upstream_read, mut upstream_write) = tokio::io::split(upstream_stream);
     let checks = door.app.ticket_check();
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(
+        door.app
+            .metrics
+            .statement_seconds
+            .get_or_create(&DoorLabels { door: Door::pg })
+            .clone(),
+    ));
     let (control, control_rx) = mpsc::unbounded_channel();
     let mut relay_task = tokio::spawn(relay::run(
         upstream_read,
@@ -361,6 +384,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
         client_write,
         shared.clone(),
         control_rx,
+        door.app.audit.clone(),
     ));
 
     let marker_prefix = format!("esq_refused_{:08x}", rand_u32());
@@ -405,6 +429,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                 checks: &checks,
                 client: Some(peer),
                 marker_prefix: &marker_prefix,
+                pending: Some(&shared.audit),
             };
             match handle(&view, &mut state, &shared, frame, &mut out).await {
                 Ok(Step::Continue) => {}
@@ -546,9 +571,23 @@ struct ProtocolState {
     /// (PostgreSQL runs them only if it ran the statement); messages of
     /// later rounds wait for the answer.
     ticket_pending: Option<(u64, Option<TicketId>)>,
+    /// When the first message of the round being assembled arrived
+    /// (end-to-end latency: from here to its `ReadyForQuery`).
+    round_started: Option<std::time::Instant>,
 }
 
 impl ProtocolState {
+    /// A `Query` or `Sync` went upstream: the round is complete on the
+    /// client's side and its clock is handed to the relay.
+    fn end_round(&mut self, shared: &Shared) {
+        self.rounds_sent += 1;
+        let started = self
+            .round_started
+            .take()
+            .unwrap_or_else(std::time::Instant::now);
+        shared.round_sent(started);
+    }
+
     /// Notes a forwarded ticket statement's effect (see `ticket_pending`).
     fn ticket_statement_sent(&mut self, round: u64, substitutions: &[Substitution]) {
         for substitution in substitutions {
@@ -657,6 +696,14 @@ async fn handle(
     out: &mut BytesMut,
 ) -> Result<Step, String> {
     let round = state.rounds_sent;
+    if state.round_started.is_none()
+        && matches!(
+            frame.tag,
+            b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'F'
+        )
+    {
+        state.round_started = Some(std::time::Instant::now());
+    }
     if matches!(frame.tag, b'P' | b'B' | b'E' | b'D' | b'C' | b'H') {
         state.extended_open = true;
     }
@@ -671,6 +718,9 @@ async fn handle(
             let sql = wire::cstr(&frame.body, &mut at).map_err(|e| e.to_string())?;
             state.sequence += 1;
             let forward = view.decide(&sql, state.sequence, false).await;
+            if let Some(completion) = forward.completion.clone() {
+                shared.audit.expect(round, Expect::Query(completion));
+            }
             state.ticket_statement_sent(round, &forward.substitutions);
             if let Some(name) = deallocated(&sql) {
                 state.names.deallocate(name.as_deref());
@@ -682,7 +732,7 @@ async fn handle(
                 |sql, out| put_message(out, b'Q', |b| put_cstr(b, sql)),
                 out,
             );
-            state.rounds_sent += 1;
+            state.end_round(shared);
             Ok(step)
         }
         b'P' => {
@@ -714,6 +764,7 @@ async fn handle(
                         ticket: None,
                         ticket_statement: Some(statement),
                         fingerprint: 0,
+                        audit: None,
                     })
                 }
                 None => {
@@ -731,6 +782,7 @@ async fn handle(
                         ticket: forward_ticket,
                         ticket_statement: None,
                         fingerprint: crate::sentinel::fingerprint(&sql),
+                        audit: forward.completion,
                     })
                 }
             };
@@ -782,6 +834,13 @@ async fn handle(
             // not keep streaming after revocation.
             let prepared = state.names.get(Space::Portal, &portal).cloned();
             let refusal = refusal(view, prepared.as_ref(), "34000", "portal", &portal).await;
+            // Every Execute has an entry, so the relay's answers and the
+            // entries stay aligned; only an allowed statement's is recorded.
+            let completion = match &refusal {
+                None => prepared.as_ref().and_then(|p| p.audit.clone()),
+                Some(_) => None,
+            };
+            shared.audit.expect(round, Expect::Execute(completion));
             if let Some(answer) = refusal {
                 let marker = stand_in(view, state, shared, round, answer);
                 put_message(out, b'E', |b| {
@@ -853,7 +912,7 @@ async fn handle(
         }
         b'S' => {
             frame.encode_into(out);
-            state.rounds_sent += 1;
+            state.end_round(shared);
             state.extended_open = false;
             Ok(Step::Continue)
         }
@@ -867,7 +926,7 @@ async fn handle(
             );
             let marker = stand_in(view, state, shared, round, answer);
             put_message(out, b'Q', |b| put_cstr(b, &marker));
-            state.rounds_sent += 1;
+            state.end_round(shared);
             Ok(Step::Continue)
         }
         // Copy messages outside a COPY are ignored, as PostgreSQL does.

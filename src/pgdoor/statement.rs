@@ -3,14 +3,17 @@
 //! the outcome into the text to forward plus the substitution (denial,
 //! notice, `SET` answer) the relay slots in.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 
+use super::completion::{Completion, Pending};
 use super::relay::Substitution;
 use super::ticket_statement::{self, TicketStatement};
 use super::wire;
 use crate::app::App;
-use crate::audit::{fingerprint, AuditEvent};
+use crate::audit::{fingerprint, AuditEvent, AuditKind};
 use crate::auth::Principal;
 use crate::guard::{Decision, Denial, Kind};
 use crate::metrics::{Door, Outcome};
@@ -23,6 +26,8 @@ pub struct Forward {
     /// Whether the decision rested on the session's ticket (a statement
     /// prepared so must stop when that ticket goes stale).
     pub under_ticket: bool,
+    /// An allowed statement's audit record, written when it completes.
+    pub completion: Option<Arc<Completion>>,
 }
 
 /// A ticket statement's effect, applied when PostgreSQL has run its
@@ -43,6 +48,9 @@ pub struct SessionView<'a> {
     pub client: Option<std::net::SocketAddr>,
     /// Makes the stand-in statements of denials unique in this session.
     pub marker_prefix: &'a str,
+    /// Where the session notes the audit records it writes itself, so the
+    /// relay waits for them before the round's ReadyForQuery.
+    pub pending: Option<&'a Pending>,
 }
 
 /// Why the session's ticket cannot be used.
@@ -74,10 +82,33 @@ impl SessionView<'_> {
         }
     }
 
-    /// Decides one statement text. `extended` (Parse) cannot answer `SHOW`.
+    /// Decides one statement text, in its `statement` span. `extended`
+    /// (Parse) cannot answer `SHOW`.
     pub async fn decide(&self, sql: &str, sequence: u64, extended: bool) -> Forward {
+        use tracing::Instrument;
+        let span = crate::telemetry::statement_span(Door::pg);
+        crate::telemetry::record_user(&span, &self.principal.name);
+        crate::telemetry::record_statement(&span, sql, &self.app.config.log);
+        self.decide_in_span(sql, sequence, extended)
+            .instrument(span)
+            .await
+    }
+
+    async fn decide_in_span(&self, sql: &str, sequence: u64, extended: bool) -> Forward {
         if let Some(statement) = ticket_statement::recognise(sql) {
             return self.ticket_statement(statement, sequence, extended).await;
+        }
+        if let Err(err) = self.app.audit.check() {
+            tracing::error!(%err, "statement refused: the audit log cannot be written");
+            return self.refuse(
+                sequence,
+                error_bytes(
+                    "58030",
+                    "the audit log cannot be written, so esq runs no statement",
+                    "esq never runs a statement it cannot audit",
+                    "retry when the audit log is fixed",
+                ),
+            );
         }
         let scope = match self.scope().await {
             Ok(scope) => scope,
@@ -86,7 +117,7 @@ impl SessionView<'_> {
             Err(_) if matches!(self.app.guard.decide(None, sql), Decision::Allow(_)) => None,
             Err(problem) => {
                 self.app.metrics.decision(Door::pg, Outcome::stale);
-                self.audit(sql, Outcome::stale, Some("28000"), None, None);
+                self.audit(sql, Outcome::stale, Some("28000"), None, None, None);
                 return self.refuse(sequence, ticket_problem_error(&problem));
             }
         };
@@ -105,13 +136,28 @@ impl SessionView<'_> {
                     Outcome::rewrite
                 };
                 self.app.metrics.decision(Door::pg, outcome);
-                self.audit(
-                    sql,
+                crate::telemetry::record_outcome(outcome);
+                let completion = Arc::new(Completion {
+                    user: self.principal.name.clone(),
+                    roles: self.principal.roles.clone(),
+                    client: self.client,
+                    ticket_hash: self.ticket.map(|t| t.hash().to_hex()),
+                    dataset: scope.as_ref().map(|s| s.dataset.clone()),
                     outcome,
-                    None,
-                    Some(&allowed.sql),
-                    scope.as_ref().map(|s| s.dataset.as_str()),
-                );
+                    fingerprint: fingerprint(sql),
+                    rewritten: allowed.sql.clone(),
+                    classification: Some(allowed.classification.to_string()),
+                    policy_id: scope.as_ref().and_then(|s| s.policy_ids.first().cloned()),
+                });
+                if extended {
+                    // Prepared now, run (and recorded again, with rows) at
+                    // each Execute: the decision itself is recorded here.
+                    let seq = self.app.audit.record(&AuditEvent {
+                        detail: Some(serde_json::json!({"phase": "prepare"})),
+                        ..completion.event(None, None)
+                    });
+                    self.note(seq);
+                }
                 let mut substitutions = Vec::new();
                 if !allowed.dropped.is_empty() {
                     let mut notice = BytesMut::new();
@@ -142,6 +188,7 @@ impl SessionView<'_> {
                     // Session statements (ROLLBACK, …) read nothing: a
                     // prepared one keeps working after the ticket goes.
                     under_ticket: scope.is_some() && allowed.kinds.contains(&Kind::Query),
+                    completion: Some(completion),
                 }
             }
             Decision::Deny(denial) => {
@@ -153,6 +200,7 @@ impl SessionView<'_> {
                     Some(denial.code),
                     None,
                     scope.as_ref().map(|s| s.dataset.as_str()),
+                    denial.policy_id.as_deref(),
                 );
                 let error = denial_error(&denial, scope.as_ref(), self.ticket.is_none());
                 self.refuse(sequence, error)
@@ -207,6 +255,7 @@ impl SessionView<'_> {
                 ticket: change,
             }],
             under_ticket: false,
+            completion: None,
         }
     }
 
@@ -245,9 +294,11 @@ impl SessionView<'_> {
                 answer: error,
             }],
             under_ticket: false,
+            completion: None,
         }
     }
 
+    /// Records a decision that runs nothing (a denial, a stale ticket).
     fn audit(
         &self,
         sql: &str,
@@ -255,10 +306,11 @@ impl SessionView<'_> {
         sqlstate: Option<&str>,
         rewritten: Option<&str>,
         dataset: Option<&str>,
+        policy_id: Option<&str>,
     ) {
-        self.app.audit.record(&AuditEvent {
-            door: Door::pg,
-            user: &self.principal.name,
+        crate::telemetry::record_outcome(outcome);
+        let seq = self.app.audit.record(&AuditEvent {
+            roles: &self.principal.roles,
             client: self.client,
             ticket_hash: self.ticket.map(|t| t.hash().to_hex()),
             dataset,
@@ -266,10 +318,16 @@ impl SessionView<'_> {
             sqlstate,
             fingerprint: fingerprint(sql),
             rewritten,
-            rows: None,
-            classification: None,
-            policy_id: None,
+            policy_id,
+            ..AuditEvent::event(AuditKind::Decision, Door::pg, &self.principal.name)
         });
+        self.note(seq);
+    }
+
+    fn note(&self, seq: Option<u64>) {
+        if let Some(pending) = self.pending {
+            pending.note(seq);
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use connect::{ConnectParams, UpstreamConn};
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Door, Metrics, PoolGauges};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -47,6 +47,7 @@ pub struct UpstreamPool {
     idle: Mutex<Vec<UpstreamConn>>,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    gauges: PoolGauges,
 }
 
 /// One upstream connection lent to a session; give it back with
@@ -54,7 +55,7 @@ pub struct UpstreamPool {
 pub struct Lease {
     conn: Option<UpstreamConn>,
     _permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
+    in_use: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Lease {
@@ -75,7 +76,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.metrics.upstream_in_use.dec();
+        self.in_use.dec();
     }
 }
 
@@ -88,6 +89,7 @@ impl UpstreamPool {
             size,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size as usize)),
+            gauges: metrics.pool(Door::pg),
             metrics,
         })
     }
@@ -104,19 +106,19 @@ impl UpstreamPool {
 
     /// A healthy connection: a pooled one that answers, or a new one.
     pub async fn acquire(&self) -> Result<Lease, UpstreamError> {
-        self.metrics.upstream_waiting.inc();
+        self.gauges.waiting.inc();
         let permit =
             tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.clone().acquire_owned()).await;
-        self.metrics.upstream_waiting.dec();
+        self.gauges.waiting.dec();
         let permit = match permit {
             Ok(Ok(permit)) => permit,
             _ => return Err(UpstreamError::Exhausted(self.size)),
         };
-        self.metrics.upstream_in_use.inc();
+        self.gauges.in_use.inc();
         let lease = |conn| Lease {
             conn: Some(conn),
             _permit: permit,
-            metrics: self.metrics.clone(),
+            in_use: self.gauges.in_use.clone(),
         };
         while let Some(mut conn) = self.take_idle() {
             if ping(&mut conn).await.is_ok() {
@@ -126,7 +128,7 @@ impl UpstreamPool {
         match connect::connect(&self.params).await {
             Ok(conn) => Ok(lease(conn)),
             Err(err) => {
-                self.metrics.upstream_in_use.dec();
+                self.gauges.in_use.dec();
                 self.metrics.upstream_errors.inc();
                 Err(err)
             }
@@ -136,7 +138,7 @@ impl UpstreamPool {
     fn take_idle(&self) -> Option<UpstreamConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let conn = idle.pop();
-        self.metrics.upstream_idle.set(idle.len() as i64);
+        self.gauges.idle.set(idle.len() as i64);
         conn
     }
 
@@ -153,7 +155,7 @@ impl UpstreamPool {
         if matches!(reset, Ok(Ok(()))) {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.push(conn);
-            self.metrics.upstream_idle.set(idle.len() as i64);
+            self.gauges.idle.set(idle.len() as i64);
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Esq {
     pub database: String,
     pub catalog_dir: tempfile::TempDir,
     pub config_env: Vec<(String, String)>,
+    /// Holds esq's audit log (`audit.jsonl` and rotated files).
+    pub audit_dir: tempfile::TempDir,
 }
 
 impl Esq {
@@ -107,7 +109,12 @@ impl Esq {
                 ca.display().to_string(),
             ));
         }
+        let audit_dir = tempfile::tempdir().unwrap();
         let mut config_env = vec![
+            (
+                "ESQ_AUDIT__PATH".to_string(),
+                audit_dir.path().join("audit.jsonl").display().to_string(),
+            ),
             ("ESQ_UPSTREAM__URL".to_string(), upstream),
             (
                 "ESQ_UPSTREAM__PASSWORD".to_string(),
@@ -135,6 +142,7 @@ impl Esq {
             database,
             catalog_dir,
             config_env,
+            audit_dir,
         };
         esq.restart().await;
         esq
@@ -234,6 +242,24 @@ impl Esq {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// The audit log's file 0.
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit_dir.path().join("audit.jsonl")
+    }
+
+    /// Every record of the audit log so far (all files, in order).
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let mut records = Vec::new();
+        for (_, path) in esq::audit::files::existing(&self.audit_path()).unwrap() {
+            let text = std::fs::read_to_string(&path).unwrap();
+            records.extend(
+                text.lines()
+                    .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()),
+            );
+        }
+        records
     }
 
     pub fn catalog_path(&self) -> PathBuf {

@@ -19,9 +19,10 @@ pub fn shipped_config() -> PathBuf {
     repo().join("config/esq.toml")
 }
 
-/// Loads the shipped config, catalog and policies.
+/// Loads the shipped config, catalog and policies (no audit log opened).
 pub fn shipped_app() -> esq::app::App {
-    esq::app::App::load(&shipped_config()).expect("the shipped configuration loads")
+    esq::app::App::load_without_audit_log(&shipped_config())
+        .expect("the shipped configuration loads")
 }
 
 /// The scopes the guard tests use, by name (see tests/guard_cases/*.yaml):

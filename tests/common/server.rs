@@ -16,6 +16,8 @@ pub struct TestEsq {
     pub running: Option<esq::serve::Running>,
     /// `http://127.0.0.1:<port>`
     pub base: String,
+    /// Holds this esq's audit log (`audit.jsonl`).
+    pub audit_dir: tempfile::TempDir,
 }
 
 /// Loads the sample data and creates the read-only service role.
@@ -69,7 +71,12 @@ impl TestEsq {
         overrides: &[(&str, &str)],
     ) -> TestEsq {
         esq::tls::install_crypto_provider();
+        let audit_dir = tempfile::tempdir().expect("audit dir");
         let mut env: Vec<(String, String)> = vec![
+            (
+                "ESQ_AUDIT__PATH".into(),
+                audit_dir.path().join("audit.jsonl").display().to_string(),
+            ),
             ("ESQ_UPSTREAM__URL".into(), upstream.to_string()),
             ("ESQ_SERVER__PG_LISTEN".into(), "127.0.0.1:0".into()),
             ("ESQ_SERVER__HTTP_LISTEN".into(), "127.0.0.1:0".into()),
@@ -88,6 +95,7 @@ impl TestEsq {
             pg,
             running: Some(running),
             base,
+            audit_dir,
         }
     }
 

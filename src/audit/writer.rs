@@ -1,0 +1,386 @@
+//! The audit log sink: callers queue records without blocking; one writer
+//! thread takes whatever is queued, appends it with one `write` and one
+//! `fsync` (group commit), rotates by size, and publishes the highest
+//! durable `seq` so a door can wait for its record before it answers.
+//!
+//! Fail closed: once a write, sync or rotation fails — or the file was
+//! deleted or replaced under esq — the log stays failed, [`AuditSink::check`]
+//! says so and every wait for durability fails, so the doors refuse
+//! statements rather than run them unaudited.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::watch;
+
+use super::files::{self, ChainEnd};
+use super::record::{compose, hash_line, GENESIS};
+use super::{AuditError, AuditEvent, AuditSink};
+use crate::metrics::Metrics;
+
+/// Records allowed to wait for the writer; beyond this `record` refuses
+/// (and the door with it) instead of growing memory without bound.
+pub const QUEUE_LIMIT: usize = 100_000;
+
+/// The hash-chained, fsynced JSON Lines log.
+pub struct AuditLog {
+    shared: Arc<Queued>,
+    durable: watch::Receiver<Durable>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What callers and the writer share.
+struct Queued {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    failed: AtomicBool,
+    backlog: Gauge,
+    path: String,
+}
+
+struct Queue {
+    next_seq: u64,
+    items: Vec<Pending>,
+    closed: bool,
+}
+
+struct Pending {
+    seq: u64,
+    time: DateTime<Utc>,
+    event: Vec<u8>,
+}
+
+/// The writer's progress, as callers see it.
+#[derive(Debug, Clone)]
+struct Durable {
+    seq: u64,
+    failed: Option<AuditError>,
+}
+
+/// The metrics the writer keeps.
+struct WriterMetrics {
+    write_seconds: Histogram,
+    records: Counter,
+    backlog: Gauge,
+}
+
+impl AuditLog {
+    /// Opens the log whose file 0 is `base`, continuing the chain where the
+    /// newest file left off, and starts the writer thread.
+    pub fn open(base: &Path, rotate_bytes: u64, metrics: &Metrics) -> Result<AuditLog, AuditError> {
+        let failed = |reason: String| AuditError::Failed {
+            path: base.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = base.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let active = Active::resume(base, rotate_bytes).map_err(failed)?;
+        let next_seq = active.last_seq + 1;
+        let backlog = metrics.audit_backlog.clone();
+        let shared = Arc::new(Queued {
+            queue: Mutex::new(Queue {
+                next_seq,
+                items: Vec::new(),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            failed: AtomicBool::new(false),
+            backlog: backlog.clone(),
+            path: base.display().to_string(),
+        });
+        let (publish, durable) = watch::channel(Durable {
+            seq: active.last_seq,
+            failed: None,
+        });
+        let writer_metrics = WriterMetrics {
+            write_seconds: metrics.audit_write_seconds.clone(),
+            records: metrics.audit_records.clone(),
+            backlog,
+        };
+        let thread_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("esq-audit".into())
+            .spawn(move || write_loop(&thread_shared, active, &publish, &writer_metrics))
+            .map_err(|e| failed(format!("cannot start the writer thread: {e}")))?;
+        Ok(AuditLog {
+            shared,
+            durable,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The highest `seq` known to be on disk.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable.borrow().seq
+    }
+}
+
+impl Drop for AuditLog {
+    /// Writes what is queued, then stops the writer.
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.wake.notify_all();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait::async_trait]
+impl AuditSink for AuditLog {
+    fn record(&self, event: &AuditEvent<'_>) -> Option<u64> {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let event = match serde_json::to_vec(event) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::error!(%err, "an audit event could not be serialized");
+                return None;
+            }
+        };
+        let mut queue = lock(&self.shared.queue);
+        if queue.closed || queue.items.len() >= QUEUE_LIMIT {
+            return None;
+        }
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        queue.items.push(Pending {
+            seq,
+            time: Utc::now(),
+            event,
+        });
+        let first = queue.items.len() == 1;
+        drop(queue);
+        self.shared.backlog.inc();
+        if first {
+            self.shared.wake.notify_one();
+        }
+        Some(seq)
+    }
+
+    async fn durable(&self, seq: u64) -> Result<(), AuditError> {
+        if self.durable.borrow().seq >= seq {
+            return Ok(());
+        }
+        let mut durable = self.durable.clone();
+        let reached = durable
+            .wait_for(|d| d.seq >= seq || d.failed.is_some())
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        match &*reached {
+            d if d.seq >= seq => Ok(()),
+            d => Err(d.failed.clone().unwrap_or(AuditError::Closed)),
+        }
+    }
+
+    fn check(&self) -> Result<(), AuditError> {
+        if !self.shared.failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        Err(self
+            .durable
+            .borrow()
+            .failed
+            .clone()
+            .unwrap_or(AuditError::Failed {
+                path: self.shared.path.clone(),
+                reason: "an earlier write failed".into(),
+            }))
+    }
+}
+
+fn write_loop(
+    shared: &Queued,
+    mut active: Active,
+    publish: &watch::Sender<Durable>,
+    metrics: &WriterMetrics,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        let batch = {
+            let mut queue = lock(&shared.queue);
+            while queue.items.is_empty() && !queue.closed {
+                queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+            }
+            if queue.items.is_empty() {
+                return;
+            }
+            std::mem::take(&mut queue.items)
+        };
+        let started = Instant::now();
+        match active.append(&batch, &mut buf) {
+            Ok(last) => {
+                metrics
+                    .write_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.records.inc_by(batch.len() as u64);
+                metrics.backlog.dec_by(batch.len() as i64);
+                publish.send_modify(|d| d.seq = last);
+            }
+            Err(reason) => {
+                let error = AuditError::Failed {
+                    path: active.path.display().to_string(),
+                    reason,
+                };
+                tracing::error!(%error, "the audit log failed: esq refuses statements until it is fixed and esq restarted");
+                shared.failed.store(true, Ordering::Relaxed);
+                lock(&shared.queue).closed = true;
+                publish.send_modify(|d| d.failed = Some(error));
+                return;
+            }
+        }
+    }
+}
+
+/// The file being appended to and the chain's end.
+struct Active {
+    base: PathBuf,
+    number: u32,
+    path: PathBuf,
+    file: File,
+    /// (device, inode) of `file`: the path must still lead to it.
+    identity: (u64, u64),
+    size: u64,
+    rotate_bytes: u64,
+    last_seq: u64,
+    prev: String,
+}
+
+impl Active {
+    /// Finds where the chain ended and the file to continue in: the newest
+    /// one, unless it is full or ends in an incomplete record.
+    fn resume(base: &Path, rotate_bytes: u64) -> Result<Active, String> {
+        let found =
+            files::existing(base).map_err(|e| format!("cannot list the log's files: {e}"))?;
+        let mut end: Option<ChainEnd> = None;
+        let mut newest: Option<(u32, files::Tail)> = None;
+        for (n, path) in found.iter().rev() {
+            let tail =
+                files::tail(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if newest.is_none() {
+                newest = Some((*n, tail.clone()));
+            }
+            if tail.end.is_some() {
+                end = tail.end;
+                break;
+            }
+        }
+        let number = match &newest {
+            None => 0,
+            Some((n, tail)) if tail.torn => {
+                tracing::warn!(
+                    file = %files::numbered(base, *n).display(),
+                    "the audit log ends in an incomplete record (a crash during a write, never reported durable); the chain continues in a new file"
+                );
+                n + 1
+            }
+            Some((n, tail)) if tail.len >= rotate_bytes => n + 1,
+            Some((n, _)) => *n,
+        };
+        let (last_seq, prev) = end
+            .map(|e| (e.seq, e.hash))
+            .unwrap_or((0, GENESIS.to_string()));
+        let path = files::numbered(base, number);
+        let (file, identity, size) = open_append(&path)?;
+        Ok(Active {
+            base: base.to_path_buf(),
+            number,
+            path,
+            file,
+            identity,
+            size,
+            rotate_bytes,
+            last_seq,
+            prev,
+        })
+    }
+
+    /// Appends `batch` (rotating when a file is full) and syncs; the last
+    /// `seq` written.
+    fn append(&mut self, batch: &[Pending], buf: &mut Vec<u8>) -> Result<u64, String> {
+        buf.clear();
+        for pending in batch {
+            let line = compose(pending.seq, &self.prev, &pending.time, &pending.event);
+            let pending_size = self.size + buf.len() as u64;
+            if pending_size > 0 && pending_size + line.len() as u64 + 1 > self.rotate_bytes {
+                self.write_out(buf)?;
+                self.rotate()?;
+            }
+            self.prev = hash_line(&line);
+            self.last_seq = pending.seq;
+            buf.extend_from_slice(&line);
+            buf.push(b'\n');
+        }
+        self.write_out(buf)?;
+        Ok(self.last_seq)
+    }
+
+    fn write_out(&mut self, buf: &mut Vec<u8>) -> Result<(), String> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let file = self.path.display();
+        self.file
+            .write_all(buf)
+            .map_err(|e| format!("write to {file}: {e}"))?;
+        self.file
+            .sync_data()
+            .map_err(|e| format!("fsync of {file}: {e}"))?;
+        self.size += buf.len() as u64;
+        buf.clear();
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.identity => Ok(()),
+            Ok(_) => Err(format!("{file} was replaced by another file")),
+            Err(e) => Err(format!("{file} was deleted or moved: {e}")),
+        }
+    }
+
+    fn rotate(&mut self) -> Result<(), String> {
+        self.number += 1;
+        self.path = files::numbered(&self.base, self.number);
+        let (file, identity, size) = open_append(&self.path)?;
+        self.file = file;
+        self.identity = identity;
+        self.size = size;
+        Ok(())
+    }
+}
+
+/// Opens (creating) `path` for appending, and makes its directory entry
+/// durable.
+fn open_append(path: &Path) -> Result<(File, (u64, u64), u64), String> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("cannot sync directory {}: {e}", dir.display()))?;
+    }
+    Ok((file, (meta.dev(), meta.ino()), meta.len()))
+}
+
+#[cfg(test)]
+mod tests;

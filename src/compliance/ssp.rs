@@ -1,0 +1,280 @@
+//! The System Security Plan (`esq ssp`): the system, its datasets and their
+//! sensitivity, its users' clearances, and every control with the status
+//! computed from the running configuration, as one JSON document.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{apply_profiles, evaluate, Control, Profile, Status, Unmet};
+use crate::app::App;
+use crate::sensitivity::Sensitivity;
+
+/// What the SSP says about where the configuration came from.
+#[derive(Debug, Clone, Default)]
+pub struct SspInputs {
+    /// The config file that was loaded (hashed into the SSP).
+    pub config_path: Option<PathBuf>,
+    /// Profiles whose requirements are marked on the controls.
+    pub profiles: Vec<Profile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SystemSecurityPlan {
+    pub ssp_version: u32,
+    pub generated_at: String,
+    pub generator: String,
+    pub system: System,
+    pub datasets: Vec<DatasetEntry>,
+    pub users: Vec<UserEntry>,
+    pub profiles: Vec<ProfileResult>,
+    pub controls: Vec<Control>,
+    /// Controls per status.
+    pub summary: BTreeMap<&'static str, usize>,
+    /// What each status means.
+    pub statuses: BTreeMap<&'static str, &'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct System {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub environment: String,
+    pub doors: BTreeMap<&'static str, String>,
+    pub upstream: String,
+    pub ticket_store: String,
+    /// SHA-256 (hex) of the config file, the catalog and the policies.
+    pub hashes: BTreeMap<&'static str, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DatasetEntry {
+    pub id: String,
+    pub table: String,
+    pub owner: String,
+    pub steward: String,
+    pub sensitivity: Sensitivity,
+    pub min_group_size: u32,
+    pub retention_years: Option<u32>,
+    pub subject_key: Option<String>,
+    /// Field names per effective sensitivity.
+    pub fields: BTreeMap<Sensitivity, Vec<String>>,
+    pub pii_fields: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserEntry {
+    pub name: String,
+    pub roles: Vec<String>,
+    pub clearance: Sensitivity,
+    pub postgres_login: bool,
+    pub api_tokens: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProfileResult {
+    pub profile: Profile,
+    pub met: bool,
+    pub required: Vec<&'static str>,
+    pub unmet: Vec<&'static str>,
+}
+
+/// Builds the SSP of `app`; the second value lists the required controls
+/// the requested profiles are not met on (empty: all met).
+pub fn system_security_plan(app: &App, inputs: &SspInputs) -> (SystemSecurityPlan, Vec<Unmet>) {
+    let mut controls = evaluate(app);
+    let unmet = apply_profiles(&mut controls, &inputs.profiles);
+    let profiles = inputs
+        .profiles
+        .iter()
+        .map(|&profile| {
+            let missing: Vec<&'static str> = unmet
+                .iter()
+                .filter(|u| u.profiles.contains(&profile))
+                .map(|u| u.id)
+                .collect();
+            ProfileResult {
+                profile,
+                met: missing.is_empty(),
+                required: profile.required().to_vec(),
+                unmet: missing,
+            }
+        })
+        .collect();
+    let mut summary = BTreeMap::new();
+    for control in &controls {
+        *summary.entry(control.status.as_str()).or_insert(0) += 1;
+    }
+    let ssp = SystemSecurityPlan {
+        ssp_version: 1,
+        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        generator: format!("esq {}", env!("CARGO_PKG_VERSION")),
+        system: system(app, inputs),
+        datasets: datasets(app),
+        users: users(app),
+        profiles,
+        controls,
+        summary,
+        statuses: statuses(),
+    };
+    (ssp, unmet)
+}
+
+fn statuses() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        (Status::Satisfied.as_str(), "the running configuration implements the control"),
+        (
+            Status::PartiallySatisfied.as_str(),
+            "part of the control is implemented; the reason names the gap (a required control in this state fails `esq check --profile`)",
+        ),
+        (
+            Status::NotSatisfied.as_str(),
+            "the running configuration does not implement the control, or esq does not have the feature yet",
+        ),
+        (
+            Status::External.as_str(),
+            "rests on something esq cannot observe; the operator must attest it with evidence of their own",
+        ),
+    ])
+}
+
+fn system(app: &App, inputs: &SspInputs) -> System {
+    let config = &app.config;
+    let scheme = |tls: bool| if tls { "TLS" } else { "plaintext" };
+    let tls_on = config.tls.cert.is_some() && config.tls.key.is_some();
+    let mode = match (tls_on, config.tls.required) {
+        (true, true) => scheme(true).to_string(),
+        (true, false) => "TLS or plaintext".to_string(),
+        (false, _) => scheme(false).to_string(),
+    };
+    let doors = BTreeMap::from([
+        (
+            "postgres",
+            format!("{} ({mode}, SCRAM-SHA-256)", config.server.pg_listen),
+        ),
+        (
+            "http",
+            format!("{} ({mode}, bearer API tokens)", config.server.http_listen),
+        ),
+    ]);
+    let upstream = match config.upstream.url.parse::<tokio_postgres::Config>() {
+        Ok(url) => {
+            let host = match url.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+                _ => "localhost".into(),
+            };
+            format!(
+                "postgres://{}@{}:{}/{}",
+                url.get_user().unwrap_or(""),
+                host,
+                url.get_ports().first().copied().unwrap_or(5432),
+                url.get_dbname().unwrap_or("")
+            )
+        }
+        Err(_) => "unparsable upstream.url".into(),
+    };
+    let ticket_store = if config.tickets.store == "memory" {
+        "memory".to_string()
+    } else {
+        "redis".to_string()
+    };
+    let mut hashes = BTreeMap::new();
+    if let Some(path) = &inputs.config_path {
+        hashes.insert("config", file_sha256(path));
+    }
+    hashes.insert("catalog", dir_sha256(&config.catalog.dir));
+    hashes.insert("policies", dir_sha256(&config.policy.dir));
+    System {
+        name: "esq",
+        description: "data-access guard proxy: authenticates users, checks every statement against a time-limited ticket, the catalog and Rego policies, rewrites it, forwards it to PostgreSQL and audits the decision",
+        environment: config.server.environment.clone(),
+        doors,
+        upstream,
+        ticket_store,
+        hashes,
+    }
+}
+
+fn datasets(app: &App) -> Vec<DatasetEntry> {
+    let floor = app.config.guard.min_group_size;
+    app.catalog
+        .datasets()
+        .map(|d| {
+            let mut fields: BTreeMap<Sensitivity, Vec<String>> = BTreeMap::new();
+            for field in &d.fields {
+                fields
+                    .entry(d.field_sensitivity(field))
+                    .or_default()
+                    .push(field.name.clone());
+            }
+            DatasetEntry {
+                id: d.id.clone(),
+                table: d.table.to_string(),
+                owner: d.owner.clone(),
+                steward: d.steward.clone(),
+                sensitivity: d.sensitivity,
+                min_group_size: d.min_group_size.unwrap_or(floor).max(floor),
+                retention_years: d.retention_years,
+                subject_key: d.subject_key.clone(),
+                fields,
+                pii_fields: d
+                    .fields
+                    .iter()
+                    .filter(|f| f.pii)
+                    .map(|f| f.name.clone())
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn users(app: &App) -> Vec<UserEntry> {
+    app.config
+        .users
+        .iter()
+        .map(|(name, user)| UserEntry {
+            name: name.clone(),
+            roles: user.roles.clone(),
+            clearance: user.clearance,
+            postgres_login: user.scram_verifier.is_some(),
+            api_tokens: user.api_token_sha256.len(),
+        })
+        .collect()
+}
+
+/// Hex SHA-256 of a file, or `unreadable: …`.
+pub fn file_sha256(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
+        Err(err) => format!("unreadable: {err}"),
+    }
+}
+
+/// Hex SHA-256 over a directory's files (sorted by name): each file's name,
+/// a NUL, its SHA-256, a newline. Subdirectories are not read.
+pub fn dir_sha256(dir: &Path) -> String {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => return format!("unreadable: {err}"),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(file_sha256(&file).as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
