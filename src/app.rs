@@ -44,7 +44,6 @@ impl App {
     pub fn from_config(config: Config) -> Result<App, LoadError> {
         let mut app = App::without_audit_log(config)?;
         if !app.config.audit.enabled {
-            tracing::warn!("THE AUDIT LOG IS DISABLED (audit.enabled = false): decisions are not recorded; use this for benchmarks only");
             app.metrics.audit_enabled.set(0);
             app.audit = Arc::new(DisabledAudit);
             return Ok(app);
