@@ -83,7 +83,6 @@ impl App {
         let audit: Arc<dyn AuditSink> = if !open_audit_log {
             Arc::new(TracingAudit)
         } else if !config.audit.enabled {
-            tracing::warn!("THE AUDIT LOG IS DISABLED (audit.enabled = false): decisions are not recorded; use this for benchmarks only");
             metrics.audit_enabled.set(0);
             Arc::new(DisabledAudit)
         } else {

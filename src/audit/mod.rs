@@ -97,9 +97,6 @@ pub enum AuditError {
     /// (esq refuses statements until restarted with a writable log).
     #[error("the audit log {path} cannot be written: {reason}")]
     Failed { path: String, reason: String },
-    /// More records are waiting than the queue holds.
-    #[error("the audit queue is full ({0} records waiting)")]
-    Full(usize),
     #[error("the audit log is closed")]
     Closed,
     /// `record` could not queue the record (log failed or queue full).

@@ -22,6 +22,9 @@ pub fn serve(config_path: &Path) -> u8 {
         Err(status) => return status,
     };
     super::init_serve_logging(&app.config.log);
+    if !app.config.audit.enabled {
+        tracing::warn!("THE AUDIT LOG IS DISABLED (audit.enabled = false): decisions are not recorded; use this for benchmarks only");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
