@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""Number crunching for bench/e2e (not meant to be run by hand).
+
+  e2e.py latency DIR          p50 and p99 in ms of pgbench's per-transaction
+                              logs (-l) in DIR
+  e2e.py idle N PID DSN       opens N idle sessions with DSN; prints the RSS
+                              (KiB) of process PID before and with them open
+  e2e.py report RAW OUT       writes OUT (bench/RESULTS.md) from the raw
+                              outputs bench/e2e left in RAW
+"""
+
+import csv
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# ---------------------------------------------------------------- latency
+
+
+def latency(directory):
+    """pgbench -l lines: client_id transaction_no time_us script_no epoch us."""
+    times = []
+    for path in Path(directory).iterdir():
+        with open(path) as log:
+            for line in log:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2].isdigit():
+                    times.append(int(fields[2]))
+    if not times:
+        print("- -")
+        return
+    times.sort()
+
+    def pick(q):
+        return times[min(len(times) - 1, int(q * len(times)))] / 1000.0
+
+    print(f"{pick(0.50):.3f} {pick(0.99):.3f}")
+
+
+# ---------------------------------------------------------------- idle
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def idle(n, pid, dsn):
+    import psycopg
+
+    before = rss_kib(pid)
+    started = time.monotonic()
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(n)]
+    opened = time.monotonic() - started
+    time.sleep(2)
+    # Every session still answers: they are open, not merely accepted.
+    for conn in conns[:: max(1, n // 20)]:
+        conn.execute("SELECT 1").fetchone()
+    time.sleep(1)
+    after = rss_kib(pid)
+    for conn in conns:
+        conn.close()
+    print(f"before_kib={before}\nafter_kib={after}\nsessions={n}\nopen_seconds={opened:.1f}")
+
+
+# ---------------------------------------------------------------- report
+
+TARGET_NAMES = {
+    "direct": "direct",
+    "esq": "esq",
+    "pgbouncer_session": "PgBouncer session",
+    "pgbouncer_txn": "PgBouncer transaction",
+    "direct_service": "direct, the guard's rewrite",
+}
+
+
+def read_env(path):
+    values = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def num(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec=",.0f", suffix=""):
+    return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+class Runs:
+    def __init__(self, path):
+        with open(path) as f:
+            self.rows = list(csv.DictReader(f, delimiter="\t"))
+
+    def select(self, section, mode, clients, target):
+        return [
+            r
+            for r in self.rows
+            if r["section"] == section
+            and r["mode"] == mode
+            and r["clients"] == str(clients)
+            and r["target"] == target
+        ]
+
+    def has(self, section, mode, clients, target):
+        return bool(self.select(section, mode, clients, target))
+
+    def failed(self, section, mode, clients, target):
+        return any(r["status"] != "ok" for r in self.select(section, mode, clients, target))
+
+    def median(self, field, section, mode, clients, target):
+        ok = [r for r in self.select(section, mode, clients, target) if r["status"] == "ok"]
+        return median([num(r[field]) for r in ok])
+
+    def ratios(self, field, section, mode, clients, a, b):
+        """Per-round a/b (same round), so that drift between rounds cancels."""
+        out = []
+        rounds = {r["round"] for r in self.rows if r["section"] == section}
+        for rnd in sorted(rounds):
+            ra = [r for r in self.select(section, mode, clients, a) if r["round"] == rnd]
+            rb = [r for r in self.select(section, mode, clients, b) if r["round"] == rnd]
+            if ra and rb and ra[0]["status"] == rb[0]["status"] == "ok":
+                va, vb = num(ra[0][field]), num(rb[0][field])
+                if va is not None and vb:
+                    out.append(va / vb)
+        return out
+
+    def differences(self, field, section, mode, clients, a, b):
+        out = []
+        rounds = {r["round"] for r in self.rows if r["section"] == section}
+        for rnd in sorted(rounds):
+            ra = [r for r in self.select(section, mode, clients, a) if r["round"] == rnd]
+            rb = [r for r in self.select(section, mode, clients, b) if r["round"] == rnd]
+            if ra and rb and ra[0]["status"] == rb[0]["status"] == "ok":
+                va, vb = num(ra[0][field]), num(rb[0][field])
+                if va is not None and vb is not None:
+                    out.append(va - vb)
+        return out
+
+
+def ratio_cell(values):
+    if not values:
+        return "–"
+    mid = statistics.median(values)
+    if len(values) == 1:
+        return f"{mid:.2f}"
+    return f"{mid:.2f} ({min(values):.2f}–{max(values):.2f})"
+
+
+def verdict(ok):
+    return "–" if ok is None else ("✅" if ok else "❌")
+
+
+CRITERION_LINE = re.compile(
+    r"^(?P<name>[\w-]+/[\w-]+)\s+time:\s+\[\S+ \S+ (?P<mid>[\d.]+) (?P<unit>\S+) \S+ \S+\]",
+    re.MULTILINE,
+)
+UNIT_US = {"ns": 0.001, "µs": 1.0, "us": 1.0, "ms": 1000.0, "s": 1e6}
+
+
+def criterion(path):
+    """{query: {bench: µs}} from `cargo bench --bench guard` output."""
+    out = {}
+    if not path.exists():
+        return out
+    for m in CRITERION_LINE.finditer(path.read_text()):
+        query, bench = m.group("name").split("/", 1)
+        out.setdefault(query, {})[bench] = float(m.group("mid")) * UNIT_US.get(m.group("unit"), 1.0)
+    return out
+
+
+def report(raw, out):
+    raw = Path(raw)
+    env = read_env(raw / "machine.env")
+    runs = Runs(raw / "results.tsv")
+    clients = env.get("clients", "1 8 32").split()
+    lines = []
+    w = lines.append
+
+    w("# esq end to end: results")
+    w("")
+    w(
+        f"Written by `bench/e2e` on {env.get('date', '?')} in one run of "
+        f"{int(env.get('elapsed_s', 0)) // 60} min; regenerate with `bench/e2e` (do not edit by hand). "
+        "Medians over the rounds; a ratio is the median of the per-round ratios "
+        "(each round runs every target back to back, the order rotating), with the range in brackets."
+    )
+    w("")
+    w("## Machine")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    for key, label in [
+        ("cpu", "CPU"),
+        ("nproc", "cores (nproc)"),
+        ("mem_gib", "memory (GiB)"),
+        ("os", "OS"),
+        ("kernel", "kernel"),
+        ("postgres", "PostgreSQL"),
+        ("pgbench", "pgbench"),
+        ("pgbouncer", "PgBouncer"),
+        ("rustc", "rustc"),
+        ("esq_commit", "esq commit (release build)"),
+        ("loadavg_start", "load average at start"),
+        ("loadavg_end", "load average at end"),
+        ("busy", "other busy processes at start (>20 % CPU)"),
+    ]:
+        w(f"| {label} | {env.get(key, '?') or '–'} |")
+    w("")
+    w(
+        "Everything (pgbench, esq, PgBouncer, PostgreSQL) shares these cores on loopback: "
+        "a proxy's extra hop costs CPU the database would otherwise use, so ratios here are "
+        "lower than on a machine where the proxy has cores of its own. If the load average "
+        "at start was well above 0, other work was running: compare ratios, not absolute figures."
+    )
+    w("")
+
+    # ---- targets
+    stream_direct = runs.median("lat_ms", "stream", "simple", 1, "direct")
+    stream_esq = runs.median("lat_ms", "stream", "simple", 1, "esq")
+    stream_ratios = [1.0 / r for r in runs.ratios("lat_ms", "stream", "simple", 1, "esq", "direct")]
+    hwm = []
+    rss_path = raw / "stream_rss.tsv"
+    if rss_path.exists():
+        with open(rss_path) as f:
+            hwm = [int(r["esq_hwm_kib"]) for r in csv.DictReader(f, delimiter="\t") if r["target"] == "esq"]
+    idle_esq = read_env(raw / "idle_esq.txt")
+    idle_pgb = read_env(raw / "idle_pgbouncer.txt")
+
+    def per_session(values):
+        try:
+            return (int(values["after_kib"]) - int(values["before_kib"])) / int(values["sessions"])
+        except (KeyError, ValueError, ZeroDivisionError):
+            return None
+
+    idle_per = per_session(idle_esq)
+    idle_pgb_per = per_session(idle_pgb)
+
+    w("## Targets (issue 8)")
+    w("")
+    w("| what | measured | target | |")
+    w("|---|---|---|---|")
+    r = runs.ratios("tps", "select_only", "prepared", 8, "esq", "direct")
+    w(f"| TPS esq / direct, `-S -M prepared`, 8 clients | {ratio_cell(r)} | ≥ 0.85 | {verdict(r and statistics.median(r) >= 0.85)} |")
+    r = runs.ratios("tps", "select_only", "prepared", 8, "esq", "pgbouncer_session")
+    w(f"| TPS esq / PgBouncer (session), `-S -M prepared`, 8 clients | {ratio_cell(r)} | ≥ 1.0 | {verdict(r and statistics.median(r) >= 1.0)} |")
+    if runs.has("select_only", "prepared", 8, "pgbouncer_txn"):
+        r = runs.ratios("tps", "select_only", "prepared", 8, "esq", "pgbouncer_txn")
+        w(f"| TPS esq / PgBouncer (transaction), `-S -M prepared`, 8 clients | {ratio_cell(r)} | ≥ 1.0 | {verdict(r and statistics.median(r) >= 1.0)} |")
+    for c in ("1", "8"):
+        d = runs.differences("p99_ms", "select_only", "prepared", c, "esq", "direct")
+        mid = statistics.median(d) if d else None
+        w(
+            f"| p99 latency added by esq, `-S -M prepared`, {c} client{'s' if c != '1' else ''} "
+            f"| {fmt(mid, '.3f', ' ms')} | < 0.5 ms | {verdict(None if mid is None else mid < 0.5)} |"
+        )
+    mid = statistics.median(stream_ratios) if stream_ratios else None
+    w(f"| 1M-row stream, esq / direct throughput | {ratio_cell(stream_ratios)} | ≥ 0.9 | {verdict(None if mid is None else mid >= 0.9)} |")
+    peak = max(hwm) / 1024 if hwm else None
+    w(f"| esq peak RSS while streaming 1M rows | {fmt(peak, '.1f', ' MiB')} | < 64 MiB | {verdict(None if peak is None else peak < 64)} |")
+    w(
+        f"| esq RSS per idle client session ({idle_esq.get('sessions', '?')} open) "
+        f"| {fmt(idle_per, '.1f', ' KiB')} | < 64 KiB | {verdict(None if idle_per is None else idle_per < 64)} |"
+    )
+    w("")
+    w(
+        "The p99 target is read at 1 client (the hop's own cost) and at 8 clients (with queueing "
+        "on the shared cores). What limits esq, with profiles: [PROFILE.md](PROFILE.md)."
+    )
+    w("")
+
+    # ---- pgbench -S
+    secs = env.get("secs", "?")
+    w(f"## pgbench select-only (`-S`), scale {env.get('scale', 10)}, {secs} s per run, {env.get('rounds', '?')} rounds")
+    w("")
+    for mode in ("simple", "prepared"):
+        targets = [t for t in ("direct", "esq", "pgbouncer_session", "pgbouncer_txn") if any(runs.has("select_only", mode, c, t) for c in clients)]
+        others = [t for t in targets if t != "esq"]
+        w(f"### `-M {mode}`")
+        w("")
+        head = ["clients"] + [f"{TARGET_NAMES[t]} TPS" for t in targets] + [f"esq / {TARGET_NAMES[t]}" for t in others]
+        w("| " + " | ".join(head) + " |")
+        w("|" + "---|" * len(head))
+        for c in clients:
+            cells = [c]
+            for t in targets:
+                value = fmt(runs.median("tps", "select_only", mode, c, t))
+                cells.append(value + (" (failed runs)" if runs.failed("select_only", mode, c, t) else ""))
+            for t in others:
+                cells.append(ratio_cell(runs.ratios("tps", "select_only", mode, c, "esq", t)))
+            w("| " + " | ".join(cells) + " |")
+        w("")
+        head = ["clients"] + [f"{TARGET_NAMES[t]} mean / p50 / p99 ms" for t in targets] + ["p99 added by esq"]
+        w("| " + " | ".join(head) + " |")
+        w("|" + "---|" * len(head))
+        for c in clients:
+            cells = [c]
+            for t in targets:
+                cells.append(
+                    " / ".join(
+                        fmt(runs.median(f, "select_only", mode, c, t), ".3f")
+                        for f in ("lat_ms", "p50_ms", "p99_ms")
+                    )
+                )
+            d = runs.differences("p99_ms", "select_only", mode, c, "esq", "direct")
+            cells.append(fmt(statistics.median(d) if d else None, "+.3f", " ms"))
+            w("| " + " | ".join(cells) + " |")
+        w("")
+    if not any(runs.has("select_only", "prepared", c, "pgbouncer_txn") for c in clients):
+        w(
+            f"PgBouncer {env.get('pgbouncer_version', '')} in transaction mode is not run with `-M prepared`: "
+            "protocol-level prepared statements need `max_prepared_statements` (PgBouncer ≥ 1.21)."
+        )
+        w("")
+
+    # ---- FOIA
+    w(f"## The FOIA aggregate ({env.get('sample_rows', '?')} sample rows, 8 clients, `-M prepared`)")
+    w("")
+    w("`SELECT state, count(*) FROM burial_2024 GROUP BY state` through esq under the FOIA ticket "
+      "(count only, k = 11), the same statement straight to PostgreSQL, and the guard's rewrite of it "
+      "straight to PostgreSQL as esq's service role (what esq forwards: derived table, retention "
+      "filter, `HAVING count(*) >= 11`).")
+    w("")
+    w("| target | TPS | mean / p50 / p99 ms | esq / this |")
+    w("|---|---|---|---|")
+    for t in ("direct", "direct_service", "esq"):
+        if not runs.has("foia", "prepared", 8, t):
+            continue
+        lat = " / ".join(fmt(runs.median(f, "foia", "prepared", 8, t), ".2f") for f in ("lat_ms", "p50_ms", "p99_ms"))
+        ratio = "" if t == "esq" else ratio_cell(runs.ratios("tps", "foia", "prepared", 8, "esq", t))
+        w(f"| {TARGET_NAMES[t]} | {fmt(runs.median('tps', 'foia', 'prepared', 8, t), ',.1f')} | {lat} | {ratio} |")
+    w("")
+
+    # ---- stream
+    size = (raw / "stream_size.txt").read_text().strip().split("|") if (raw / "stream_size.txt").exists() else []
+    rows = int(size[0]) if size and size[0].isdigit() else 1_000_000
+    text_mb = int(size[1]) / 1e6 if len(size) > 1 and size[1].isdigit() else None
+    w(f"## Streaming {rows:,} rows (`SELECT aid, bid, abalance, filler FROM pgbench_accounts`, 1 client)")
+    w("")
+    w("| target | seconds per run | rows/s | esq / direct throughput |")
+    w("|---|---|---|---|")
+    for t, mid in (("direct", stream_direct), ("esq", stream_esq)):
+        secs_run = None if mid is None else mid / 1000
+        rate = None if not secs_run else rows / secs_run
+        w(f"| {t} | {fmt(secs_run, '.2f')} | {fmt(rate)} | {ratio_cell(stream_ratios) if t == 'esq' else ''} |")
+    w("")
+    if hwm:
+        w(
+            f"esq's peak RSS (`VmHWM`, reset before each run) while streaming: "
+            f"{', '.join(f'{h / 1024:.1f}' for h in hwm)} MiB"
+            + (f" (the text of the rows is {text_mb:.0f} MB)." if text_mb else ".")
+        )
+        w("")
+
+    # ---- idle
+    w("## Idle client sessions")
+    w("")
+    w("| process | sessions | RSS before | RSS with them open | per session | time to open them |")
+    w("|---|---|---|---|---|---|")
+    for label, values, per in (("esq (session pooling: each also holds an upstream connection)", idle_esq, idle_per),
+                               ("PgBouncer, transaction pool (reference)", idle_pgb, idle_pgb_per)):
+        if not values:
+            continue
+        w(
+            f"| {label} | {values.get('sessions')} | {int(values['before_kib']) / 1024:.1f} MiB "
+            f"| {int(values['after_kib']) / 1024:.1f} MiB | {fmt(per, '.1f', ' KiB')} | {values.get('open_seconds')} s |"
+        )
+    w("")
+
+    # ---- criterion
+    crit = criterion(raw / "criterion.txt")
+    if crit:
+        w("## Guard decision times (criterion, `cargo bench --bench guard`, before the servers start)")
+        w("")
+        w("Cold: a decision with the cache disabled (both parsers on the input, analysis, rewrite, "
+          "render, both parsers again on the output), what every `-M simple` statement with a new "
+          "literal costs. Warm: a cache hit. The bare parses are the reference.")
+        w("")
+        w("| query | cold (µs) | warm (µs) | sqlparser parse (µs) | pg_query parse (µs) |")
+        w("|---|---|---|---|---|")
+        for query, benches in crit.items():
+            w(
+                f"| {query} | {fmt(benches.get('guard_cold'), '.1f')} | {fmt(benches.get('guard_cache_hit'), '.2f')} "
+                f"| {fmt(benches.get('sqlparser_parse'), '.1f')} | {fmt(benches.get('pg_query_parse'), '.1f')} |"
+            )
+        w("")
+
+    # ---- commands
+    w("## Commands")
+    w("")
+    w("`bench/e2e` with " + ", ".join(f"{k.upper()}={env.get(k, '?')}" for k in ("secs", "rounds", "idle", "sample_rows", "stream_runs"))
+      + f", CLIENTS=\"{env.get('clients', '')}\". One of each pgbench run as executed "
+      "(ports are free ones picked per run; `$TICKET` is a ticket issued over the HTTP door, "
+      "`-l` writes the per-transaction log p50/p99 come from):")
+    w("")
+    w("```")
+    commands = (raw / "commands.txt").read_text().splitlines() if (raw / "commands.txt").exists() else []
+    w("\n".join(commands))
+    w("```")
+    w("")
+    w("Servers: PostgreSQL with `max_connections = IDLE + 300, shared_buffers = 256MB, fsync = off`; "
+      "esq `serve --config config/esq.toml` with `upstream.pool_size` and `pg.max_sessions_per_user` = "
+      "IDLE + 100, `log.filter = warn` and the sentinel's default rules with limits it never reaches; "
+      "PgBouncer `default_pool_size = 40`, `auth_type = trust`, one instance per pool mode. "
+      "Stream RSS: `echo 5 > /proc/<esq>/clear_refs` before a run, `VmHWM` after it. Idle sessions: "
+      "`python3 bench/e2e.py idle` (psycopg) opens them one after another, checks a sample still "
+      "answers, then reads `VmRSS`.")
+    w("")
+
+    # ---- every run
+    w("<details><summary>Every run</summary>")
+    w("")
+    w("| section | round | mode | clients | target | TPS | mean ms | p50 ms | p99 ms | status |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs.rows:
+        w(f"| {r['section']} | {r['round']} | {r['mode']} | {r['clients']} | {r['target']} | {fmt(num(r['tps']), ',.1f')} "
+          f"| {r['lat_ms'] or '–'} | {r['p50_ms']} | {r['p99_ms']} | {r['status']} |")
+    w("")
+    w("</details>")
+    Path(out).write_text("\n".join(lines) + "\n")
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[1] == "latency":
+        latency(argv[2])
+    elif len(argv) >= 2 and argv[1] == "idle":
+        idle(int(argv[2]), int(argv[3]), argv[4])
+    elif len(argv) >= 2 and argv[1] == "report":
+        report(argv[2], argv[3])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
