@@ -55,6 +55,7 @@ ESQ_PG__MAX_SESSIONS_PER_USER=$((IDLE_SESSIONS + CLIENTS + 8)) \
 ESQ_SERVER__HTTP_LISTEN=127.0.0.1:$HTTP_PORT \
 ESQ_CATALOG__DIR="$WORK/catalog" \
 ESQ_SENTINEL__RULES="$BENCH_SENTINEL_RULES" \
+ESQ_AUDIT__PATH="$WORK/audit.jsonl" \
 ESQ_LOG__FILTER=warn \
   "$ESQ" --config config/esq.toml serve 2>"$WORK/esq.log" &
 ESQ_PID=$!

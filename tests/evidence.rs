@@ -36,7 +36,7 @@ fn entries(zip_path: &Path) -> Vec<(String, Vec<u8>)> {
             let mut file = archive.by_index(i).unwrap();
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes).unwrap();
-            (file.name().to_string(), bytes)
+            (file.name().unwrap().to_string(), bytes)
         })
         .collect()
 }
@@ -51,8 +51,8 @@ async fn the_evidence_bundle_is_complete_and_self_checking() {
             &url,
             Some(&format!("-c esq.ticket={ticket}")),
             &[
-                "SELECT state, count(*) FROM burial_2024 GROUP BY state",
                 "SELECT ssn FROM burial_2024",
+                "SELECT state, count(*) FROM burial_2024 GROUP BY state",
             ],
         )
         .await;
@@ -73,13 +73,21 @@ async fn the_evidence_bundle_is_complete_and_self_checking() {
         "config/esq.toml",
         "manifest.json",
     ] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
     let manifest: Value =
-        serde_json::from_slice(&files.iter().find(|(n, _)| n == "manifest.json").unwrap().1).unwrap();
+        serde_json::from_slice(&files.iter().find(|(n, _)| n == "manifest.json").unwrap().1)
+            .unwrap();
     assert_eq!(manifest["chain_intact"], true);
     let listed = manifest["files"].as_array().unwrap();
-    assert_eq!(listed.len(), files.len() - 1, "every file but the manifest is listed");
+    assert_eq!(
+        listed.len(),
+        files.len() - 1,
+        "every file but the manifest is listed"
+    );
     for entry in listed {
         let name = entry["name"].as_str().unwrap();
         let (_, bytes) = files.iter().find(|(n, _)| n == name).unwrap();
@@ -96,13 +104,25 @@ async fn the_evidence_bundle_is_complete_and_self_checking() {
 
     // The audit file in the bundle verifies on its own (esq audit verify).
     let copy = dir.path().join("audit.jsonl");
-    std::fs::write(&copy, &files.iter().find(|(n, _)| n == "audit/audit.jsonl").unwrap().1).unwrap();
+    std::fs::write(
+        &copy,
+        &files
+            .iter()
+            .find(|(n, _)| n == "audit/audit.jsonl")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
     let verify = Command::new(env!("CARGO_BIN_EXE_esq"))
         .args(["audit", "verify"])
         .arg(&copy)
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 
     // A period after the last record holds no audit file.
     let (code, _) = evidence(&esq, "2999-01-01T00:00:00Z", &dir.path().join("empty.zip"));
@@ -126,5 +146,8 @@ async fn the_evidence_bundle_is_complete_and_self_checking() {
             .1,
     )
     .unwrap();
-    assert!(!verification["report"]["problem"].is_null(), "{verification}");
+    assert!(
+        !verification["report"]["problem"].is_null(),
+        "{verification}"
+    );
 }

@@ -26,9 +26,8 @@ fn since(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Ok(time.with_timezone(&Utc));
     }
-    let ago = humantime::parse_duration(text).map_err(|_| {
-        format!("{text:?} is neither an RFC 3339 time nor a duration such as 24h")
-    })?;
+    let ago = humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a duration such as 24h"))?;
     chrono::Duration::from_std(ago)
         .ok()
         .and_then(|ago| Utc::now().checked_sub_signed(ago))

@@ -189,7 +189,9 @@ fn hashed_files(dir: &Path) -> Vec<Entry> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            bytes: std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0),
+            bytes: std::fs::metadata(path)
+                .map(|m| m.len() as usize)
+                .unwrap_or(0),
             sha256: file_sha256(path),
         })
         .collect()
@@ -202,8 +204,8 @@ fn write_zip(out: &Path, contents: &[(String, Vec<u8>)]) -> Result<(), EvidenceE
     };
     let file = std::fs::File::create(out).map_err(|e| failed(e.to_string()))?;
     let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, bytes) in contents {
         zip.start_file(name.as_str(), options)
             .map_err(|e| failed(e.to_string()))?;

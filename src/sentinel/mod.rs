@@ -154,7 +154,12 @@ impl Sentinel {
         }
         // Every configured rule's series exists from the start (at 0), so
         // dashboards and alerts see it before the first trip.
-        for rule in config.rules.iter().map(|r| r.name.as_str()).chain(["manual"]) {
+        for rule in config
+            .rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(["manual"])
+        {
             let _ = trips.get_or_create(&RuleLabels { rule: rule.into() });
         }
         Sentinel {
