@@ -10,7 +10,7 @@
 #     statement that reaches the limit to the webhook's alert, and to the
 #     first refused statement.
 # Starts its own PostgreSQL (scale 10), redis-server and release esq
-# processes. Never part of the test suite.
+# processes (audit log off unless AUDIT=true). Never part of the test suite.
 #   bench/ticket_store.sh [seconds per run, default 10] [clients, default 8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,9 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
 CLIENTS=${2:-8}
 SENTINEL_LIMIT=${SENTINEL_LIMIT:-5000}
+# The audit log's fsync per answer would hide the store's cost: off by
+# default here (AUDIT=true to include it; bench/audit_overhead.sh measures it).
+AUDIT=${AUDIT:-false}
 
 ensure_packages pg:postgresql pgbench:postgresql curl:curl runuser:util-linux redis-server:redis-server
 python3 -c 'import psycopg' 2>/dev/null || die "python3 psycopg missing: python3 -m pip install -r tests/drivers/requirements.txt"
@@ -72,9 +75,9 @@ start_esq() { # name store validation_cache rules [webhook]
   ESQ_TICKETS__STORE="$2" \
   ESQ_TICKETS__VALIDATION_CACHE="$3" \
   ESQ_SENTINEL__RULES="$4" \
-  ESQ_SENTINEL__WEBHOOK="${5:-}" \
+  ESQ_AUDIT__ENABLED="$AUDIT" \
   ESQ_LOG__FILTER=warn \
-    "$ESQ" --config config/esq.toml serve 2>"$WORK/$name.log" &
+    env ${5:+ESQ_SENTINEL__WEBHOOK="$5"} "$ESQ" --config config/esq.toml serve 2>"$WORK/$name.log" &
   PIDS+=($!)
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$http_port/readyz" >/dev/null && break; sleep 0.1; done
   curl -fs "http://127.0.0.1:$http_port/readyz" >/dev/null || die "esq ($name) did not start: $(tail -5 "$WORK/$name.log")"
