@@ -151,3 +151,30 @@ async fn the_evidence_bundle_is_complete_and_self_checking() {
         "{verification}"
     );
 }
+
+#[test]
+fn a_bad_period_or_output_is_refused_with_a_clear_error() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_esq"))
+            .arg("--config")
+            .arg(common::shipped_config())
+            .arg("evidence")
+            .args(args)
+            .output()
+            .expect("esq runs")
+    };
+    let bad_since = run(&["--since", "last tuesday", "--out", "/tmp/x.zip"]);
+    assert_eq!(bad_since.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad_since.stderr);
+    assert!(
+        stderr.contains("neither an RFC 3339 time nor a duration"),
+        "{stderr}"
+    );
+    let bad_out = run(&["--since", "1h", "--out", "/nonexistent-dir/bundle.zip"]);
+    assert_eq!(bad_out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad_out.stderr);
+    assert!(
+        stderr.contains("cannot write /nonexistent-dir/bundle.zip"),
+        "{stderr}"
+    );
+}
