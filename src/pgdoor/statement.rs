@@ -74,11 +74,13 @@ impl SessionView<'_> {
     fn watched(&self, denied: bool, runs_now: bool, statement: &str) {
         let user = self.principal.name.as_str();
         let ticket = self.ticket.map(TicketId::hash);
-        self.app.sentinel.decided(user, ticket.as_ref(), denied);
-        if let (Some(ticket), false, true) = (ticket, denied, runs_now) {
-            self.app
-                .sentinel
-                .used(&ticket, user, crate::sentinel::fingerprint(statement));
+        match (ticket, denied, runs_now) {
+            (Some(ticket), false, true) => {
+                self.app
+                    .sentinel
+                    .ran(&ticket, user, crate::sentinel::fingerprint(statement))
+            }
+            _ => self.app.sentinel.decided(user, ticket.as_ref(), denied),
         }
     }
 

@@ -226,6 +226,25 @@ impl Sentinel {
         });
     }
 
+    /// An allowed statement that runs now: [`Sentinel::decided`] and
+    /// [`Sentinel::used`] in one update (one lock on the hot path).
+    pub fn ran(&self, ticket: &TicketHash, user: &str, statement: u64) {
+        let (streaks, statements) = (self.needs.streaks, self.needs.statements);
+        if !(streaks || self.needs.ticket || self.needs.user) {
+            return;
+        }
+        self.note(Some(ticket), user, |activity| {
+            if streaks {
+                activity.denials = 0;
+                activity.restarted = true;
+            }
+            activity.uses += 1;
+            if statements && activity.statements.len() < STATEMENTS_PER_FLUSH {
+                activity.statements.insert(statement);
+            }
+        });
+    }
+
     /// One guard decision: denials in a row make a streak, an allowed
     /// statement ends it.
     pub fn decided(&self, user: &str, ticket: Option<&TicketHash>, denied: bool) {
@@ -613,6 +632,40 @@ mod tests {
             .collect();
         rules.sort();
         assert_eq!(rules, ["many", "streak"]);
+    }
+
+    #[tokio::test]
+    async fn a_statement_that_ran_is_a_use_and_ends_a_streak() {
+        let (sentinel, _store, id) = sentinel(vec![
+            rule("volume", SentinelMeasure::Uses, SentinelSubject::Ticket, 3),
+            rule(
+                "streak",
+                SentinelMeasure::DenialsInARow,
+                SentinelSubject::User,
+                3,
+            ),
+        ])
+        .await;
+        sentinel.decided("journalist", Some(&id.hash()), true);
+        sentinel.decided("journalist", Some(&id.hash()), true);
+        sentinel.ran(&id.hash(), "journalist", 1);
+        sentinel.decided("journalist", Some(&id.hash()), true);
+        sentinel.flush().await;
+        assert!(
+            sentinel.recent(10).await.unwrap().is_empty(),
+            "no streak of 3, 1 use"
+        );
+        sentinel.ran(&id.hash(), "journalist", 2);
+        sentinel.ran(&id.hash(), "journalist", 3);
+        sentinel.flush().await;
+        let rules: Vec<String> = sentinel
+            .recent(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.rule)
+            .collect();
+        assert_eq!(rules, ["volume"]);
     }
 
     #[tokio::test]
