@@ -74,10 +74,16 @@ def idle(n, pid, dsn):
 TARGET_NAMES = {
     "direct": "direct",
     "esq": "esq",
+    "esq_write": "esq (audit write)",
     "pgbouncer_session": "PgBouncer session",
     "pgbouncer_txn": "PgBouncer transaction",
     "direct_service": "direct, the guard's rewrite",
 }
+
+
+# esq as shipped (audit.durability = fsync), and with audit.durability = write.
+ESQ_TARGETS = ("esq", "esq_write")
+ESQ_LABELS = {"esq": "esq", "esq_write": "esq (`audit.durability = write`)"}
 
 
 def read_env(path):
@@ -258,20 +264,24 @@ def report(raw, out):
     w("")
     w("| what | measured | target | |")
     w("|---|---|---|---|")
-    r = runs.ratios("tps", "select_only", "prepared", 8, "esq", "direct")
-    w(f"| TPS esq / direct, `-S -M prepared`, 8 clients | {ratio_cell(r)} | ≥ 0.85 | {verdict(r and statistics.median(r) >= 0.85)} |")
-    r = runs.ratios("tps", "select_only", "prepared", 8, "esq", "pgbouncer_session")
-    w(f"| TPS esq / PgBouncer (session), `-S -M prepared`, 8 clients | {ratio_cell(r)} | ≥ 1.0 | {verdict(r and statistics.median(r) >= 1.0)} |")
-    if runs.has("select_only", "prepared", 8, "pgbouncer_txn"):
-        r = runs.ratios("tps", "select_only", "prepared", 8, "esq", "pgbouncer_txn")
-        w(f"| TPS esq / PgBouncer (transaction), `-S -M prepared`, 8 clients | {ratio_cell(r)} | ≥ 1.0 | {verdict(r and statistics.median(r) >= 1.0)} |")
-    for c in ("1", "8"):
-        d = runs.differences("p99_ms", "select_only", "prepared", c, "esq", "direct")
-        mid = statistics.median(d) if d else None
-        w(
-            f"| p99 latency added by esq, `-S -M prepared`, {c} client{'s' if c != '1' else ''} "
-            f"| {fmt(mid, '.3f', ' ms')} | < 0.5 ms | {verdict(None if mid is None else mid < 0.5)} |"
-        )
+    for esq in ESQ_TARGETS:
+        if not runs.has("select_only", "prepared", 8, esq):
+            continue
+        name = ESQ_LABELS[esq]
+        r = runs.ratios("tps", "select_only", "prepared", 8, esq, "direct")
+        w(f"| TPS {name} / direct, `-S -M prepared`, 8 clients | {ratio_cell(r)} | ≥ 0.85 | {verdict(r and statistics.median(r) >= 0.85)} |")
+        r = runs.ratios("tps", "select_only", "prepared", 8, esq, "pgbouncer_session")
+        w(f"| TPS {name} / PgBouncer (session), `-S -M prepared`, 8 clients | {ratio_cell(r)} | ≥ 1.0 | {verdict(r and statistics.median(r) >= 1.0)} |")
+        if runs.has("select_only", "prepared", 8, "pgbouncer_txn"):
+            r = runs.ratios("tps", "select_only", "prepared", 8, esq, "pgbouncer_txn")
+            w(f"| TPS {name} / PgBouncer (transaction), `-S -M prepared`, 8 clients | {ratio_cell(r)} | ≥ 1.0 | {verdict(r and statistics.median(r) >= 1.0)} |")
+        for c in ("1", "8"):
+            d = runs.differences("p99_ms", "select_only", "prepared", c, esq, "direct")
+            mid = statistics.median(d) if d else None
+            w(
+                f"| p99 latency added by {name}, `-S -M prepared`, {c} client{'s' if c != '1' else ''} "
+                f"| {fmt(mid, '.3f', ' ms')} | < 0.5 ms | {verdict(None if mid is None else mid < 0.5)} |"
+            )
     mid = statistics.median(stream_ratios) if stream_ratios else None
     w(f"| 1M-row stream, esq / direct throughput | {ratio_cell(stream_ratios)} | ≥ 0.9 | {verdict(None if mid is None else mid >= 0.9)} |")
     peak = max(hwm) / 1024 if hwm else None
@@ -292,11 +302,13 @@ def report(raw, out):
     w(f"## pgbench select-only (`-S`), scale {env.get('scale', 10)}, {secs} s per run, {env.get('rounds', '?')} rounds")
     w("")
     for mode in ("simple", "prepared"):
-        targets = [t for t in ("direct", "esq", "pgbouncer_session", "pgbouncer_txn") if any(runs.has("select_only", mode, c, t) for c in clients)]
-        others = [t for t in targets if t != "esq"]
+        targets = [t for t in ("direct", "esq", "esq_write", "pgbouncer_session", "pgbouncer_txn") if any(runs.has("select_only", mode, c, t) for c in clients)]
+        esqs = [t for t in targets if t in ESQ_TARGETS]
+        others = [t for t in targets if t not in ESQ_TARGETS]
+        pairs = [(e, t) for e in esqs for t in others]
         w(f"### `-M {mode}`")
         w("")
-        head = ["clients"] + [f"{TARGET_NAMES[t]} TPS" for t in targets] + [f"esq / {TARGET_NAMES[t]}" for t in others]
+        head = ["clients"] + [f"{TARGET_NAMES[t]} TPS" for t in targets] + [f"{TARGET_NAMES[e]} / {TARGET_NAMES[t]}" for e, t in pairs]
         w("| " + " | ".join(head) + " |")
         w("|" + "---|" * len(head))
         for c in clients:
@@ -304,11 +316,11 @@ def report(raw, out):
             for t in targets:
                 value = fmt(runs.median("tps", "select_only", mode, c, t))
                 cells.append(value + (" (failed runs)" if runs.failed("select_only", mode, c, t) else ""))
-            for t in others:
-                cells.append(ratio_cell(runs.ratios("tps", "select_only", mode, c, "esq", t)))
+            for e, t in pairs:
+                cells.append(ratio_cell(runs.ratios("tps", "select_only", mode, c, e, t)))
             w("| " + " | ".join(cells) + " |")
         w("")
-        head = ["clients"] + [f"{TARGET_NAMES[t]} mean / p50 / p99 ms" for t in targets] + ["p99 added by esq"]
+        head = ["clients"] + [f"{TARGET_NAMES[t]} mean / p50 / p99 ms" for t in targets] + [f"p99 added by {TARGET_NAMES[e]}" for e in esqs]
         w("| " + " | ".join(head) + " |")
         w("|" + "---|" * len(head))
         for c in clients:
@@ -320,8 +332,9 @@ def report(raw, out):
                         for f in ("lat_ms", "p50_ms", "p99_ms")
                     )
                 )
-            d = runs.differences("p99_ms", "select_only", mode, c, "esq", "direct")
-            cells.append(fmt(statistics.median(d) if d else None, "+.3f", " ms"))
+            for e in esqs:
+                d = runs.differences("p99_ms", "select_only", mode, c, e, "direct")
+                cells.append(fmt(statistics.median(d) if d else None, "+.3f", " ms"))
             w("| " + " | ".join(cells) + " |")
         w("")
     if not any(runs.has("select_only", "prepared", c, "pgbouncer_txn") for c in clients):
@@ -418,7 +431,8 @@ def report(raw, out):
     w("")
     w("Servers: PostgreSQL with `max_connections = IDLE + 300, shared_buffers = 256MB, fsync = off`; "
       "esq `serve --config config/esq.toml` with `upstream.pool_size` and `pg.max_sessions_per_user` = "
-      "IDLE + 100, `log.filter = warn` and the sentinel's default rules with limits it never reaches; "
+      "IDLE + 100, `log.filter = warn` and the sentinel's default rules with limits it never reaches "
+      "(a second esq, \"esq (audit write)\", the same with `audit.durability = write`); "
       "PgBouncer `default_pool_size = 40`, `auth_type = trust`, one instance per pool mode. "
       "Stream RSS: `echo 5 > /proc/<esq>/clear_refs` before a run, `VmHWM` after it. Idle sessions: "
       "`python3 bench/e2e.py idle` (psycopg) opens them one after another, checks a sample still "

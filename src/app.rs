@@ -89,6 +89,7 @@ impl App {
             Arc::new(AuditLog::open(
                 &config.audit.path,
                 config.audit.rotate_bytes,
+                crate::audit::SyncPolicy::from_config(&config.audit),
                 &metrics,
             )?)
         };

@@ -232,6 +232,17 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_record_of_a_received_answer() {
+    kill_9_under_load("fsync").await;
+}
+
+/// `audit.durability = write` answers once the record is written, before
+/// its fsync (a minute away here): a crash of esq alone still loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_write_durability_loses_no_record_of_a_received_answer() {
+    kill_9_under_load("write").await;
+}
+
+async fn kill_9_under_load(durability: &str) {
     // The harness prepares PostgreSQL and the environment; the real binary
     // serves (so it can be killed), with its own audit log.
     let mut fixture = Esq::start(Options::default()).await;
@@ -252,6 +263,8 @@ async fn kill_9_under_load_loses_no_record_of_a_received_answer() {
         format!("127.0.0.1:{http_port}"),
     ));
     env.push(("ESQ_AUDIT__PATH".into(), audit.display().to_string()));
+    env.push(("ESQ_AUDIT__DURABILITY".into(), durability.into()));
+    env.push(("ESQ_AUDIT__SYNC_INTERVAL".into(), "60s".into()));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_esq"))
         .arg("serve")
         .arg("--config")

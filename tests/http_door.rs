@@ -877,3 +877,61 @@ async fn tls_required_refuses_plaintext_with_a_clear_answer() {
     assert_eq!(body["error"], "tls required", "{body}");
     esq.stop().await;
 }
+
+/// An error answered before the request body was read (here a stale
+/// ticket) still reads that body: the connection stays usable and the
+/// answer is not lost to a reset on close.
+#[tokio::test]
+async fn an_early_error_reads_the_body_and_keeps_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let esq = TestEsq::start(&[]).await;
+    let address = esq.base.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = r#"{"groupBy":"state"}"#;
+    let stale = format!(
+        "POST /api/dta/query HTTP/1.1\r\nHost: esq\r\nX-ESQ-Ticket: T-{}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "A".repeat(32),
+        body.len()
+    );
+    let health = "GET /healthz HTTP/1.1\r\nHost: esq\r\n\r\n";
+    // Reads until `count` answers have arrived whole (each ends in `}`).
+    async fn read_answers(
+        socket: &mut tokio::net::TcpStream,
+        answers: &mut Vec<u8>,
+        count: usize,
+    ) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(answers).to_string();
+            if text.matches("HTTP/1.1 ").count() >= count && text.trim_end().ends_with('}') {
+                return true;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => answers.extend_from_slice(&chunk[..n]),
+                _ => return false,
+            }
+        }
+    }
+    let mut answers = Vec::new();
+    socket.write_all(stale.as_bytes()).await.unwrap();
+    let first = read_answers(&mut socket, &mut answers, 1).await;
+    let text = String::from_utf8_lossy(&answers).to_string();
+    assert!(first, "no answer: {text}");
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains("ticket stale"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    // The same connection serves the next request.
+    socket.write_all(health.as_bytes()).await.unwrap();
+    let second = read_answers(&mut socket, &mut answers, 2).await;
+    let text = String::from_utf8_lossy(&answers).to_string();
+    assert!(
+        second,
+        "the connection did not serve a second request: {text}"
+    );
+    let second = text.split("HTTP/1.1 ").nth(2).unwrap_or_default();
+    assert!(second.starts_with("200"), "{text}");
+}

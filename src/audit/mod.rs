@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::metrics::{Door, Outcome};
 
-pub use writer::AuditLog;
+pub use writer::{AuditLog, SyncPolicy};
 
 /// What happened, as the record's `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -212,6 +212,10 @@ pub struct AuditProperties {
     pub sink: &'static str,
     /// Records are written (and fsynced) to files that outlive the process.
     pub durable: bool,
+    /// A record is fsynced before the client sees its statement complete
+    /// (`false` with `audit.durability = write`: an OS crash or power loss
+    /// can lose up to `audit.sync_interval` of records).
+    pub synced_before_answer: bool,
     /// Every record carries all of [`AuditEvent`]'s fields.
     pub full_content: bool,
     /// Each record holds the hash of the one before (tamper evidence).
@@ -229,6 +233,7 @@ pub fn serving_properties(config: &crate::config::AuditConfig) -> AuditPropertie
         AuditProperties {
             sink: "file",
             durable: true,
+            synced_before_answer: config.durability == crate::config::AuditDurability::Fsync,
             full_content: true,
             hash_chained: true,
             signed: false,
@@ -237,6 +242,16 @@ pub fn serving_properties(config: &crate::config::AuditConfig) -> AuditPropertie
         AuditProperties {
             sink: "disabled",
             ..AuditProperties::default()
+        }
+    }
+}
+
+impl SyncPolicy {
+    /// The policy `audit.durability` and `audit.sync_interval` ask for.
+    pub fn from_config(config: &crate::config::AuditConfig) -> SyncPolicy {
+        match config.durability {
+            crate::config::AuditDurability::Fsync => SyncPolicy::EveryBatch,
+            crate::config::AuditDurability::Write => SyncPolicy::Within(config.sync_interval),
         }
     }
 }

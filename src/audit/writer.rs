@@ -2,6 +2,10 @@
 //! thread takes whatever is queued, appends it with one `write` and one
 //! `fsync` (group commit), rotates by size, and publishes the highest
 //! durable `seq` so a door can wait for its record before it answers.
+//! With [`SyncPolicy::Within`] a record counts as kept once written to the
+//! operating system: a door waiting for its record writes the queue itself
+//! (no hand-off to the thread and back), and the thread writes what nobody
+//! waits for and `fsync`s, both at least every half interval.
 //!
 //! Fail closed: once a write, sync or rotation fails — or the file was
 //! deleted or replaced under esq — the log stays failed, [`AuditSink::check`]
@@ -14,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
@@ -45,6 +49,19 @@ struct Queued {
     failed: AtomicBool,
     backlog: Gauge,
     path: String,
+    sync: SyncPolicy,
+    /// Whoever holds this writes: the thread, or (with
+    /// [`SyncPolicy::Within`]) a door waiting for its record. Taken before
+    /// `queue`, so batches reach the file in `seq` order.
+    writer: Mutex<Writer>,
+}
+
+/// The file, the chain's end, and how progress is published.
+struct Writer {
+    active: Active,
+    buf: Vec<u8>,
+    publish: watch::Sender<Durable>,
+    metrics: WriterMetrics,
 }
 
 struct Queue {
@@ -57,6 +74,16 @@ struct Pending {
     seq: u64,
     time: DateTime<Utc>,
     event: Vec<u8>,
+}
+
+/// When the writer syncs what it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `fsync` every batch before publishing it (`audit.durability = fsync`).
+    EveryBatch,
+    /// Publish a batch once written; `fsync` at the latest this long after
+    /// the first unsynced write (`audit.durability = write`).
+    Within(Duration),
 }
 
 /// The writer's progress, as callers see it.
@@ -76,7 +103,12 @@ struct WriterMetrics {
 impl AuditLog {
     /// Opens the log whose file 0 is `base`, continuing the chain where the
     /// newest file left off, and starts the writer thread.
-    pub fn open(base: &Path, rotate_bytes: u64, metrics: &Metrics) -> Result<AuditLog, AuditError> {
+    pub fn open(
+        base: &Path,
+        rotate_bytes: u64,
+        sync: SyncPolicy,
+        metrics: &Metrics,
+    ) -> Result<AuditLog, AuditError> {
         let failed = |reason: String| AuditError::Failed {
             path: base.display().to_string(),
             reason,
@@ -85,9 +117,18 @@ impl AuditLog {
             std::fs::create_dir_all(dir)
                 .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let active = Active::resume(base, rotate_bytes).map_err(failed)?;
+        let active = Active::resume(base, rotate_bytes, sync).map_err(failed)?;
         let next_seq = active.last_seq + 1;
         let backlog = metrics.audit_backlog.clone();
+        let (publish, durable) = watch::channel(Durable {
+            seq: active.last_seq,
+            failed: None,
+        });
+        let metrics = WriterMetrics {
+            write_seconds: metrics.audit_write_seconds.clone(),
+            records: metrics.audit_records.clone(),
+            backlog: backlog.clone(),
+        };
         let shared = Arc::new(Queued {
             queue: Mutex::new(Queue {
                 next_seq,
@@ -96,22 +137,20 @@ impl AuditLog {
             }),
             wake: Condvar::new(),
             failed: AtomicBool::new(false),
-            backlog: backlog.clone(),
-            path: base.display().to_string(),
-        });
-        let (publish, durable) = watch::channel(Durable {
-            seq: active.last_seq,
-            failed: None,
-        });
-        let writer_metrics = WriterMetrics {
-            write_seconds: metrics.audit_write_seconds.clone(),
-            records: metrics.audit_records.clone(),
             backlog,
-        };
+            path: base.display().to_string(),
+            sync,
+            writer: Mutex::new(Writer {
+                active,
+                buf: Vec::with_capacity(64 * 1024),
+                publish,
+                metrics,
+            }),
+        });
         let thread_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("esq-audit".into())
-            .spawn(move || write_loop(&thread_shared, active, &publish, &writer_metrics))
+            .spawn(move || write_loop(&thread_shared))
             .map_err(|e| failed(format!("cannot start the writer thread: {e}")))?;
         Ok(AuditLog {
             shared,
@@ -169,7 +208,8 @@ impl AuditSink for AuditLog {
         let first = queue.items.len() == 1;
         drop(queue);
         self.shared.backlog.inc();
-        if first {
+        // With `Within`, the waiting door writes (or the thread's next round).
+        if first && self.shared.sync == SyncPolicy::EveryBatch {
             self.shared.wake.notify_one();
         }
         Some(seq)
@@ -178,6 +218,15 @@ impl AuditSink for AuditLog {
     async fn durable(&self, seq: u64) -> Result<(), AuditError> {
         if self.durable.borrow().seq >= seq {
             return Ok(());
+        }
+        if self.shared.sync != SyncPolicy::EveryBatch && !self.shared.failed.load(Ordering::Relaxed)
+        {
+            // Written is kept: write the queue now, in this task. Only a
+            // `write` (no fsync) happens under the lock, so it is short.
+            let mut writer = lock(&self.shared.writer);
+            if self.durable.borrow().seq < seq {
+                writer.drain(&self.shared);
+            }
         }
         let mut durable = self.durable.clone();
         let reached = durable
@@ -206,46 +255,96 @@ impl AuditSink for AuditLog {
     }
 }
 
-fn write_loop(
-    shared: &Queued,
-    mut active: Active,
-    publish: &watch::Sender<Durable>,
-    metrics: &WriterMetrics,
-) {
-    let mut buf = Vec::with_capacity(64 * 1024);
+fn write_loop(shared: &Queued) {
     loop {
-        let batch = {
+        let closed = {
             let mut queue = lock(&shared.queue);
-            while queue.items.is_empty() && !queue.closed {
-                queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+            match shared.sync {
+                SyncPolicy::EveryBatch => {
+                    while queue.items.is_empty() && !queue.closed {
+                        queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+                SyncPolicy::Within(interval) if !queue.closed => {
+                    queue = shared
+                        .wake
+                        .wait_timeout(queue, interval / 2)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                SyncPolicy::Within(_) => {}
             }
-            if queue.items.is_empty() {
+            queue.closed
+        };
+        let unsynced = {
+            let mut writer = lock(&shared.writer);
+            if !writer.drain(shared) {
                 return;
             }
-            std::mem::take(&mut queue.items)
-        };
-        let started = Instant::now();
-        match active.append(&batch, &mut buf) {
-            Ok(last) => {
-                metrics
-                    .write_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                metrics.records.inc_by(batch.len() as u64);
-                metrics.backlog.dec_by(batch.len() as i64);
-                publish.send_modify(|d| d.seq = last);
+            let checked = match shared.sync {
+                SyncPolicy::EveryBatch => Ok(()),
+                SyncPolicy::Within(_) => writer.active.check_identity(),
+            };
+            match checked.and_then(|()| writer.active.unsynced()) {
+                Ok(file) => file,
+                Err(reason) => {
+                    writer.fail(shared, reason);
+                    return;
+                }
             }
-            Err(reason) => {
-                let error = AuditError::Failed {
-                    path: active.path.display().to_string(),
-                    reason,
-                };
-                tracing::error!(%error, "the audit log failed: esq refuses statements until it is fixed and esq restarted");
-                shared.failed.store(true, Ordering::Relaxed);
-                lock(&shared.queue).closed = true;
-                publish.send_modify(|d| d.failed = Some(error));
+        };
+        // The fsync runs without the lock: doors keep writing meanwhile.
+        if let Some((file, path)) = unsynced {
+            if let Err(e) = file.sync_data() {
+                lock(&shared.writer).fail(shared, format!("fsync of {}: {e}", path.display()));
                 return;
             }
         }
+        if closed {
+            return;
+        }
+    }
+}
+
+impl Writer {
+    /// Appends whatever is queued and publishes it; `false` once the log
+    /// has failed.
+    fn drain(&mut self, shared: &Queued) -> bool {
+        if shared.failed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let batch = std::mem::take(&mut lock(&shared.queue).items);
+        if batch.is_empty() {
+            return true;
+        }
+        let started = Instant::now();
+        match self.active.append(&batch, &mut self.buf) {
+            Ok(last) => {
+                self.metrics
+                    .write_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.records.inc_by(batch.len() as u64);
+                self.metrics.backlog.dec_by(batch.len() as i64);
+                self.publish.send_modify(|d| d.seq = last);
+                true
+            }
+            Err(reason) => {
+                self.fail(shared, reason);
+                false
+            }
+        }
+    }
+
+    /// The log failed: it stays failed, and every wait for durability fails.
+    fn fail(&mut self, shared: &Queued, reason: String) {
+        let error = AuditError::Failed {
+            path: self.active.path.display().to_string(),
+            reason,
+        };
+        tracing::error!(%error, "the audit log failed: esq refuses statements until it is fixed and esq restarted");
+        shared.failed.store(true, Ordering::Relaxed);
+        lock(&shared.queue).closed = true;
+        self.publish.send_modify(|d| d.failed = Some(error));
     }
 }
 
@@ -261,12 +360,15 @@ struct Active {
     rotate_bytes: u64,
     last_seq: u64,
     prev: String,
+    sync: SyncPolicy,
+    /// Written since the last fsync.
+    unsynced: bool,
 }
 
 impl Active {
     /// Finds where the chain ended and the file to continue in: the newest
     /// one, unless it is full or ends in an incomplete record.
-    fn resume(base: &Path, rotate_bytes: u64) -> Result<Active, String> {
+    fn resume(base: &Path, rotate_bytes: u64, sync: SyncPolicy) -> Result<Active, String> {
         let found =
             files::existing(base).map_err(|e| format!("cannot list the log's files: {e}"))?;
         let mut end: Option<ChainEnd> = None;
@@ -309,7 +411,32 @@ impl Active {
             rotate_bytes,
             last_seq,
             prev,
+            sync,
+            unsynced: false,
         })
+    }
+
+    /// A handle to fsync what was written and not yet synced (taken as
+    /// synced), to sync without holding the writer.
+    fn unsynced(&mut self) -> Result<Option<(File, PathBuf)>, String> {
+        if !std::mem::take(&mut self.unsynced) {
+            return Ok(None);
+        }
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| format!("cannot reopen {}: {e}", self.path.display()))?;
+        Ok(Some((file, self.path.clone())))
+    }
+
+    /// Fsyncs what was written and not yet synced.
+    fn sync(&mut self) -> Result<(), String> {
+        if std::mem::take(&mut self.unsynced) {
+            self.file
+                .sync_data()
+                .map_err(|e| format!("fsync of {}: {e}", self.path.display()))?;
+        }
+        Ok(())
     }
 
     /// Appends `batch` (rotating when a file is full) and syncs; the last
@@ -336,15 +463,24 @@ impl Active {
         if buf.is_empty() {
             return Ok(());
         }
-        let file = self.path.display();
         self.file
             .write_all(buf)
-            .map_err(|e| format!("write to {file}: {e}"))?;
-        self.file
-            .sync_data()
-            .map_err(|e| format!("fsync of {file}: {e}"))?;
+            .map_err(|e| format!("write to {}: {e}", self.path.display()))?;
+        self.unsynced = true;
         self.size += buf.len() as u64;
         buf.clear();
+        if self.sync == SyncPolicy::EveryBatch {
+            self.sync()?;
+            // With `Within`, the thread checks at each of its rounds.
+            self.check_identity()?;
+        }
+        Ok(())
+    }
+
+    /// The path still leads to the file being written: not deleted, moved
+    /// or replaced.
+    fn check_identity(&self) -> Result<(), String> {
+        let file = self.path.display();
         match std::fs::metadata(&self.path) {
             Ok(meta) if (meta.dev(), meta.ino()) == self.identity => Ok(()),
             Ok(_) => Err(format!("{file} was replaced by another file")),
@@ -353,6 +489,7 @@ impl Active {
     }
 
     fn rotate(&mut self) -> Result<(), String> {
+        self.sync()?;
         self.number += 1;
         self.path = files::numbered(&self.base, self.number);
         let (file, identity, size) = open_append(&self.path)?;

@@ -195,6 +195,11 @@ fn audit_facts(app: &App) -> Facts {
         ("audit.sink", json!(properties.sink)),
         ("audit.path", json!(app.config.audit.path)),
         ("audit.durable", json!(properties.durable)),
+        ("audit.durability", json!(app.config.audit.durability)),
+        (
+            "audit.synced_before_answer",
+            json!(properties.synced_before_answer),
+        ),
         ("audit.full_content", json!(properties.full_content)),
         ("audit.hash_chained", json!(properties.hash_chained)),
         ("audit.signed", json!(properties.signed)),
@@ -204,10 +209,19 @@ fn audit_facts(app: &App) -> Facts {
 fn event_logging(app: &App) -> Finding {
     let properties = serving_properties(&app.config.audit);
     let facts = audit_facts(app);
-    if properties.durable {
+    if properties.durable && properties.synced_before_answer {
         finding(
             Status::Satisfied,
             "every decision (allow, rewrite, deny, stale ticket) and ticket event on both doors is a record in the audit log, written and fsynced before the answer completes",
+            facts,
+        )
+    } else if properties.durable {
+        finding(
+            Status::Satisfied,
+            format!(
+                "every decision (allow, rewrite, deny, stale ticket) and ticket event on both doors is a record in the audit log, written before the answer completes and fsynced within {} (audit.durability = write)",
+                humantime::format_duration(app.config.audit.sync_interval)
+            ),
             facts,
         )
     } else {
@@ -241,6 +255,14 @@ fn audit_protection(app: &App) -> Finding {
     let properties = serving_properties(&app.config.audit);
     let facts = audit_facts(app);
     match (properties.durable, properties.hash_chained) {
+        (true, true) if !properties.synced_before_answer => finding(
+            Status::PartiallySatisfied,
+            format!(
+                "records are hash-chained, but audit.durability = write answers before the fsync: an OS crash or power loss can lose up to {} of records whose answers clients saw",
+                humantime::format_duration(app.config.audit.sync_interval)
+            ),
+            facts,
+        ),
         (true, true) => finding(
             Status::Satisfied,
             "each record carries the SHA-256 of the one before: a changed, removed or reordered record is found by `esq audit verify`. File permissions and off-host copies are the host's",

@@ -127,6 +127,16 @@ fn audit_controls_follow_audit_enabled() {
         control(&controls, "AU-10").status,
         Status::PartiallySatisfied
     );
+    // Answering before the fsync is reported, with what it can lose.
+    let controls = evaluate(&app(&[
+        ("ESQ_AUDIT__DURABILITY", "write"),
+        ("ESQ_AUDIT__SYNC_INTERVAL", "250ms"),
+    ]));
+    assert_eq!(control(&controls, "AU-2").status, Status::Satisfied);
+    let au9 = control(&controls, "AU-9");
+    assert_eq!(au9.status, Status::PartiallySatisfied);
+    assert!(au9.reason.contains("250ms"), "{}", au9.reason);
+    assert_eq!(au9.facts["audit.durability"], serde_json::json!("write"));
     let controls = evaluate(&app(&[("ESQ_AUDIT__ENABLED", "false")]));
     for id in ["AU-2", "AU-3", "AU-9", "AU-10"] {
         assert_eq!(control(&controls, id).status, Status::NotSatisfied, "{id}");

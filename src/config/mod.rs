@@ -247,6 +247,26 @@ pub struct AuditConfig {
     /// Default `true`.
     #[serde(default = "defaults::audit_enabled")]
     pub enabled: bool,
+    /// When a record counts as kept, i.e. when the client may see its
+    /// statement complete: `fsync` (default) once it is on disk, so not even
+    /// a power loss loses it; `write` once the operating system holds it
+    /// (it survives an esq crash, not an OS crash or power loss), with an
+    /// `fsync` at least every `sync_interval`.
+    #[serde(default)]
+    pub durability: AuditDurability,
+    /// With `durability = "write"`, the longest a written record waits for
+    /// its `fsync`: what an OS crash can lose. Default 100ms.
+    #[serde(default = "defaults::audit_sync_interval", with = "duration")]
+    pub sync_interval: Duration,
+}
+
+/// See [`AuditConfig::durability`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditDurability {
+    #[default]
+    Fsync,
+    Write,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -469,6 +489,9 @@ mod defaults {
     pub fn audit_rotate_bytes() -> u64 {
         64 * 1024 * 1024
     }
+    pub fn audit_sync_interval() -> Duration {
+        Duration::from_millis(100)
+    }
     pub fn audit_enabled() -> bool {
         true
     }
@@ -570,6 +593,8 @@ impl Default for AuditConfig {
             path: defaults::audit_path(),
             rotate_bytes: defaults::audit_rotate_bytes(),
             enabled: defaults::audit_enabled(),
+            durability: AuditDurability::default(),
+            sync_interval: defaults::audit_sync_interval(),
         }
     }
 }

@@ -36,6 +36,13 @@ pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
     if config.audit.rotate_bytes < 1024 {
         return Err(invalid("audit.rotate_bytes", "must be at least 1024"));
     }
+    if config.audit.sync_interval.is_zero() || config.audit.sync_interval > Duration::from_secs(60)
+    {
+        return Err(invalid(
+            "audit.sync_interval",
+            "must be between 1ms and 60s",
+        ));
+    }
     validate_doors(config)?;
     tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .map_err(|err| invalid("log.filter", format!("not a tracing filter: {err}")))?;

@@ -295,6 +295,37 @@ pub async fn send(
     Ok(())
 }
 
+/// The largest unread request body read and dropped before an error
+/// answer, and how long that may take.
+const DISCARD_BODY_BYTES: u64 = 1 << 20;
+const DISCARD_BODY_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An error answered before the request body was read (a stale ticket, a
+/// missing token): read and drop a small body first. Closing a connection
+/// with unread data resets it, and the reset can destroy the answer on its
+/// way to the client.
+async fn discard_unread_body(session: &mut ServerSession, err: &ApiError) {
+    if matches!(err, ApiError::PayloadTooLarge(_)) || session.is_body_done() {
+        return;
+    }
+    let header = |name: &str| {
+        session
+            .get_header(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    // A client waiting for `100 Continue` has sent no body to drop.
+    if header("expect").as_deref() == Some("100-continue") {
+        return;
+    }
+    let small = header("content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len <= DISCARD_BODY_BYTES);
+    if small {
+        let _ = tokio::time::timeout(DISCARD_BODY_TIME, session.drain_request_body()).await;
+    }
+}
+
 async fn send_error(session: &mut ServerSession, err: &ApiError) -> Result<(), Aborted> {
     let (status, body) = err.to_response();
     let mut extra = Vec::new();
@@ -370,7 +401,8 @@ impl HttpServerApp for Handler {
                     // Too late for a status: cut the answer short.
                     return None;
                 }
-                // The body may be unread: do not reuse the connection.
+                discard_unread_body(&mut session, &err).await;
+                // A body still unread: do not reuse the connection.
                 if !session.is_body_done() {
                     session.set_keepalive(None);
                 }

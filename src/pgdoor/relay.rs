@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -252,7 +252,8 @@ async fn audited(tally: &Tally, shared: &Shared, audit: &dyn AuditSink) -> Resul
 /// (Describe). Counted per round, they tell which message an error ended.
 const COMPLETIONS: &[u8] = b"123CIsTn";
 
-/// Moves every complete backend message from `buf` to `out`.
+/// Moves every complete backend message from `buf` to `out`. Runs of
+/// `DataRow`s (a result streaming) are counted and copied in one piece.
 fn relay_buffered(
     buf: &mut BytesMut,
     out: &mut BytesMut,
@@ -260,22 +261,41 @@ fn relay_buffered(
     tally: &mut Tally,
     audit: &dyn AuditSink,
 ) -> Result<(), String> {
-    loop {
-        if buf.len() < 5 {
-            return Ok(());
+    let mut at = 0;
+    // Start of a run of DataRows not yet copied to `out`.
+    let mut rows_from = 0;
+    let result = loop {
+        let rest = &buf[at..];
+        if rest.len() < 5 {
+            break Ok(());
         }
-        let tag = buf[0];
-        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-        let len = usize::try_from(len).map_err(|_| "negative message length".to_string())?;
+        let tag = rest[0];
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]);
+        let Ok(len) = usize::try_from(len) else {
+            break Err("negative message length".to_string());
+        };
         if len < 4 {
-            return Err("message length below 4".into());
+            break Err("message length below 4".into());
         }
-        if buf.len() < len + 1 {
-            return Ok(());
+        if rest.len() < len + 1 {
+            break Ok(());
         }
-        let message = buf.split_to(len + 1);
-        relay_one(tag, &message, out, shared, tally, audit)?;
-    }
+        if tag == b'D' {
+            tally.data_row();
+            at += len + 1;
+            continue;
+        }
+        out.extend_from_slice(&buf[rows_from..at]);
+        let message = &buf[at..at + len + 1];
+        if let Err(failure) = relay_one(tag, message, out, shared, tally, audit) {
+            break Err(failure);
+        }
+        at += len + 1;
+        rows_from = at;
+    };
+    out.extend_from_slice(&buf[rows_from..at]);
+    buf.advance(at);
+    result
 }
 
 fn relay_one(
@@ -292,7 +312,6 @@ fn relay_one(
     }
     let body = &message[5..];
     match tag {
-        b'D' => tally.data_row(),
         b'C' | b's' | b'I' => tally.executed(&shared.audit, round, audit),
         b'E' => {
             let code = sanitize::code_field(body).unwrap_or_else(|| "XX000".into());

@@ -378,14 +378,23 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
             .clone(),
     ));
     let (control, control_rx) = mpsc::unbounded_channel();
-    let mut relay_task = tokio::spawn(relay::run(
-        upstream_read,
-        read_buf,
-        client_write,
-        shared.clone(),
-        control_rx,
-        door.app.audit.clone(),
-    ));
+    // Both directions run in this one task (joined futures, not two tasks):
+    // a socket wake-up never crosses threads, yet neither direction waits
+    // for the other, so a full socket on one side cannot stall the session.
+    let (relay_ended, mut relay_ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let relay = async {
+        let end = relay::run(
+            upstream_read,
+            read_buf,
+            client_write,
+            shared.clone(),
+            control_rx,
+            door.app.audit.clone(),
+        )
+        .await;
+        let _ = relay_ended.send(());
+        end
+    };
 
     let marker_prefix = format!("esq_refused_{:08x}", rand_u32());
     let mut state = ProtocolState::default();
@@ -393,123 +402,138 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     let idle_timeout = door.app.config.pg.idle_timeout;
     let mut draining = *shutdown.borrow();
     let confirm_limit = door.app.config.upstream.statement_timeout + CONFIRM_SLACK;
-    let relay_end = 'session: loop {
-        loop {
-            let frame = match frames.next_buffered() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(err) => {
-                    protocol_error(door);
-                    let _ = control.send(Control::Fatal(fatal("08P01", &err.to_string())));
-                    break 'session relay_task.await.ok();
-                }
-            };
-            reconcile(&mut state, &shared, &mut ticket);
-            if let Some(round) = depends_on(&frame, &state) {
-                // It names a statement or portal an earlier round changed:
-                // wait for PostgreSQL's verdict on that round first.
-                let sent = out.is_empty()
-                    || (upstream_write.write_all(&out).await.is_ok()
-                        && upstream_write.flush().await.is_ok());
-                out.clear();
-                if !sent || !wait_for_round(&shared, round, confirm_limit).await {
-                    let _ = control.send(Control::Fatal(fatal(
-                        "08006",
-                        "esq lost track of the database's answers",
-                    )));
-                    break 'session relay_task.await.ok();
-                }
-                reconcile(&mut state, &shared, &mut ticket);
-            }
-            let effective = state.effective_ticket(&ticket);
-            let view = SessionView {
-                app: &door.app,
-                principal: &principal,
-                ticket: effective.as_ref(),
-                checks: &checks,
-                client: Some(peer),
-                marker_prefix: &marker_prefix,
-                pending: Some(&shared.audit),
-            };
-            match handle(&view, &mut state, &shared, frame, &mut out).await {
-                Ok(Step::Continue) => {}
-                Ok(Step::Terminate) => {
-                    if !out.is_empty() {
-                        let _ = upstream_write.write_all(&out).await;
+    let session = async {
+        // Dropped when the session side ends: the relay stops then.
+        let control = control;
+        // One idle timer for the session, moved on only when it fires (not
+        // re-armed at every message: the timer wheel's lock is not free).
+        let mut last_heard = tokio::time::Instant::now();
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        'session: loop {
+            loop {
+                let frame = match frames.next_buffered() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(err) => {
+                        protocol_error(door);
+                        let _ = control.send(Control::Fatal(fatal("08P01", &err.to_string())));
+                        break 'session;
                     }
-                    let _ = control.send(Control::Stop);
-                    break 'session relay_task.await.ok();
+                };
+                reconcile(&mut state, &shared, &mut ticket);
+                if let Some(round) = depends_on(&frame, &state) {
+                    // It names a statement or portal an earlier round changed:
+                    // wait for PostgreSQL's verdict on that round first.
+                    let sent = out.is_empty()
+                        || (upstream_write.write_all(&out).await.is_ok()
+                            && upstream_write.flush().await.is_ok());
+                    out.clear();
+                    if !sent || !wait_for_round(&shared, round, confirm_limit).await {
+                        let _ = control.send(Control::Fatal(fatal(
+                            "08006",
+                            "esq lost track of the database's answers",
+                        )));
+                        break 'session;
+                    }
+                    reconcile(&mut state, &shared, &mut ticket);
                 }
-                Err(message) => {
-                    protocol_error(door);
-                    let _ = control.send(Control::Fatal(fatal("08P01", &message)));
-                    break 'session relay_task.await.ok();
-                }
-            }
-        }
-        if !out.is_empty() {
-            if upstream_write.write_all(&out).await.is_err()
-                || upstream_write.flush().await.is_err()
-            {
-                break 'session relay_task.await.ok();
-            }
-            out.clear();
-        }
-        tokio::select! {
-            filled = frames.fill(&mut client_read) => match filled {
-                Ok(()) => {}
-                Err(WireError::Closed) => {
-                    let _ = control.send(Control::Stop);
-                    break 'session relay_task.await.ok();
-                }
-                Err(err) => {
-                    tracing::debug!(%err, "client read failed");
-                    let _ = control.send(Control::Stop);
-                    break 'session relay_task.await.ok();
-                }
-            },
-            ended = &mut relay_task => break 'session ended.ok(),
-            changed = shutdown.changed(), if !draining => {
-                // A closed channel means the door is gone: drain as well.
-                let _ = changed;
-                draining = true;
-            }
-            // While draining, end the session as soon as it is idle (its
-            // answers all delivered, no transaction open).
-            _ = tokio::time::sleep(DRAIN_CHECK), if draining => {
-                if is_idle(&shared, &state) {
-                    let _ = control.send(Control::Fatal(fatal(
-                        "57P01",
-                        "terminating connection because esq is shutting down",
-                    )));
-                    break 'session relay_task.await.ok();
+                let effective = state.effective_ticket(&ticket);
+                let view = SessionView {
+                    app: &door.app,
+                    principal: &principal,
+                    ticket: effective.as_ref(),
+                    checks: &checks,
+                    client: Some(peer),
+                    marker_prefix: &marker_prefix,
+                    pending: Some(&shared.audit),
+                };
+                match handle(&view, &mut state, &shared, frame, &mut out).await {
+                    Ok(Step::Continue) => {}
+                    Ok(Step::Terminate) => {
+                        if !out.is_empty() {
+                            let _ = upstream_write.write_all(&out).await;
+                        }
+                        let _ = control.send(Control::Stop);
+                        break 'session;
+                    }
+                    Err(message) => {
+                        protocol_error(door);
+                        let _ = control.send(Control::Fatal(fatal("08P01", &message)));
+                        break 'session;
+                    }
                 }
             }
-            _ = tokio::time::sleep(idle_timeout) => {
-                // Only a session waiting for its client is idle; one waiting
-                // for a long answer is not.
-                if is_idle(&shared, &state) {
-                    let _ = control.send(Control::Fatal(fatal(
-                        "57P05",
-                        "terminating connection due to idle-session timeout",
-                    )));
-                    break 'session relay_task.await.ok();
+            if !out.is_empty() {
+                if upstream_write.write_all(&out).await.is_err()
+                    || upstream_write.flush().await.is_err()
+                {
+                    break 'session;
+                }
+                out.clear();
+            }
+            tokio::select! {
+                filled = frames.fill(&mut client_read) => match filled {
+                    Ok(()) => last_heard = tokio::time::Instant::now(),
+                    Err(WireError::Closed) => {
+                        let _ = control.send(Control::Stop);
+                        break 'session;
+                    }
+                    Err(err) => {
+                        tracing::debug!(%err, "client read failed");
+                        let _ = control.send(Control::Stop);
+                        break 'session;
+                    }
+                },
+                _ = &mut relay_ended_rx => break 'session,
+                changed = shutdown.changed(), if !draining => {
+                    // A closed channel means the door is gone: drain as well.
+                    let _ = changed;
+                    draining = true;
+                }
+                // While draining, end the session as soon as it is idle (its
+                // answers all delivered, no transaction open).
+                _ = tokio::time::sleep(DRAIN_CHECK), if draining => {
+                    if is_idle(&shared, &state) {
+                        let _ = control.send(Control::Fatal(fatal(
+                            "57P01",
+                            "terminating connection because esq is shutting down",
+                        )));
+                        break 'session;
+                    }
+                }
+                _ = &mut idle => {
+                    let quiet_until = last_heard + idle_timeout;
+                    if quiet_until > tokio::time::Instant::now() {
+                        // The client spoke since the timer was set.
+                        idle.as_mut().reset(quiet_until);
+                        continue 'session;
+                    }
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                    // Only a session waiting for its client is idle; one waiting
+                    // for a long answer is not.
+                    if is_idle(&shared, &state) {
+                        let _ = control.send(Control::Fatal(fatal(
+                            "57P05",
+                            "terminating connection due to idle-session timeout",
+                        )));
+                        break 'session;
+                    }
                 }
             }
         }
     };
+    let (end, ()) = tokio::join!(relay, session);
     // Give the upstream connection back when it is idle and in sync.
-    if let Some(end) = relay_end {
-        let reusable = end.upstream_ok && is_idle(&shared, &state);
-        let stream = end.upstream.unsplit(upstream_write);
-        lease.restore(UpstreamConn {
-            stream,
-            read_buf: end.upstream_buf,
-            backend_key,
-            parameters,
-        });
-        door.upstream.release(lease, reusable).await;
-    }
+    let reusable = end.upstream_ok && is_idle(&shared, &state);
+    let stream = end.upstream.unsplit(upstream_write);
+    lease.restore(UpstreamConn {
+        stream,
+        read_buf: end.upstream_buf,
+        backend_key,
+        parameters,
+    });
+    door.upstream.release(lease, reusable).await;
     tracing::info!(user = %principal.name, %peer, "session ended");
 }
 

@@ -33,7 +33,8 @@ fn records_are_numbered_chained_durable_and_continue_after_restart() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let base = dir.path().join("audit.jsonl");
     let metrics = Metrics::new();
-    let log = AuditLog::open(&base, 1 << 20, &metrics).unwrap_or_else(|e| panic!("{e}"));
+    let log = AuditLog::open(&base, 1 << 20, SyncPolicy::EveryBatch, &metrics)
+        .unwrap_or_else(|e| panic!("{e}"));
     let seqs: Vec<_> = (0..50)
         .map(|i| log.record(&event(&format!("u{i}"))))
         .collect();
@@ -44,7 +45,8 @@ fn records_are_numbered_chained_durable_and_continue_after_restart() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(log.durable_seq() >= 50);
     drop(log);
-    let log = AuditLog::open(&base, 1 << 20, &metrics).unwrap_or_else(|e| panic!("{e}"));
+    let log = AuditLog::open(&base, 1 << 20, SyncPolicy::EveryBatch, &metrics)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(log.record(&event("after")), Some(51));
     drop(log);
     let report = verify_files(&files_of(&base)).unwrap_or_else(|e| panic!("{e}"));
@@ -65,7 +67,8 @@ fn rotation_starts_numbered_files_and_the_chain_runs_through_them() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let base = dir.path().join("audit.jsonl");
     let metrics = Metrics::new();
-    let log = AuditLog::open(&base, 2048, &metrics).unwrap_or_else(|e| panic!("{e}"));
+    let log = AuditLog::open(&base, 2048, SyncPolicy::EveryBatch, &metrics)
+        .unwrap_or_else(|e| panic!("{e}"));
     for i in 0..100 {
         log.record(&event(&format!("user-{i}")));
     }
@@ -87,7 +90,8 @@ fn a_torn_last_record_starts_a_new_file_chained_to_the_last_complete_one() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let base = dir.path().join("audit.jsonl");
     let metrics = Metrics::new();
-    let log = AuditLog::open(&base, 1 << 20, &metrics).unwrap_or_else(|e| panic!("{e}"));
+    let log = AuditLog::open(&base, 1 << 20, SyncPolicy::EveryBatch, &metrics)
+        .unwrap_or_else(|e| panic!("{e}"));
     for i in 0..5 {
         log.record(&event(&format!("u{i}")));
     }
@@ -96,7 +100,8 @@ fn a_torn_last_record_starts_a_new_file_chained_to_the_last_complete_one() {
     bytes.extend_from_slice(br#"{"seq":6,"prev":"abc","ti"#);
     std::fs::write(&base, bytes).unwrap_or_else(|e| panic!("{e}"));
 
-    let log = AuditLog::open(&base, 1 << 20, &metrics).unwrap_or_else(|e| panic!("{e}"));
+    let log = AuditLog::open(&base, 1 << 20, SyncPolicy::EveryBatch, &metrics)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(log.record(&event("next")), Some(6));
     drop(log);
     let files = files_of(&base);
@@ -112,7 +117,8 @@ fn a_deleted_log_fails_closed() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let base = dir.path().join("audit.jsonl");
     let metrics = Metrics::new();
-    let log = AuditLog::open(&base, 1 << 20, &metrics).unwrap_or_else(|e| panic!("{e}"));
+    let log = AuditLog::open(&base, 1 << 20, SyncPolicy::EveryBatch, &metrics)
+        .unwrap_or_else(|e| panic!("{e}"));
     let rt = runtime();
     let first = log.record(&event("a")).unwrap_or(0);
     rt.block_on(log.durable(first))
@@ -127,4 +133,54 @@ fn a_deleted_log_fails_closed() {
     );
     assert!(log.check().is_err());
     assert_eq!(log.record(&event("c")), None);
+}
+
+#[test]
+fn write_durability_answers_once_written_and_syncs_on_close() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let base = dir.path().join("audit.jsonl");
+    let metrics = Metrics::new();
+    // An hour between fsyncs: waiting for one would hang this test.
+    let policy = SyncPolicy::Within(Duration::from_secs(3600));
+    let log = AuditLog::open(&base, 1 << 20, policy, &metrics).unwrap_or_else(|e| panic!("{e}"));
+    let seq = log.record(&event("w")).unwrap_or_else(|| panic!("queued"));
+    runtime()
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), log.durable(seq)).await })
+        .unwrap_or_else(|_| panic!("durable waited for the fsync"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Written to the file (the OS has it) before any fsync.
+    let text = std::fs::read_to_string(&base).unwrap_or_default();
+    assert!(text.contains("\"user\":\"w\""), "{text}");
+    drop(log);
+    let report = verify_files(&files_of(&base)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.ok(), "{:?}", report.problem);
+    assert_eq!(report.records, 1);
+}
+
+#[test]
+fn write_durability_keeps_the_chain_across_rotations_and_idle_syncs() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let base = dir.path().join("audit.jsonl");
+    let metrics = Metrics::new();
+    let policy = SyncPolicy::Within(Duration::from_millis(20));
+    let log = AuditLog::open(&base, 2048, policy, &metrics).unwrap_or_else(|e| panic!("{e}"));
+    let rt = runtime();
+    for i in 0..60 {
+        let seq = log
+            .record(&event(&format!("r{i}")))
+            .unwrap_or_else(|| panic!("queued"));
+        rt.block_on(log.durable(seq))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if i % 20 == 0 {
+            // Idle past the interval: the writer syncs without new records.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(log.check().is_ok());
+    drop(log);
+    let files = files_of(&base);
+    assert!(files.len() > 1, "rotated");
+    let report = verify_files(&files).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.ok(), "{:?}", report.problem);
+    assert_eq!(report.records, 60);
 }
