@@ -166,12 +166,21 @@ pub async fn run(
     let mut upstream_ok = true;
     let mut tally = Tally::default();
     loop {
-        if let Err(failure) = relay_buffered(&mut buf, &mut out, &shared, &mut tally, &*audit) {
-            tracing::warn!(%failure, "closing session: unexpected upstream message");
-            wire::error(&mut out, "FATAL", "08P01", &failure, "", "");
-            let _ = client.write_all(&out).await;
-            upstream_ok = false;
-            break;
+        let rows = match relay_buffered(&mut buf, &mut out, &shared, &mut tally, &*audit) {
+            Ok(rows) => rows,
+            Err(failure) => {
+                tracing::warn!(%failure, "closing session: unexpected upstream message");
+                wire::error(&mut out, "FATAL", "08P01", &failure, "", "");
+                let _ = client.write_all(&out).await;
+                upstream_ok = false;
+                break;
+            }
+        };
+        if let Some(rows) = rows {
+            // A read of nothing but rows (a result streaming): sent as read.
+            if client.write_all(&rows).await.is_err() || client.flush().await.is_err() {
+                // The client is gone; the session side notices on its own.
+            }
         }
         if tally.ready {
             tally.ready = false;
@@ -253,14 +262,16 @@ async fn audited(tally: &Tally, shared: &Shared, audit: &dyn AuditSink) -> Resul
 const COMPLETIONS: &[u8] = b"123CIsTn";
 
 /// Moves every complete backend message from `buf` to `out`. Runs of
-/// `DataRow`s (a result streaming) are counted and copied in one piece.
+/// `DataRow`s (a result streaming) are counted and copied in one piece;
+/// when `buf` held nothing else and `out` is empty, they are split off and
+/// returned instead, to be sent without a copy.
 fn relay_buffered(
     buf: &mut BytesMut,
     out: &mut BytesMut,
     shared: &Shared,
     tally: &mut Tally,
     audit: &dyn AuditSink,
-) -> Result<(), String> {
+) -> Result<Option<BytesMut>, String> {
     let mut at = 0;
     // Start of a run of DataRows not yet copied to `out`.
     let mut rows_from = 0;
@@ -293,9 +304,12 @@ fn relay_buffered(
         at += len + 1;
         rows_from = at;
     };
+    if result.is_ok() && rows_from == 0 && at > 0 && out.is_empty() {
+        return Ok(Some(buf.split_to(at)));
+    }
     out.extend_from_slice(&buf[rows_from..at]);
     buf.advance(at);
-    result
+    result.map(|()| None)
 }
 
 fn relay_one(
