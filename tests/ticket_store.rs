@@ -44,6 +44,21 @@ async fn tickets_expire_and_can_be_revoked() {
         Lookup::Valid(ticket) => assert_eq!(ticket.scope, issued.scope),
         other => panic!("expected valid, got {other:?}"),
     }
+    // The scope-free check agrees with `get` in every state.
+    assert_eq!(
+        store
+            .stale(&id, t0 + Duration::minutes(9))
+            .await
+            .expect("store"),
+        None
+    );
+    assert_eq!(
+        store
+            .stale(&id, t0 + Duration::minutes(10))
+            .await
+            .expect("store"),
+        Some(Stale::Expired)
+    );
     assert_eq!(
         store
             .get(&id, t0 + Duration::minutes(10))
@@ -73,6 +88,10 @@ async fn tickets_expire_and_can_be_revoked() {
         store.get(&second_id, t0).await.expect("store"),
         Lookup::Stale(Stale::Revoked)
     );
+    assert_eq!(
+        store.stale(&second_id, t0).await.expect("store"),
+        Some(Stale::Revoked)
+    );
     assert!(
         !store.revoke(&second_id.hash(), t0).await.expect("store"),
         "revoking twice reports nothing to revoke"
@@ -86,6 +105,10 @@ async fn tickets_expire_and_can_be_revoked() {
     assert_eq!(
         store.get(&forged, t0).await.expect("store"),
         Lookup::Stale(Stale::Unknown)
+    );
+    assert_eq!(
+        store.stale(&forged, t0).await.expect("store"),
+        Some(Stale::Unknown)
     );
 }
 

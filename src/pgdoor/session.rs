@@ -1042,7 +1042,7 @@ async fn refusal(
         ticket: Some(ticket),
         ..*view
     };
-    check.scope().await.err().map(|p| ticket_problem_error(&p))
+    check.usable().await.err().map(|p| ticket_problem_error(&p))
 }
 
 /// Queues a decision's substitutions and writes its forwarded text.

@@ -68,6 +68,18 @@ impl SessionView<'_> {
         lookup(self.checks, ticket).await.map(Some)
     }
 
+    /// Whether the session ticket can be used now (no ticket: yes).
+    pub async fn usable(&self) -> Result<(), TicketProblem> {
+        let Some(ticket) = self.ticket else {
+            return Ok(());
+        };
+        match self.checks.stale(ticket, Utc::now()).await {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(TicketProblem::Stale(why)),
+            Err(err) => Err(TicketProblem::Unavailable(err.to_string())),
+        }
+    }
+
     /// Tells the sentinel about one decision, and about one use of the
     /// ticket when the statement runs now (simple protocol; an extended
     /// statement is used at each Execute).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::id::{TicketHash, TicketId};
-use super::store::{Lookup, StoreError, TicketStore};
+use super::store::{Lookup, Stale, StoreError, TicketStore};
 use super::Scope;
 
 /// One connection's ticket checks.
@@ -62,6 +62,22 @@ impl TicketCheck {
             _ => None,
         };
         lookup
+    }
+
+    /// Why the ticket cannot be used as of `now` (`None`: it can), without
+    /// copying its scope where the store can avoid it.
+    pub async fn stale(
+        &self,
+        id: &TicketId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Stale>, StoreError> {
+        if self.reuse_for.is_zero() {
+            return self.store.stale(id, now).await;
+        }
+        Ok(match self.lookup(id, now).await? {
+            Lookup::Valid(_) => None,
+            Lookup::Stale(why) => Some(why),
+        })
     }
 
     fn remembered(&self, hash: &TicketHash, now: DateTime<Utc>) -> Option<Scope> {

@@ -54,6 +54,14 @@ pub trait TicketStore: Send + Sync + 'static {
     async fn put(&self, id: &TicketId, ticket: &Ticket) -> Result<(), StoreError>;
     /// Looks a presented ticket up as of `now`.
     async fn get(&self, id: &TicketId, now: DateTime<Utc>) -> Result<Lookup, StoreError>;
+    /// Why a presented ticket cannot be used as of `now` (`None`: it can),
+    /// for checks that do not need its scope.
+    async fn stale(&self, id: &TicketId, now: DateTime<Utc>) -> Result<Option<Stale>, StoreError> {
+        Ok(match self.get(id, now).await? {
+            Lookup::Valid(_) => None,
+            Lookup::Stale(why) => Some(why),
+        })
+    }
     /// Revokes a ticket; `false` when it was unknown or already expired.
     async fn revoke(&self, hash: &TicketHash, now: DateTime<Utc>) -> Result<bool, StoreError>;
     /// The owner of a live ticket (for revocation rights), by hash.
@@ -142,6 +150,16 @@ impl TicketStore for MemoryTicketStore {
             Some(e) if e.revoked => Lookup::Stale(Stale::Revoked),
             Some(e) if e.ticket.expires_at() <= now => Lookup::Stale(Stale::Expired),
             Some(e) => Lookup::Valid(Box::new(e.ticket.clone())),
+        })
+    }
+
+    async fn stale(&self, id: &TicketId, now: DateTime<Utc>) -> Result<Option<Stale>, StoreError> {
+        let entries = self.lock();
+        Ok(match entries.get(&id.hash()) {
+            None => Some(Stale::Unknown),
+            Some(e) if e.revoked => Some(Stale::Revoked),
+            Some(e) if e.ticket.expires_at() <= now => Some(Stale::Expired),
+            Some(_) => None,
         })
     }
 
