@@ -117,7 +117,7 @@ impl AuditLog {
             std::fs::create_dir_all(dir)
                 .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let active = Active::resume(base, rotate_bytes, sync).map_err(failed)?;
+        let active = Active::resume(base, rotate_bytes).map_err(failed)?;
         let next_seq = active.last_seq + 1;
         let backlog = metrics.audit_backlog.clone();
         let (publish, durable) = watch::channel(Durable {
@@ -318,7 +318,15 @@ impl Writer {
             return true;
         }
         let started = Instant::now();
-        match self.active.append(&batch, &mut self.buf) {
+        let written = self.active.append(&batch, &mut self.buf).and_then(|last| {
+            if shared.sync == SyncPolicy::EveryBatch {
+                self.active.sync()?;
+                // With `Within`, the thread checks at each of its rounds.
+                self.active.check_identity()?;
+            }
+            Ok(last)
+        });
+        match written {
             Ok(last) => {
                 self.metrics
                     .write_seconds
@@ -360,7 +368,6 @@ struct Active {
     rotate_bytes: u64,
     last_seq: u64,
     prev: String,
-    sync: SyncPolicy,
     /// Written since the last fsync.
     unsynced: bool,
 }
@@ -368,7 +375,7 @@ struct Active {
 impl Active {
     /// Finds where the chain ended and the file to continue in: the newest
     /// one, unless it is full or ends in an incomplete record.
-    fn resume(base: &Path, rotate_bytes: u64, sync: SyncPolicy) -> Result<Active, String> {
+    fn resume(base: &Path, rotate_bytes: u64) -> Result<Active, String> {
         let found =
             files::existing(base).map_err(|e| format!("cannot list the log's files: {e}"))?;
         let mut end: Option<ChainEnd> = None;
@@ -411,7 +418,6 @@ impl Active {
             rotate_bytes,
             last_seq,
             prev,
-            sync,
             unsynced: false,
         })
     }
@@ -439,8 +445,8 @@ impl Active {
         Ok(())
     }
 
-    /// Appends `batch` (rotating when a file is full) and syncs; the last
-    /// `seq` written.
+    /// Appends `batch` (rotating when a file is full); the last `seq`
+    /// written.
     fn append(&mut self, batch: &[Pending], buf: &mut Vec<u8>) -> Result<u64, String> {
         buf.clear();
         for pending in batch {
@@ -469,11 +475,6 @@ impl Active {
         self.unsynced = true;
         self.size += buf.len() as u64;
         buf.clear();
-        if self.sync == SyncPolicy::EveryBatch {
-            self.sync()?;
-            // With `Within`, the thread checks at each of its rounds.
-            self.check_identity()?;
-        }
         Ok(())
     }
 
@@ -488,8 +489,11 @@ impl Active {
         }
     }
 
+    /// Closes the full file (synced, and still the one its path names) and
+    /// continues in the next.
     fn rotate(&mut self) -> Result<(), String> {
         self.sync()?;
+        self.check_identity()?;
         self.number += 1;
         self.path = files::numbered(&self.base, self.number);
         let (file, identity, size) = open_append(&self.path)?;

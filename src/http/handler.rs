@@ -195,21 +195,10 @@ impl Handler {
     async fn read_body(&self, session: &mut ServerSession) -> Result<Bytes, ApiError> {
         let limit = self.app().config.http.max_body_bytes;
         let max = usize::try_from(limit).unwrap_or(usize::MAX);
-        if let Some(length) = session.get_header("content-length") {
-            let declared: u64 = length
-                .to_str()
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-                .ok_or_else(|| ApiError::bad_request(None, "Content-Length is not a number"))?;
-            if declared > u64::from(limit) {
-                return Err(ApiError::PayloadTooLarge(limit));
-            }
+        if declared_length(session)?.is_some_and(|declared| declared > u64::from(limit)) {
+            return Err(ApiError::PayloadTooLarge(limit));
         }
-        let expects_continue = session
-            .get_header("expect")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
-        if expects_continue {
+        if expects_continue(session) {
             // curl waits a second for this before sending bodies over 1 KiB.
             session.write_continue_response().await.map_err(|err| {
                 ApiError::bad_request(None, format!("cannot answer Expect: {err}"))
@@ -295,33 +284,48 @@ pub async fn send(
     Ok(())
 }
 
-/// The largest unread request body read and dropped before an error
-/// answer, and how long that may take.
-const DISCARD_BODY_BYTES: u64 = 1 << 20;
+/// The request's declared `Content-Length` (`None`: not declared).
+fn declared_length(session: &ServerSession) -> Result<Option<u64>, ApiError> {
+    session
+        .get_header("content-length")
+        .map(|length| {
+            length
+                .to_str()
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .ok_or_else(|| ApiError::bad_request(None, "Content-Length is not a number"))
+        })
+        .transpose()
+}
+
+/// The client waits for `100 Continue` before it sends the body.
+fn expects_continue(session: &ServerSession) -> bool {
+    session
+        .get_header("expect")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+/// How long reading and dropping an unread body may take.
 const DISCARD_BODY_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An error answered before the request body was read (a stale ticket, a
-/// missing token): read and drop a small body first. Closing a connection
+/// missing token): read and drop a body the door would have accepted
+/// (declared, at most `http.max_body_bytes`) first. Closing a connection
 /// with unread data resets it, and the reset can destroy the answer on its
-/// way to the client.
-async fn discard_unread_body(session: &mut ServerSession, err: &ApiError) {
-    if matches!(err, ApiError::PayloadTooLarge(_)) || session.is_body_done() {
+/// way to the client. A client waiting for `100 Continue` sent no body.
+async fn discard_unread_body(session: &mut ServerSession, err: &ApiError, limit: u32) {
+    if matches!(err, ApiError::PayloadTooLarge(_))
+        || session.is_body_done()
+        || expects_continue(session)
+    {
         return;
     }
-    let header = |name: &str| {
-        session
-            .get_header(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_ascii_lowercase())
-    };
-    // A client waiting for `100 Continue` has sent no body to drop.
-    if header("expect").as_deref() == Some("100-continue") {
-        return;
-    }
-    let small = header("content-length")
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|len| len <= DISCARD_BODY_BYTES);
-    if small {
+    let acceptable = declared_length(session)
+        .ok()
+        .flatten()
+        .is_some_and(|declared| declared <= u64::from(limit));
+    if acceptable {
         let _ = tokio::time::timeout(DISCARD_BODY_TIME, session.drain_request_body()).await;
     }
 }
@@ -401,7 +405,8 @@ impl HttpServerApp for Handler {
                     // Too late for a status: cut the answer short.
                     return None;
                 }
-                discard_unread_body(&mut session, &err).await;
+                let limit = self.app().config.http.max_body_bytes;
+                discard_unread_body(&mut session, &err, limit).await;
                 // A body still unread: do not reuse the connection.
                 if !session.is_body_done() {
                     session.set_keepalive(None);

@@ -81,6 +81,20 @@ pub trait TicketStore: Send + Sync + 'static {
     }
 }
 
+/// The ticket `id` names, if it can be used as of `now`.
+fn usable<'a>(
+    entries: &'a HashMap<TicketHash, Entry>,
+    id: &TicketId,
+    now: DateTime<Utc>,
+) -> Result<&'a Ticket, Stale> {
+    match entries.get(&id.hash()) {
+        None => Err(Stale::Unknown),
+        Some(e) if e.revoked => Err(Stale::Revoked),
+        Some(e) if e.ticket.expires_at() <= now => Err(Stale::Expired),
+        Some(e) => Ok(&e.ticket),
+    }
+}
+
 /// The embedded one-node store: a map from id hash to ticket, with expired
 /// entries swept lazily on every write.
 #[derive(Debug, Default)]
@@ -144,23 +158,14 @@ impl TicketStore for MemoryTicketStore {
     }
 
     async fn get(&self, id: &TicketId, now: DateTime<Utc>) -> Result<Lookup, StoreError> {
-        let entries = self.lock();
-        Ok(match entries.get(&id.hash()) {
-            None => Lookup::Stale(Stale::Unknown),
-            Some(e) if e.revoked => Lookup::Stale(Stale::Revoked),
-            Some(e) if e.ticket.expires_at() <= now => Lookup::Stale(Stale::Expired),
-            Some(e) => Lookup::Valid(Box::new(e.ticket.clone())),
+        Ok(match usable(&self.lock(), id, now) {
+            Ok(ticket) => Lookup::Valid(Box::new(ticket.clone())),
+            Err(why) => Lookup::Stale(why),
         })
     }
 
     async fn stale(&self, id: &TicketId, now: DateTime<Utc>) -> Result<Option<Stale>, StoreError> {
-        let entries = self.lock();
-        Ok(match entries.get(&id.hash()) {
-            None => Some(Stale::Unknown),
-            Some(e) if e.revoked => Some(Stale::Revoked),
-            Some(e) if e.ticket.expires_at() <= now => Some(Stale::Expired),
-            Some(_) => None,
-        })
+        Ok(usable(&self.lock(), id, now).err())
     }
 
     async fn revoke(&self, hash: &TicketHash, now: DateTime<Utc>) -> Result<bool, StoreError> {
