@@ -167,6 +167,9 @@ fn bad_values_name_the_key() {
         ("[tickets]\nstore = \"postgres://x\"", "tickets.store"),
         ("[tickets]\nstore = \"redis+cluster://\"", "tickets.store"),
         ("[tickets]\nvalidation_cache = \"5m\"", "tickets.validation_cache"),
+        ("[audit]\nsync_interval = \"2m\"", "audit.sync_interval"),
+        ("[audit]\nsync_interval = \"0s\"", "audit.sync_interval"),
+        ("[audit]\ndurability = \"sometimes\"", "durability"),
         ("[sentinel]\nwebhook = \"ftp://x\"", "sentinel.webhook"),
         (
             "[[sentinel.rules]]\nname = \"a\"\nmeasure = \"uses\"\nlimit = 0",
