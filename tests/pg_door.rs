@@ -276,9 +276,13 @@ async fn cancel_stops_a_long_query_and_large_results_stream_in_flat_memory() {
     let ticket = clinician_ticket(&esq).await;
     let client = connect_with_ticket(&esq, &ticket).await;
 
+    // The cancel goes through esq once PostgreSQL is running the query.
     let cancel = client.cancel_token();
+    let direct = esq.pg.connect().await;
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        while !cross_join_running(&direct).await {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         cancel.cancel_query(tokio_postgres::NoTls).await
     });
     let started = std::time::Instant::now();
@@ -290,11 +294,7 @@ async fn cancel_stops_a_long_query_and_large_results_stream_in_flat_memory() {
         .await
         .unwrap_err();
     canceller.await.unwrap().unwrap();
-    assert_eq!(
-        error.as_db_error().map(|e| e.code().code()),
-        Some("57014"),
-        "{error}"
-    );
+    assert_cancelled_by_user(&error);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 
     // 1,000,000 rows through esq: memory stays flat.
@@ -323,6 +323,77 @@ async fn cancel_stops_a_long_query_and_large_results_stream_in_flat_memory() {
         growth_mib < 64.0,
         "RSS grew by {growth_mib:.1} MiB while streaming"
     );
+}
+
+/// PostgreSQL is running the test's cross join (for a while: a prepare
+/// round shows the text as active too, for a moment).
+async fn cross_join_running(direct: &tokio_postgres::Client) -> bool {
+    let rows = direct
+        .query(
+            "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%CROSS JOIN%' \
+             AND pid <> pg_backend_pid() \
+             AND clock_timestamp() - query_start > interval '200 milliseconds'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity");
+    !rows.is_empty()
+}
+
+/// A cancel request ended the statement (not the statement timeout, which
+/// has the same SQLSTATE).
+fn assert_cancelled_by_user(error: &tokio_postgres::Error) {
+    let db = error.as_db_error().unwrap_or_else(|| panic!("{error}"));
+    assert_eq!(db.code().code(), "57014", "{error}");
+    assert!(
+        db.message().contains("user request"),
+        "ended by something else: {}",
+        db.message()
+    );
+}
+
+/// A cancel sent while esq is still deciding the statement (here: waiting
+/// for a frozen Redis ticket store) reaches the statement once esq has
+/// forwarded it; PostgreSQL alone, idle when the cancel first came, would
+/// have dropped it and run the query to the statement timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_while_esq_decides_still_cancels_the_statement() {
+    let redis = common::redis::TestRedis::start();
+    let esq = Esq::start(Options {
+        env: vec![
+            ("ESQ_TICKETS__STORE".into(), redis.url()),
+            ("ESQ_TICKETS__STORE_TIMEOUT".into(), "20s".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let ticket = clinician_ticket(&esq).await;
+    let client = connect_with_ticket(&esq, &ticket).await;
+    client
+        .simple_query("SELECT count(*) FROM burial_2024")
+        .await
+        .unwrap();
+    // Past tickets.validation_cache, the next statement asks Redis again.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    redis.pause();
+    let cancel = client.cancel_token();
+    let canceller = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let sent = cancel.cancel_query(tokio_postgres::NoTls).await;
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        redis.resume();
+        sent
+    };
+    let started = std::time::Instant::now();
+    let query = client.simple_query(
+        "SELECT count(*) FROM burial_2024 a CROSS JOIN burial_2024 b CROSS JOIN burial_2024 c",
+    );
+    let (answer, sent) = tokio::join!(query, canceller);
+    sent.unwrap();
+    let error = answer.expect_err("the cross join was cancelled");
+    assert_cancelled_by_user(&error);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
 fn rss_kib() -> u64 {

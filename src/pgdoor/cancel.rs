@@ -2,9 +2,16 @@
 //! mapped to its upstream backend's own key. A cancel request is matched by
 //! comparing the secret's bytes (pgwire decodes incoming keys as bytes) in
 //! constant time, then forwarded upstream with the backend's key.
+//!
+//! A cancel can arrive while esq is still deciding the statement (the
+//! guard, the ticket store, the audit record): PostgreSQL, idle then,
+//! would drop it. Each session therefore counts the cancels it was sent
+//! ([`CancelRequests`]) and forwards one again once its statement has
+//! reached PostgreSQL.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use subtle::ConstantTimeEq;
 
@@ -16,11 +23,27 @@ pub struct CancelKeys {
 struct Entry {
     secret: [u8; 4],
     backend_key: (i32, i32),
+    requests: CancelRequests,
+}
+
+/// How many cancel requests a session was sent (shared with the session).
+#[derive(Clone, Default)]
+pub struct CancelRequests(Arc<AtomicU64>);
+
+impl CancelRequests {
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn add(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl CancelKeys {
-    /// Registers a session; returns the key to give the client.
-    pub fn register(&self, backend_key: (i32, i32)) -> (i32, i32) {
+    /// Registers a session; returns the key to give the client and the
+    /// session's count of cancel requests.
+    pub fn register(&self, backend_key: (i32, i32)) -> ((i32, i32), CancelRequests) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let mut random = [0u8; 8];
@@ -30,14 +53,16 @@ impl CancelKeys {
                 continue;
             }
             let secret = [random[4], random[5], random[6], random[7]];
+            let requests = CancelRequests::default();
             sessions.insert(
                 pid,
                 Entry {
                     secret,
                     backend_key,
+                    requests: requests.clone(),
                 },
             );
-            return (pid, i32::from_be_bytes(secret));
+            return ((pid, i32::from_be_bytes(secret)), requests);
         }
     }
 
@@ -48,11 +73,16 @@ impl CancelKeys {
             .remove(&pid);
     }
 
-    /// The upstream backend key for a client's cancel request, if it matches.
-    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<(i32, i32)> {
+    /// A client's cancel request: if it matches, counts it for the session
+    /// and returns the upstream backend key to forward it to.
+    pub fn request(&self, pid: i32, secret: &[u8]) -> Option<(i32, i32)> {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let entry = sessions.get(&pid)?;
-        (secret.len() == 4 && bool::from(entry.secret.ct_eq(secret))).then_some(entry.backend_key)
+        if secret.len() != 4 || !bool::from(entry.secret.ct_eq(secret)) {
+            return None;
+        }
+        entry.requests.add();
+        Some(entry.backend_key)
     }
 }
 
@@ -63,11 +93,12 @@ mod tests {
     #[test]
     fn matches_only_the_issued_secret() {
         let keys = CancelKeys::default();
-        let (pid, secret) = keys.register((42, 7));
-        assert_eq!(keys.lookup(pid, &secret.to_be_bytes()), Some((42, 7)));
-        assert_eq!(keys.lookup(pid, &(secret ^ 1).to_be_bytes()), None);
-        assert_eq!(keys.lookup(pid, &[1, 2, 3]), None);
+        let ((pid, secret), requests) = keys.register((42, 7));
+        assert_eq!(keys.request(pid, &secret.to_be_bytes()), Some((42, 7)));
+        assert_eq!(keys.request(pid, &(secret ^ 1).to_be_bytes()), None);
+        assert_eq!(keys.request(pid, &[1, 2, 3]), None);
+        assert_eq!(requests.count(), 1, "only the matching request counts");
         keys.unregister(pid);
-        assert_eq!(keys.lookup(pid, &secret.to_be_bytes()), None);
+        assert_eq!(keys.request(pid, &secret.to_be_bytes()), None);
     }
 }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::auth::{self, AuthError};
-use super::cancel::CancelKeys;
+use super::cancel::{CancelKeys, CancelRequests};
 use super::completion::Expect;
 use super::relay::{self, Control, Shared, Substitution};
 use super::startup::{self, Opening, StartupPacket};
@@ -153,6 +153,7 @@ struct Ready {
     ticket: Option<TicketId>,
     lease: Lease,
     cancel_key: (i32, i32),
+    cancel_requests: CancelRequests,
     peer: SocketAddr,
     /// Held for the session's lifetime.
     _slot: UserSlot,
@@ -173,7 +174,7 @@ async fn handshake(
 ) -> Result<Option<Ready>, HandshakeError> {
     let (mut client, tls, packet) = match startup::open(tcp, door.tls.as_ref()).await? {
         Opening::Cancel { pid, secret } => {
-            if let Some(backend_key) = door.cancel_keys.lookup(pid, &secret) {
+            if let Some(backend_key) = door.cancel_keys.request(pid, &secret) {
                 if let Err(err) = door.upstream.cancel(backend_key).await {
                     tracing::warn!(%err, "forwarding a cancel request failed");
                 }
@@ -273,7 +274,7 @@ async fn accept(
             Err(_) => return Err(refused("28000", "ticket stale")),
         }
     }
-    let cancel_key = door.cancel_keys.register(conn.backend_key);
+    let (cancel_key, cancel_requests) = door.cancel_keys.register(conn.backend_key);
     for (name, value) in &conn.parameters {
         let value = match name.as_str() {
             "is_superuser" => "off",
@@ -294,6 +295,7 @@ async fn accept(
         ticket,
         lease,
         cancel_key,
+        cancel_requests,
         peer,
         _slot: slot,
     })
@@ -355,6 +357,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
         principal,
         mut ticket,
         mut lease,
+        cancel_requests,
         peer,
         ..
     } = ready;
@@ -410,6 +413,9 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
         let mut last_heard = tokio::time::Instant::now();
         let idle = tokio::time::sleep(idle_timeout);
         tokio::pin!(idle);
+        // Cancel requests counted when the client's last bytes arrived: one
+        // sent while esq was still deciding is forwarded again below.
+        let mut cancels_seen = cancel_requests.count();
         'session: loop {
             loop {
                 let frame = match frames.next_buffered() {
@@ -471,10 +477,25 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                     break 'session;
                 }
                 out.clear();
+                let cancels = cancel_requests.count();
+                if cancels != cancels_seen {
+                    // PostgreSQL was idle when the cancel came; now the
+                    // statement has reached it.
+                    cancels_seen = cancels;
+                    let upstream = door.upstream.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = upstream.cancel(backend_key).await {
+                            tracing::warn!(%err, "forwarding a held cancel request failed");
+                        }
+                    });
+                }
             }
             tokio::select! {
                 filled = frames.fill(&mut client_read) => match filled {
-                    Ok(()) => last_heard = tokio::time::Instant::now(),
+                    Ok(()) => {
+                        last_heard = tokio::time::Instant::now();
+                        cancels_seen = cancel_requests.count();
+                    }
                     Err(WireError::Closed) => {
                         let _ = control.send(Control::Stop);
                         break 'session;
