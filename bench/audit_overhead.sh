@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 
 SECONDS_PER_RUN=${1:-10}
 CLIENTS=${2:-8}
@@ -18,34 +19,23 @@ ensure_packages pg:postgresql pgbench:postgresql curl:curl runuser:util-linux
 say "building esq (release)"
 cargo build --release --quiet --bin esq
 ESQ=$PWD/target/release/esq
-BIN=$(pg_bindir)
 
 WORK=$(mktemp -d /tmp/esq-audit-bench.XXXXXX)
 AUDIT_DIR=$PWD/target/bench-audit.$$
 mkdir -p "$AUDIT_DIR"
-RUN=()
-if [ "$(id -u)" -eq 0 ]; then RUN=(runuser -u postgres --); chown postgres "$WORK"; fi
+pg_owner "$WORK"
 PGPORT=$(free_port)
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  "${RUN[@]}" "$BIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+  pg_stop "$WORK/pg"
   rm -rf "$WORK" "$AUDIT_DIR"
 }
 trap cleanup EXIT
 
 say "starting PostgreSQL on 127.0.0.1:$PGPORT"
-"${RUN[@]}" "$BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
-"${RUN[@]}" "$BIN/pg_ctl" -D "$WORK/pg" -w -l "$WORK/pg/server.log" \
-  -o "-p $PGPORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" start >/dev/null
-ADMIN="postgres://postgres@127.0.0.1:$PGPORT"
-psql -X -q "$ADMIN/postgres" -c "CREATE DATABASE bench"
-pgbench -i -s 10 -q "$ADMIN/bench" >/dev/null 2>&1
-psql -X -q "$ADMIN/bench" <<'SQL'
-CREATE ROLE esq_bench LOGIN PASSWORD 'bench';
-GRANT USAGE ON SCHEMA public TO esq_bench;
-GRANT SELECT ON public.pgbench_accounts TO esq_bench;
-SQL
+pg_start "$WORK/pg" "$PGPORT" max_connections=200 shared_buffers=256MB
+pg_bench_db "$PGPORT"
 mkdir -p "$WORK/catalog"
 cp catalog/*.yaml bench/catalog/*.yaml "$WORK/catalog/"
 
@@ -60,6 +50,7 @@ start_esq() {
   ESQ_SERVER__PG_LISTEN=127.0.0.1:$pg \
   ESQ_SERVER__HTTP_LISTEN=127.0.0.1:$http \
   ESQ_CATALOG__DIR="$WORK/catalog" \
+  ESQ_SENTINEL__RULES="$BENCH_SENTINEL_RULES" \
   ESQ_AUDIT__PATH="$AUDIT_DIR/$name/audit.jsonl" \
   ESQ_AUDIT__ENABLED=$enabled \
   ESQ_LOG__FILTER=warn \

@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 
 ROWS=${ROWS:-100000}
 CONNS=${CONNS:-16}
@@ -26,27 +27,23 @@ ensure_packages pg:postgresql psql:postgresql-client runuser:util-linux wrk:wrk 
 say "building esq (release)"
 cargo build --quiet --release --bin esq
 ESQ=$PWD/target/release/esq
-BIN=$(pg_bindir)
 
 WORK=$(mktemp -d /tmp/esq-bench-XXXXXX)
 chmod 755 "$WORK"
-RUN=()
-if [ "$(id -u)" -eq 0 ]; then RUN=(runuser -u postgres --); chown postgres "$WORK"; fi
+pg_owner "$WORK"
 PGDATA=$WORK/pg
 PG_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 ESQ_PID=""
 cleanup() {
   [ -n "$ESQ_PID" ] && kill "$ESQ_PID" 2>/dev/null && wait "$ESQ_PID" 2>/dev/null || true
-  "${RUN[@]}" "$BIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
+  pg_stop "$PGDATA"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 say "PostgreSQL on 127.0.0.1:$PG_PORT with $ROWS sample rows"
-"${RUN[@]}" "$BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
-"${RUN[@]}" "$BIN/pg_ctl" -D "$PGDATA" -w -l "$PGDATA/server.log" \
-  -o "-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+pg_start --no-sync "$PGDATA" "$PG_PORT" max_connections=200
 ADMIN="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 "$ESQ" sample-data --rows "$ROWS" | PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 "$ADMIN" >/dev/null
 psql -X -q -v ON_ERROR_STOP=1 "$ADMIN" <<'SQL'
