@@ -7,13 +7,16 @@
 //! guard, the ticket store, the audit record): PostgreSQL, idle then,
 //! would drop it. Each session therefore counts the cancels it was sent
 //! ([`CancelRequests`]) and forwards one again once its statement has
-//! reached PostgreSQL.
+//! reached PostgreSQL ([`forward_held`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
+
+use crate::upstream::UpstreamPool;
 
 #[derive(Default)]
 pub struct CancelKeys {
@@ -83,6 +86,35 @@ impl CancelKeys {
         }
         entry.requests.add();
         Some(entry.backend_key)
+    }
+}
+
+/// After the first copy, when a held cancel is sent again while its
+/// statement is still running.
+const HELD_RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+];
+
+/// Forwards a cancel that came while esq was deciding the statement just
+/// sent upstream. PostgreSQL drops a cancel that reaches it before it has
+/// read the statement, so the cancel is sent again, further apart, until
+/// `round_ended` says the statement's round has been answered.
+pub async fn forward_held(
+    upstream: Arc<UpstreamPool>,
+    backend_key: (i32, i32),
+    round_ended: impl Fn() -> bool,
+) {
+    for wait in std::iter::once(Duration::ZERO).chain(HELD_RETRIES) {
+        tokio::time::sleep(wait).await;
+        if !wait.is_zero() && round_ended() {
+            return;
+        }
+        if let Err(err) = upstream.cancel(backend_key).await {
+            tracing::warn!(%err, "forwarding a held cancel request failed");
+            return;
+        }
     }
 }
 

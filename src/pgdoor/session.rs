@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::auth::{self, AuthError};
-use super::cancel::{CancelKeys, CancelRequests};
+use super::cancel::{self, CancelKeys, CancelRequests};
 use super::completion::Expect;
 use super::relay::{self, Control, Shared, Substitution};
 use super::startup::{self, Opening, StartupPacket};
@@ -482,12 +482,13 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
                     // PostgreSQL was idle when the cancel came; now the
                     // statement has reached it.
                     cancels_seen = cancels;
-                    let upstream = door.upstream.clone();
-                    tokio::spawn(async move {
-                        if let Err(err) = upstream.cancel(backend_key).await {
-                            tracing::warn!(%err, "forwarding a held cancel request failed");
-                        }
-                    });
+                    let sent = state.rounds_sent;
+                    let shared = shared.clone();
+                    tokio::spawn(cancel::forward_held(
+                        door.upstream.clone(),
+                        backend_key,
+                        move || shared.rounds_done.load(Ordering::Acquire) >= sent,
+                    ));
                 }
             }
             tokio::select! {
