@@ -280,9 +280,7 @@ async fn cancel_stops_a_long_query_and_large_results_stream_in_flat_memory() {
     let cancel = client.cancel_token();
     let direct = esq.pg.connect().await;
     let canceller = tokio::spawn(async move {
-        while !cross_join_running(&direct).await {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_for_cross_join(&direct).await;
         cancel.cancel_query(tokio_postgres::NoTls).await
     });
     let started = std::time::Instant::now();
@@ -325,19 +323,30 @@ async fn cancel_stops_a_long_query_and_large_results_stream_in_flat_memory() {
     );
 }
 
-/// PostgreSQL is running the test's cross join (for a while: a prepare
-/// round shows the text as active too, for a moment).
-async fn cross_join_running(direct: &tokio_postgres::Client) -> bool {
-    let rows = direct
-        .query(
-            "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%CROSS JOIN%' \
-             AND pid <> pg_backend_pid() \
-             AND clock_timestamp() - query_start > interval '200 milliseconds'",
-            &[],
-        )
-        .await
-        .expect("pg_stat_activity");
-    !rows.is_empty()
+/// Waits until PostgreSQL has been running the test's cross join for a
+/// while (a prepare round shows the text as active too, for a moment).
+async fn wait_for_cross_join(direct: &tokio_postgres::Client) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let rows = direct
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' \
+                 AND query LIKE '%CROSS JOIN%' AND datname = current_database() \
+                 AND pid <> pg_backend_pid() \
+                 AND clock_timestamp() - query_start > interval '200 milliseconds'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if !rows.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cross join never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A cancel request ended the statement (not the statement timeout, which
@@ -558,7 +567,7 @@ async fn shutdown_drains_busy_sessions_and_ends_idle_ones_with_57p01() {
             .await;
         (answer, busy)
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    wait_for_cross_join(&esq.pg.connect().await).await;
     let running = esq.running.take().unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(8), running.stop())
         .await
