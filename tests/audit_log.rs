@@ -280,7 +280,7 @@ async fn kill_9_under_load(durability: &str) {
     // the process that issued them).
     let http = reqwest::Client::new();
     let mut ticket = None;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         let response = http
             .post(format!("http://127.0.0.1:{http_port}/api/esq/ticket"))
             .bearer_auth("demo-journalist-token")
@@ -320,10 +320,8 @@ async fn kill_9_under_load(durability: &str) {
         }));
     }
     // Load until well past a few hundred answers, then SIGKILL mid-load.
-    for _ in 0..200 {
-        if received.lock().unwrap().len() >= 600 {
-            break;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while received.lock().unwrap().len() < 600 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let before_kill = received.lock().unwrap().len();

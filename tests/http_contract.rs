@@ -463,7 +463,7 @@ async fn openapi_yaml_matches_the_live_server() {
     let hanging = TestEsq::start_on(
         None,
         &format!("postgres://esq_service@127.0.0.1:{silent_port}/postgres"),
-        &[("ESQ_HTTP__REQUEST_TIMEOUT", "1s")],
+        &[("ESQ_HTTP__REQUEST_TIMEOUT", "3s")],
     )
     .await;
     let servers = Servers {

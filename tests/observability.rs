@@ -160,11 +160,13 @@ async fn the_dashboard_queries_only_metrics_esq_exports() {
         .status();
     assert_eq!(status, reqwest::StatusCode::OK);
     // The answer's status is counted once it is sent: allow a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut exported = exported_names(&metrics(&esq).await);
-    for _ in 0..20 {
-        if exported.contains("esq_http_responses_total") {
-            break;
-        }
+    while !exported.contains("esq_http_responses_total") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP answer was never counted: {exported:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         exported = exported_names(&metrics(&esq).await);
     }
@@ -246,7 +248,7 @@ async fn the_postgres_door_reports_latency_and_its_pool() {
     drop(client);
     // The session ends and its connection goes back to the pool.
     let mut idle = 0.0;
-    for _ in 0..50 {
+    for _ in 0..300 {
         let text = metrics(&esq).await;
         let value = |prefix: &str| {
             text.lines()

@@ -387,10 +387,16 @@ async fn a_cancel_sent_while_esq_decides_still_cancels_the_statement() {
 
     redis.pause();
     let cancel = client.cancel_token();
+    // Cancels every 100 ms for 2 s, all before Redis answers again: one
+    // that comes before esq has read the statement does nothing, so only a
+    // cancel esq held can end the statement.
     let canceller = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let sent = cancel.cancel_query(tokio_postgres::NoTls).await;
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let mut sent = Ok(());
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            sent = sent.and(cancel.cancel_query(tokio_postgres::NoTls).await);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         redis.resume();
         sent
     };
@@ -479,7 +485,7 @@ async fn malformed_input_closes_one_connection_and_the_door_keeps_serving() {
         let _ = tcp.shutdown().await;
         let mut sink = Vec::new();
         let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(20),
             tcp.read_to_end(&mut sink),
         )
         .await
@@ -494,7 +500,7 @@ async fn malformed_input_closes_one_connection_and_the_door_keeps_serving() {
         let mut raw = Raw::login(&esq, &ticket).await;
         raw.send(&[bad]).await;
         let answer = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(20),
             raw.until_ready_or_close(),
         )
         .await
@@ -547,8 +553,11 @@ async fn a_database_restart_fails_sessions_cleanly_then_esq_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_busy_sessions_and_ends_idle_ones_with_57p01() {
+    // 10,000 rows: the busy statement below runs for seconds, and the
+    // grace period is long enough for it on a loaded machine.
     let mut esq = Esq::start(Options {
-        rows: Some(4_000),
+        rows: Some(10_000),
+        env: vec![("ESQ_PG__SHUTDOWN_GRACE".into(), "120s".into())],
         ..Options::default()
     })
     .await;
@@ -569,12 +578,12 @@ async fn shutdown_drains_busy_sessions_and_ends_idle_ones_with_57p01() {
     });
     wait_for_cross_join(&esq.pg.connect().await).await;
     let running = esq.running.take().unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(8), running.stop())
+    tokio::time::timeout(std::time::Duration::from_secs(150), running.stop())
         .await
         .expect("sessions drain within the grace period");
     // The statement in flight finished; the idle session was ended.
     let (answer, busy) = in_flight.await.unwrap();
-    assert!(answer.unwrap().get::<_, i64>(0) > 1_000_000);
+    assert!(answer.unwrap().get::<_, i64>(0) > 10_000_000);
     assert!(busy.simple_query("SELECT 1").await.is_err());
     let ended = idle.simple_query("SELECT 1").await.unwrap_err();
     println!("idle session at shutdown: {ended}");

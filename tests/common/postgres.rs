@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
@@ -80,13 +80,7 @@ impl TestPostgres {
         let line = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
         std::fs::write(&hba, format!("{line}{old}"))
             .unwrap_or_else(|e| panic!("writing {}: {e}", hba.display()));
-        let client = self.connect().await;
-        client
-            .batch_execute("SELECT pg_reload_conf()")
-            .await
-            .unwrap_or_else(|e| panic!("pg_reload_conf: {}", describe(&e)));
-        // The postmaster reloads asynchronously; give it a moment.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.reload().await;
     }
 
     /// Turns on TLS with `cert`/`key` (private clusters only) and lets
@@ -130,11 +124,41 @@ impl TestPostgres {
                 .await
                 .unwrap_or_else(|e| panic!("enabling ssl: {}", describe(&e)));
         }
-        client
+        self.reload().await;
+    }
+
+    /// Reloads the configuration and waits until new connections use it:
+    /// the postmaster reloads asynchronously, and each new backend inherits
+    /// its last load time.
+    async fn reload(&self) {
+        let load_time = "SELECT pg_conf_load_time()::text";
+        let before: String = self
+            .connect()
+            .await
+            .query_one(load_time, &[])
+            .await
+            .unwrap_or_else(|e| panic!("pg_conf_load_time: {}", describe(&e)))
+            .get(0);
+        self.connect()
+            .await
             .batch_execute("SELECT pg_reload_conf()")
             .await
             .unwrap_or_else(|e| panic!("pg_reload_conf: {}", describe(&e)));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now: String = self
+                .connect()
+                .await
+                .query_one(load_time, &[])
+                .await
+                .unwrap_or_else(|e| panic!("pg_conf_load_time: {}", describe(&e)))
+                .get(0);
+            if now != before {
+                return;
+            }
+            assert!(Instant::now() < deadline, "PostgreSQL did not reload");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Restarts a private cluster (`pg_ctl restart -m fast`): every
