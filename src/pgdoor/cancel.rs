@@ -106,13 +106,15 @@ pub async fn forward_held(
     backend_key: (i32, i32),
     round_ended: impl Fn() -> bool,
 ) {
-    for wait in std::iter::once(Duration::ZERO).chain(HELD_RETRIES) {
-        tokio::time::sleep(wait).await;
-        if !wait.is_zero() && round_ended() {
-            return;
-        }
+    let mut retries = HELD_RETRIES.into_iter();
+    loop {
         if let Err(err) = upstream.cancel(backend_key).await {
             tracing::warn!(%err, "forwarding a held cancel request failed");
+            return;
+        }
+        let Some(wait) = retries.next() else { return };
+        tokio::time::sleep(wait).await;
+        if round_ended() {
             return;
         }
     }

@@ -132,9 +132,10 @@ impl Esq {
                 "ESQ_CATALOG__DIR".to_string(),
                 catalog_dir.path().display().to_string(),
             ),
-            // The policy time-out is wall-clock: on a loaded machine a
-            // descheduled evaluation must not deny a ticket.
-            ("ESQ_POLICY__EVAL_TIMEOUT".to_string(), "10s".to_string()),
+            (
+                super::POLICY_EVAL_TIMEOUT.0.to_string(),
+                super::POLICY_EVAL_TIMEOUT.1.to_string(),
+            ),
         ];
         config_env.extend(tls_env);
         config_env.extend(options.env);

@@ -14,6 +14,10 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Set for every esq a test starts: the policy time-out is wall-clock, and
+/// on a loaded machine a descheduled evaluation must not deny a ticket.
+pub const POLICY_EVAL_TIMEOUT: (&str, &str) = ("ESQ_POLICY__EVAL_TIMEOUT", "10s");
+
 /// The shipped demo configuration.
 pub fn shipped_config() -> PathBuf {
     repo().join("config/esq.toml")

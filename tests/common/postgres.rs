@@ -131,34 +131,27 @@ impl TestPostgres {
     /// the postmaster reloads asynchronously, and each new backend inherits
     /// its last load time.
     async fn reload(&self) {
-        let load_time = "SELECT pg_conf_load_time()::text";
-        let before: String = self
-            .connect()
-            .await
-            .query_one(load_time, &[])
-            .await
-            .unwrap_or_else(|e| panic!("pg_conf_load_time: {}", describe(&e)))
-            .get(0);
+        let before = self.conf_load_time().await;
         self.connect()
             .await
             .batch_execute("SELECT pg_reload_conf()")
             .await
             .unwrap_or_else(|e| panic!("pg_reload_conf: {}", describe(&e)));
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let now: String = self
-                .connect()
-                .await
-                .query_one(load_time, &[])
-                .await
-                .unwrap_or_else(|e| panic!("pg_conf_load_time: {}", describe(&e)))
-                .get(0);
-            if now != before {
-                return;
-            }
+        while self.conf_load_time().await == before {
             assert!(Instant::now() < deadline, "PostgreSQL did not reload");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// When a new connection's backend last loaded the configuration.
+    async fn conf_load_time(&self) -> String {
+        self.connect()
+            .await
+            .query_one("SELECT pg_conf_load_time()::text", &[])
+            .await
+            .unwrap_or_else(|e| panic!("pg_conf_load_time: {}", describe(&e)))
+            .get(0)
     }
 
     /// Restarts a private cluster (`pg_ctl restart -m fast`): every

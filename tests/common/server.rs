@@ -80,9 +80,10 @@ impl TestEsq {
             ("ESQ_UPSTREAM__URL".into(), upstream.to_string()),
             ("ESQ_SERVER__PG_LISTEN".into(), "127.0.0.1:0".into()),
             ("ESQ_SERVER__HTTP_LISTEN".into(), "127.0.0.1:0".into()),
-            // The policy time-out is wall-clock: on a loaded machine a
-            // descheduled evaluation must not deny a ticket.
-            ("ESQ_POLICY__EVAL_TIMEOUT".into(), "10s".into()),
+            (
+                super::POLICY_EVAL_TIMEOUT.0.into(),
+                super::POLICY_EVAL_TIMEOUT.1.into(),
+            ),
         ];
         env.extend(
             overrides
