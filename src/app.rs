@@ -89,7 +89,7 @@ impl App {
             Arc::new(AuditLog::open(
                 &config.audit.path,
                 config.audit.rotate_bytes,
-                crate::audit::SyncPolicy::from_config(&config.audit),
+                sync_policy(&config.audit),
                 &metrics,
             )?)
         };
@@ -148,5 +148,15 @@ impl App {
     /// Loads without opening the audit log (see [`App::without_audit_log`]).
     pub fn load_without_audit_log(path: &std::path::Path) -> Result<App, LoadError> {
         App::without_audit_log(Config::load(path)?)
+    }
+}
+
+/// The audit sync policy `audit.durability` and `audit.sync_interval` ask for.
+fn sync_policy(config: &crate::config::AuditConfig) -> crate::audit::SyncPolicy {
+    match config.durability {
+        crate::config::AuditDurability::Fsync => crate::audit::SyncPolicy::EveryBatch,
+        crate::config::AuditDurability::Write => {
+            crate::audit::SyncPolicy::Within(config.sync_interval)
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod cli;
 pub mod compliance;
 pub mod config;
+pub mod credentials;
 pub mod guard;
 pub mod http;
 pub mod metrics;

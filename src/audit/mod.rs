@@ -104,27 +104,6 @@ pub enum AuditError {
     NotQueued,
 }
 
-/// A breach (sentinel trip or operator report) as an audit record; the
-/// whole breach (rule, counts, window) is its `detail`.
-pub fn record_breach(sink: &dyn AuditSink, breach: &crate::sentinel::Breach) {
-    let kind = match breach.source {
-        crate::sentinel::Source::Sentinel => AuditKind::SentinelTrip,
-        crate::sentinel::Source::Operator => AuditKind::BreachReported,
-    };
-    let user = breach.user.as_deref().unwrap_or("");
-    if sink
-        .record(&AuditEvent {
-            ticket_hash: breach.ticket_hash.clone(),
-            fingerprint: breach.id.clone(),
-            detail: serde_json::to_value(breach).ok(),
-            ..AuditEvent::event(kind, Door::http, user)
-        })
-        .is_none()
-    {
-        tracing::error!(breach = %breach.id, "the breach could not be audited");
-    }
-}
-
 /// Records `event` and waits until it is on disk: for answers that must
 /// not reach a client before their record is durable.
 pub async fn record_durably(
@@ -222,38 +201,6 @@ pub struct AuditProperties {
     pub hash_chained: bool,
     /// Records are signed with a key that identifies the writer.
     pub signed: bool,
-}
-
-/// What the sink `esq serve` installs for `config` guarantees (see
-/// `App::from_config`): the hash-chained [`AuditLog`], or nothing when
-/// `audit.enabled = false`. Commands that serve nothing log events instead,
-/// but the plan is about the serving configuration.
-pub fn serving_properties(config: &crate::config::AuditConfig) -> AuditProperties {
-    if config.enabled {
-        AuditProperties {
-            sink: "file",
-            durable: true,
-            synced_before_answer: config.durability == crate::config::AuditDurability::Fsync,
-            full_content: true,
-            hash_chained: true,
-            signed: false,
-        }
-    } else {
-        AuditProperties {
-            sink: "disabled",
-            ..AuditProperties::default()
-        }
-    }
-}
-
-impl SyncPolicy {
-    /// The policy `audit.durability` and `audit.sync_interval` ask for.
-    pub fn from_config(config: &crate::config::AuditConfig) -> SyncPolicy {
-        match config.durability {
-            crate::config::AuditDurability::Fsync => SyncPolicy::EveryBatch,
-            crate::config::AuditDurability::Write => SyncPolicy::Within(config.sync_interval),
-        }
-    }
 }
 
 /// The statement fingerprint recorded instead of its text.

@@ -2,8 +2,7 @@
 //! policies and the guard see. Passwords are kept only as SCRAM verifiers and
 //! API tokens only as SHA-256 hashes.
 
-pub mod scram;
-pub mod token;
+pub use crate::credentials::{scram, token};
 
 use std::collections::BTreeMap;
 

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::{Control, Status};
 use crate::app::App;
-use crate::audit::serving_properties;
+use crate::audit::AuditProperties;
+use crate::config::{AuditConfig, AuditDurability};
 
 type Facts = BTreeMap<&'static str, Value>;
 
@@ -512,5 +513,27 @@ fn monitoring(app: &App) -> Finding {
             "sentinel.enabled = false: ticket abuse is not monitored (metrics alone do not detect it)",
             facts,
         ),
+    }
+}
+
+/// What the sink `esq serve` installs for `config` guarantees (see
+/// `App::from_config`): the hash-chained `AuditLog`, or nothing when
+/// `audit.enabled = false`. Commands that serve nothing log events instead,
+/// but the plan is about the serving configuration.
+pub fn serving_properties(config: &AuditConfig) -> AuditProperties {
+    if config.enabled {
+        AuditProperties {
+            sink: "file",
+            durable: true,
+            synced_before_answer: config.durability == AuditDurability::Fsync,
+            full_content: true,
+            hash_chained: true,
+            signed: false,
+        }
+    } else {
+        AuditProperties {
+            sink: "disabled",
+            ..AuditProperties::default()
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::Config;
-use crate::auth::{scram::ScramVerifier, token};
+use crate::credentials::{scram::ScramVerifier, token};
 
 type Invalid = (String, String);
 

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEvent, AuditKind, AuditSink};
+use crate::metrics::Door;
+
 /// What raised a breach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,4 +66,25 @@ pub fn new_id() -> String {
             .to_be_bytes();
     }
     format!("B-{}", hex::encode(bytes))
+}
+
+/// A breach as an audit record; the whole breach (rule, counts, window) is
+/// its `detail`.
+pub fn record(sink: &dyn AuditSink, breach: &Breach) {
+    let kind = match breach.source {
+        Source::Sentinel => AuditKind::SentinelTrip,
+        Source::Operator => AuditKind::BreachReported,
+    };
+    let user = breach.user.as_deref().unwrap_or("");
+    if sink
+        .record(&AuditEvent {
+            ticket_hash: breach.ticket_hash.clone(),
+            fingerprint: breach.id.clone(),
+            detail: serde_json::to_value(breach).ok(),
+            ..AuditEvent::event(kind, Door::http, user)
+        })
+        .is_none()
+    {
+        tracing::error!(breach = %breach.id, "the breach could not be audited");
+    }
 }

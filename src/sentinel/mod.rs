@@ -453,7 +453,7 @@ impl Sentinel {
             revoked = breach.revoked,
             "breach raised"
         );
-        crate::audit::record_breach(self.audit.as_ref(), &breach);
+        breach::record(self.audit.as_ref(), &breach);
         if let Err(err) = self.windows.push_breach(&breach).await {
             tracing::error!(breach = %breach.id, error = %err, "breach not listed");
         }
