@@ -141,6 +141,12 @@ impl App {
         )
     }
 
+    /// A ticket check that asks the store every time (a request that
+    /// checks its ticket once).
+    pub fn ticket_check_now(&self) -> TicketCheck {
+        TicketCheck::new(self.tickets.store.clone(), std::time::Duration::ZERO)
+    }
+
     pub fn load(path: &std::path::Path) -> Result<App, LoadError> {
         App::from_config(Config::load(path)?)
     }

@@ -50,13 +50,14 @@ pub struct HttpStatusLabels {
     pub code: String,
 }
 
-/// One pool's gauges, resolved once so the pool's hot path does no
-/// label lookup.
+/// One door's share of the upstream pool, resolved once so the pool's hot
+/// path does no label lookup.
 #[derive(Debug, Clone)]
 pub struct PoolGauges {
     pub in_use: Gauge,
-    pub idle: Gauge,
     pub waiting: Gauge,
+    /// Requests refused because the pool or the user's share was full.
+    pub busy: Counter,
 }
 
 pub struct Metrics {
@@ -69,10 +70,12 @@ pub struct Metrics {
     pub active_sessions: Family<DoorLabels, Gauge>,
     pub tickets_issued: Counter,
     pub tickets_revoked: Counter,
-    /// Upstream connections lent out, per door's pool (the PostgreSQL
-    /// door's session pool, the HTTP door's own pool).
+    /// Upstream connections lent out by the one pool, per door.
     pub upstream_in_use: Family<DoorLabels, Gauge>,
-    pub upstream_idle: Family<DoorLabels, Gauge>,
+    /// Upstream connections idle in the pool (shared by both doors).
+    pub upstream_idle: Gauge,
+    /// Sessions or requests refused a connection (pool or user share full).
+    pub upstream_busy: Family<DoorLabels, Counter>,
     pub upstream_waiting: Family<DoorLabels, Gauge>,
     pub upstream_errors: Counter,
     /// Connections closed because of a protocol error or a limit.
@@ -135,14 +138,20 @@ impl Metrics {
         let upstream_in_use = Family::<DoorLabels, Gauge>::default();
         registry.register(
             "upstream_in_use",
-            "Upstream connections lent to a session or request, per door's pool",
+            "Upstream connections lent to a session or request, per door",
             upstream_in_use.clone(),
         );
-        let upstream_idle = Family::<DoorLabels, Gauge>::default();
+        let upstream_idle = Gauge::default();
         registry.register(
             "upstream_idle",
-            "Upstream connections idle in a door's pool",
+            "Upstream connections idle in the pool both doors share",
             upstream_idle.clone(),
+        );
+        let upstream_busy = Family::<DoorLabels, Counter>::default();
+        registry.register(
+            "upstream_busy",
+            "Sessions or requests refused an upstream connection because the pool or the user's share was full",
+            upstream_busy.clone(),
         );
         let upstream_waiting = Family::<DoorLabels, Gauge>::default();
         registry.register(
@@ -183,7 +192,7 @@ impl Metrics {
             let _ = statement_seconds.get_or_create(&labels);
             let _ = active_sessions.get_or_create(&labels);
             let _ = upstream_in_use.get_or_create(&labels);
-            let _ = upstream_idle.get_or_create(&labels);
+            let _ = upstream_busy.get_or_create(&labels);
             let _ = upstream_waiting.get_or_create(&labels);
             let _ = protocol_errors.get_or_create(&labels);
         }
@@ -222,6 +231,7 @@ impl Metrics {
             tickets_revoked,
             upstream_in_use,
             upstream_idle,
+            upstream_busy,
             upstream_waiting,
             upstream_errors,
             protocol_errors,
@@ -244,8 +254,8 @@ impl Metrics {
         let labels = DoorLabels { door };
         PoolGauges {
             in_use: self.upstream_in_use.get_or_create(&labels).clone(),
-            idle: self.upstream_idle.get_or_create(&labels).clone(),
             waiting: self.upstream_waiting.get_or_create(&labels).clone(),
+            busy: self.upstream_busy.get_or_create(&labels).clone(),
         }
     }
 

@@ -21,8 +21,6 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("HTTP door: {0}")]
-    Http(crate::http::BindError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("upstream: {0}")]
@@ -54,15 +52,12 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
             source,
         })?;
     let pg_addr = pg.local_addr();
-    let http = HttpDoor::bind(app.clone(), tls.clone())
+    let http = HttpDoor::bind(app.clone(), upstream.clone(), tls.clone())
         .await
-        .map_err(|err| match err {
-            crate::http::BindError::Listen(source) => ServeError::Listen {
-                door: "HTTP",
-                addr: app.config.server.http_listen,
-                source,
-            },
-            other => ServeError::Http(other),
+        .map_err(|source| ServeError::Listen {
+            door: "HTTP",
+            addr: app.config.server.http_listen,
+            source,
         })?;
     let http_addr = http.local_addr();
     let tasks = vec![
@@ -91,6 +86,7 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+        self.upstream.close_idle();
     }
 }
 

@@ -307,8 +307,20 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
         }
         ("/api/dta/query", "POST", 429) => vec![send(query(&s.limited, limited_ticket).json(&json!({"groupBy": "state"}))).await],
         ("/api/dta/query", "POST", 502) => {
-            let ticket = new_ticket(&s.dead, "journalist").await;
-            vec![send(query(&s.dead, &ticket).json(&json!({"groupBy": "state"}))).await]
+            // A literal PostgreSQL refuses: its message comes back redacted.
+            let issued: Value = http()
+                .post(m.url("/api/esq/ticket"))
+                .bearer_auth(token("journalist"))
+                .json(&json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
+                              "fields": ["state", "burial_date"], "aggregate": "count"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let ticket = issued["ticket"].as_str().unwrap().to_string();
+            vec![send(query(m, &ticket).json(&json!({"groupBy": "state", "where": {"burial_date": "x2024"}}))).await]
         }
         ("/api/dta/query", "POST", 504) => {
             let ticket = new_ticket(&s.hanging, "journalist").await;
@@ -316,7 +328,13 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
         }
 
         ("/api/esq/ticket", "POST", 503) => vec![send(http().post(s.storeless.url("/api/esq/ticket")).bearer_auth(token("journalist")).json(&foia())).await],
-        ("/api/dta/query", "POST", 503) => vec![send(query(&s.storeless, &format!("T-{}", "C".repeat(32))).json(&json!({"groupBy": "state"}))).await],
+        ("/api/dta/query", "POST", 503) => {
+            let ticket = new_ticket(&s.dead, "journalist").await;
+            vec![
+                send(query(&s.storeless, &format!("T-{}", "C".repeat(32))).json(&json!({"groupBy": "state"}))).await,
+                send(query(&s.dead, &ticket).json(&json!({"groupBy": "state"}))).await,
+            ]
+        }
         ("/api/esq/breach", "POST", 201) => {
             let ticket = new_ticket(m, "journalist").await;
             vec![

@@ -728,7 +728,7 @@ fn promtool_accepts(text: &str) {
 }
 
 #[tokio::test]
-async fn an_unreachable_upstream_is_not_ready_and_queries_fail_with_502() {
+async fn an_unreachable_upstream_is_not_ready_and_queries_fail_with_503() {
     let pg = common::server::sample_postgres().await;
     let dead = {
         let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -749,8 +749,13 @@ async fn an_unreachable_upstream_is_not_ready_and_queries_fail_with_502() {
 
     let ticket = ticket_for(&esq, "5m").await;
     let (status, body) = query(&esq, &ticket, json!({"groupBy": "state"})).await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    assert_eq!(body["error"], "upstream failed");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "unavailable");
+    let text = body.to_string();
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains(&dead.to_string()),
+        "no internal address reaches the client: {text}"
+    );
     let health = http.get(esq.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     esq.stop().await;

@@ -257,7 +257,7 @@ async fn the_postgres_door_reports_latency_and_its_pool() {
                 .and_then(|v| v.parse::<f64>().ok())
         };
         if value(r#"esq_upstream_in_use{door="pg"}"#) == Some(0.0) {
-            idle = value(r#"esq_upstream_idle{door="pg"}"#).unwrap_or(0.0);
+            idle = value("esq_upstream_idle ").unwrap_or(0.0);
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

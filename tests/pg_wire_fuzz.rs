@@ -3,7 +3,8 @@
 //! and the error sanitizer never panic, and frames never exceed the limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use esq::pgdoor::{sanitize, startup, wire};
+use esq::pgdoor::{startup, wire};
+use esq::upstream::redact as sanitize;
 use proptest::prelude::*;
 
 proptest! {

@@ -98,10 +98,23 @@ pub struct UpstreamConfig {
     /// `statement_timeout` set on every upstream session. Default `30s`.
     #[serde(default = "defaults::statement_timeout", with = "duration")]
     pub statement_timeout: Duration,
-    /// Upstream connections kept at most: with session pooling, the most
-    /// client sessions served at once. Default 16.
+    /// Upstream connections at most, both doors together: with session
+    /// pooling, the most client sessions plus HTTP queries served at once.
+    /// Default 16.
     #[serde(default = "defaults::pool_size")]
     pub pool_size: u32,
+    /// Upstream connections one user may hold at once, both doors together,
+    /// so that one user cannot take the whole pool. Default: half of
+    /// `pool_size` (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_user: Option<u32>,
+    /// Sessions and requests that may wait for a connection at once; more
+    /// are refused at once (`53300` / `503`). Default 64.
+    #[serde(default = "defaults::max_waiting")]
+    pub max_waiting: u32,
+    /// How long a session or request waits for a connection. Default `10s`.
+    #[serde(default = "defaults::acquire_timeout", with = "duration")]
+    pub acquire_timeout: Duration,
     /// CA certificate (PEM) that verifies the upstream server when the URL
     /// says `sslmode=require`; TLS to upstream is used only then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -351,6 +364,15 @@ pub struct HttpDoorConfig {
     /// Requests per user per minute. Default 600.
     #[serde(default = "defaults::rate_limit_per_minute")]
     pub rate_limit_per_minute: u32,
+    /// Queries one user may have running at once on this door; more are
+    /// refused with `429`. Default 4.
+    #[serde(default = "defaults::max_in_flight_per_user")]
+    pub max_in_flight_per_user: u32,
+    /// Longest one query of this door may run in the database (shorter than
+    /// `upstream.statement_timeout`, which the PostgreSQL door's sessions
+    /// get). Default `10s`.
+    #[serde(default = "defaults::http_statement_timeout", with = "duration")]
+    pub statement_timeout: Duration,
 }
 
 /// One user: who they are to policies, and how they prove it.
@@ -415,6 +437,18 @@ mod defaults {
     }
     pub fn pool_size() -> u32 {
         16
+    }
+    pub fn max_waiting() -> u32 {
+        64
+    }
+    pub fn acquire_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_in_flight_per_user() -> u32 {
+        4
+    }
+    pub fn http_statement_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn catalog_dir() -> PathBuf {
         PathBuf::from("catalog")
@@ -618,6 +652,8 @@ impl Default for HttpDoorConfig {
             max_body_bytes: defaults::max_body_bytes(),
             request_timeout: defaults::request_timeout(),
             rate_limit_per_minute: defaults::rate_limit_per_minute(),
+            max_in_flight_per_user: defaults::max_in_flight_per_user(),
+            statement_timeout: defaults::http_statement_timeout(),
         }
     }
 }
@@ -650,6 +686,13 @@ impl Config {
 
     /// The upstream password, from `ESQ_UPSTREAM__PASSWORD` or
     /// `upstream.password_file` (resolved at load time).
+    /// Upstream connections one user may hold (see `upstream.max_per_user`).
+    pub fn upstream_max_per_user(&self) -> u32 {
+        self.upstream
+            .max_per_user
+            .unwrap_or((self.upstream.pool_size / 2).max(1))
+    }
+
     pub fn upstream_password(&self) -> Option<&Secret> {
         self.upstream.password.as_ref()
     }

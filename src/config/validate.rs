@@ -76,6 +76,19 @@ fn validate_upstream(config: &Config) -> Result<(), Invalid> {
             "must be positive (0 would disable the timeout)",
         ));
     }
+    match config.upstream.max_per_user {
+        Some(0) => return Err(invalid("upstream.max_per_user", "must be at least 1")),
+        Some(n) if n > config.upstream.pool_size => {
+            return Err(invalid(
+                "upstream.max_per_user",
+                "must not exceed upstream.pool_size",
+            ))
+        }
+        _ => {}
+    }
+    if config.upstream.acquire_timeout.is_zero() {
+        return Err(invalid("upstream.acquire_timeout", "must be positive"));
+    }
     Ok(())
 }
 
@@ -119,6 +132,17 @@ fn validate_doors(config: &Config) -> Result<(), Invalid> {
         return Err(invalid(
             "http",
             "max_body_bytes must be at least 1024, request_timeout and rate_limit_per_minute positive",
+        ));
+    }
+    if http.max_in_flight_per_user == 0 {
+        return Err(invalid("http.max_in_flight_per_user", "must be at least 1"));
+    }
+    if http.statement_timeout.is_zero()
+        || http.statement_timeout > config.upstream.statement_timeout
+    {
+        return Err(invalid(
+            "http.statement_timeout",
+            "must be positive and at most upstream.statement_timeout",
         ));
     }
     Ok(())

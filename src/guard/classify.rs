@@ -223,3 +223,55 @@ pub fn statement_kind(statement: &Statement) -> String {
         other => other.to_string(),
     }
 }
+
+/// Prepared statements a session statement drops, as PostgreSQL names them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreparedDrop {
+    /// `DEALLOCATE name` (unquoted names folded to lower case).
+    One(String),
+    /// `DEALLOCATE ALL`, `DISCARD ALL`.
+    All,
+}
+
+/// What `statement` drops of the session's prepared statements, if anything.
+pub fn prepared_drop(statement: &Statement) -> Option<PreparedDrop> {
+    match statement {
+        Statement::Discard {
+            object_type: DiscardObject::ALL,
+        } => Some(PreparedDrop::All),
+        Statement::Deallocate { name, .. } if name.quote_style.is_some() => {
+            Some(PreparedDrop::One(name.value.clone()))
+        }
+        Statement::Deallocate { name, .. } if name.value.eq_ignore_ascii_case("all") => {
+            Some(PreparedDrop::All)
+        }
+        Statement::Deallocate { name, .. } => Some(PreparedDrop::One(name.value.to_lowercase())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{prepared_drop, PreparedDrop};
+
+    fn drop_of(sql: &str) -> Option<PreparedDrop> {
+        let statements = super::super::parse::parse(sql).ok()?;
+        statements.first().and_then(prepared_drop)
+    }
+
+    #[test]
+    fn deallocate_and_discard_name_what_they_drop() {
+        assert_eq!(drop_of("DEALLOCATE ALL"), Some(PreparedDrop::All));
+        assert_eq!(drop_of("DISCARD ALL"), Some(PreparedDrop::All));
+        assert_eq!(
+            drop_of("deallocate prepare Foo"),
+            Some(PreparedDrop::One("foo".into()))
+        );
+        assert_eq!(
+            drop_of("DEALLOCATE \"Foo\""),
+            Some(PreparedDrop::One("Foo".into()))
+        );
+        assert_eq!(drop_of("SELECT 1"), None);
+    }
+}

@@ -6,11 +6,11 @@ use serde::Serialize;
 /// SQLSTATEs the guard answers with.
 pub mod sqlstate {
     /// insufficient_privilege: a policy forbids it.
-    pub const FORBIDDEN: &str = "42501";
+    pub const FORBIDDEN: &str = crate::sqlstate::INSUFFICIENT_PRIVILEGE;
     /// syntax_error: neither parser could read it, or they disagree.
-    pub const SYNTAX: &str = "42601";
+    pub const SYNTAX: &str = crate::sqlstate::SYNTAX_ERROR;
     /// feature_not_supported: legal SQL the guard does not analyse.
-    pub const UNSUPPORTED: &str = "0A000";
+    pub const UNSUPPORTED: &str = crate::sqlstate::FEATURE_NOT_SUPPORTED;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

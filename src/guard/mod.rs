@@ -37,6 +37,7 @@ mod postcheck;
 mod projection;
 mod resolve;
 mod rewrite;
+pub mod ticket_statement;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -49,8 +50,9 @@ use crate::catalog::{Catalog, Dataset, TableName};
 use crate::sensitivity::Sensitivity;
 use crate::tickets::Scope;
 
-pub use classify::{is_settable, Kind};
+pub use classify::{is_settable, Kind, PreparedDrop};
 pub use denial::{sqlstate, Denial};
+pub use ticket_statement::TicketStatement;
 
 /// What the guard decided about one statement string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,6 +71,9 @@ pub struct Allowed {
     pub classification: Sensitivity,
     pub scope_id: Option<String>,
     pub kinds: Vec<Kind>,
+    /// Prepared statements the session statements drop (`DEALLOCATE`,
+    /// `DISCARD ALL`), for a door that keeps track of them.
+    pub prepared_drops: Vec<PreparedDrop>,
 }
 
 /// The guard over one catalog. Cheap to share (`Arc`).
@@ -179,6 +184,10 @@ impl Guard {
             classification,
             scope_id: scope.map(|s| s.id.clone()),
             kinds,
+            prepared_drops: statements
+                .iter()
+                .filter_map(classify::prepared_drop)
+                .collect(),
         })
     }
 
@@ -242,6 +251,7 @@ fn metadata_answer(
         classification: Sensitivity::Public,
         scope_id: scope.map(|s| s.id.clone()),
         kinds,
+        prepared_drops: Vec::new(),
     })
 }
 

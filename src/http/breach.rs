@@ -79,7 +79,7 @@ pub async fn raise(handler: &Handler, session: &mut ServerSession) -> Result<(),
             raised_by: operator.name,
         })
         .await
-        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+        .map_err(ApiError::store)?;
     let body = serde_json::to_value(&breach)
         .map_err(|err| ApiError::Internal(format!("breach response: {err}")))?;
     send_json(session, 201, &body, &[]).await?;
@@ -94,7 +94,7 @@ pub async fn list(handler: &Handler, session: &mut ServerSession) -> Result<(), 
         .sentinel
         .recent(limit)
         .await
-        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+        .map_err(ApiError::store)?;
     send_json(session, 200, &json!({ "breaches": breaches }), &[]).await?;
     Ok(())
 }

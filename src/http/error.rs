@@ -1,11 +1,23 @@
 //! Every way an HTTP request can fail, mapped in one exhaustive `match` to a
-//! status and a JSON body with a stable `error` code. Internal error text is
-//! logged, never sent to the client.
+//! status and a JSON body with a stable `error` code. Internal error text
+//! (addresses, role names, store errors, the database's own messages) is
+//! logged where it arises and never becomes part of an `ApiError`: the
+//! variants carry only what a client may see.
 
 use serde_json::{json, Value};
 
+use crate::decide::Refusal;
 use crate::guard::Denial;
 use crate::policy::Verdict;
+use crate::upstream::{Busy, UpstreamError};
+
+/// A dependency that did not answer (`503`); what failed is in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    TicketStore,
+    AuditLog,
+    Database,
+}
 
 /// An answer other than success. `error` codes are part of the contract.
 #[derive(Debug)]
@@ -39,10 +51,27 @@ pub enum ApiError {
     RateLimited {
         retry_after_secs: u64,
     },
-    /// The upstream database failed or refused; `message` is safe to show.
-    Upstream(String),
-    /// A dependency (ticket store, upstream) is not reachable.
-    Unavailable(String),
+    /// The database refused the statement: its SQLSTATE and its message
+    /// redacted (no values), as the PostgreSQL door shows it.
+    UpstreamRefused {
+        sqlstate: String,
+        message: String,
+    },
+    /// An answer column of a type the door cannot write as JSON.
+    UnmappableColumn {
+        column: String,
+        type_name: String,
+    },
+    /// A dependency is not reachable.
+    Unavailable(Dependency),
+    /// Every upstream connection (or this user's share) stayed busy.
+    Busy,
+    /// The user already has `limit` queries running on this door.
+    TooManyInFlight {
+        limit: u32,
+    },
+    /// The statement ran past `http.statement_timeout`.
+    StatementTimeout,
     Timeout,
     /// A bug or an unexpected state; the text is logged only.
     Internal(String),
@@ -136,12 +165,35 @@ impl ApiError {
                 429,
                 json!({"error": "rate limited", "message": format!("too many requests: retry in {retry_after_secs}s")}),
             ),
-            ApiError::Upstream(message) => {
-                (502, json!({"error": "upstream failed", "message": message}))
-            }
-            ApiError::Unavailable(message) => {
+            ApiError::UpstreamRefused { sqlstate, message } => (
+                502,
+                json!({"error": "upstream failed", "sqlstate": sqlstate, "message": message}),
+            ),
+            ApiError::UnmappableColumn { column, type_name } => (
+                502,
+                json!({"error": "upstream failed",
+                       "message": format!("column {column:?} has type {type_name}, which the HTTP door cannot write as JSON; cast it to text or a number")}),
+            ),
+            ApiError::Unavailable(dependency) => {
+                let message = match dependency {
+                    Dependency::TicketStore => "the ticket store is unavailable, so esq cannot check the ticket; retry shortly",
+                    Dependency::AuditLog => "the audit log cannot be written, so esq runs no query",
+                    Dependency::Database => "the database is unavailable; retry shortly",
+                };
                 (503, json!({"error": "unavailable", "message": message}))
             }
+            ApiError::Busy => (
+                503,
+                json!({"error": "busy", "message": "every database connection esq may use for you is busy; retry shortly"}),
+            ),
+            ApiError::TooManyInFlight { limit } => (
+                429,
+                json!({"error": "too many queries", "message": format!("you have {limit} queries running on this door (http.max_in_flight_per_user); wait for one to finish")}),
+            ),
+            ApiError::StatementTimeout => (
+                504,
+                json!({"error": "statement timeout", "message": "the query ran longer than this door allows (http.statement_timeout); narrow it"}),
+            ),
             ApiError::Timeout => (
                 504,
                 json!({"error": "timeout", "message": "the request took longer than the configured limit"}),
@@ -154,5 +206,74 @@ impl ApiError {
                 )
             }
         }
+    }
+}
+
+impl ApiError {
+    /// How a client sees an upstream failure; the whole failure is logged.
+    pub fn upstream(err: UpstreamError) -> ApiError {
+        match err {
+            UpstreamError::Server { code, message } => {
+                // The database's message may quote a value: log the code.
+                tracing::warn!(sqlstate = %code, "HTTP door: the database refused the statement");
+                ApiError::UpstreamRefused {
+                    message: crate::upstream::redact::redact(&message),
+                    sqlstate: code,
+                }
+            }
+            UpstreamError::Timeout => ApiError::StatementTimeout,
+            UpstreamError::Busy(busy) => {
+                tracing::warn!(%busy, "HTTP door: no upstream connection");
+                ApiError::Busy
+            }
+            other => {
+                tracing::error!(error = %other, "HTTP door: the database is unavailable");
+                ApiError::Unavailable(Dependency::Database)
+            }
+        }
+    }
+
+    /// Seconds a client should wait before retrying, where that helps.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Busy | ApiError::TooManyInFlight { .. } | ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        match refusal {
+            Refusal::AuditUnavailable => ApiError::Unavailable(Dependency::AuditLog),
+            Refusal::TicketStale(_) => ApiError::TicketStale,
+            Refusal::TicketStoreUnavailable => ApiError::Unavailable(Dependency::TicketStore),
+            Refusal::NotATicket => ApiError::MalformedTicket,
+            Refusal::TicketOfAnotherUser => {
+                ApiError::Forbidden("this ticket was issued to another user".into())
+            }
+            Refusal::Denied { denial, .. } => ApiError::GuardDenied(denial),
+        }
+    }
+}
+
+impl ApiError {
+    /// The ticket store failed: logged, shown as unavailable.
+    pub fn store(err: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %err, "HTTP door: the ticket store did not answer");
+        ApiError::Unavailable(Dependency::TicketStore)
+    }
+
+    /// The audit log failed: logged, shown as unavailable.
+    pub fn audit(err: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %err, "HTTP door: the audit log cannot be written");
+        ApiError::Unavailable(Dependency::AuditLog)
+    }
+}
+
+impl From<Busy> for ApiError {
+    fn from(_: Busy) -> ApiError {
+        ApiError::Busy
     }
 }

@@ -16,38 +16,43 @@ use pingora::server::ShutdownWatch;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::pool::HttpPool;
 use super::rate_limit::RateLimiter;
 use crate::app::App;
 use crate::auth::Principal;
 use crate::metrics::{Door, DoorLabels, HttpStatusLabels};
+use crate::per_user::PerUser;
+use crate::upstream::UpstreamPool;
 
 /// Request line plus headers accepted, in bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Time a keep-alive connection may sit idle between requests.
 const KEEPALIVE_SECS: u64 = 60;
 
-/// What every connection shares: the app, the upstream pool, the limiter.
+/// What every connection shares: the app, the upstream pool (both doors
+/// share it), the limits.
 pub struct Shared {
     pub app: Arc<App>,
-    pub pool: Arc<HttpPool>,
+    pub upstream: Arc<UpstreamPool>,
     pub limiter: RateLimiter,
+    /// Queries each user has running (`http.max_in_flight_per_user`).
+    pub in_flight: PerUser,
     options: HttpServerOptions,
 }
 
 impl Shared {
-    pub fn new(app: Arc<App>) -> Result<Shared, super::pool::PoolError> {
-        let pool = HttpPool::new(&app.config, app.metrics.clone())?;
+    pub fn new(app: Arc<App>, upstream: Arc<UpstreamPool>) -> Shared {
         let limiter = RateLimiter::new(app.config.http.rate_limit_per_minute);
+        let in_flight = PerUser::new(app.config.http.max_in_flight_per_user);
         let mut options = HttpServerOptions::default();
         // HTTP/2 with prior knowledge on plaintext; ALPN decides under TLS.
         options.h2c = true;
-        Ok(Shared {
+        Shared {
             app,
-            pool,
+            upstream,
             limiter,
+            in_flight,
             options,
-        })
+        }
     }
 }
 
@@ -333,10 +338,10 @@ async fn discard_unread_body(session: &mut ServerSession, err: &ApiError, limit:
 async fn send_error(session: &mut ServerSession, err: &ApiError) -> Result<(), Aborted> {
     let (status, body) = err.to_response();
     let mut extra = Vec::new();
+    if let Some(seconds) = err.retry_after() {
+        extra.push(("retry-after", seconds.to_string()));
+    }
     match err {
-        ApiError::RateLimited { retry_after_secs } => {
-            extra.push(("retry-after", retry_after_secs.to_string()));
-        }
         ApiError::Unauthorized(_) | ApiError::TicketRequired => {
             extra.push(("www-authenticate", "Bearer".to_string()));
         }

@@ -12,15 +12,15 @@
 //!
 //! One module per job: [`handler`] reads requests, applies the limits and
 //! routes; [`tickets`], [`query`] and [`ops`] are the endpoints;
-//! [`structured`] compiles structured query bodies to SQL; [`pool`] holds
-//! upstream connections; [`rows`] turns rows into JSON; [`rate_limit`]
-//! limits requests per user; [`error`] maps failures to statuses.
+//! [`structured`] compiles structured query bodies to SQL; [`rows`] turns
+//! rows into JSON; [`rate_limit`] limits requests per user; [`error`] maps
+//! failures to statuses. Upstream connections come from the pool both doors
+//! share ([`crate::upstream`]).
 
 pub mod breach;
 pub mod error;
 pub mod handler;
 pub mod ops;
-pub mod pool;
 pub mod query;
 pub mod rate_limit;
 pub mod rows;
@@ -40,6 +40,7 @@ use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::metrics::{Door, DoorLabels};
+use crate::upstream::UpstreamPool;
 use handler::{Handler, Shared};
 
 /// The first byte of a TLS ClientHello record.
@@ -58,12 +59,11 @@ impl HttpDoor {
     /// Binds `server.http_listen` (port 0 picks a free port).
     pub async fn bind(
         app: Arc<App>,
+        upstream: Arc<UpstreamPool>,
         tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Result<HttpDoor, BindError> {
-        let listener = TcpListener::bind(app.config.server.http_listen)
-            .await
-            .map_err(BindError::Listen)?;
-        let shared = Arc::new(Shared::new(app.clone()).map_err(BindError::Pool)?);
+    ) -> std::io::Result<HttpDoor> {
+        let listener = TcpListener::bind(app.config.server.http_listen).await?;
+        let shared = Arc::new(Shared::new(app.clone(), upstream));
         let tls = tls.map(|config| {
             let mut config = (*config).clone();
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -120,7 +120,6 @@ impl HttpDoor {
             );
             connections.shutdown().await;
         }
-        door.shared.pool.close_idle();
     }
 
     async fn serve(&self, tcp: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
@@ -176,12 +175,4 @@ async fn refuse_plaintext(mut tcp: TcpStream) {
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(response.as_bytes())).await;
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    #[error("{0}")]
-    Listen(std::io::Error),
-    #[error("{0}")]
-    Pool(pool::PoolError),
 }

@@ -5,10 +5,13 @@
 
 use std::io::Write as _;
 
+use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime};
 use postgres_protocol::types as pg;
-use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::{Column, Row};
+use tokio_postgres::types::Type;
+
+use super::error::ApiError;
+use crate::upstream::query::Column;
 
 /// How a column's binary value becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,18 +89,23 @@ pub struct RowEncoder {
 
 impl RowEncoder {
     /// `Err` names the first column whose type esq cannot map.
-    pub fn new(columns: &[Column], format: Format) -> Result<RowEncoder, String> {
+    pub fn new(columns: &[Column], format: Format) -> Result<RowEncoder, ApiError> {
         let mut keys = Vec::with_capacity(columns.len());
         let mut kinds = Vec::with_capacity(columns.len());
         for column in columns {
-            let kind = ColumnKind::of(column.type_()).ok_or_else(|| {
-                format!(
-                    "column {:?} has type {}, which the HTTP door cannot map to JSON; cast it to text or a number",
-                    column.name(),
-                    column.type_()
-                )
-            })?;
-            let mut key = serde_json::to_vec(column.name()).map_err(|e| e.to_string())?;
+            let ty = Type::from_oid(column.type_oid);
+            let kind =
+                ty.as_ref()
+                    .and_then(ColumnKind::of)
+                    .ok_or_else(|| ApiError::UnmappableColumn {
+                        column: column.name.clone(),
+                        type_name: ty.map_or_else(
+                            || format!("with OID {}", column.type_oid),
+                            |t| t.name().to_string(),
+                        ),
+                    })?;
+            let mut key =
+                serde_json::to_vec(&column.name).map_err(|e| ApiError::Internal(e.to_string()))?;
             key.push(b':');
             keys.push(key);
             kinds.push(kind);
@@ -128,7 +136,7 @@ impl RowEncoder {
         }
     }
 
-    pub fn row(&mut self, row: &Row, out: &mut Vec<u8>) -> Result<(), String> {
+    pub fn row(&mut self, row: &[Option<Bytes>], out: &mut Vec<u8>) -> Result<(), String> {
         if self.format == Format::Array && self.rows > 0 {
             out.push(b',');
         }
@@ -138,8 +146,10 @@ impl RowEncoder {
                 out.push(b',');
             }
             out.extend_from_slice(key);
-            let Raw(raw) = row.try_get::<_, Raw>(i).map_err(|e| e.to_string())?;
-            match raw {
+            let raw = row
+                .get(i)
+                .ok_or("a row with fewer columns than described")?;
+            match raw.as_deref() {
                 None => out.extend_from_slice(b"null"),
                 Some(bytes) => value(*kind, bytes, out).map_err(|e| e.to_string())?,
             }
@@ -154,23 +164,6 @@ impl RowEncoder {
 }
 
 type DecodeError = Box<dyn std::error::Error + Sync + Send>;
-
-/// A column value's raw binary bytes, whatever its type (`None`: NULL).
-struct Raw<'a>(Option<&'a [u8]>);
-
-impl<'a> FromSql<'a> for Raw<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
-        Ok(Raw(Some(raw)))
-    }
-
-    fn from_sql_null(_: &Type) -> Result<Self, DecodeError> {
-        Ok(Raw(None))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-}
 
 fn string(text: &str, out: &mut Vec<u8>) -> Result<(), DecodeError> {
     serde_json::to_writer(&mut *out, text)?;

@@ -39,7 +39,7 @@ pub async fn issue(handler: &Handler, session: &mut ServerSession) -> Result<(),
                 policy_id,
             )
             .await
-            .map_err(|err| ApiError::Unavailable(format!("audit: {err}")))?;
+            .map_err(ApiError::audit)?;
             let body = serde_json::to_value(&issued)
                 .map_err(|err| ApiError::Internal(format!("ticket response: {err}")))?;
             send_json(session, 201, &body, &[]).await?;
@@ -63,7 +63,7 @@ pub async fn issue(handler: &Handler, session: &mut ServerSession) -> Result<(),
             .await;
             Err(ApiError::PolicyDenied(verdict).into())
         }
-        Err(IssueError::Store(err)) => Err(ApiError::Unavailable(err.to_string()).into()),
+        Err(IssueError::Store(err)) => Err(ApiError::store(err).into()),
         Err(IssueError::Random(err)) => Err(ApiError::Internal(err).into()),
     }
 }
@@ -101,7 +101,7 @@ pub async fn revoke(
     let id = TicketId::parse(id).map_err(|_| ApiError::MalformedTicket)?;
     let hash = id.hash();
     let now = Utc::now();
-    let store = |err: crate::tickets::StoreError| ApiError::Unavailable(err.to_string());
+    let store = |err: crate::tickets::StoreError| ApiError::store(err);
     let Some(owner) = app.tickets.store.owner(&hash, now).await.map_err(store)? else {
         return Err(ApiError::UnknownTicket.into());
     };
@@ -125,7 +125,7 @@ pub async fn revoke(
     };
     record_durably(&*app.audit, &event)
         .await
-        .map_err(|err| ApiError::Unavailable(format!("audit: {err}")))?;
+        .map_err(ApiError::audit)?;
     send_json(
         session,
         200,

@@ -37,17 +37,6 @@ pub enum AuthError {
     Wire(#[from] WireError),
 }
 
-impl AuthError {
-    pub fn sqlstate(&self) -> &'static str {
-        match self {
-            AuthError::Failed(_) => "28P01",
-            AuthError::TicketStale => "28000",
-            AuthError::StoreUnavailable(_) => "08006",
-            AuthError::Wire(_) => "08P01",
-        }
-    }
-}
-
 pub async fn authenticate(
     app: &App,
     stream: &mut BoxedStream,

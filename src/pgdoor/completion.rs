@@ -12,47 +12,11 @@
 //! or `ReadyForQuery` (a Query's end), records the entry in front.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::audit::{AuditEvent, AuditKind, AuditSink};
-use crate::metrics::{Door, Outcome};
-
-/// What the record of an allowed statement needs, kept (owned) with the
-/// prepared statement or the forwarded Query until it completes.
-#[derive(Debug, PartialEq)]
-pub struct Completion {
-    pub user: String,
-    pub roles: Vec<String>,
-    pub client: Option<SocketAddr>,
-    pub ticket_hash: Option<String>,
-    pub dataset: Option<String>,
-    pub outcome: Outcome,
-    pub fingerprint: String,
-    pub rewritten: String,
-    pub classification: Option<String>,
-    pub policy_id: Option<String>,
-}
-
-impl Completion {
-    pub fn event<'a>(&'a self, rows: Option<u64>, sqlstate: Option<&'a str>) -> AuditEvent<'a> {
-        AuditEvent {
-            roles: &self.roles,
-            client: self.client,
-            ticket_hash: self.ticket_hash.clone(),
-            dataset: self.dataset.as_deref(),
-            outcome: self.outcome,
-            sqlstate,
-            fingerprint: self.fingerprint.clone(),
-            rewritten: Some(&self.rewritten),
-            rows,
-            classification: self.classification.clone(),
-            policy_id: self.policy_id.as_deref(),
-            ..AuditEvent::event(AuditKind::Decision, Door::pg, &self.user)
-        }
-    }
-}
+use crate::audit::{AuditEvent, AuditSink};
+use crate::decide::Completion;
 
 /// An answer the relay expects in a round, and what to record for it.
 #[derive(Debug)]

@@ -1,26 +1,34 @@
 //! The PostgreSQL door: a v3 wire-protocol proxy that psql, drivers and BI
 //! tools use unchanged. It accepts connections, hands each to a session
-//! task, and stops accepting on shutdown while sessions drain.
+//! task, and stops accepting on shutdown while sessions drain. It parses no
+//! SQL: what a statement is, and whether it runs, is the decision step's
+//! answer ([`crate::decide`]).
 //!
-//! - [`startup`] — `SSLRequest`, `CancelRequest`, the startup packet;
-//! - [`auth`] — SCRAM-SHA-256, or a ticket as the password;
-//! - [`session`] — the handshake and the client → upstream direction;
-//! - [`statement`] — guard decisions and ticket statements;
-//! - [`relay`] — the upstream → client direction;
-//! - [`completion`] — audit records of completed statements, rows counted;
-//! - [`sanitize`] — upstream errors without data values;
-//! - [`cancel`], [`wire`], [`ticket_statement`].
+//! - [`startup`], [`auth`], [`handshake`] — a session's opening;
+//! - [`session`] — the session loop; [`message`] — typed frontend messages;
+//! - [`dispatch`] → [`simple`], [`extended`] — one message each;
+//! - [`rounds`] — the life of a statement: rounds, stand-ins, confirmations;
+//! - [`answers`] — decisions into forwarded text and substituted answers;
+//! - [`relay`] — the upstream → client direction; [`completion`] — audit
+//!   records of completed statements;
+//! - [`error`] — every error a client sees, in one map;
+//! - [`names`], [`cancel`], [`wire`].
 
+pub mod answers;
 pub mod auth;
 pub mod cancel;
 pub mod completion;
+pub mod dispatch;
+pub mod error;
+pub mod extended;
+pub mod handshake;
+pub mod message;
 pub mod names;
 pub mod relay;
-pub mod sanitize;
+pub mod rounds;
 pub mod session;
+pub mod simple;
 pub mod startup;
-pub mod statement;
-pub mod ticket_statement;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -46,6 +54,7 @@ impl PgDoor {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<PgDoor> {
         let listener = TcpListener::bind(app.config.server.pg_listen).await?;
+        let sessions = crate::per_user::PerUser::new(app.config.pg.max_sessions_per_user);
         Ok(PgDoor {
             listener,
             state: Arc::new(DoorState {
@@ -53,7 +62,7 @@ impl PgDoor {
                 upstream,
                 tls,
                 cancel_keys: cancel::CancelKeys::default(),
-                sessions_per_user: Default::default(),
+                sessions,
             }),
         })
     }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use super::ticket_statement::TicketStatement;
+use crate::guard::TicketStatement;
 use crate::tickets::TicketId;
 
 /// What a prepared statement (or a portal bound to it) was decided under.
@@ -25,7 +25,7 @@ pub struct Prepared {
     /// each Execute is one use of the ticket.
     pub fingerprint: u64,
     /// The audit record each execution writes when it completes.
-    pub audit: Option<std::sync::Arc<super::completion::Completion>>,
+    pub audit: Option<std::sync::Arc<crate::decide::Completion>>,
 }
 
 /// Messages that answer (Parse, Bind, Close, Describe, Execute) allowed
@@ -123,14 +123,14 @@ impl Names {
         !self.pending.is_empty()
     }
 
-    /// Forgets statements (`None`: all of them) after a SQL `DEALLOCATE`.
+    /// Forgets statements after a SQL `DEALLOCATE` or `DISCARD ALL`.
     /// Forgetting is always safe: a forgotten name is never bound.
-    pub fn deallocate(&mut self, name: Option<&str>) {
-        match name {
-            Some(name) => {
+    pub fn deallocate(&mut self, dropped: &crate::guard::PreparedDrop) {
+        match dropped {
+            crate::guard::PreparedDrop::One(name) => {
                 self.statements.remove(name);
             }
-            None => self.statements.clear(),
+            crate::guard::PreparedDrop::All => self.statements.clear(),
         }
     }
 

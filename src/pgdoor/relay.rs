@@ -20,12 +20,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
+use super::answers::TicketChange;
 use super::completion::{Pending, Tally};
-use super::sanitize;
-use super::statement::TicketChange;
-use super::wire;
+use super::error::DoorError;
 use crate::audit::AuditSink;
 use crate::stream::BoxedStream;
+use crate::upstream::redact;
 
 /// An answer esq substitutes for the backend's answer to a stand-in.
 #[derive(Debug)]
@@ -170,7 +170,7 @@ pub async fn run(
             Ok(rows) => rows,
             Err(failure) => {
                 tracing::warn!(%failure, "closing session: unexpected upstream message");
-                wire::error(&mut out, "FATAL", "08P01", &failure, "", "");
+                out.extend_from_slice(&DoorError::UpstreamMisbehaved.to_bytes());
                 let _ = client.write_all(&out).await;
                 upstream_ok = false;
                 break;
@@ -187,14 +187,7 @@ pub async fn run(
             if let Err(reason) = audited(&tally, &shared, &*audit).await {
                 tracing::error!(%reason, "closing session: its answers could not be audited");
                 out.clear();
-                wire::error(
-                    &mut out,
-                    "FATAL",
-                    "58030",
-                    "the audit log cannot be written, so esq withholds this answer",
-                    "esq never delivers an answer it could not audit",
-                    "retry when the audit log is fixed",
-                );
+                out.extend_from_slice(&DoorError::AuditWithheld.to_bytes());
                 let _ = client.write_all(&out).await;
                 let _ = client.flush().await;
                 upstream_ok = false;
@@ -214,14 +207,7 @@ pub async fn run(
                 Ok(n) if n > 0 => {}
                 _ => {
                     upstream_ok = false;
-                    wire::error(
-                        &mut out,
-                        "FATAL",
-                        "08006",
-                        "connection to the database was lost",
-                        "the upstream PostgreSQL closed the connection or restarted",
-                        "reconnect; esq opens a new upstream connection",
-                    );
+                    out.extend_from_slice(&DoorError::UpstreamLost.to_bytes());
                     let _ = client.write_all(&out).await;
                     let _ = client.flush().await;
                     break;
@@ -328,7 +314,8 @@ fn relay_one(
     match tag {
         b'C' | b's' | b'I' => tally.executed(&shared.audit, round, audit),
         b'E' => {
-            let code = sanitize::code_field(body).unwrap_or_else(|| "XX000".into());
+            let code =
+                redact::code_field(body).unwrap_or_else(|| crate::sqlstate::INTERNAL_ERROR.into());
             tally.failed(&shared.audit, round, code, audit);
         }
         b'Z' => tally.round_done(&shared.audit, round, audit),
@@ -361,16 +348,16 @@ fn relay_one(
                     errored.push((round, shared.completions.load(Ordering::Relaxed)));
                 }
             }
-            let text = sanitize::message_field(body).unwrap_or_default();
+            let text = redact::message_field(body).unwrap_or_default();
             let found = substitutions.iter().position(|(r, s)| {
                 *r == round && matches!(s, Substitution::Error { marker, .. } if text.contains(marker.as_str()))
             });
             match found.and_then(|i| substitutions.remove(i)) {
                 Some((_, Substitution::Error { answer, .. })) => out.extend_from_slice(&answer),
-                _ => sanitize::sanitized(b'E', body, out),
+                _ => redact::sanitized(b'E', body, out),
             }
         }
-        b'N' => sanitize::sanitized(b'N', body, out),
+        b'N' => redact::sanitized(b'N', body, out),
         b'I' => {
             let found = substitutions
                 .iter()

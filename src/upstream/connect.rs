@@ -333,7 +333,7 @@ fn lost(err: std::io::Error) -> UpstreamError {
 }
 
 /// An upstream error as SQLSTATE and message.
-fn server_error(body: &backend::ErrorResponseBody) -> UpstreamError {
+pub(super) fn server_error(body: &backend::ErrorResponseBody) -> UpstreamError {
     use fallible_iterator::FallibleIterator;
     let mut code = String::new();
     let mut message = String::new();

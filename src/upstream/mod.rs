@@ -1,23 +1,37 @@
-//! The upstream side: connections to the backing PostgreSQL under esq's own
-//! low-privilege service role, in read-only sessions with esq's settings,
-//! kept in a bounded pool. Pooling is per session: a client session holds
-//! one upstream connection from its start to its end; on release the
-//! connection is reset with `DISCARD ALL` and kept for the next session.
+//! The one way to the backing PostgreSQL, for both doors: connections under
+//! esq's own low-privilege service role, in read-only sessions with esq's
+//! settings (and TLS when the URL asks for it), made by one factory
+//! ([`connect`]) and lent from one pool whose size is `upstream.pool_size` —
+//! both doors together never hold more. Fair shares ([`share`]) keep one
+//! user from taking the pool.
+//!
+//! The PostgreSQL door holds a connection for a whole client session and
+//! gives it back reset with `DISCARD ALL`; the HTTP door holds one for one
+//! query ([`query`]) and gives it back as it is. Upstream error messages
+//! reach clients only through [`redact`].
 
 mod connect;
+mod params;
+pub mod query;
+pub mod redact;
+mod share;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres_protocol::message::{backend, frontend};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use connect::{ConnectParams, UpstreamConn};
+pub use share::Busy;
 
 use crate::config::Config;
 use crate::metrics::{Door, Metrics, PoolGauges};
+use share::{Shares, Slot};
 
+/// What went wrong upstream. The texts name addresses and the database's
+/// own messages: they are for the log. Doors show clients only what their
+/// error map says of each variant.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream configuration: {0}")]
@@ -28,33 +42,40 @@ pub enum UpstreamError {
     Lost(String),
     #[error("upstream protocol error: {0}")]
     Protocol(String),
+    /// The database refused (`message` may quote a value: redact it).
     #[error("upstream error {code}: {message}")]
     Server { code: String, message: String },
-    #[error("all {0} upstream connections are in use")]
-    Exhausted(u32),
+    #[error("{0}")]
+    Busy(Busy),
+    /// The statement ran past the door's statement time-out.
+    #[error("upstream statement timed out")]
+    Timeout,
 }
 
-/// How long a session waits for a free upstream connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long opening one upstream connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a health check or reset of a pooled connection may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pool whose connections are all lent out is ready if one of them
+/// worked this recently.
+const RECENTLY_HEALTHY: Duration = Duration::from_secs(60);
 
 pub struct UpstreamPool {
     params: ConnectParams,
-    size: u32,
     idle: Mutex<Vec<UpstreamConn>>,
-    permits: Arc<Semaphore>,
+    shares: Arc<Shares>,
     metrics: Arc<Metrics>,
-    gauges: PoolGauges,
+    pg: PoolGauges,
+    http: PoolGauges,
+    /// When a connection last opened or came back healthy.
+    last_healthy: Mutex<Option<Instant>>,
 }
 
-/// One upstream connection lent to a session; give it back with
-/// [`UpstreamPool::release`] (dropping it closes the connection).
+/// One upstream connection lent to a session or a request; give it back
+/// with [`UpstreamPool::release`] (dropped, the connection is closed).
 pub struct Lease {
     conn: Option<UpstreamConn>,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
     in_use: prometheus_client::metrics::gauge::Gauge,
 }
 
@@ -80,17 +101,34 @@ impl Drop for Lease {
     }
 }
 
+/// What to do with a connection given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Keep it after `DISCARD ALL` (a client session may have changed
+    /// settings or prepared statements).
+    Reset,
+    /// Keep it as it is (esq alone used it, and left it idle).
+    AsIs,
+    /// Close it (not idle, or in an unknown state).
+    Close,
+}
+
 impl UpstreamPool {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<UpstreamPool, UpstreamError> {
-        let params = connect_params(config)?;
-        let size = config.upstream.pool_size;
+        let upstream = &config.upstream;
         Ok(UpstreamPool {
-            params,
-            size,
+            params: params::connect_params(config)?,
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(size as usize)),
-            gauges: metrics.pool(Door::pg),
+            shares: Shares::new(
+                upstream.pool_size,
+                config.upstream_max_per_user(),
+                upstream.max_waiting,
+                upstream.acquire_timeout,
+            ),
+            pg: metrics.pool(Door::pg),
+            http: metrics.pool(Door::http),
             metrics,
+            last_healthy: Mutex::new(None),
         })
     }
 
@@ -99,36 +137,45 @@ impl UpstreamPool {
         &self.params.database
     }
 
-    /// Where cancel requests for upstream backends go.
-    pub fn address(&self) -> (&str, u16) {
-        (&self.params.host, self.params.port)
+    fn gauges(&self, door: Door) -> &PoolGauges {
+        match door {
+            Door::pg => &self.pg,
+            Door::http => &self.http,
+        }
     }
 
-    /// A healthy connection: a pooled one that answers, or a new one.
-    pub async fn acquire(&self) -> Result<Lease, UpstreamError> {
-        self.gauges.waiting.inc();
-        let permit =
-            tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.clone().acquire_owned()).await;
-        self.gauges.waiting.dec();
-        let permit = match permit {
-            Ok(Ok(permit)) => permit,
-            _ => return Err(UpstreamError::Exhausted(self.size)),
-        };
-        self.gauges.in_use.inc();
-        let lease = |conn| Lease {
+    /// A healthy connection for `user` on `door`: a pooled one that answers,
+    /// or a new one, within the user's share of the pool.
+    pub async fn acquire(&self, door: Door, user: &str) -> Result<Lease, UpstreamError> {
+        let gauges = self.gauges(door);
+        gauges.waiting.inc();
+        let slot = self.shares.take(user).await;
+        gauges.waiting.dec();
+        let slot = slot.map_err(|busy| {
+            gauges.busy.inc();
+            UpstreamError::Busy(busy)
+        })?;
+        let conn = self.idle_or_new().await?;
+        gauges.in_use.inc();
+        Ok(Lease {
             conn: Some(conn),
-            _permit: permit,
-            in_use: self.gauges.in_use.clone(),
-        };
+            _slot: slot,
+            in_use: gauges.in_use.clone(),
+        })
+    }
+
+    async fn idle_or_new(&self) -> Result<UpstreamConn, UpstreamError> {
         while let Some(mut conn) = self.take_idle() {
             if ping(&mut conn).await.is_ok() {
-                return Ok(lease(conn));
+                return Ok(conn);
             }
         }
         match connect::connect(&self.params).await {
-            Ok(conn) => Ok(lease(conn)),
+            Ok(conn) => {
+                self.healthy();
+                Ok(conn)
+            }
             Err(err) => {
-                self.gauges.in_use.dec();
                 self.metrics.upstream_errors.inc();
                 Err(err)
             }
@@ -138,25 +185,69 @@ impl UpstreamPool {
     fn take_idle(&self) -> Option<UpstreamConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let conn = idle.pop();
-        self.gauges.idle.set(idle.len() as i64);
+        self.metrics.upstream_idle.set(idle.len() as i64);
         conn
     }
 
-    /// Takes a connection back: reset with `DISCARD ALL` and kept, or closed
-    /// when it is not idle or the reset fails.
-    pub async fn release(&self, mut lease: Lease, idle_in_sync: bool) {
-        if !idle_in_sync {
-            return;
-        }
+    fn keep(&self, conn: UpstreamConn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push(conn);
+        self.metrics.upstream_idle.set(idle.len() as i64);
+        drop(idle);
+        self.healthy();
+    }
+
+    fn healthy(&self) {
+        *self.last_healthy.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Takes a connection back (see [`Reuse`]).
+    pub async fn release(&self, mut lease: Lease, reuse: Reuse) {
         let Some(mut conn) = lease.take() else {
             return;
         };
-        let reset = tokio::time::timeout(RESET_TIMEOUT, conn.simple("DISCARD ALL")).await;
-        if matches!(reset, Ok(Ok(()))) {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.push(conn);
-            self.gauges.idle.set(idle.len() as i64);
+        match reuse {
+            Reuse::Close => {}
+            Reuse::AsIs => self.keep(conn),
+            Reuse::Reset => {
+                let reset = tokio::time::timeout(RESET_TIMEOUT, conn.simple("DISCARD ALL")).await;
+                if matches!(reset, Ok(Ok(()))) {
+                    self.keep(conn);
+                }
+            }
         }
+        // The slot is returned with the lease, after the connection is idle.
+        drop(lease);
+    }
+
+    /// Whether the database answers (`/readyz`): an idle or new connection
+    /// pings, or, with every connection lent out, one worked recently (a busy
+    /// pool is not a broken one). Never opens a connection past the pool size.
+    pub async fn check(&self) -> Result<(), UpstreamError> {
+        let Ok(_slot) = self.shares.check_slot() else {
+            let recent = self
+                .last_healthy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| at.elapsed() < RECENTLY_HEALTHY);
+            return if recent {
+                Ok(())
+            } else {
+                Err(UpstreamError::Busy(Busy::Pool {
+                    size: self.shares.size(),
+                }))
+            };
+        };
+        let mut conn = self.idle_or_new().await?;
+        ping(&mut conn).await?;
+        self.keep(conn);
+        Ok(())
+    }
+
+    /// Closes idle connections (on shutdown).
+    pub fn close_idle(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.metrics.upstream_idle.set(0);
     }
 
     /// Asks PostgreSQL to cancel what `backend_key`'s backend is running.
@@ -190,89 +281,4 @@ async fn ping(conn: &mut UpstreamConn) -> Result<(), UpstreamError> {
     tokio::time::timeout(RESET_TIMEOUT, check)
         .await
         .map_err(|_| UpstreamError::Lost("health check timed out".into()))?
-}
-
-/// Session settings every upstream session starts with. They are startup
-/// options, so `DISCARD ALL` (which runs `RESET ALL`) returns to them.
-fn session_options(config: &Config) -> String {
-    let timeout_ms = config.upstream.statement_timeout.as_millis();
-    [
-        "default_transaction_read_only=on".to_string(),
-        format!("statement_timeout={timeout_ms}"),
-        "standard_conforming_strings=on".to_string(),
-        "search_path=public".to_string(),
-        "client_min_messages=notice".to_string(),
-    ]
-    .iter()
-    .map(|setting| format!("-c {setting}"))
-    .collect::<Vec<_>>()
-    .join(" ")
-}
-
-fn connect_params(config: &Config) -> Result<ConnectParams, UpstreamError> {
-    let url: tokio_postgres::Config = config
-        .upstream
-        .url
-        .parse()
-        .map_err(|err| UpstreamError::Config(format!("upstream.url: {err}")))?;
-    let host = match url.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        None => "localhost".to_string(),
-        #[allow(unreachable_patterns)]
-        Some(_) => {
-            return Err(UpstreamError::Config(
-                "upstream.url must name a TCP host (Unix sockets are not supported)".into(),
-            ))
-        }
-    };
-    let port = url.get_ports().first().copied().unwrap_or(5432);
-    let user = url
-        .get_user()
-        .ok_or_else(|| UpstreamError::Config("upstream.url names no user".into()))?
-        .to_string();
-    let database = url.get_dbname().unwrap_or(&user).to_string();
-    let tls = match url.get_ssl_mode() {
-        tokio_postgres::config::SslMode::Require => Some(client_tls(config, &host)?),
-        _ => None,
-    };
-    Ok(ConnectParams {
-        host,
-        port,
-        user,
-        database,
-        password: config.upstream_password().cloned(),
-        options: session_options(config),
-        tls,
-        connect_timeout: CONNECT_TIMEOUT,
-    })
-}
-
-fn client_tls(
-    config: &Config,
-    host: &str,
-) -> Result<
-    (
-        Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
-    ),
-    UpstreamError,
-> {
-    let ca_file = config.upstream.ca_file.as_ref().ok_or_else(|| {
-        UpstreamError::Config(
-            "upstream.url says sslmode=require: set upstream.ca_file to the CA that signed the upstream certificate".into(),
-        )
-    })?;
-    crate::tls::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in crate::tls::load_certs(ca_file).map_err(|e| UpstreamError::Config(e.to_string()))? {
-        roots
-            .add(cert)
-            .map_err(|err| UpstreamError::Config(format!("upstream.ca_file: {err}")))?;
-    }
-    let client = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|err| UpstreamError::Config(format!("upstream host {host:?}: {err}")))?;
-    Ok((Arc::new(client), name))
 }

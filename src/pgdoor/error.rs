@@ -1,0 +1,423 @@
+//! Every error the PostgreSQL door answers with, mapped in one exhaustive
+//! `match` to a severity, a SQLSTATE and the text a client sees. Variants
+//! carry only what a client may see: internal text (addresses, role names,
+//! store errors, the database's own messages) is logged where it arises
+//! and never reaches this map. Denials are `ERROR`s; only what ends the
+//! session is `FATAL`.
+
+use bytes::{Bytes, BytesMut};
+
+use super::auth::AuthError;
+use super::wire;
+use crate::decide::{Refusal, ScopeSummary};
+use crate::sqlstate as code;
+use crate::tickets::Stale;
+
+#[derive(Debug, Clone)]
+pub enum DoorError {
+    // ── one statement refused (ERROR) ──
+    /// The decision step refused it.
+    Refused(Refusal),
+    /// `SHOW esq.ticket` in the extended protocol.
+    ShowTicketExtended,
+    /// `Parse` of a statement name in use.
+    StatementExists(String),
+    NoSuchStatement(String),
+    NoSuchPortal(String),
+    /// A fast-path `FunctionCall` message.
+    FastPath,
+    // ── the session refused or ended (FATAL) ──
+    TlsRequired,
+    /// A wrong password, or no such user (the login name, the client's own).
+    AuthFailed(String),
+    Auth(AuthKind),
+    /// A startup parameter esq does not allow (its name, the client's own).
+    StartupParameter(String),
+    Replication,
+    NoSuchDatabase {
+        asked: String,
+        served: String,
+    },
+    TooManySessions {
+        limit: u32,
+    },
+    /// The pool, or the user's share of it, stayed full.
+    UpstreamBusy,
+    UpstreamUnavailable,
+    /// A client setting at startup the database refused.
+    StartupSettingRefused,
+    /// The ticket given at startup cannot be used.
+    StartupTicket,
+    /// The client broke the protocol (esq's own description of how).
+    Protocol(String),
+    ShuttingDown,
+    IdleTimeout,
+    /// esq could not tell what the database holds for the session.
+    LostTrack,
+    UpstreamLost,
+    /// An answer held back because its audit record failed.
+    AuditWithheld,
+    /// The database sent what esq never allows (a COPY).
+    UpstreamMisbehaved,
+}
+
+/// How authentication failed (see [`AuthError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    TicketStale,
+    StoreUnavailable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+/// What a client sees of one error.
+struct Shown {
+    severity: Severity,
+    code: &'static str,
+    message: String,
+    detail: String,
+    hint: String,
+}
+
+fn shown(
+    severity: Severity,
+    code: &'static str,
+    message: impl Into<String>,
+    detail: impl Into<String>,
+    hint: impl Into<String>,
+) -> Shown {
+    Shown {
+        severity,
+        code,
+        message: message.into(),
+        detail: detail.into(),
+        hint: hint.into(),
+    }
+}
+
+const NEW_TICKET: &str =
+    "request a new ticket (POST /api/esq/ticket) and run SET esq.ticket = 'T-…'";
+const STORE_RETRY: &str = "retry shortly; esq never answers without checking the ticket";
+
+impl DoorError {
+    fn shown(&self) -> Shown {
+        use Severity::{Error, Fatal};
+        match self {
+            DoorError::Refused(refusal) => refused(refusal),
+            DoorError::ShowTicketExtended => shown(
+                Error,
+                code::FEATURE_NOT_SUPPORTED,
+                "SHOW esq.ticket is answered in the simple query protocol only",
+                "",
+                "run it as a plain query (psql does)",
+            ),
+            DoorError::StatementExists(name) => shown(
+                Error,
+                code::DUPLICATE_PREPARED_STATEMENT,
+                format!("prepared statement \"{name}\" already exists"),
+                "",
+                "Close it first, or use another name",
+            ),
+            DoorError::NoSuchStatement(name) => shown(
+                Error,
+                code::INVALID_SQL_STATEMENT_NAME,
+                format!("prepared statement \"{name}\" does not exist"),
+                "",
+                "",
+            ),
+            DoorError::NoSuchPortal(name) => shown(
+                Error,
+                code::INVALID_CURSOR_NAME,
+                format!("portal \"{name}\" does not exist"),
+                "",
+                "",
+            ),
+            DoorError::FastPath => shown(
+                Error,
+                code::FEATURE_NOT_SUPPORTED,
+                "fast-path function calls are not supported by esq",
+                "esq forwards only SQL statements it has analysed",
+                "call the function in a SELECT statement",
+            ),
+            DoorError::TlsRequired => shown(
+                Fatal,
+                code::INVALID_AUTHORIZATION,
+                "esq requires TLS: connect with sslmode=require",
+                "",
+                "",
+            ),
+            DoorError::AuthFailed(user) => shown(
+                Fatal,
+                code::INVALID_PASSWORD,
+                format!("password authentication failed for user \"{user}\""),
+                "",
+                "",
+            ),
+            DoorError::Auth(AuthKind::TicketStale) | DoorError::StartupTicket => shown(
+                Fatal,
+                code::INVALID_AUTHORIZATION,
+                "ticket stale",
+                "",
+                NEW_TICKET,
+            ),
+            DoorError::Auth(AuthKind::StoreUnavailable) => shown(
+                Fatal,
+                code::CONNECTION_FAILURE,
+                "the ticket store is unavailable, so esq cannot check the ticket",
+                "",
+                STORE_RETRY,
+            ),
+            DoorError::StartupParameter(name) => shown(
+                Fatal,
+                code::INSUFFICIENT_PRIVILEGE,
+                format!("esq does not allow the startup parameter \"{name}\""),
+                "",
+                "",
+            ),
+            DoorError::Replication => shown(
+                Fatal,
+                code::INSUFFICIENT_PRIVILEGE,
+                "esq does not serve replication connections",
+                "",
+                "",
+            ),
+            DoorError::NoSuchDatabase { asked, served } => shown(
+                Fatal,
+                code::INVALID_CATALOG_NAME,
+                format!("database \"{asked}\" does not exist"),
+                format!("esq serves one database, \"{served}\""),
+                format!("connect to \"{served}\", or leave the database name out"),
+            ),
+            DoorError::TooManySessions { limit } => shown(
+                Fatal,
+                code::TOO_MANY_CONNECTIONS,
+                format!("too many sessions for this user (pg.max_sessions_per_user = {limit})"),
+                "",
+                "close a session you do not use",
+            ),
+            DoorError::UpstreamBusy => shown(
+                Fatal,
+                code::TOO_MANY_CONNECTIONS,
+                "every database connection esq may use for you is busy",
+                "esq shares a bounded number of database connections fairly between users",
+                "close a session you do not use, or retry shortly",
+            ),
+            DoorError::UpstreamUnavailable => shown(
+                Fatal,
+                code::CONNECTION_FAILURE,
+                "esq cannot reach the database",
+                "",
+                "retry shortly; the operator's log has the details",
+            ),
+            DoorError::StartupSettingRefused => shown(
+                Fatal,
+                code::INVALID_PARAMETER_VALUE,
+                "a startup setting was refused by the database",
+                "",
+                "check the values given with -c or PGOPTIONS",
+            ),
+            DoorError::Protocol(what) => shown(Fatal, code::PROTOCOL_VIOLATION, what, "", ""),
+            DoorError::ShuttingDown => shown(
+                Fatal,
+                code::ADMIN_SHUTDOWN,
+                "terminating connection because esq is shutting down",
+                "",
+                "",
+            ),
+            DoorError::IdleTimeout => shown(
+                Fatal,
+                code::IDLE_SESSION_TIMEOUT,
+                "terminating connection due to idle-session timeout",
+                "",
+                "",
+            ),
+            DoorError::LostTrack => shown(
+                Fatal,
+                code::CONNECTION_FAILURE,
+                "esq lost track of the database's answers",
+                "",
+                "reconnect",
+            ),
+            DoorError::UpstreamLost => shown(
+                Fatal,
+                code::CONNECTION_FAILURE,
+                "connection to the database was lost",
+                "the database closed the connection or restarted",
+                "reconnect; esq opens a new database connection",
+            ),
+            DoorError::AuditWithheld => shown(
+                Fatal,
+                code::IO_ERROR,
+                "the audit log cannot be written, so esq withholds this answer",
+                "esq never delivers an answer it could not audit",
+                "retry when the audit log is fixed",
+            ),
+            DoorError::UpstreamMisbehaved => shown(
+                Fatal,
+                code::PROTOCOL_VIOLATION,
+                "the database sent an answer esq never relays",
+                "",
+                "",
+            ),
+        }
+    }
+
+    pub fn severity(&self) -> Severity {
+        self.shown().severity
+    }
+
+    pub fn sqlstate(&self) -> &'static str {
+        self.shown().code
+    }
+
+    /// The whole `ErrorResponse` message.
+    pub fn to_bytes(&self) -> Bytes {
+        let shown = self.shown();
+        let severity = match shown.severity {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        };
+        let mut out = BytesMut::new();
+        wire::error(
+            &mut out,
+            severity,
+            shown.code,
+            &shown.message,
+            &shown.detail,
+            &shown.hint,
+        );
+        out.freeze()
+    }
+}
+
+impl From<&AuthError> for DoorError {
+    fn from(err: &AuthError) -> DoorError {
+        match err {
+            AuthError::Failed(user) => DoorError::AuthFailed(user.clone()),
+            AuthError::TicketStale => DoorError::Auth(AuthKind::TicketStale),
+            AuthError::StoreUnavailable(_) => DoorError::Auth(AuthKind::StoreUnavailable),
+            AuthError::Wire(err) => DoorError::Protocol(err.to_string()),
+        }
+    }
+}
+
+fn refused(refusal: &Refusal) -> Shown {
+    use Severity::Error;
+    match refusal {
+        Refusal::AuditUnavailable => shown(
+            Error,
+            code::IO_ERROR,
+            "the audit log cannot be written, so esq runs no statement",
+            "esq never runs a statement it cannot audit",
+            "retry when the audit log is fixed",
+        ),
+        Refusal::TicketStale(why) => shown(
+            Error,
+            code::INVALID_AUTHORIZATION,
+            "ticket stale",
+            match why {
+                Stale::Expired => "the ticket has expired",
+                Stale::Revoked => "the ticket was revoked",
+                Stale::Unknown => "esq does not know this ticket",
+            },
+            NEW_TICKET,
+        ),
+        Refusal::TicketStoreUnavailable => shown(
+            Error,
+            code::CONNECTION_FAILURE,
+            "the ticket store is unavailable, so esq cannot check the ticket",
+            "",
+            STORE_RETRY,
+        ),
+        Refusal::NotATicket => shown(
+            Error,
+            code::INVALID_PARAMETER_VALUE,
+            "not a ticket: esq tickets look like T-…",
+            "",
+            "request one with POST /api/esq/ticket on the HTTP door",
+        ),
+        Refusal::TicketOfAnotherUser => shown(
+            Error,
+            code::INSUFFICIENT_PRIVILEGE,
+            "this ticket was issued to another user",
+            "a ticket works only for the user it was issued to",
+            "request a ticket of your own with POST /api/esq/ticket",
+        ),
+        Refusal::Denied {
+            denial,
+            scope,
+            has_ticket,
+        } => {
+            let mut detail = denial.detail.clone();
+            if let Some(policy) = &denial.policy_id {
+                detail.push_str(&format!(" (policy {policy})"));
+            }
+            if let Some(scope) = scope {
+                detail.push_str(&describe_scope(scope));
+            }
+            let mut hint = denial.hint.clone();
+            // The guard's own no-ticket denial says how to get one already.
+            if !has_ticket && !hint.contains("esq.ticket") {
+                if !hint.is_empty() {
+                    hint.push_str("; ");
+                }
+                hint.push_str(
+                    "this session has no ticket: request one (POST /api/esq/ticket on the HTTP door) and run SET esq.ticket = 'T-…'",
+                );
+            }
+            Shown {
+                severity: Error,
+                code: denial.code,
+                message: denial.reason.clone(),
+                detail,
+                hint,
+            }
+        }
+    }
+}
+
+fn describe_scope(scope: &ScopeSummary) -> String {
+    format!(
+        "; ticket for {} allows {}{}",
+        scope.dataset,
+        scope.fields.join(", "),
+        scope
+            .aggregate
+            .map(|a| format!(" as {a} aggregates"))
+            .unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_failures_show_no_internal_text() {
+        for err in [
+            DoorError::UpstreamUnavailable,
+            DoorError::UpstreamBusy,
+            DoorError::Auth(AuthKind::StoreUnavailable),
+            DoorError::Refused(Refusal::TicketStoreUnavailable),
+        ] {
+            let bytes = err.to_bytes();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("127.0.0.1"), "{text}");
+            assert!(!text.contains("esq_service"), "{text}");
+        }
+    }
+
+    #[test]
+    fn session_errors_are_fatal_and_refusals_are_errors() {
+        assert_eq!(DoorError::UpstreamLost.severity(), Severity::Fatal);
+        assert_eq!(
+            DoorError::Refused(Refusal::AuditUnavailable).severity(),
+            Severity::Error
+        );
+        assert_eq!(DoorError::FastPath.sqlstate(), "0A000");
+    }
+}

@@ -1,0 +1,248 @@
+//! The extended query protocol. `Parse` is decided when it arrives and the
+//! decision is kept with the statement's name; `Bind` and `Execute` run
+//! only what esq prepared, under a ticket that must still be live;
+//! parameters stay parameters (passed through, never spliced into SQL).
+//! A refused message is replaced by a stand-in so PostgreSQL fails the
+//! batch exactly where the client expects (see [`super::rounds`]).
+
+use bytes::{BufMut, Bytes};
+
+use super::answers::{Asked, SessionView};
+use super::completion::Expect;
+use super::dispatch::{Step, Turn};
+use super::error::DoorError;
+use super::message::Message;
+use super::names::{Prepared, Space};
+use super::relay::Substitution;
+use super::wire::{put_cstr, put_message};
+use crate::decide::Timing;
+use crate::guard::TicketStatement;
+
+pub async fn parse(
+    turn: &mut Turn<'_, '_>,
+    name: &str,
+    sql: &str,
+    types: &Bytes,
+) -> Result<Step, DoorError> {
+    let index = turn.answering()?;
+    turn.state.sequence += 1;
+    if !name.is_empty() && turn.state.names.get(Space::Statement, name).is_some() {
+        // As PostgreSQL: a named statement is not replaced.
+        let marker = turn.stand_in(DoorError::StatementExists(name.to_string()));
+        put_parse(turn, name, &marker, types);
+        return Ok(Step::Continue);
+    }
+    let prepared = match turn
+        .view
+        .ask(sql, turn.state.sequence, Timing::Prepared)
+        .await
+    {
+        Asked::TicketStatement(TicketStatement::Show) => {
+            let marker = turn.stand_in(DoorError::ShowTicketExtended);
+            put_parse(turn, name, &marker, types);
+            None
+        }
+        Asked::TicketStatement(statement) => {
+            // Answered when executed; upstream prepares empty text.
+            put_parse(turn, name, "", types);
+            Some(Prepared {
+                ticket: None,
+                ticket_statement: Some(statement),
+                fingerprint: 0,
+                audit: None,
+            })
+        }
+        Asked::Forward(forward) => {
+            let ticket = turn.view.ticket.filter(|_| forward.under_ticket).cloned();
+            let refused = forward
+                .substitutions
+                .iter()
+                .any(|s| matches!(s, Substitution::Error { .. }));
+            turn.substitute(forward.substitutions);
+            put_parse(turn, name, &forward.sql, types);
+            (!refused).then_some(Prepared {
+                ticket,
+                ticket_statement: None,
+                fingerprint: crate::sentinel::fingerprint(sql),
+                audit: forward.completion,
+            })
+        }
+    };
+    let round = turn.round();
+    turn.state
+        .names
+        .set(round, index, Space::Statement, name, prepared);
+    Ok(Step::Continue)
+}
+
+pub async fn bind(
+    turn: &mut Turn<'_, '_>,
+    portal: &str,
+    statement: &str,
+    rest: &Bytes,
+) -> Result<Step, DoorError> {
+    let index = turn.answering()?;
+    let prepared = turn.state.names.get(Space::Statement, statement).cloned();
+    let refusal = refusal(turn.view, prepared.as_ref(), Space::Statement, statement).await;
+    let round = turn.round();
+    match refusal {
+        Some(error) => {
+            // Bind to a statement that does not exist; its error answer is
+            // replaced by the refusal.
+            let marker = turn.stand_in(error);
+            put_message(turn.out, b'B', |b| {
+                put_cstr(b, portal);
+                put_cstr(b, &marker);
+                b.put_slice(rest);
+            });
+            turn.state
+                .names
+                .set(round, index, Space::Portal, portal, None);
+        }
+        None => {
+            put_message(turn.out, b'B', |b| {
+                put_cstr(b, portal);
+                put_cstr(b, statement);
+                b.put_slice(rest);
+            });
+            turn.state
+                .names
+                .set(round, index, Space::Portal, portal, prepared);
+        }
+    }
+    Ok(Step::Continue)
+}
+
+pub async fn execute(
+    turn: &mut Turn<'_, '_>,
+    portal: &str,
+    rest: &Bytes,
+) -> Result<Step, DoorError> {
+    turn.answering()?;
+    let round = turn.round();
+    // The ticket is checked again at every Execute: a portal must not keep
+    // streaming after revocation.
+    let prepared = turn.state.names.get(Space::Portal, portal).cloned();
+    let refusal = refusal(turn.view, prepared.as_ref(), Space::Portal, portal).await;
+    // Every Execute has an entry, so the relay's answers and the entries
+    // stay aligned; only an allowed statement's is recorded.
+    let completion = match &refusal {
+        None => prepared.as_ref().and_then(|p| p.audit.clone()),
+        Some(_) => None,
+    };
+    turn.shared.audit.expect(round, Expect::Execute(completion));
+    let execute_as = |turn: &mut Turn<'_, '_>, name: &str| {
+        put_message(turn.out, b'E', |b| {
+            put_cstr(b, name);
+            b.put_slice(rest);
+        })
+    };
+    if let Some(error) = refusal {
+        let marker = turn.stand_in(error);
+        execute_as(turn, &marker);
+        return Ok(Step::Continue);
+    }
+    if let Some((ticket, fingerprint)) = prepared
+        .as_ref()
+        .and_then(|p| p.ticket.as_ref().map(|t| (t.hash(), p.fingerprint)))
+    {
+        turn.view
+            .app
+            .sentinel
+            .used(&ticket, &turn.view.principal.name, fingerprint);
+    }
+    let Some(statement) = prepared.and_then(|p| p.ticket_statement) else {
+        execute_as(turn, portal);
+        return Ok(Step::Continue);
+    };
+    // A ticket statement: upstream runs empty text, whose EmptyQueryResponse
+    // is replaced by the statement's answer. A refused one executes a
+    // stand-in portal instead, so PostgreSQL fails the round too (and skips
+    // the rest, as the client expects).
+    turn.state.sequence += 1;
+    let forward = turn
+        .view
+        .ticket_statement(statement, turn.state.sequence, false)
+        .await;
+    turn.state
+        .ticket_statement_sent(round, &forward.substitutions);
+    let mut target = portal.to_string();
+    for substitution in forward.substitutions {
+        if let Substitution::Error { marker, .. } = &substitution {
+            target = marker.clone();
+        }
+        turn.shared.push(round, substitution);
+    }
+    execute_as(turn, &target);
+    Ok(Step::Continue)
+}
+
+pub fn describe_or_close(turn: &mut Turn<'_, '_>, message: &Message) -> Result<Step, DoorError> {
+    let index = turn.answering()?;
+    if let Message::Close { space, name } = message {
+        let round = turn.round();
+        turn.state.names.set(round, index, *space, name, None);
+    }
+    pass(turn, message);
+    Ok(Step::Continue)
+}
+
+pub fn sync(turn: &mut Turn<'_, '_>) -> Result<Step, DoorError> {
+    pass(turn, &Message::Sync);
+    turn.state.end_round(turn.shared);
+    Ok(Step::Continue)
+}
+
+/// Forwards a message that carries no SQL, as it came.
+pub fn pass(turn: &mut Turn<'_, '_>, message: &Message) {
+    match message {
+        Message::Describe { space, name } | Message::Close { space, name } => {
+            let tag = if matches!(message, Message::Describe { .. }) {
+                b'D'
+            } else {
+                b'C'
+            };
+            put_message(turn.out, tag, |b| {
+                b.put_u8(match space {
+                    Space::Statement => b'S',
+                    Space::Portal => b'P',
+                });
+                put_cstr(b, name);
+            });
+        }
+        Message::Sync => put_message(turn.out, b'S', |_| {}),
+        Message::Flush => put_message(turn.out, b'H', |_| {}),
+        _ => {}
+    }
+}
+
+/// Why a statement or portal must not run: esq does not know it (never
+/// prepared, or refused), or the ticket it was prepared under is no longer
+/// live.
+async fn refusal(
+    view: &SessionView<'_>,
+    prepared: Option<&Prepared>,
+    space: Space,
+    name: &str,
+) -> Option<DoorError> {
+    let Some(prepared) = prepared else {
+        return Some(match space {
+            Space::Statement => DoorError::NoSuchStatement(name.to_string()),
+            Space::Portal => DoorError::NoSuchPortal(name.to_string()),
+        });
+    };
+    let ticket = prepared.ticket.as_ref()?;
+    let check = SessionView {
+        ticket: Some(ticket),
+        ..*view
+    };
+    check.usable().await.err()
+}
+
+fn put_parse(turn: &mut Turn<'_, '_>, name: &str, sql: &str, types: &[u8]) {
+    put_message(turn.out, b'P', |b| {
+        put_cstr(b, name);
+        put_cstr(b, sql);
+        b.put_slice(types);
+    });
+}
