@@ -7,7 +7,7 @@
 use bytes::BytesMut;
 
 use super::answers::SessionView;
-use super::error::DoorError;
+use super::error::{DoorError, Fatal};
 use super::message::Message;
 use super::relay::{Shared, Substitution};
 use super::rounds::{Phase, ProtocolState};
@@ -35,9 +35,10 @@ pub async fn handle(turn: &mut Turn<'_, '_>, message: Message) -> Result<Step, D
         (Phase::Batch, Message::Query { .. } | Message::FunctionCall) => {
             // PostgreSQL would run it, or discard it while skipping to Sync
             // after an error: esq could not tell which. No driver does this.
-            Err(DoorError::Protocol(
+            Err(Fatal::Protocol(
                 "a Query or FunctionCall inside an unfinished extended-protocol batch (send Sync first)".into(),
-            ))
+            )
+            .into())
         }
         (_, Message::Query { sql }) => simple::query(turn, &sql).await,
         (_, Message::FunctionCall) => simple::function_call(turn),
@@ -101,10 +102,11 @@ impl Turn<'_, '_> {
     pub fn answering(&mut self) -> Result<u32, DoorError> {
         let round = self.round();
         self.state.names.answering(round).ok_or_else(|| {
-            DoorError::Protocol(format!(
+            Fatal::Protocol(format!(
                 "more than {} messages before a Sync",
                 super::names::MAX_ROUND_MESSAGES
             ))
+            .into()
         })
     }
 }

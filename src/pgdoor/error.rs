@@ -26,7 +26,13 @@ pub enum DoorError {
     NoSuchPortal(String),
     /// A fast-path `FunctionCall` message.
     FastPath,
-    // ── the session refused or ended (FATAL) ──
+    /// The session is refused or ends.
+    Fatal(Fatal),
+}
+
+/// What refuses or ends a whole session (`FATAL`).
+#[derive(Debug, Clone)]
+pub enum Fatal {
     TlsRequired,
     /// A wrong password, or no such user (the login name, the client's own).
     AuthFailed(String),
@@ -105,8 +111,9 @@ const STORE_RETRY: &str = "retry shortly; esq never answers without checking the
 
 impl DoorError {
     fn shown(&self) -> Shown {
-        use Severity::{Error, Fatal};
+        use Severity::Error;
         match self {
+            DoorError::Fatal(fatal) => fatal.shown(),
             DoorError::Refused(refusal) => refused(refusal),
             DoorError::ShowTicketExtended => shown(
                 Error,
@@ -143,126 +150,6 @@ impl DoorError {
                 "esq forwards only SQL statements it has analysed",
                 "call the function in a SELECT statement",
             ),
-            DoorError::TlsRequired => shown(
-                Fatal,
-                code::INVALID_AUTHORIZATION,
-                "esq requires TLS: connect with sslmode=require",
-                "",
-                "",
-            ),
-            DoorError::AuthFailed(user) => shown(
-                Fatal,
-                code::INVALID_PASSWORD,
-                format!("password authentication failed for user \"{user}\""),
-                "",
-                "",
-            ),
-            DoorError::Auth(AuthKind::TicketStale) | DoorError::StartupTicket => shown(
-                Fatal,
-                code::INVALID_AUTHORIZATION,
-                "ticket stale",
-                "",
-                NEW_TICKET,
-            ),
-            DoorError::Auth(AuthKind::StoreUnavailable) => shown(
-                Fatal,
-                code::CONNECTION_FAILURE,
-                "the ticket store is unavailable, so esq cannot check the ticket",
-                "",
-                STORE_RETRY,
-            ),
-            DoorError::StartupParameter(name) => shown(
-                Fatal,
-                code::INSUFFICIENT_PRIVILEGE,
-                format!("esq does not allow the startup parameter \"{name}\""),
-                "",
-                "",
-            ),
-            DoorError::Replication => shown(
-                Fatal,
-                code::INSUFFICIENT_PRIVILEGE,
-                "esq does not serve replication connections",
-                "",
-                "",
-            ),
-            DoorError::NoSuchDatabase { asked, served } => shown(
-                Fatal,
-                code::INVALID_CATALOG_NAME,
-                format!("database \"{asked}\" does not exist"),
-                format!("esq serves one database, \"{served}\""),
-                format!("connect to \"{served}\", or leave the database name out"),
-            ),
-            DoorError::TooManySessions { limit } => shown(
-                Fatal,
-                code::TOO_MANY_CONNECTIONS,
-                format!("too many sessions for this user (pg.max_sessions_per_user = {limit})"),
-                "",
-                "close a session you do not use",
-            ),
-            DoorError::UpstreamBusy => shown(
-                Fatal,
-                code::TOO_MANY_CONNECTIONS,
-                "every database connection esq may use for you is busy",
-                "esq shares a bounded number of database connections fairly between users",
-                "close a session you do not use, or retry shortly",
-            ),
-            DoorError::UpstreamUnavailable => shown(
-                Fatal,
-                code::CONNECTION_FAILURE,
-                "esq cannot reach the database",
-                "",
-                "retry shortly; the operator's log has the details",
-            ),
-            DoorError::StartupSettingRefused => shown(
-                Fatal,
-                code::INVALID_PARAMETER_VALUE,
-                "a startup setting was refused by the database",
-                "",
-                "check the values given with -c or PGOPTIONS",
-            ),
-            DoorError::Protocol(what) => shown(Fatal, code::PROTOCOL_VIOLATION, what, "", ""),
-            DoorError::ShuttingDown => shown(
-                Fatal,
-                code::ADMIN_SHUTDOWN,
-                "terminating connection because esq is shutting down",
-                "",
-                "",
-            ),
-            DoorError::IdleTimeout => shown(
-                Fatal,
-                code::IDLE_SESSION_TIMEOUT,
-                "terminating connection due to idle-session timeout",
-                "",
-                "",
-            ),
-            DoorError::LostTrack => shown(
-                Fatal,
-                code::CONNECTION_FAILURE,
-                "esq lost track of the database's answers",
-                "",
-                "reconnect",
-            ),
-            DoorError::UpstreamLost => shown(
-                Fatal,
-                code::CONNECTION_FAILURE,
-                "connection to the database was lost",
-                "the database closed the connection or restarted",
-                "reconnect; esq opens a new database connection",
-            ),
-            DoorError::AuditWithheld => shown(
-                Fatal,
-                code::IO_ERROR,
-                "the audit log cannot be written, so esq withholds this answer",
-                "esq never delivers an answer it could not audit",
-                "retry when the audit log is fixed",
-            ),
-            DoorError::UpstreamMisbehaved => shown(
-                Fatal,
-                code::PROTOCOL_VIOLATION,
-                "the database sent an answer esq never relays",
-                "",
-                "",
-            ),
         }
     }
 
@@ -294,13 +181,154 @@ impl DoorError {
     }
 }
 
-impl From<&AuthError> for DoorError {
-    fn from(err: &AuthError) -> DoorError {
+impl Fatal {
+    fn shown(&self) -> Shown {
+        use Severity::Fatal as F;
+        match self {
+            Fatal::TlsRequired => shown(
+                F,
+                code::INVALID_AUTHORIZATION,
+                "esq requires TLS: connect with sslmode=require",
+                "",
+                "",
+            ),
+            Fatal::AuthFailed(user) => shown(
+                F,
+                code::INVALID_PASSWORD,
+                format!("password authentication failed for user \"{user}\""),
+                "",
+                "",
+            ),
+            Fatal::Auth(AuthKind::TicketStale) | Fatal::StartupTicket => shown(
+                F,
+                code::INVALID_AUTHORIZATION,
+                "ticket stale",
+                "",
+                NEW_TICKET,
+            ),
+            Fatal::Auth(AuthKind::StoreUnavailable) => shown(
+                F,
+                code::CONNECTION_FAILURE,
+                "the ticket store is unavailable, so esq cannot check the ticket",
+                "",
+                STORE_RETRY,
+            ),
+            Fatal::StartupParameter(name) => shown(
+                F,
+                code::INSUFFICIENT_PRIVILEGE,
+                format!("esq does not allow the startup parameter \"{name}\""),
+                "",
+                "",
+            ),
+            Fatal::Replication => shown(
+                F,
+                code::INSUFFICIENT_PRIVILEGE,
+                "esq does not serve replication connections",
+                "",
+                "",
+            ),
+            Fatal::NoSuchDatabase { asked, served } => shown(
+                F,
+                code::INVALID_CATALOG_NAME,
+                format!("database \"{asked}\" does not exist"),
+                format!("esq serves one database, \"{served}\""),
+                format!("connect to \"{served}\", or leave the database name out"),
+            ),
+            Fatal::TooManySessions { limit } => shown(
+                F,
+                code::TOO_MANY_CONNECTIONS,
+                format!("too many sessions for this user (pg.max_sessions_per_user = {limit})"),
+                "",
+                "close a session you do not use",
+            ),
+            Fatal::UpstreamBusy => shown(
+                F,
+                code::TOO_MANY_CONNECTIONS,
+                "every database connection esq may use for you is busy",
+                "esq shares a bounded number of database connections fairly between users",
+                "close a session you do not use, or retry shortly",
+            ),
+            Fatal::UpstreamUnavailable => shown(
+                F,
+                code::CONNECTION_FAILURE,
+                "esq cannot reach the database",
+                "",
+                "retry shortly; the operator's log has the details",
+            ),
+            Fatal::StartupSettingRefused => shown(
+                F,
+                code::INVALID_PARAMETER_VALUE,
+                "a startup setting was refused by the database",
+                "",
+                "check the values given with -c or PGOPTIONS",
+            ),
+            Fatal::Protocol(what) => shown(F, code::PROTOCOL_VIOLATION, what, "", ""),
+            Fatal::ShuttingDown => shown(
+                F,
+                code::ADMIN_SHUTDOWN,
+                "terminating connection because esq is shutting down",
+                "",
+                "",
+            ),
+            Fatal::IdleTimeout => shown(
+                F,
+                code::IDLE_SESSION_TIMEOUT,
+                "terminating connection due to idle-session timeout",
+                "",
+                "",
+            ),
+            Fatal::LostTrack => shown(
+                F,
+                code::CONNECTION_FAILURE,
+                "esq lost track of the database's answers",
+                "",
+                "reconnect",
+            ),
+            Fatal::UpstreamLost => shown(
+                F,
+                code::CONNECTION_FAILURE,
+                "connection to the database was lost",
+                "the database closed the connection or restarted",
+                "reconnect; esq opens a new database connection",
+            ),
+            Fatal::AuditWithheld => shown(
+                F,
+                code::IO_ERROR,
+                "the audit log cannot be written, so esq withholds this answer",
+                "esq never delivers an answer it could not audit",
+                "retry when the audit log is fixed",
+            ),
+            Fatal::UpstreamMisbehaved => shown(
+                F,
+                code::PROTOCOL_VIOLATION,
+                "the database sent an answer esq never relays",
+                "",
+                "",
+            ),
+        }
+    }
+}
+
+impl Fatal {
+    /// The whole `FATAL` `ErrorResponse` message.
+    pub fn to_bytes(&self) -> Bytes {
+        DoorError::Fatal(self.clone()).to_bytes()
+    }
+}
+
+impl From<Fatal> for DoorError {
+    fn from(fatal: Fatal) -> DoorError {
+        DoorError::Fatal(fatal)
+    }
+}
+
+impl From<&AuthError> for Fatal {
+    fn from(err: &AuthError) -> Fatal {
         match err {
-            AuthError::Failed(user) => DoorError::AuthFailed(user.clone()),
-            AuthError::TicketStale => DoorError::Auth(AuthKind::TicketStale),
-            AuthError::StoreUnavailable(_) => DoorError::Auth(AuthKind::StoreUnavailable),
-            AuthError::Wire(err) => DoorError::Protocol(err.to_string()),
+            AuthError::Failed(user) => Fatal::AuthFailed(user.clone()),
+            AuthError::TicketStale => Fatal::Auth(AuthKind::TicketStale),
+            AuthError::StoreUnavailable(_) => Fatal::Auth(AuthKind::StoreUnavailable),
+            AuthError::Wire(err) => Fatal::Protocol(err.to_string()),
         }
     }
 }
@@ -399,9 +427,9 @@ mod tests {
     #[test]
     fn internal_failures_show_no_internal_text() {
         for err in [
-            DoorError::UpstreamUnavailable,
-            DoorError::UpstreamBusy,
-            DoorError::Auth(AuthKind::StoreUnavailable),
+            Fatal::UpstreamUnavailable.into(),
+            Fatal::UpstreamBusy.into(),
+            Fatal::Auth(AuthKind::StoreUnavailable).into(),
             DoorError::Refused(Refusal::TicketStoreUnavailable),
         ] {
             let bytes = err.to_bytes();
@@ -413,7 +441,10 @@ mod tests {
 
     #[test]
     fn session_errors_are_fatal_and_refusals_are_errors() {
-        assert_eq!(DoorError::UpstreamLost.severity(), Severity::Fatal);
+        assert_eq!(
+            DoorError::from(Fatal::UpstreamLost).severity(),
+            Severity::Fatal
+        );
         assert_eq!(
             DoorError::Refused(Refusal::AuditUnavailable).severity(),
             Severity::Error

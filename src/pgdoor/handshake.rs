@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::auth::{self, AuthError};
 use super::cancel::CancelRequests;
-use super::error::DoorError;
+use super::error::Fatal;
 use super::session::DoorState;
 use super::startup::{self, Opening, StartupPacket};
 use super::wire::{self, FrameReader, WireError};
@@ -43,7 +43,7 @@ pub enum HandshakeError {
     #[error(transparent)]
     Wire(#[from] WireError),
     #[error("refused: {0:?}")]
-    Refused(DoorError),
+    Refused(Fatal),
 }
 
 /// Opens a session (`None`: the connection was a cancel request).
@@ -78,7 +78,7 @@ pub async fn open(
     }
 }
 
-fn refused(error: DoorError) -> HandshakeError {
+fn refused(error: Fatal) -> HandshakeError {
     HandshakeError::Refused(error)
 }
 
@@ -91,7 +91,7 @@ async fn accept(
 ) -> Result<Ready, HandshakeError> {
     let app = &door.app;
     if app.config.tls.required && !tls {
-        return Err(refused(DoorError::TlsRequired));
+        return Err(refused(Fatal::TlsRequired));
     }
     let mut out = BytesMut::new();
     if packet.minor_version > 0 || !packet.unknown_protocol_options.is_empty() {
@@ -106,7 +106,7 @@ async fn accept(
         Err(AuthError::Wire(err)) => return Err(err.into()),
         Err(err) => {
             tracing::info!(%err, "authentication failed");
-            return Err(refused(DoorError::from(&err)));
+            return Err(refused(Fatal::from(&err)));
         }
     };
     let principal = authenticated.principal;
@@ -115,7 +115,7 @@ async fn accept(
     let slot = door
         .sessions
         .claim(&principal.name)
-        .ok_or(refused(DoorError::TooManySessions {
+        .ok_or(refused(Fatal::TooManySessions {
             limit: door.sessions.limit(),
         }))?;
     let mut lease = door
@@ -125,17 +125,17 @@ async fn accept(
         .map_err(|err| {
             tracing::warn!(%err, "no upstream connection for a new session");
             refused(match err {
-                UpstreamError::Busy(_) => DoorError::UpstreamBusy,
-                _ => DoorError::UpstreamUnavailable,
+                UpstreamError::Busy(_) => Fatal::UpstreamBusy,
+                _ => Fatal::UpstreamUnavailable,
             })
         })?;
     let Some(conn) = lease.conn() else {
-        return Err(refused(DoorError::UpstreamUnavailable));
+        return Err(refused(Fatal::UpstreamUnavailable));
     };
     if !settings.is_empty() {
         conn.apply_settings(&settings).await.map_err(|err| {
             tracing::info!(%err, "a startup setting was refused upstream");
-            refused(DoorError::StartupSettingRefused)
+            refused(Fatal::StartupSettingRefused)
         })?;
     }
     let mut ticket = authenticated.ticket;
@@ -151,7 +151,7 @@ async fn accept(
             Ok(id) => ticket = Some(id),
             Err(refusal) => {
                 tracing::info!(?refusal, "the startup ticket was refused");
-                return Err(refused(DoorError::StartupTicket));
+                return Err(refused(Fatal::StartupTicket));
             }
         }
     }
@@ -201,9 +201,9 @@ fn client_settings(packet: &StartupPacket) -> Result<(Option<String>, Settings),
             // The upstream session always speaks UTF8 (what the guard
             // parsed is what PostgreSQL reads); clients are told so.
             "client_encoding" => {}
-            "replication" => return Err(refused(DoorError::Replication)),
+            "replication" => return Err(refused(Fatal::Replication)),
             name if crate::guard::is_settable(name) => settings.push((name.to_string(), value)),
-            name => return Err(refused(DoorError::StartupParameter(name.to_string()))),
+            name => return Err(refused(Fatal::StartupParameter(name.to_string()))),
         }
     }
     Ok((ticket, settings))
@@ -213,7 +213,7 @@ fn client_settings(packet: &StartupPacket) -> Result<(Option<String>, Settings),
 fn check_database(served: &str, asked: Option<&str>) -> Result<(), HandshakeError> {
     match asked {
         Some(asked) if !asked.is_empty() && asked != served => {
-            Err(refused(DoorError::NoSuchDatabase {
+            Err(refused(Fatal::NoSuchDatabase {
                 asked: asked.to_string(),
                 served: served.to_string(),
             }))

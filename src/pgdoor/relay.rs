@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::answers::TicketChange;
 use super::completion::{Pending, Tally};
-use super::error::DoorError;
+use super::error::Fatal;
 use crate::audit::AuditSink;
 use crate::stream::BoxedStream;
 use crate::upstream::redact;
@@ -170,7 +170,7 @@ pub async fn run(
             Ok(rows) => rows,
             Err(failure) => {
                 tracing::warn!(%failure, "closing session: unexpected upstream message");
-                out.extend_from_slice(&DoorError::UpstreamMisbehaved.to_bytes());
+                out.extend_from_slice(&Fatal::UpstreamMisbehaved.to_bytes());
                 let _ = client.write_all(&out).await;
                 upstream_ok = false;
                 break;
@@ -187,7 +187,7 @@ pub async fn run(
             if let Err(reason) = audited(&tally, &shared, &*audit).await {
                 tracing::error!(%reason, "closing session: its answers could not be audited");
                 out.clear();
-                out.extend_from_slice(&DoorError::AuditWithheld.to_bytes());
+                out.extend_from_slice(&Fatal::AuditWithheld.to_bytes());
                 let _ = client.write_all(&out).await;
                 let _ = client.flush().await;
                 upstream_ok = false;
@@ -207,7 +207,7 @@ pub async fn run(
                 Ok(n) if n > 0 => {}
                 _ => {
                     upstream_ok = false;
-                    out.extend_from_slice(&DoorError::UpstreamLost.to_bytes());
+                    out.extend_from_slice(&Fatal::UpstreamLost.to_bytes());
                     let _ = client.write_all(&out).await;
                     let _ = client.flush().await;
                     break;

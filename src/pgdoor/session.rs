@@ -11,22 +11,25 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::answers::SessionView;
-use super::cancel::{self, CancelKeys};
+use super::cancel::{self, CancelKeys, CancelRequests};
 use super::dispatch::{self, Step, Turn};
-use super::error::DoorError;
+use super::error::{DoorError, Fatal};
 use super::handshake::{self, Ready};
 use super::message::Message;
 use super::relay::{self, Control, Shared};
 use super::rounds::{self, ProtocolState};
-use super::wire::WireError;
+use super::wire::{FrameReader, WireError};
 use crate::app::App;
+use crate::auth::Principal;
 use crate::metrics::{Door, DoorLabels};
 use crate::per_user::PerUser;
+use crate::stream::BoxedStream;
+use crate::tickets::{TicketCheck, TicketId};
 use crate::upstream::{Reuse, UpstreamConn, UpstreamPool};
 
 /// What every session shares.
@@ -115,12 +118,12 @@ enum End {
 }
 
 /// The session's main loop; returns when the session ends.
-async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<bool>) {
+async fn serve(door: &DoorState, ready: Ready, shutdown: watch::Receiver<bool>) {
     let Ready {
         client,
-        mut frames,
+        frames,
         principal,
-        mut ticket,
+        ticket,
         mut lease,
         cancel_requests,
         peer,
@@ -135,10 +138,9 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
         backend_key,
         parameters,
     } = conn;
-    let (mut client_read, client_write) = tokio::io::split(client);
-    let (upstream_read, mut upstream_write) = tokio::io::split(upstream_stream);
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream_stream);
     let app = &door.app;
-    let checks = app.ticket_check();
     let shared = Arc::new(Shared::new(
         app.metrics
             .statement_seconds
@@ -148,7 +150,7 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     let (control, control_rx) = mpsc::unbounded_channel();
     // A socket wake-up never crosses threads, yet neither direction waits
     // for the other, so a full socket on one side cannot stall the session.
-    let (relay_ended, mut relay_ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let (relay_ended, relay_ended_rx) = tokio::sync::oneshot::channel::<()>();
     let relay = async {
         let end = relay::run(
             upstream_read,
@@ -162,156 +164,44 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
         let _ = relay_ended.send(());
         end
     };
-
-    let marker_prefix = format!("esq_refused_{:08x}", rand_u32());
-    let mut state = ProtocolState::default();
-    let idle_timeout = app.config.pg.idle_timeout;
-    let confirm_limit = app.config.upstream.statement_timeout + CONFIRM_SLACK;
+    let draining = *shutdown.borrow();
+    let mut side = ClientSide {
+        door,
+        principal: &principal,
+        peer,
+        checks: app.ticket_check(),
+        marker_prefix: format!("esq_refused_{:08x}", rand_u32()),
+        shared: &shared,
+        frames,
+        client_read,
+        upstream_write,
+        out: BytesMut::with_capacity(8192),
+        state: ProtocolState::default(),
+        ticket,
+        backend_key,
+        cancel_requests,
+        cancels_seen: 0,
+        draining,
+        shutdown,
+        relay_ended: relay_ended_rx,
+    };
     let session = async {
+        let end = side.run().await;
         // Dropped when the session side ends: the relay stops then.
-        let control = control;
-        let mut out = BytesMut::with_capacity(8192);
-        let mut draining = *shutdown.borrow();
-        // One idle timer for the session, moved on only when it fires (not
-        // re-armed at every message: the timer wheel's lock is not free).
-        let mut last_heard = tokio::time::Instant::now();
-        let idle = tokio::time::sleep(idle_timeout);
-        tokio::pin!(idle);
-        // Cancel requests counted when the client's last bytes arrived: one
-        // sent while esq was still deciding is forwarded again below.
-        let mut cancels_seen = cancel_requests.count();
-        let end = 'session: loop {
-            loop {
-                let message = match frames.next_buffered() {
-                    Ok(Some(frame)) => Message::decode(&frame),
-                    Ok(None) => break,
-                    Err(err) => Err(err),
-                };
-                let message = match message {
-                    Ok(message) => message,
-                    Err(err) => {
-                        protocol_error(door);
-                        break 'session End::Fatal(DoorError::Protocol(err.to_string()));
-                    }
-                };
-                rounds::reconcile(&mut state, &shared, &mut ticket);
-                if let Some(round) = rounds::depends_on(&message, &state) {
-                    // It names a statement or portal an earlier round changed:
-                    // wait for PostgreSQL's verdict on that round first.
-                    let sent = out.is_empty()
-                        || (upstream_write.write_all(&out).await.is_ok()
-                            && upstream_write.flush().await.is_ok());
-                    out.clear();
-                    if !sent || !rounds::wait_for_round(&shared, round, confirm_limit).await {
-                        break 'session End::Fatal(DoorError::LostTrack);
-                    }
-                    rounds::reconcile(&mut state, &shared, &mut ticket);
-                }
-                let effective = state.effective_ticket(&ticket);
-                let view = SessionView {
-                    app,
-                    principal: &principal,
-                    ticket: effective.as_ref(),
-                    checks: &checks,
-                    client: Some(peer),
-                    marker_prefix: &marker_prefix,
-                    pending: Some(&shared.audit),
-                };
-                let mut turn = Turn {
-                    view: &view,
-                    state: &mut state,
-                    shared: &shared,
-                    out: &mut out,
-                };
-                match dispatch::handle(&mut turn, message).await {
-                    Ok(Step::Continue) => {}
-                    Ok(Step::Terminate) => {
-                        if !out.is_empty() {
-                            let _ = upstream_write.write_all(&out).await;
-                        }
-                        break 'session End::Quiet;
-                    }
-                    Err(error) => {
-                        protocol_error(door);
-                        break 'session End::Fatal(error);
-                    }
-                }
-            }
-            if !out.is_empty() {
-                if upstream_write.write_all(&out).await.is_err()
-                    || upstream_write.flush().await.is_err()
-                {
-                    break 'session End::Quiet;
-                }
-                out.clear();
-                let cancels = cancel_requests.count();
-                if cancels != cancels_seen {
-                    // PostgreSQL was idle when the cancel came; now the
-                    // statement has reached it.
-                    cancels_seen = cancels;
-                    let sent = state.rounds_sent;
-                    let shared = shared.clone();
-                    tokio::spawn(cancel::forward_held(
-                        door.upstream.clone(),
-                        backend_key,
-                        move || shared.rounds_done.load(Ordering::Acquire) >= sent,
-                    ));
-                }
-            }
-            tokio::select! {
-                filled = frames.fill(&mut client_read) => match filled {
-                    Ok(()) => {
-                        last_heard = tokio::time::Instant::now();
-                        cancels_seen = cancel_requests.count();
-                    }
-                    Err(WireError::Closed) => break 'session End::Quiet,
-                    Err(err) => {
-                        tracing::debug!(%err, "client read failed");
-                        break 'session End::Quiet;
-                    }
-                },
-                _ = &mut relay_ended_rx => break 'session End::Quiet,
-                changed = shutdown.changed(), if !draining => {
-                    // A closed channel means the door is gone: drain as well.
-                    let _ = changed;
-                    draining = true;
-                }
-                // While draining, end the session as soon as it is idle (its
-                // answers all delivered, no transaction open).
-                _ = tokio::time::sleep(DRAIN_CHECK), if draining => {
-                    if state.is_idle(&shared) {
-                        break 'session End::Fatal(DoorError::ShuttingDown);
-                    }
-                }
-                _ = &mut idle => {
-                    let quiet_until = last_heard + idle_timeout;
-                    if quiet_until > tokio::time::Instant::now() {
-                        // The client spoke since the timer was set.
-                        idle.as_mut().reset(quiet_until);
-                        continue 'session;
-                    }
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
-                    // Only a session waiting for its client is idle; one
-                    // waiting for a long answer is not.
-                    if state.is_idle(&shared) {
-                        break 'session End::Fatal(DoorError::IdleTimeout);
-                    }
-                }
-            }
-        };
         let _ = control.send(match end {
             End::Fatal(error) => Control::Fatal(error.to_bytes()),
             End::Quiet => Control::Stop,
         });
+        drop(control);
     };
     let (end, ()) = tokio::join!(relay, session);
     // Give the upstream connection back when it is idle and in sync.
-    let reuse = if end.upstream_ok && state.is_idle(&shared) {
+    let reuse = if end.upstream_ok && side.state.is_idle(&shared) {
         Reuse::Reset
     } else {
         Reuse::Close
     };
-    let stream = end.upstream.unsplit(upstream_write);
+    let stream = end.upstream.unsplit(side.upstream_write);
     lease.restore(UpstreamConn {
         stream,
         read_buf: end.upstream_buf,
@@ -320,6 +210,181 @@ async fn serve(door: &DoorState, ready: Ready, mut shutdown: watch::Receiver<boo
     });
     door.upstream.release(lease, reuse).await;
     tracing::info!(user = %principal.name, %peer, "session ended");
+}
+
+/// The client → upstream side of one session.
+struct ClientSide<'a> {
+    door: &'a DoorState,
+    principal: &'a Principal,
+    peer: SocketAddr,
+    /// This connection's ticket checks (a short-lived positive cache).
+    checks: TicketCheck,
+    marker_prefix: String,
+    shared: &'a Arc<Shared>,
+    frames: FrameReader,
+    client_read: ReadHalf<BoxedStream>,
+    upstream_write: WriteHalf<BoxedStream>,
+    /// Bytes decided for upstream, written at the end of each read.
+    out: BytesMut,
+    state: ProtocolState,
+    /// The session's ticket as PostgreSQL has confirmed it.
+    ticket: Option<TicketId>,
+    backend_key: (i32, i32),
+    cancel_requests: CancelRequests,
+    /// Cancel requests counted when the client's last bytes arrived: one
+    /// sent while esq was still deciding is forwarded again.
+    cancels_seen: u64,
+    draining: bool,
+    shutdown: watch::Receiver<bool>,
+    relay_ended: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl ClientSide<'_> {
+    async fn run(&mut self) -> End {
+        let idle_timeout = self.door.app.config.pg.idle_timeout;
+        // One idle timer for the session, moved on only when it fires (not
+        // re-armed at every message: the timer wheel's lock is not free).
+        let mut last_heard = tokio::time::Instant::now();
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        self.cancels_seen = self.cancel_requests.count();
+        loop {
+            if let Err(end) = self.handle_buffered().await {
+                return end;
+            }
+            if let Err(end) = self.send_upstream().await {
+                return end;
+            }
+            tokio::select! {
+                filled = self.frames.fill(&mut self.client_read) => match filled {
+                    Ok(()) => {
+                        last_heard = tokio::time::Instant::now();
+                        self.cancels_seen = self.cancel_requests.count();
+                    }
+                    Err(WireError::Closed) => return End::Quiet,
+                    Err(err) => {
+                        tracing::debug!(%err, "client read failed");
+                        return End::Quiet;
+                    }
+                },
+                _ = &mut self.relay_ended => return End::Quiet,
+                changed = self.shutdown.changed(), if !self.draining => {
+                    // A closed channel means the door is gone: drain as well.
+                    let _ = changed;
+                    self.draining = true;
+                }
+                // While draining, end the session as soon as it is idle (its
+                // answers all delivered, no transaction open).
+                _ = tokio::time::sleep(DRAIN_CHECK), if self.draining => {
+                    if self.state.is_idle(self.shared) {
+                        return End::Fatal(Fatal::ShuttingDown.into());
+                    }
+                }
+                _ = &mut idle => {
+                    let quiet_until = last_heard + idle_timeout;
+                    if quiet_until > tokio::time::Instant::now() {
+                        // The client spoke since the timer was set.
+                        idle.as_mut().reset(quiet_until);
+                        continue;
+                    }
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                    // Only a session waiting for its client is idle; one
+                    // waiting for a long answer is not.
+                    if self.state.is_idle(self.shared) {
+                        return End::Fatal(Fatal::IdleTimeout.into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every whole message read so far.
+    async fn handle_buffered(&mut self) -> Result<(), End> {
+        loop {
+            let message = match self.frames.next_buffered() {
+                Ok(Some(frame)) => Message::decode(&frame),
+                Ok(None) => return Ok(()),
+                Err(err) => Err(err),
+            };
+            let message = message.map_err(|err| {
+                protocol_error(self.door);
+                End::Fatal(Fatal::Protocol(err.to_string()).into())
+            })?;
+            self.catch_up(&message).await?;
+            let effective = self.state.effective_ticket(&self.ticket);
+            let view = SessionView {
+                app: &self.door.app,
+                principal: self.principal,
+                ticket: effective.as_ref(),
+                checks: &self.checks,
+                client: Some(self.peer),
+                marker_prefix: &self.marker_prefix,
+                pending: Some(&self.shared.audit),
+            };
+            let mut turn = Turn {
+                view: &view,
+                state: &mut self.state,
+                shared: self.shared,
+                out: &mut self.out,
+            };
+            match dispatch::handle(&mut turn, message).await {
+                Ok(Step::Continue) => {}
+                Ok(Step::Terminate) => {
+                    if !self.out.is_empty() {
+                        let _ = self.upstream_write.write_all(&self.out).await;
+                    }
+                    return Err(End::Quiet);
+                }
+                Err(error) => {
+                    protocol_error(self.door);
+                    return Err(End::Fatal(error));
+                }
+            }
+        }
+    }
+
+    /// Applies what the relay learnt; a message naming what an unanswered
+    /// round changed waits for PostgreSQL's verdict on that round first.
+    async fn catch_up(&mut self, message: &Message) -> Result<(), End> {
+        rounds::reconcile(&mut self.state, self.shared, &mut self.ticket);
+        let Some(round) = rounds::depends_on(message, &self.state) else {
+            return Ok(());
+        };
+        let limit = self.door.app.config.upstream.statement_timeout + CONFIRM_SLACK;
+        if self.send_upstream().await.is_err()
+            || !rounds::wait_for_round(self.shared, round, limit).await
+        {
+            return Err(End::Fatal(Fatal::LostTrack.into()));
+        }
+        rounds::reconcile(&mut self.state, self.shared, &mut self.ticket);
+        Ok(())
+    }
+
+    /// Writes what was decided upstream; forwards again a cancel that came
+    /// while esq was deciding (PostgreSQL, idle then, dropped it).
+    async fn send_upstream(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let written = self.upstream_write.write_all(&self.out).await.is_ok()
+            && self.upstream_write.flush().await.is_ok();
+        self.out.clear();
+        if !written {
+            return Err(End::Quiet);
+        }
+        let cancels = self.cancel_requests.count();
+        if cancels != self.cancels_seen {
+            self.cancels_seen = cancels;
+            let sent = self.state.rounds_sent;
+            let shared = self.shared.clone();
+            tokio::spawn(cancel::forward_held(
+                self.door.upstream.clone(),
+                self.backend_key,
+                move || shared.rounds_done.load(Ordering::Acquire) >= sent,
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn rand_u32() -> u32 {
