@@ -288,7 +288,7 @@ impl TestPostgres {
         // postmaster binds it; retry a few times on a fresh port.
         let mut last_err = String::new();
         for _ in 0..3 {
-            let port = free_port();
+            let port = super::free_port();
             let opts = format!(
                 "-p {port} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off \
                  -c synchronous_commit=off -c full_page_writes=off",
@@ -505,13 +505,6 @@ async fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("picking a free port: {e}"))
-}
-
 fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -519,7 +512,7 @@ fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 /// tokio-postgres' `Display` for server errors is just "db error".
-fn describe(e: &tokio_postgres::Error) -> String {
+pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => e.to_string(),
