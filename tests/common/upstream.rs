@@ -89,6 +89,7 @@ impl Upstream {
                 "GRANT SELECT ON public.pgbench_accounts TO {role};"
             ));
         }
+        pg.drop_role_with_database(&role);
         client
             .batch_execute(&grants)
             .await
