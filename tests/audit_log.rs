@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::esq::Esq;
 use common::http;
 use common::pg_client::connect_with_ticket;
+use common::process::{esq_command, Run};
 use common::tickets::foia_request;
 use serde_json::Value;
 
@@ -50,13 +51,13 @@ fn all_files(base: &Path) -> Vec<PathBuf> {
 
 /// Runs `esq audit verify --json <files>`: (exit status, report).
 fn verify_cli(files: &[PathBuf]) -> (i32, Value) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_esq"))
-        .args(["audit", "verify", "--json"])
-        .args(files)
-        .output()
-        .expect("esq runs");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), report)
+    let run = Run::of(
+        esq_command()
+            .args(["audit", "verify", "--json"])
+            .args(files),
+    );
+    let report = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    (run.status, report)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

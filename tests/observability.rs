@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use common::esq::Esq;
-use common::http::{metric, metrics};
+use common::http::{client, metric, metrics};
 use common::pg_client::{connect_as, connect_with_ticket};
 use common::tickets::clinician_request;
 use common::Doors;
@@ -135,7 +135,7 @@ async fn the_dashboard_queries_only_metrics_esq_exports() {
     // Labelled series exist once used (HTTP status codes) or pre-created
     // (doors, outcomes): one HTTP query creates the former.
     let ticket = esq.foia_ticket().await;
-    let status = reqwest::Client::new()
+    let status = client()
         .post(esq.url("/api/dta/query"))
         .header("X-ESQ-Ticket", ticket.as_str())
         .json(&serde_json::json!({"groupBy": "state"}))
@@ -273,7 +273,7 @@ async fn no_statement_value_reaches_the_log() {
         "{failed}"
     );
     // The same on the HTTP door.
-    let http = reqwest::Client::new();
+    let http = common::http::client();
     let url = esq.url("/api/dta/query");
     for (ticket, sql) in [
         (
