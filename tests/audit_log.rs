@@ -12,24 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::harness::{Esq, Options};
+use common::esq::Esq;
+use common::http;
+use common::pg_client::connect_with_ticket;
+use common::process::{esq_command, Run};
+use common::tickets::foia_request;
 use serde_json::Value;
 
 const COUNTS: &str = "SELECT state, count(*) FROM burial_2024 GROUP BY state";
-
-async fn connect(port: u16, database: &str, ticket: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user("ticket")
-        .password(ticket)
-        .dbname(database)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect through esq with a ticket as the password");
-    tokio::spawn(connection);
-    client
-}
 
 /// A statement text that is unique (so is its fingerprint) and allowed.
 fn numbered(n: usize) -> String {
@@ -61,20 +51,20 @@ fn all_files(base: &Path) -> Vec<PathBuf> {
 
 /// Runs `esq audit verify --json <files>`: (exit status, report).
 fn verify_cli(files: &[PathBuf]) -> (i32, Value) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_esq"))
-        .args(["audit", "verify", "--json"])
-        .args(files)
-        .output()
-        .expect("esq runs");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), report)
+    let run = Run::of(
+        esq_command()
+            .args(["audit", "verify", "--json"])
+            .args(files),
+    );
+    let report = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    (run.status, report)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_carry_the_facts_and_verify_names_each_kind_of_tampering() {
-    let esq = Esq::start(Options::default()).await;
+    let esq = Esq::builder().start().await;
     let ticket = esq.foia_ticket().await;
-    let client = connect(esq.pg_port(), &esq.database, &ticket).await;
+    let client = connect_with_ticket(&esq, &ticket).await;
     let mut expected_rows = Vec::new();
     for n in 0..6 {
         let answer = client.simple_query(&numbered(n)).await.unwrap();
@@ -169,13 +159,12 @@ async fn records_carry_the_facts_and_verify_names_each_kind_of_tampering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chain_runs_through_rotated_files() {
-    let esq = Esq::start(Options {
-        env: vec![("ESQ_AUDIT__ROTATE_BYTES".into(), "2048".into())],
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder()
+        .env("ESQ_AUDIT__ROTATE_BYTES", "2048")
+        .start()
+        .await;
     let ticket = esq.foia_ticket().await;
-    let client = connect(esq.pg_port(), &esq.database, &ticket).await;
+    let client = connect_with_ticket(&esq, &ticket).await;
     for n in 0..20 {
         client.simple_query(&numbered(n)).await.unwrap();
     }
@@ -189,7 +178,7 @@ async fn the_chain_runs_through_rotated_files() {
     let mut esq = esq;
     esq.restart().await;
     let ticket = esq.foia_ticket().await;
-    let client = connect(esq.pg_port(), &esq.database, &ticket).await;
+    let client = connect_with_ticket(&esq, &ticket).await;
     client.simple_query(&numbered(100)).await.unwrap();
     let (status, report) = verify_cli(&all_files(&esq.audit_path()));
     assert_eq!(status, 0, "{report}");
@@ -198,9 +187,9 @@ async fn the_chain_runs_through_rotated_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_log_stops_answers() {
-    let esq = Esq::start(Options::default()).await;
+    let esq = Esq::builder().start().await;
     let ticket = esq.foia_ticket().await;
-    let client = connect(esq.pg_port(), &esq.database, &ticket).await;
+    let client = connect_with_ticket(&esq, &ticket).await;
     client.simple_query(&numbered(0)).await.unwrap();
     std::fs::remove_file(esq.audit_path()).unwrap();
     // The next answer is withheld (its record cannot be made durable) …
@@ -211,7 +200,7 @@ async fn a_deleted_log_stops_answers() {
         "answer not withheld: {text}"
     );
     // … and new statements are refused before they run.
-    let client = connect(esq.pg_port(), &esq.database, &ticket).await;
+    let client = connect_with_ticket(&esq, &ticket).await;
     let refused = client.simple_query(&numbered(2)).await.unwrap_err();
     let code = refused.as_db_error().map(|e| e.code().code().to_string());
     assert_eq!(code.as_deref(), Some("58030"), "{refused:?}");
@@ -220,14 +209,6 @@ async fn a_deleted_log_stops_answers() {
         message.as_deref().unwrap_or("").contains("audit log"),
         "{refused:?}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,64 +226,24 @@ async fn kill_9_with_write_durability_loses_no_record_of_a_received_answer() {
 async fn kill_9_under_load(durability: &str) {
     // The harness prepares PostgreSQL and the environment; the real binary
     // serves (so it can be killed), with its own audit log.
-    let mut fixture = Esq::start(Options::default()).await;
-    if let Some(running) = fixture.running.take() {
-        running.stop().await;
-    }
-    let (pg_port, http_port) = (free_port(), free_port());
-    let audit_dir = tempfile::tempdir().unwrap();
-    let audit = audit_dir.path().join("audit.jsonl");
-    let mut env = fixture.config_env.clone();
-    env.retain(|(k, _)| !k.contains("LISTEN") && !k.starts_with("ESQ_AUDIT"));
-    env.push((
-        "ESQ_SERVER__PG_LISTEN".into(),
-        format!("127.0.0.1:{pg_port}"),
-    ));
-    env.push((
-        "ESQ_SERVER__HTTP_LISTEN".into(),
-        format!("127.0.0.1:{http_port}"),
-    ));
-    env.push(("ESQ_AUDIT__PATH".into(), audit.display().to_string()));
-    env.push(("ESQ_AUDIT__DURABILITY".into(), durability.into()));
-    env.push(("ESQ_AUDIT__SYNC_INTERVAL".into(), "60s".into()));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_esq"))
-        .arg("serve")
-        .arg("--config")
-        .arg(common::shipped_config())
-        .envs(env)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("esq starts");
-
-    // Wait for the HTTP door, then get a ticket from it (tickets live in
-    // the process that issued them).
-    let http = reqwest::Client::new();
-    let mut ticket = None;
-    for _ in 0..1200 {
-        let response = http
-            .post(format!("http://127.0.0.1:{http_port}/api/esq/ticket"))
-            .bearer_auth("demo-journalist-token")
-            .json(&serde_json::json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
-                                      "fields": ["state", "id"], "aggregate": "count", "ttl": "5m"}))
-            .send()
-            .await;
-        if let Ok(response) = response {
-            let body: Value = response.json().await.unwrap();
-            ticket = body["ticket"].as_str().map(str::to_string);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ticket = ticket.expect("esq answered with a ticket");
+    let mut fixture = Esq::builder().prepare().await;
+    let mut process = fixture
+        .spawn_binary(&[
+            ("ESQ_AUDIT__DURABILITY", durability),
+            ("ESQ_AUDIT__SYNC_INTERVAL", "60s"),
+        ])
+        .await;
+    let audit = process.audit_path().to_path_buf();
+    // A ticket from the binary's HTTP door (tickets live in the process
+    // that issued them).
+    let ticket = http::ticket(&process, "journalist", foia_request("5m")).await;
 
     // Clients run numbered queries and note each answer they received.
     let received: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut clients = Vec::new();
     for c in 0..6usize {
         let received = received.clone();
-        let client = connect(pg_port, &fixture.database, &ticket).await;
+        let client = connect_with_ticket(&process, &ticket).await;
         clients.push(tokio::spawn(async move {
             for i in 0.. {
                 let sql = numbered(c * 1_000_000 + i);
@@ -325,8 +266,7 @@ async fn kill_9_under_load(durability: &str) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let before_kill = received.lock().unwrap().len();
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    process.kill();
     for client in clients {
         client.await.unwrap();
     }
@@ -364,17 +304,10 @@ async fn kill_9_under_load(durability: &str) {
     let crashed_last = report.last_seq.unwrap();
 
     // esq starts again on the crashed log and continues the chain.
-    drop(fixture.running.take());
-    let restart = fixture.config_env.clone();
-    let mut config_env: Vec<(String, String)> = restart
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("ESQ_AUDIT"))
-        .collect();
-    config_env.push(("ESQ_AUDIT__PATH".into(), audit.display().to_string()));
-    fixture.config_env = config_env;
+    fixture.set_env("ESQ_AUDIT__PATH", audit.display().to_string());
     fixture.restart().await;
     let ticket = fixture.foia_ticket().await;
-    let client = connect(fixture.pg_port(), &fixture.database, &ticket).await;
+    let client = connect_with_ticket(&fixture, &ticket).await;
     client.simple_query(&numbered(7_777_777)).await.unwrap();
     let report = esq::audit::verify::verify_files(&all_files(&audit)).unwrap();
     assert!(report.ok(), "{:?}", report.problem);

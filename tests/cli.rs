@@ -6,32 +6,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-struct Run {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn esq_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esq"));
-    command.current_dir(dir).args(args).env_remove("ESQ_CONFIG");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out = command.output().expect("run esq");
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn esq(args: &[&str]) -> Run {
-    esq_in(&common::repo(), args, &[])
-}
+use common::process::{esq_command, Run};
 
 /// A copy of the shipped config, catalog and policies to break.
 fn workspace() -> tempfile::TempDir {
@@ -55,7 +32,7 @@ fn edit(path: PathBuf, from: &str, to: &str) {
 
 #[test]
 fn check_passes_on_what_ships() {
-    let run = esq(&["check"]);
+    let run = Run::esq(&["check"]);
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("1 datasets (burial_2024)"),
@@ -81,7 +58,7 @@ fn check_names_file_and_line_of_broken_yaml() {
         "  - { name: state }",
         "  - { name: state ",
     );
-    let run = esq_in(ws.path(), &["check"], &[]);
+    let run = Run::esq_in(ws.path(), &["check"]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("burial_2024.yaml:"), "{}", run.stderr);
     let line: u32 = run
@@ -102,7 +79,7 @@ fn check_names_unknown_keys_in_catalog_and_config() {
         "owner: NCA",
         "ownr: NCA",
     );
-    let run = esq_in(ws.path(), &["check"], &[]);
+    let run = Run::esq_in(ws.path(), &["check"]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("burial_2024.yaml:4:"), "{}", run.stderr);
     assert!(run.stderr.contains("ownr"), "{}", run.stderr);
@@ -113,7 +90,7 @@ fn check_names_unknown_keys_in_catalog_and_config() {
         "default_ttl = \"5m\"",
         "default_tll = \"5m\"",
     );
-    let run = esq_in(ws.path(), &["check"], &[]);
+    let run = Run::esq_in(ws.path(), &["check"]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("config/esq.toml"), "{}", run.stderr);
     assert!(run.stderr.contains("default_tll"), "{}", run.stderr);
@@ -122,10 +99,10 @@ fn check_names_unknown_keys_in_catalog_and_config() {
 
 #[test]
 fn check_names_the_environment_variable_of_a_bad_override() {
-    let run = esq_in(
-        &common::repo(),
-        &["check"],
-        &[("ESQ_TICKETS__MAX_TTL", "forever")],
+    let run = Run::of(
+        esq_command()
+            .arg("check")
+            .env("ESQ_TICKETS__MAX_TTL", "forever"),
     );
     assert_eq!(run.status, 2);
     assert!(
@@ -143,7 +120,7 @@ fn check_names_file_and_line_of_a_rego_syntax_error() {
         "default applies := false",
         "default applies := ",
     );
-    let run = esq_in(ws.path(), &["check"], &[]);
+    let run = Run::esq_in(ws.path(), &["check"]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("foia.rego:"), "{}", run.stderr);
     let after = run.stderr.split("foia.rego:").nth(1).unwrap_or("");
@@ -166,7 +143,7 @@ fn check_fails_on_a_failing_rego_test() {
         "policy_id := \"P-FOIA-001\"",
         "policy_id := \"P-FOIA-999\"",
     );
-    let run = esq_in(ws.path(), &["check"], &[]);
+    let run = Run::esq_in(ws.path(), &["check"]);
     assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("foia_test.rego"), "{}", run.stderr);
     assert!(
@@ -178,7 +155,7 @@ fn check_fails_on_a_failing_rego_test() {
 
 #[test]
 fn ticket_issue_prints_the_ticket_and_scope() {
-    let run = esq(&[
+    let run = Run::esq(&[
         "ticket",
         "issue",
         "--user",
@@ -209,7 +186,7 @@ fn ticket_issue_prints_the_ticket_and_scope() {
 
 #[test]
 fn ticket_issue_json_has_the_http_shape() {
-    let run = esq(&[
+    let run = Run::esq(&[
         "ticket",
         "issue",
         "--user",
@@ -239,7 +216,7 @@ fn ticket_issue_json_has_the_http_shape() {
 
 #[test]
 fn ticket_issue_prints_denials_with_reasons_and_alternatives() {
-    let run = esq(&[
+    let run = Run::esq(&[
         "ticket",
         "issue",
         "--user",
@@ -266,7 +243,7 @@ fn ticket_issue_prints_denials_with_reasons_and_alternatives() {
 
 #[test]
 fn ticket_issue_rejects_bad_input_clearly() {
-    let run = esq(&[
+    let run = Run::esq(&[
         "ticket",
         "issue",
         "--user",
@@ -281,7 +258,7 @@ fn ticket_issue_rejects_bad_input_clearly() {
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("no user \"mallory\""), "{}", run.stderr);
 
-    let run = esq(&[
+    let run = Run::esq(&[
         "ticket",
         "issue",
         "--user",
@@ -307,7 +284,7 @@ fn ticket_issue_rejects_bad_input_clearly() {
 
 #[test]
 fn token_prints_a_token_and_its_hash() {
-    let run = esq(&["token"]);
+    let run = Run::esq(&["token"]);
     assert_eq!(run.status, 0);
     let token = run
         .stdout
@@ -324,8 +301,8 @@ fn token_prints_a_token_and_its_hash() {
 
 #[test]
 fn sample_data_is_deterministic() {
-    let a = esq(&["sample-data", "--rows", "500"]);
-    let b = esq(&["sample-data", "--rows", "500"]);
+    let a = Run::esq(&["sample-data", "--rows", "500"]);
+    let b = Run::esq(&["sample-data", "--rows", "500"]);
     assert_eq!(a.status, 0);
     assert_eq!(a.stdout, b.stdout);
     assert!(
@@ -333,13 +310,13 @@ fn sample_data_is_deterministic() {
         "{}",
         &a.stdout[..200.min(a.stdout.len())]
     );
-    let c = esq(&["sample-data", "--rows", "500", "--seed", "7"]);
+    let c = Run::esq(&["sample-data", "--rows", "500", "--seed", "7"]);
     assert_ne!(a.stdout, c.stdout);
 }
 
 #[test]
 fn passwd_refuses_an_empty_password() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_esq"))
+    let mut child = esq_command()
         .args(["passwd", "--password-stdin"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -371,7 +348,7 @@ fn explain_shows_the_rewrite_of_an_allowed_statement() {
         "SELECT state, count(*) FROM burial_2024 GROUP BY state",
     ];
     args.extend_from_slice(FOIA);
-    let run = esq(&args);
+    let run = Run::esq(&args);
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.starts_with("decision  allow"), "{}", run.stdout);
     assert!(
@@ -391,7 +368,7 @@ fn explain_shows_the_rewrite_of_an_allowed_statement() {
 fn explain_shows_a_denial_with_detail_and_hint() {
     let mut args = vec!["explain", "SELECT ssn FROM burial_2024"];
     args.extend_from_slice(FOIA);
-    let run = esq(&args);
+    let run = Run::esq(&args);
     assert_eq!(run.status, 1);
     assert!(
         run.stdout.starts_with("decision  deny (42501)"),
@@ -410,13 +387,13 @@ fn explain_shows_a_denial_with_detail_and_hint() {
 fn explain_reads_a_scope_file_and_decides_without_a_ticket() {
     let mut args = vec!["ticket", "issue", "--json"];
     args.extend_from_slice(FOIA);
-    let issued = esq(&args);
+    let issued = Run::esq(&args);
     assert_eq!(issued.status, 0, "{}", issued.stderr);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ticket.json");
     std::fs::write(&file, &issued.stdout).unwrap();
     let file = file.to_string_lossy().to_string();
-    let run = esq(&[
+    let run = Run::esq(&[
         "explain",
         "--scope-file",
         &file,
@@ -433,15 +410,15 @@ fn explain_reads_a_scope_file_and_decides_without_a_ticket() {
         "{decision}"
     );
 
-    let run = esq(&["explain", "--no-ticket", "SELECT version()"]);
+    let run = Run::esq(&["explain", "--no-ticket", "SELECT version()"]);
     assert_eq!(run.status, 0, "{}", run.stdout);
-    let run = esq(&["explain", "--no-ticket", "SELECT state FROM burial_2024"]);
+    let run = Run::esq(&["explain", "--no-ticket", "SELECT state FROM burial_2024"]);
     assert_eq!(run.status, 1);
     assert!(run.stdout.contains("no ticket"), "{}", run.stdout);
 
     std::fs::write(dir.path().join("bad.json"), "{\"scope\": 1}").unwrap();
     let bad = dir.path().join("bad.json").to_string_lossy().to_string();
-    let run = esq(&["explain", "--scope-file", &bad, "SELECT 1"]);
+    let run = Run::esq(&["explain", "--scope-file", &bad, "SELECT 1"]);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("not a scope"), "{}", run.stderr);
 }
@@ -450,13 +427,13 @@ fn explain_reads_a_scope_file_and_decides_without_a_ticket() {
 fn a_malformed_where_is_refused_by_both_commands() {
     let mut args = vec!["ticket", "issue", "--where", "stateCA"];
     args.extend_from_slice(FOIA);
-    let run = esq(&args);
+    let run = Run::esq(&args);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("write FIELD=VALUE"), "{}", run.stderr);
 
     let mut args = vec!["explain", "SELECT 1", "--where", "stateCA"];
     args.extend_from_slice(FOIA);
-    let run = esq(&args);
+    let run = Run::esq(&args);
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("write FIELD=VALUE"), "{}", run.stderr);
 }

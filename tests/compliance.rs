@@ -6,31 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
+use common::process::{esq_command, Run};
 use serde_json::Value;
 
-struct Run {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
+/// `esq <args>` in the repository root with more environment variables.
 fn esq(args: &[&str], env: &[(&str, String)]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esq"));
-    command
-        .current_dir(common::repo())
-        .args(args)
-        .env_remove("ESQ_CONFIG");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out = command.output().expect("run esq");
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(esq_command().args(args).envs(env.iter().cloned()))
 }
 
 fn ssp(dir: &Path, env: &[(&str, String)]) -> Value {

@@ -8,19 +8,21 @@ mod common;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
 
-use common::harness::{Esq, Options};
+use common::esq::Esq;
+use common::pg_client::psql;
+use common::process::esq_command;
+use common::Doors;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 fn evidence(esq: &Esq, since: &str, out: &Path) -> (i32, String) {
-    let run = Command::new(env!("CARGO_BIN_EXE_esq"))
+    let run = esq_command()
         .arg("--config")
         .arg(common::shipped_config())
         .args(["evidence", "--since", since, "--out"])
         .arg(out)
-        .envs(esq.config_env.iter().cloned())
+        .envs(esq.env().iter().cloned())
         .output()
         .expect("esq runs");
     (
@@ -43,19 +45,18 @@ fn entries(zip_path: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_evidence_bundle_is_complete_and_self_checking() {
-    let esq = Esq::start(Options::default()).await;
+    let esq = Esq::builder().start().await;
     let ticket = esq.foia_ticket().await;
     let url = esq.libpq_url("journalist", "journalist");
-    let (status, _, stderr) = esq
-        .psql(
-            &url,
-            Some(&format!("-c esq.ticket={ticket}")),
-            &[
-                "SELECT ssn FROM burial_2024",
-                "SELECT state, count(*) FROM burial_2024 GROUP BY state",
-            ],
-        )
-        .await;
+    let (status, _, stderr) = psql(
+        &url,
+        Some(&format!("-c esq.ticket={ticket}")),
+        &[
+            "SELECT ssn FROM burial_2024",
+            "SELECT state, count(*) FROM burial_2024 GROUP BY state",
+        ],
+    )
+    .await;
     assert_eq!(status, 0, "{stderr}");
     let records = esq.audit_records().len();
     assert!(records >= 2, "{records} records");
@@ -113,7 +114,7 @@ async fn the_evidence_bundle_is_complete_and_self_checking() {
             .1,
     )
     .unwrap();
-    let verify = Command::new(env!("CARGO_BIN_EXE_esq"))
+    let verify = esq_command()
         .args(["audit", "verify"])
         .arg(&copy)
         .output()
@@ -155,7 +156,7 @@ async fn the_evidence_bundle_is_complete_and_self_checking() {
 #[test]
 fn a_bad_period_or_output_is_refused_with_a_clear_error() {
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_esq"))
+        esq_command()
             .arg("--config")
             .arg(common::shipped_config())
             .arg("evidence")

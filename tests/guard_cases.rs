@@ -77,7 +77,7 @@ fn every_case_decides_as_expected() {
             "duplicate case name {}",
             case.name
         );
-        let scope = common::guard_scope(&case.scope);
+        let scope = common::tickets::guard_scope(&case.scope);
         let decision = guard.decide(scope.as_ref(), &case.sql);
         let mut expected_codes = case.codes.clone();
         if let Some(code) = &case.deny {

@@ -36,7 +36,7 @@ fn or_chain(terms: usize, column: &str) -> String {
 fn the_longest_or_chains_are_decided_on_a_small_stack() {
     let catalog = Arc::new(Catalog::load_dir(&common::repo().join("catalog")).unwrap());
     let guard = Arc::new(Guard::new(catalog));
-    let analyst = common::guard_scope("analyst");
+    let analyst = common::tickets::guard_scope("analyst");
 
     let allowed = format!(
         "SELECT state FROM burial_2024 WHERE {}",
@@ -65,7 +65,7 @@ fn the_longest_or_chains_are_decided_on_a_small_stack() {
     let counts =
         format!("SELECT state, count(*) FROM burial_2024 WHERE {and_chain} GROUP BY state");
     assert!(matches!(
-        decide_on_small_stack(guard.clone(), common::guard_scope("foia"), counts),
+        decide_on_small_stack(guard.clone(), common::tickets::guard_scope("foia"), counts),
         Decision::Allow(_)
     ));
 
@@ -75,7 +75,11 @@ fn the_longest_or_chains_are_decided_on_a_small_stack() {
         vec!["state"; 7_000].join(" OR ")
     );
     assert!(dense.len() < 64 * 1024);
-    let _ = decide_on_small_stack(guard.clone(), common::guard_scope("analyst"), dense);
+    let _ = decide_on_small_stack(
+        guard.clone(),
+        common::tickets::guard_scope("analyst"),
+        dense,
+    );
 
     let catalog_query = format!(
         "SELECT relname FROM pg_class WHERE {}",
@@ -102,7 +106,8 @@ fn nested_recursive_ctes_are_rewritten_once_per_table_reference() {
     }
     let catalog = Arc::new(Catalog::load_dir(&common::repo().join("catalog")).unwrap());
     let guard = Arc::new(Guard::new(catalog));
-    let decision = decide_on_small_stack(guard, common::guard_scope("analyst"), sql.clone());
+    let decision =
+        decide_on_small_stack(guard, common::tickets::guard_scope("analyst"), sql.clone());
     let Decision::Allow(allowed) = decision else {
         panic!("expected an allow: {decision:?}");
     };
@@ -126,7 +131,7 @@ fn nested_recursive_ctes_have_a_bounded_cost() {
         .to_string();
     let catalog = Arc::new(Catalog::load_dir(&common::repo().join("catalog")).unwrap());
     let guard = Arc::new(Guard::new(catalog));
-    let decision = decide_on_small_stack(guard, common::guard_scope("clinician"), sql);
+    let decision = decide_on_small_stack(guard, common::tickets::guard_scope("clinician"), sql);
     assert!(
         matches!(&decision, Decision::Deny(d) if d.code == "0A000" && d.reason.contains("recursive")),
         "{decision:?}"

@@ -41,7 +41,7 @@ fn guard() -> &'static Guard {
 }
 
 fn scope(aggregate: bool) -> Scope {
-    common::guard_scope(if aggregate { "foia" } else { "analyst" }).expect("a scope")
+    common::tickets::guard_scope(if aggregate { "foia" } else { "analyst" }).expect("a scope")
 }
 
 fn column() -> impl Strategy<Value = String> {

@@ -11,6 +11,7 @@ mod common;
 use std::sync::Arc;
 
 use common::postgres::TestPostgres;
+use common::upstream::load_sample_data;
 use esq::catalog::Catalog;
 use esq::guard::{Decision, Guard};
 use serde::Deserialize;
@@ -37,14 +38,7 @@ const MARKERS: &[(&str, &str, &[&str])] = &[
 #[tokio::test]
 async fn allowed_rewrites_execute_and_leak_nothing() {
     let pg = TestPostgres::start().await;
-    let client = pg.connect().await;
-    client
-        .batch_execute(&esq::sample_data::sql(
-            20_000,
-            esq::sample_data::DEFAULT_SEED,
-        ))
-        .await
-        .unwrap();
+    let client = load_sample_data(&pg, 20_000).await;
     client
         .batch_execute(
             "UPDATE public.burial_2024 SET name = 'ZZNAME' || id, ssn = 'ZZSSN' || id, \
@@ -79,7 +73,7 @@ async fn allowed_rewrites_execute_and_leak_nothing() {
             .iter()
             .filter(|c| c.allow.is_some() && c.scope != "none")
         {
-            let scope = common::guard_scope(&case.scope).expect("a scope");
+            let scope = common::tickets::guard_scope(&case.scope).expect("a scope");
             let Decision::Allow(allowed) = guard.decide(Some(&scope), &case.sql) else {
                 continue; // guard_cases.rs reports unexpected denials
             };

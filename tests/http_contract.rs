@@ -10,10 +10,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use common::server::{service_url, token, TestEsq};
-use reqwest::{Client, RequestBuilder, Response};
+use common::esq::{Esq, EsqBuilder};
+use common::http::{client as http, token};
+use common::tickets::foia_request;
+use common::{free_port, Doors};
+use reqwest::{RequestBuilder, Response};
 use serde_json::{json, Value};
 
 type Key = (String, String, u16);
@@ -187,47 +189,31 @@ async fn check(spec: &Value, key: &Key, response: Response) -> Result<(), String
 
 /// The servers the scenarios need.
 struct Servers {
-    main: TestEsq,
+    main: Esq,
     /// `http.rate_limit_per_minute = 1`
-    limited: TestEsq,
+    limited: Esq,
     /// Upstream refuses connections.
-    dead: TestEsq,
+    dead: Esq,
     /// Upstream accepts and never answers; `http.request_timeout = 1s`.
-    hanging: TestEsq,
+    hanging: Esq,
     /// The ticket store is a Redis that refuses connections.
-    storeless: TestEsq,
+    storeless: Esq,
 }
 
-fn http() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+/// esq over 5,000 rows of sample data.
+fn builder() -> EsqBuilder {
+    Esq::builder().rows(5_000)
 }
 
 fn foia() -> Value {
-    json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
-           "fields": ["state", "id"], "aggregate": "count", "ttl": "5m"})
+    foia_request("5m")
 }
 
-async fn new_ticket(esq: &TestEsq, user: &str) -> String {
-    let answer: Value = http()
-        .post(esq.url("/api/esq/ticket"))
-        .bearer_auth(token(user))
-        .json(&foia())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["ticket"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{answer}"))
-        .to_string()
+async fn new_ticket(esq: &Esq, user: &str) -> String {
+    common::http::ticket(esq, user, foia()).await
 }
 
-fn query(esq: &TestEsq, ticket: &str) -> RequestBuilder {
+fn query(esq: &Esq, ticket: &str) -> RequestBuilder {
     http()
         .post(esq.url("/api/dta/query"))
         .header("x-esq-ticket", ticket)
@@ -443,32 +429,26 @@ async fn openapi_yaml_matches_the_live_server() {
         "provoked but not documented"
     );
 
-    let main = TestEsq::start(&[]).await;
-    let limited = TestEsq::start_on(
-        None,
-        &service_url(main.pg()),
-        &[("ESQ_HTTP__RATE_LIMIT_PER_MINUTE", "1")],
-    )
-    .await;
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dead = TestEsq::start_on(
-        None,
-        &format!("postgres://esq_service@127.0.0.1:{dead_port}/postgres"),
-        &[],
-    )
-    .await;
+    let main = builder().start().await;
+    let limited = builder()
+        .upstream_of(&main)
+        .env("ESQ_HTTP__RATE_LIMIT_PER_MINUTE", "1")
+        .start()
+        .await;
+    let dead_port = free_port();
+    let dead = builder()
+        .upstream_url(&format!(
+            "postgres://esq_service@127.0.0.1:{dead_port}/postgres"
+        ))
+        .start()
+        .await;
     // A ticket store (Redis) that does not answer.
     let dead_store = format!("redis://127.0.0.1:{dead_port}");
-    let storeless = TestEsq::start_on(
-        None,
-        &service_url(main.pg()),
-        &[("ESQ_TICKETS__STORE", &dead_store)],
-    )
-    .await;
+    let storeless = builder()
+        .upstream_of(&main)
+        .env("ESQ_TICKETS__STORE", dead_store)
+        .start()
+        .await;
     // An upstream that accepts connections and never says a word.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_port = silent.local_addr().unwrap().port();
@@ -478,12 +458,13 @@ async fn openapi_yaml_matches_the_live_server() {
             held.push(socket);
         }
     });
-    let hanging = TestEsq::start_on(
-        None,
-        &format!("postgres://esq_service@127.0.0.1:{silent_port}/postgres"),
-        &[("ESQ_HTTP__REQUEST_TIMEOUT", "3s")],
-    )
-    .await;
+    let hanging = builder()
+        .upstream_url(&format!(
+            "postgres://esq_service@127.0.0.1:{silent_port}/postgres"
+        ))
+        .env("ESQ_HTTP__REQUEST_TIMEOUT", "3s")
+        .start()
+        .await;
     let servers = Servers {
         main,
         limited,
@@ -512,7 +493,7 @@ async fn openapi_yaml_matches_the_live_server() {
         hanging,
         storeless,
     } = servers;
-    for esq in [storeless, hanging, dead, limited, main] {
+    for mut esq in [storeless, hanging, dead, limited, main] {
         esq.stop().await;
     }
 }

@@ -9,61 +9,20 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::server::{token, TestEsq};
+use common::esq::{Esq, EsqBuilder};
+use common::http::{client, issue, query, read, revoke, ticket, token};
+use common::tickets::{clinician_request, foia_request};
+use common::{free_port, Doors};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn issue(esq: &TestEsq, user: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(esq.url("/api/esq/ticket"))
-        .bearer_auth(token(user))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
-}
-
-async fn ticket(esq: &TestEsq, user: &str, body: Value) -> String {
-    let (status, answer) = issue(esq, user, body).await;
-    assert_eq!(status, StatusCode::CREATED, "{answer}");
-    answer["ticket"].as_str().unwrap().to_string()
-}
-
-fn foia_request(ttl: &str) -> Value {
-    json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
-           "fields": ["state", "id"], "aggregate": "count", "ttl": ttl})
-}
-
-fn clinician_request() -> Value {
-    json!({"dataset": "burial_2024", "purpose": "treatment of the patient in my care",
-           "fields": ["state", "county", "burial_date"]})
-}
-
-async fn query(esq: &TestEsq, ticket: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(esq.url("/api/dta/query"))
-        .header("X-ESQ-Ticket", ticket)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    (status, value)
+/// esq over 5,000 rows of sample data (enough for every answer here).
+fn builder() -> EsqBuilder {
+    Esq::builder().rows(5_000)
 }
 
 /// Per-state counts straight from PostgreSQL, rows on or after `cutoff`.
-async fn direct_counts(esq: &TestEsq, cutoff: &str) -> BTreeMap<String, i64> {
+async fn direct_counts(esq: &Esq, cutoff: &str) -> BTreeMap<String, i64> {
     let client = esq.pg().connect().await;
     client
         .query(
@@ -79,7 +38,7 @@ async fn direct_counts(esq: &TestEsq, cutoff: &str) -> BTreeMap<String, i64> {
 
 #[tokio::test]
 async fn seed_walk_through_counts_by_state_with_small_groups_suppressed_then_stale() {
-    let esq = TestEsq::start(&[]).await;
+    let mut esq = builder().start().await;
 
     let (status, issued) = issue(&esq, "journalist", foia_request("5m")).await;
     assert_eq!(status, StatusCode::CREATED, "{issued}");
@@ -222,13 +181,13 @@ async fn curl_logged(args: &[&str]) -> Option<(Value, String)> {
     Some((answer, log))
 }
 
-async fn ticket_for(esq: &TestEsq, ttl: &str) -> String {
+async fn ticket_for(esq: &Esq, ttl: &str) -> String {
     ticket(esq, "journalist", foia_request(ttl)).await
 }
 
 #[tokio::test]
 async fn policy_and_guard_denials_explain_themselves() {
-    let esq = TestEsq::start(&[]).await;
+    let mut esq = builder().start().await;
 
     // ssn as a public requester: refused with alternatives.
     let (status, body) = issue(
@@ -275,7 +234,7 @@ async fn policy_and_guard_denials_explain_themselves() {
 
 #[tokio::test]
 async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
-    let esq = TestEsq::start(&[]).await;
+    let mut esq = builder().start().await;
     let http = client();
     let post_ticket = |auth: Option<&str>, body: Vec<u8>| {
         let mut request = http
@@ -296,14 +255,6 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
             body
         }
     };
-    async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
-        )
-    }
     let good = serde_json::to_vec(&foia_request("5m")).unwrap();
 
     // Credentials.
@@ -508,44 +459,36 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn revocation_by_owner_and_admin_but_not_by_another_user() {
-    let esq = TestEsq::start(&[]).await;
+    let mut esq = builder().start().await;
     let http = client();
-    let delete = |user: Option<&str>, ticket: &str| {
-        let mut request = http.delete(esq.url(&format!("/api/esq/ticket/{ticket}")));
-        if let Some(user) = user {
-            request = request.bearer_auth(token(user));
-        }
-        request.send()
-    };
-
     let first = ticket_for(&esq, "5m").await;
-    let response = delete(Some("ca_official"), &first).await.unwrap();
+    let response = revoke(&esq, Some("ca_official"), &first).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "forbidden", "{body}");
-    let response = delete(None, &first).await.unwrap();
+    let response = revoke(&esq, None, &first).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     // Still usable after the refused attempts.
     let (status, _) = query(&esq, &first, json!({"groupBy": "state"})).await;
     assert_eq!(status, StatusCode::OK);
 
-    let response = delete(Some("journalist"), &first).await.unwrap();
+    let response = revoke(&esq, Some("journalist"), &first).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["revoked"], true, "{body}");
     let (status, body) = query(&esq, &first, json!({"groupBy": "state"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["error"], "ticket stale");
-    let response = delete(Some("journalist"), &first).await.unwrap();
+    let response = revoke(&esq, Some("journalist"), &first).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     let second = ticket_for(&esq, "5m").await;
-    let response = delete(Some("admin"), &second).await.unwrap();
+    let response = revoke(&esq, Some("admin"), &second).await;
     assert_eq!(response.status(), StatusCode::OK);
     let (status, _) = query(&esq, &second, json!({"groupBy": "state"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    let response = delete(Some("admin"), "not-a-ticket").await.unwrap();
+    let response = revoke(&esq, Some("admin"), "not-a-ticket").await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     let metrics = http
@@ -562,7 +505,7 @@ async fn revocation_by_owner_and_admin_but_not_by_another_user() {
 
 #[tokio::test]
 async fn rows_stream_as_json_or_ndjson_with_structured_filters() {
-    let esq = TestEsq::start(&[]).await;
+    let mut esq = builder().start().await;
     let http = client();
     let (status, issued) = issue(&esq, "clinician", clinician_request()).await;
     assert_eq!(status, StatusCode::CREATED, "{issued}");
@@ -657,7 +600,7 @@ async fn rows_stream_as_json_or_ndjson_with_structured_filters() {
 
 #[tokio::test]
 async fn metrics_health_and_readiness() {
-    let esq = TestEsq::start(&[]).await;
+    let mut esq = builder().start().await;
     let http = client();
     let ticket = ticket_for(&esq, "5m").await;
     let (status, _) = query(&esq, &ticket, json!({"groupBy": "state"})).await;
@@ -729,17 +672,11 @@ fn promtool_accepts(text: &str) {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_not_ready_and_queries_fail_with_503() {
-    let pg = common::server::sample_postgres().await;
-    let dead = {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap().port()
-    };
-    let esq = TestEsq::start_on(
-        Some(pg),
-        &format!("postgres://esq_service@127.0.0.1:{dead}/postgres"),
-        &[],
-    )
-    .await;
+    let dead = free_port();
+    let mut esq = builder()
+        .upstream_url(&format!("postgres://esq_service@127.0.0.1:{dead}/postgres"))
+        .start()
+        .await;
     let http = client();
     let response = http.get(esq.url("/readyz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -763,7 +700,10 @@ async fn an_unreachable_upstream_is_not_ready_and_queries_fail_with_503() {
 
 #[tokio::test]
 async fn requests_are_rate_limited_per_user() {
-    let esq = TestEsq::start(&[("ESQ_HTTP__RATE_LIMIT_PER_MINUTE", "3")]).await;
+    let mut esq = builder()
+        .env("ESQ_HTTP__RATE_LIMIT_PER_MINUTE", "3")
+        .start()
+        .await;
     for _ in 0..3 {
         let (status, body) = issue(&esq, "journalist", foia_request("5m")).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -791,12 +731,12 @@ async fn https_with_http2_and_h2c_serve_the_same_api() {
     let certs = esq::tls::make_dev_certs(dir.path()).unwrap();
     let cert = certs.server_cert.display().to_string();
     let key = certs.server_key.display().to_string();
-    let esq = TestEsq::start(&[
-        ("ESQ_TLS__CERT", cert.as_str()),
-        ("ESQ_TLS__KEY", key.as_str()),
-    ])
-    .await;
-    let port = esq.running.as_ref().unwrap().http_addr.port();
+    let mut esq = builder()
+        .env("ESQ_TLS__CERT", cert.as_str())
+        .env("ESQ_TLS__KEY", key.as_str())
+        .start()
+        .await;
+    let port = esq.http_addr().port();
 
     if std::process::Command::new("curl")
         .arg("--version")
@@ -845,7 +785,10 @@ async fn https_with_http2_and_h2c_serve_the_same_api() {
 async fn stopping_finishes_answers_in_flight_and_closes_idle_connections() {
     // A grace period far beyond the bound below: an idle connection that
     // held the stop up would show.
-    let esq = TestEsq::start(&[("ESQ_PG__SHUTDOWN_GRACE", "120s")]).await;
+    let mut esq = builder()
+        .env("ESQ_PG__SHUTDOWN_GRACE", "120s")
+        .start()
+        .await;
     let http = client();
     // An idle keep-alive connection must not hold the stop up.
     let response = http.get(esq.url("/healthz")).send().await.unwrap();
@@ -861,7 +804,7 @@ async fn stopping_finishes_answers_in_flight_and_closes_idle_connections() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let base = esq.base.clone();
+    let base = esq.url("");
     let started = std::time::Instant::now();
     let (_, body) = tokio::join!(esq.stop(), response.text());
     assert!(
@@ -888,12 +831,12 @@ async fn tls_required_refuses_plaintext_with_a_clear_answer() {
     let certs = esq::tls::make_dev_certs(dir.path()).unwrap();
     let cert = certs.server_cert.display().to_string();
     let key = certs.server_key.display().to_string();
-    let esq = TestEsq::start(&[
-        ("ESQ_TLS__CERT", cert.as_str()),
-        ("ESQ_TLS__KEY", key.as_str()),
-        ("ESQ_TLS__REQUIRED", "true"),
-    ])
-    .await;
+    let mut esq = builder()
+        .env("ESQ_TLS__CERT", cert.as_str())
+        .env("ESQ_TLS__KEY", key.as_str())
+        .env("ESQ_TLS__REQUIRED", "true")
+        .start()
+        .await;
     let response = client().get(esq.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
@@ -907,8 +850,8 @@ async fn tls_required_refuses_plaintext_with_a_clear_answer() {
 #[tokio::test]
 async fn an_early_error_reads_the_body_and_keeps_the_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let esq = TestEsq::start(&[]).await;
-    let address = esq.base.trim_start_matches("http://").to_string();
+    let esq = builder().start().await;
+    let address = esq.http_addr();
     let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
     let body = r#"{"groupBy":"state"}"#;
     let stale = format!(

@@ -11,7 +11,11 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::harness::{Esq, Options};
+use common::esq::Esq;
+use common::http::{client, metric, metrics};
+use common::pg_client::{connect_as, connect_with_ticket};
+use common::tickets::clinician_request;
+use common::Doors;
 use serde_json::Value;
 
 /// Every log line of this test binary, as JSON, at `trace`.
@@ -48,25 +52,6 @@ fn logs() -> &'static Captured {
         esq::telemetry::try_init(&config, move || writer.clone()).expect("subscriber installs");
         captured
     })
-}
-
-async fn metrics(esq: &Esq) -> String {
-    let url = format!("http://{}/metrics", esq.running().http_addr);
-    reqwest::get(url).await.unwrap().text().await.unwrap()
-}
-
-async fn connect_as(esq: &Esq, user: &str, password: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(esq.pg_port())
-        .user(user)
-        .password(password)
-        .dbname(&esq.database)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect through esq");
-    tokio::spawn(connection);
-    client
 }
 
 /// Sample names a Prometheus text exposition offers: counters under their
@@ -146,12 +131,12 @@ fn metric_names_are_read_from_promql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_queries_only_metrics_esq_exports() {
-    let mut esq = Esq::start(Options::default()).await;
+    let mut esq = Esq::builder().start().await;
     // Labelled series exist once used (HTTP status codes) or pre-created
     // (doors, outcomes): one HTTP query creates the former.
     let ticket = esq.foia_ticket().await;
-    let status = reqwest::Client::new()
-        .post(format!("http://{}/api/dta/query", esq.running().http_addr))
+    let status = client()
+        .post(esq.url("/api/dta/query"))
         .header("X-ESQ-Ticket", ticket.as_str())
         .json(&serde_json::json!({"groupBy": "state"}))
         .send()
@@ -206,20 +191,14 @@ async fn the_dashboard_queries_only_metrics_esq_exports() {
     ] {
         assert!(used.contains(name), "no panel queries {name}");
     }
-    stop(&mut esq).await;
-}
-
-async fn stop(esq: &mut Esq) {
-    if let Some(running) = esq.running.take() {
-        running.stop().await;
-    }
+    esq.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_door_reports_latency_and_its_pool() {
-    let mut esq = Esq::start(Options::default()).await;
+    let mut esq = Esq::builder().start().await;
     let ticket = esq.foia_ticket().await;
-    let client = connect_as(&esq, "ticket", &ticket).await;
+    let client = connect_with_ticket(&esq, &ticket).await;
     client
         .simple_query("SELECT state, count(*) FROM burial_2024 GROUP BY state")
         .await
@@ -230,11 +209,7 @@ async fn the_postgres_door_reports_latency_and_its_pool() {
         .unwrap();
     let text = metrics(&esq).await;
     let sample = |prefix: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{prefix} missing from:\n{text}"))
+        metric(&text, prefix).unwrap_or_else(|| panic!("{prefix} missing from:\n{text}"))
     };
     // One simple round and one extended round (Parse/Bind/Execute/Sync);
     // tokio-postgres's prepare is a round of its own.
@@ -250,20 +225,14 @@ async fn the_postgres_door_reports_latency_and_its_pool() {
     let mut idle = 0.0;
     for _ in 0..300 {
         let text = metrics(&esq).await;
-        let value = |prefix: &str| {
-            text.lines()
-                .find(|l| l.starts_with(prefix))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<f64>().ok())
-        };
-        if value(r#"esq_upstream_in_use{door="pg"}"#) == Some(0.0) {
-            idle = value("esq_upstream_idle ").unwrap_or(0.0);
+        if metric(&text, r#"esq_upstream_in_use{door="pg"}"#) == Some(0.0) {
+            idle = metric(&text, "esq_upstream_idle ").unwrap_or(0.0);
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(idle, 1.0, "the released connection is idle in the pool");
-    stop(&mut esq).await;
+    esq.stop().await;
 }
 
 const SECRET: &str = "Zebediah-PII-7731";
@@ -271,18 +240,14 @@ const SECRET: &str = "Zebediah-PII-7731";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_statement_value_reaches_the_log() {
     let logs = logs();
-    let mut esq = Esq::start(Options::default()).await;
+    let mut esq = Esq::builder().start().await;
     let foia = esq.foia_ticket().await;
-    let clinician = esq
-        .ticket(
-            "clinician",
-            serde_json::json!({"dataset": "burial_2024", "purpose": "treatment of the patient in my care",
-                               "fields": ["state", "county", "burial_date"]}),
-        )
-        .await;
+    let clinician = esq.ticket("clinician", clinician_request()).await;
 
     // Denied by the guard (ssn is not in the ticket), on the PostgreSQL door.
-    let client = connect_as(&esq, "journalist", "journalist").await;
+    let client = connect_as(&esq, "journalist", "journalist")
+        .await
+        .expect("connect through esq");
     client
         .simple_query(&format!("SET esq.ticket = '{foia}'"))
         .await
@@ -295,7 +260,7 @@ async fn no_statement_value_reaches_the_log() {
         .unwrap_err();
     assert_eq!(denied.code().unwrap().code(), "42501", "{denied}");
     // Allowed by the guard, refused by PostgreSQL with the value quoted.
-    let client = connect_as(&esq, "ticket", &clinician).await;
+    let client = connect_with_ticket(&esq, &clinician).await;
     let failed = client
         .query(
             &format!("SELECT state FROM burial_2024 WHERE burial_date = '{SECRET}'"),
@@ -308,8 +273,8 @@ async fn no_statement_value_reaches_the_log() {
         "{failed}"
     );
     // The same on the HTTP door.
-    let http = reqwest::Client::new();
-    let url = format!("http://{}/api/dta/query", esq.running().http_addr);
+    let http = common::http::client();
+    let url = esq.url("/api/dta/query");
     for (ticket, sql) in [
         (
             &foia,
@@ -333,7 +298,7 @@ async fn no_statement_value_reaches_the_log() {
             "{status}"
         );
     }
-    stop(&mut esq).await;
+    esq.stop().await;
 
     let text = logs.text();
     assert!(
@@ -386,20 +351,19 @@ async fn no_statement_value_reaches_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_statements_puts_the_text_in_the_statement_span() {
     let logs = logs();
-    let mut esq = Esq::start(Options {
-        env: vec![("ESQ_LOG__STATEMENTS".into(), "true".into())],
-        ..Options::default()
-    })
-    .await;
+    let mut esq = Esq::builder()
+        .env("ESQ_LOG__STATEMENTS", "true")
+        .start()
+        .await;
     let foia = esq.foia_ticket().await;
-    let client = connect_as(&esq, "ticket", &foia).await;
+    let client = connect_with_ticket(&esq, &foia).await;
     let marker = "Visible-Statement-5521";
     let _ = client
         .simple_query(&format!(
             "SELECT count(*) FROM burial_2024 WHERE ssn = '{marker}'"
         ))
         .await;
-    stop(&mut esq).await;
+    esq.stop().await;
     assert!(
         logs.text().contains(marker),
         "log.statements = true, yet the statement text is not in the log"

@@ -7,24 +7,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::harness::{Esq, Options};
+use common::esq::Esq;
+use common::{free_port, http, pg_client, Doors};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 fn http_url(esq: &Esq, path: &str) -> String {
-    format!("http://{}{path}", esq.running().http_addr)
+    esq.url(path)
 }
 
+/// `POST /api/dta/query`: the status and the body as text (to search it).
 async fn http_query(esq: &Esq, ticket: &str, body: Value) -> (StatusCode, String) {
-    let response = reqwest::Client::new()
-        .post(http_url(esq, "/api/dta/query"))
+    let response = http::client()
+        .post(esq.url("/api/dta/query"))
         .header("x-esq-ticket", ticket)
         .json(&body)
         .send()
@@ -35,16 +30,7 @@ async fn http_query(esq: &Esq, ticket: &str, body: Value) -> (StatusCode, String
 }
 
 async fn connect(esq: &Esq, ticket: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(esq.pg_port())
-        .user("ticket")
-        .password(ticket)
-        .dbname(&esq.database)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(connection);
-    Ok(client)
+    pg_client::connect_as(esq, "ticket", ticket).await
 }
 
 /// The whole error a PostgreSQL client sees: code, message, detail, hint.
@@ -78,7 +64,7 @@ async fn service_backends(esq: &Esq, direct: &tokio_postgres::Client) -> i64 {
     direct
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-            &[&esq.role],
+            &[&esq.role()],
         )
         .await
         .expect("pg_stat_activity")
@@ -97,16 +83,13 @@ fn assert_clean(what: &str, text: &str, internal: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_doors_share_one_pool_and_never_exceed_its_size() {
-    let esq = Esq::start(Options {
-        env: env(&[
-            ("ESQ_UPSTREAM__POOL_SIZE", "4"),
-            ("ESQ_UPSTREAM__MAX_PER_USER", "2"),
-            ("ESQ_UPSTREAM__ACQUIRE_TIMEOUT", "1s"),
-        ]),
-        ..Options::default()
-    })
-    .await;
-    let direct = esq.pg.connect().await;
+    let esq = Esq::builder()
+        .env("ESQ_UPSTREAM__POOL_SIZE", "4")
+        .env("ESQ_UPSTREAM__MAX_PER_USER", "2")
+        .env("ESQ_UPSTREAM__ACQUIRE_TIMEOUT", "1s")
+        .start()
+        .await;
+    let direct = esq.pg().connect().await;
     let journalist = ticket_of(&esq, "journalist").await;
     let official = ticket_of(&esq, "ca_official").await;
 
@@ -140,7 +123,7 @@ async fn both_doors_share_one_pool_and_never_exceed_its_size() {
     let mut queries = tokio::task::JoinSet::new();
     for i in 0..24 {
         let ticket = if i % 2 == 0 { &official } else { &journalist };
-        let request = reqwest::Client::new()
+        let request = http::client()
             .post(http_url(&esq, "/api/dta/query"))
             .header("x-esq-ticket", ticket.as_str())
             .json(&json!({"groupBy": "state"}));
@@ -164,30 +147,29 @@ async fn both_doors_share_one_pool_and_never_exceed_its_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ticket_flood_does_not_fail_another_users_request() {
-    let esq = Esq::start(Options {
-        env: env(&[("ESQ_HTTP__STATEMENT_TIMEOUT", "8s")]),
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder()
+        .env("ESQ_HTTP__STATEMENT_TIMEOUT", "8s")
+        .start()
+        .await;
     let flooder = ticket_of(&esq, "clinician").await;
     let other = ticket_of(&esq, "journalist").await;
     let slow = json!({"sql": "SELECT count(*) FROM burial_2024 a CROSS JOIN burial_2024 b CROSS JOIN burial_2024 c"});
     let mut flood = tokio::task::JoinSet::new();
     for _ in 0..17 {
-        let request = reqwest::Client::new()
+        let request = http::client()
             .post(http_url(&esq, "/api/dta/query"))
             .header("x-esq-ticket", flooder.as_str())
             .json(&slow);
         flood.spawn(async move { request.send().await.map(|r| r.status()) });
     }
     // Wait until the flood runs in PostgreSQL.
-    let direct = esq.pg.connect().await;
+    let direct = esq.pg().connect().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let running: i64 = direct
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND query LIKE '%CROSS JOIN%' AND state = 'active'",
-                &[&esq.role],
+                &[&esq.role()],
             )
             .await
             .unwrap()
@@ -204,7 +186,11 @@ async fn one_ticket_flood_does_not_fail_another_users_request() {
         StatusCode::OK,
         "another user's request during the flood: {body}"
     );
-    let ready = reqwest::get(http_url(&esq, "/readyz")).await.unwrap();
+    let ready = http::client()
+        .get(http_url(&esq, "/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), StatusCode::OK, "/readyz during the flood");
     let mut refused = 0;
     while let Some(status) = flood.join_next().await {
@@ -220,19 +206,16 @@ async fn one_ticket_flood_does_not_fail_another_users_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_failure_path_shows_internal_text_on_either_door() {
-    let esq = Esq::start(Options {
-        env: env(&[
-            ("ESQ_UPSTREAM__STATEMENT_TIMEOUT", "1s"),
-            ("ESQ_HTTP__STATEMENT_TIMEOUT", "1s"),
-        ]),
-        ..Options::default()
-    })
-    .await;
-    let port = esq.pg.port().to_string();
+    let esq = Esq::builder()
+        .env("ESQ_UPSTREAM__STATEMENT_TIMEOUT", "1s")
+        .env("ESQ_HTTP__STATEMENT_TIMEOUT", "1s")
+        .start()
+        .await;
+    let port = esq.pg().port().to_string();
     let internal = [
         "127.0.0.1",
         port.as_str(),
-        esq.role.as_str(),
+        esq.role(),
         "x2024",
         "refused",
         "redis",
@@ -272,16 +255,13 @@ async fn no_failure_path_shows_internal_text_on_either_door() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_and_dead_dependencies_show_no_internal_text() {
     // A pool of one, held by one session.
-    let esq = Esq::start(Options {
-        env: env(&[
-            ("ESQ_UPSTREAM__POOL_SIZE", "1"),
-            ("ESQ_UPSTREAM__ACQUIRE_TIMEOUT", "1s"),
-        ]),
-        ..Options::default()
-    })
-    .await;
-    let port = esq.pg.port().to_string();
-    let internal = ["127.0.0.1", port.as_str(), esq.role.as_str(), "refused"];
+    let esq = Esq::builder()
+        .env("ESQ_UPSTREAM__POOL_SIZE", "1")
+        .env("ESQ_UPSTREAM__ACQUIRE_TIMEOUT", "1s")
+        .start()
+        .await;
+    let port = esq.pg().port().to_string();
+    let internal = ["127.0.0.1", port.as_str(), esq.role(), "refused"];
     let journalist = ticket_of(&esq, "journalist").await;
     let clinician = ticket_of(&esq, "clinician").await;
     let holder = connect(&esq, &journalist).await.unwrap();
@@ -294,17 +274,13 @@ async fn a_full_pool_and_dead_dependencies_show_no_internal_text() {
     drop(holder);
 
     // The database is not there (an address nobody listens on).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_port = dead.local_addr().unwrap().port().to_string();
-    drop(dead);
-    let gone = Esq::start(Options {
-        env: env(&[(
-            "ESQ_UPSTREAM__URL",
-            &format!("postgres://esq_service@127.0.0.1:{dead_port}/postgres"),
-        )]),
-        ..Options::default()
-    })
-    .await;
+    let dead_port = free_port().to_string();
+    let gone = Esq::builder()
+        .upstream_url(&format!(
+            "postgres://esq_service@127.0.0.1:{dead_port}/postgres"
+        ))
+        .start()
+        .await;
     let internal = ["127.0.0.1", dead_port.as_str(), "esq_service", "refused"];
     let clinician = ticket_of(&gone, "clinician").await;
     let (code, text) = shown(&connect(&gone, &clinician).await.unwrap_err());
@@ -313,7 +289,11 @@ async fn a_full_pool_and_dead_dependencies_show_no_internal_text() {
     let (status, body) = http_query(&gone, &clinician, json!({"groupBy": "state"})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_clean("database down, HTTP door", &body, &internal);
-    let ready = reqwest::get(http_url(&gone, "/readyz")).await.unwrap();
+    let ready = http::client()
+        .get(http_url(&gone, "/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_clean(
         "database down, /readyz",
@@ -322,15 +302,14 @@ async fn a_full_pool_and_dead_dependencies_show_no_internal_text() {
     );
 
     // The ticket store goes away (an address nobody listens on).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_port = dead.local_addr().unwrap().port().to_string();
-    drop(dead);
-    let store = format!("redis://127.0.0.1:{dead_port}");
-    let storeless = Esq::start(Options {
-        env: env(&[("ESQ_TICKETS__STORE", &store)]),
-        ..Options::default()
-    })
-    .await;
+    let dead_port = free_port().to_string();
+    let storeless = Esq::builder()
+        .env(
+            "ESQ_TICKETS__STORE",
+            format!("redis://127.0.0.1:{dead_port}"),
+        )
+        .start()
+        .await;
     let internal = ["127.0.0.1", dead_port.as_str(), "refused", "redis", "Redis"];
     let fake = format!("T-{}", "C".repeat(32));
     let (code, text) = shown(&connect(&storeless, &fake).await.unwrap_err());
@@ -339,4 +318,35 @@ async fn a_full_pool_and_dead_dependencies_show_no_internal_text() {
     let (status, body) = http_query(&storeless, &fake, json!({"groupBy": "state"})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_clean("store down, HTTP door", &body, &internal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_door_serves_from_a_tls_only_upstream() {
+    // PostgreSQL refuses the service role over plaintext (hostssl only).
+    let esq = Esq::builder().tls_only_upstream().start().await;
+    let ticket = esq.foia_ticket().await;
+    let (status, rows) = http::query(&esq, &ticket, json!({"groupBy": "state"})).await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert!(
+        rows.as_array().is_some_and(|rows| !rows.is_empty()),
+        "counts by state: {rows}"
+    );
+    // The same connections serve the PostgreSQL door.
+    let client = pg_client::connect_with_ticket(&esq, &ticket).await;
+    let answer = client
+        .simple_query("SELECT state, count(*) FROM burial_2024 GROUP BY state")
+        .await
+        .expect("the PostgreSQL door over the TLS-only upstream");
+    assert!(answer.len() > 1);
+    // And PostgreSQL sees those sessions encrypted.
+    let direct = esq.pg().connect().await;
+    let plain: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = $1 AND NOT s.ssl",
+            &[&esq.role()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 0, "every upstream session of esq's role uses TLS");
 }

@@ -5,41 +5,44 @@
 
 mod common;
 
-use common::harness::{Esq, Options};
+use common::esq::Esq;
+use common::pg_client::{connect_as, connect_with_ticket, psql};
+use common::wire::{
+    bind, close_statement, codes, data_row_widths, execute, message, parse, query, rows, sync, Raw,
+};
+use common::Doors;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_with_scram_sees_metadata_foia_counts_and_denials() {
-    let esq = Esq::start(Options::default()).await;
+    let esq = Esq::builder().start().await;
     let url = esq.libpq_url("journalist", "journalist");
 
     // Metadata works without a ticket.
-    let (status, out, err) = esq.psql(&url, None, &["\\dt", "\\d burial_2024"]).await;
+    let (status, out, err) = psql(&url, None, &["\\dt", "\\d burial_2024"]).await;
     assert_eq!(status, 0, "{err}");
     assert!(out.contains("burial_2024"), "{out}");
     assert!(out.contains("burial_date"), "{out}");
 
     // Without a ticket, data is refused with a hint on how to get one.
-    let (_, _, err) = esq
-        .psql(
-            &url,
-            None,
-            &["SELECT state, count(*) FROM burial_2024 GROUP BY state"],
-        )
-        .await;
+    let (_, _, err) = psql(
+        &url,
+        None,
+        &["SELECT state, count(*) FROM burial_2024 GROUP BY state"],
+    )
+    .await;
     assert!(err.contains("SET esq.ticket"), "{err}");
 
     // The FOIA story: per-state counts, small states suppressed.
     let ticket = esq.foia_ticket().await;
-    let (status, out, err) = esq
-        .psql(
-            &url,
-            None,
-            &[
-                &format!("SET esq.ticket = '{ticket}'"),
-                "SELECT state, count(*) FROM burial_2024 GROUP BY state ORDER BY state",
-            ],
-        )
-        .await;
+    let (status, out, err) = psql(
+        &url,
+        None,
+        &[
+            &format!("SET esq.ticket = '{ticket}'"),
+            "SELECT state, count(*) FROM burial_2024 GROUP BY state ORDER BY state",
+        ],
+    )
+    .await;
     assert_eq!(status, 0, "{err}");
     let counts: Vec<i64> = out
         .lines()
@@ -53,20 +56,17 @@ async fn psql_with_scram_sees_metadata_foia_counts_and_denials() {
     );
 
     // PII is denied with SQLSTATE 42501 and a hint.
-    let (_, _, err) = esq
-        .psql(
-            &url,
-            Some(&format!("-c esq.ticket={ticket}")),
-            &["\\set VERBOSITY verbose", "SELECT ssn FROM burial_2024"],
-        )
-        .await;
+    let (_, _, err) = psql(
+        &url,
+        Some(&format!("-c esq.ticket={ticket}")),
+        &["\\set VERBOSITY verbose", "SELECT ssn FROM burial_2024"],
+    )
+    .await;
     assert!(err.contains("42501"), "{err}");
     assert!(err.contains("HINT"), "{err}");
 
     // A wrong password is refused.
-    let (status, _, err) = esq
-        .psql(&esq.libpq_url("journalist", "wrong"), None, &["SELECT 1"])
-        .await;
+    let (status, _, err) = psql(&esq.libpq_url("journalist", "wrong"), None, &["SELECT 1"]).await;
     assert_ne!(status, 0);
     assert!(err.contains("password authentication failed"), "{err}");
 }
@@ -81,90 +81,54 @@ async fn clinician_ticket(esq: &Esq) -> String {
     .await
 }
 
-/// A tokio-postgres session through esq, its connection driven on a task.
-async fn connect_as(
-    esq: &Esq,
-    user: &str,
-    password: &str,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(esq.pg_port())
-        .user(user)
-        .password(password)
-        .dbname(&esq.database)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-async fn connect_with_ticket(esq: &Esq, ticket: &str) -> tokio_postgres::Client {
-    connect_as(esq, "ticket", ticket)
-        .await
-        .expect("connect through esq with a ticket as the password")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_scram_and_tls_required() {
     let certs = tempfile::tempdir().unwrap();
     let files = esq::tls::make_dev_certs(certs.path()).unwrap();
-    let esq = Esq::start(Options {
-        env: vec![
-            (
-                "ESQ_TLS__CERT".into(),
-                files.server_cert.display().to_string(),
-            ),
-            (
-                "ESQ_TLS__KEY".into(),
-                files.server_key.display().to_string(),
-            ),
-            ("ESQ_TLS__REQUIRED".into(), "true".into()),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder()
+        .env("ESQ_TLS__CERT", files.server_cert.display().to_string())
+        .env("ESQ_TLS__KEY", files.server_key.display().to_string())
+        .env("ESQ_TLS__REQUIRED", "true")
+        .start()
+        .await;
     let tls_url = format!(
         "postgresql://journalist:journalist@127.0.0.1:{}/{}?sslmode=verify-full&sslrootcert={}",
-        esq.pg_port(),
-        esq.database,
+        esq.pg_addr().port(),
+        esq.database(),
         files.ca_cert.display()
     );
-    let (status, out, err) = esq
-        .psql(
-            &tls_url,
-            None,
-            &[
-                "SELECT ssl FROM pg_catalog.pg_stat_ssl LIMIT 0",
-                "\\conninfo",
-            ],
-        )
-        .await;
+    let (status, out, err) = psql(
+        &tls_url,
+        None,
+        &[
+            "SELECT ssl FROM pg_catalog.pg_stat_ssl LIMIT 0",
+            "\\conninfo",
+        ],
+    )
+    .await;
     assert!(out.contains("SSL connection"), "{out}\n{err}");
     let _ = status;
-    let (status, _, err) = esq
-        .psql(
-            &esq.libpq_url("journalist", "journalist"),
-            None,
-            &["SELECT 1"],
-        )
-        .await;
+    let (status, _, err) = psql(
+        &esq.libpq_url("journalist", "journalist"),
+        None,
+        &["SELECT 1"],
+    )
+    .await;
     assert_ne!(status, 0);
     assert!(err.contains("esq requires TLS"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_level_ticket_drops_columns_with_a_notice_and_sanitizes_errors() {
-    let esq = Esq::start(Options::default()).await;
+    let esq = Esq::builder().start().await;
     let ticket = clinician_ticket(&esq).await;
     let url = esq.libpq_url("clinician", "clinician");
-    let (status, out, err) = esq
-        .psql(
-            &url,
-            Some(&format!("-c esq.ticket={ticket}")),
-            &["SELECT * FROM burial_2024 LIMIT 3"],
-        )
-        .await;
+    let (status, out, err) = psql(
+        &url,
+        Some(&format!("-c esq.ticket={ticket}")),
+        &["SELECT * FROM burial_2024 LIMIT 3"],
+    )
+    .await;
     assert_eq!(status, 0, "{err}");
     let header = out.lines().next().unwrap_or_default();
     assert!(
@@ -193,7 +157,7 @@ async fn row_level_ticket_drops_columns_with_a_notice_and_sanitizes_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_postgres_prepares_with_parameters_and_a_revoked_ticket_goes_stale() {
-    let esq = Esq::start(Options::default()).await;
+    let esq = Esq::builder().start().await;
     let ticket = esq.foia_ticket().await;
     let client = connect_with_ticket(&esq, &ticket).await;
     let statement = client
@@ -233,7 +197,7 @@ async fn tokio_postgres_prepares_with_parameters_and_a_revoked_ticket_goes_stale
 
     // Revoked mid-session: the next statement is "ticket stale" (28000),
     // also for the statement prepared earlier.
-    revoke(&esq, &ticket).await;
+    esq.revoke(&ticket).await;
     let stale = client.query(&statement, &[&"CA"]).await.unwrap_err();
     let db = stale.as_db_error().unwrap();
     assert_eq!((db.code().code(), db.message()), ("28000", "ticket stale"));
@@ -272,13 +236,13 @@ async fn tokio_postgres_prepares_with_parameters_and_a_revoked_ticket_goes_stale
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_long_query_and_large_results_stream_in_flat_memory() {
-    let esq = Esq::start(Options::default()).await;
+    let esq = Esq::builder().start().await;
     let ticket = clinician_ticket(&esq).await;
     let client = connect_with_ticket(&esq, &ticket).await;
 
     // The cancel goes through esq once PostgreSQL is running the query.
     let cancel = client.cancel_token();
-    let direct = esq.pg.connect().await;
+    let direct = esq.pg().connect().await;
     let canceller = tokio::spawn(async move {
         wait_for_cross_join(&direct).await;
         cancel.cancel_query(tokio_postgres::NoTls).await
@@ -367,15 +331,11 @@ fn assert_cancelled_by_user(error: &tokio_postgres::Error) {
 /// have dropped it and run the query to the statement timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_sent_while_esq_decides_still_cancels_the_statement() {
-    let redis = common::redis::TestRedis::start();
-    let esq = Esq::start(Options {
-        env: vec![
-            ("ESQ_TICKETS__STORE".into(), redis.url()),
-            ("ESQ_TICKETS__STORE_TIMEOUT".into(), "20s".into()),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder()
+        .private_redis()
+        .env("ESQ_TICKETS__STORE_TIMEOUT", "20s")
+        .start()
+        .await;
     let ticket = clinician_ticket(&esq).await;
     let client = connect_with_ticket(&esq, &ticket).await;
     client
@@ -385,7 +345,7 @@ async fn a_cancel_sent_while_esq_decides_still_cancels_the_statement() {
     // Past tickets.validation_cache, the next statement asks Redis again.
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
 
-    redis.pause();
+    esq.redis().pause();
     let cancel = client.cancel_token();
     // Cancels every 100 ms for 2 s, all before Redis answers again: one
     // that comes before esq has read the statement does nothing, so only a
@@ -397,7 +357,7 @@ async fn a_cancel_sent_while_esq_decides_still_cancels_the_statement() {
             sent = sent.and(cancel.cancel_query(tokio_postgres::NoTls).await);
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        redis.resume();
+        esq.redis().resume();
         sent
     };
     let started = std::time::Instant::now();
@@ -422,12 +382,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_in_simple_extended_and_prepared_modes() {
-    let esq = Esq::start(Options {
-        pgbench: true,
-        rows: Some(2_000),
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder().rows(2_000).pgbench().start().await;
     let ticket = esq
         .ticket(
             "journalist",
@@ -465,12 +420,8 @@ async fn pgbench_runs_in_simple_extended_and_prepared_modes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_closes_one_connection_and_the_door_keeps_serving() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let esq = Esq::start(Options {
-        rows: Some(1_000),
-        ..Options::default()
-    })
-    .await;
-    let addr = esq.running().pg_addr;
+    let esq = Esq::builder().rows(1_000).start().await;
+    let addr = esq.pg_addr();
     let ticket = esq.foia_ticket().await;
 
     // Garbage before the startup packet, and bytes of every kind.
@@ -513,27 +464,20 @@ async fn malformed_input_closes_one_connection_and_the_door_keeps_serving() {
         metrics.contains("esq_protocol_errors_total{door=\"pg\"}"),
         "{metrics}"
     );
-    let (status, _, err) = esq
-        .psql(&esq.libpq_url("journalist", "journalist"), None, &["\\dt"])
-        .await;
+    let (status, _, err) = psql(&esq.libpq_url("journalist", "journalist"), None, &["\\dt"]).await;
     assert_eq!(status, 0, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_fails_sessions_cleanly_then_esq_recovers() {
-    let esq = Esq::start(Options {
-        rows: Some(1_000),
-        private: true,
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder().rows(1_000).private_postgres().start().await;
     let ticket = esq.foia_ticket().await;
     let client = connect_with_ticket(&esq, &ticket).await;
     client
         .simple_query("SELECT 1 FROM pg_catalog.pg_class LIMIT 1")
         .await
         .unwrap();
-    esq.pg.restart().await;
+    esq.pg().restart().await;
     let lost = client
         .simple_query("SELECT 1 FROM pg_catalog.pg_class LIMIT 1")
         .await
@@ -555,12 +499,11 @@ async fn a_database_restart_fails_sessions_cleanly_then_esq_recovers() {
 async fn shutdown_drains_busy_sessions_and_ends_idle_ones_with_57p01() {
     // 10,000 rows: the busy statement below runs for seconds, and the
     // grace period is long enough for it on a loaded machine.
-    let mut esq = Esq::start(Options {
-        rows: Some(10_000),
-        env: vec![("ESQ_PG__SHUTDOWN_GRACE".into(), "120s".into())],
-        ..Options::default()
-    })
-    .await;
+    let mut esq = Esq::builder()
+        .rows(10_000)
+        .env("ESQ_PG__SHUTDOWN_GRACE", "120s")
+        .start()
+        .await;
     let ticket = esq.foia_ticket().await;
     let idle = connect_with_ticket(&esq, &ticket).await;
     idle.simple_query("SELECT 1 FROM pg_catalog.pg_class LIMIT 1")
@@ -576,9 +519,8 @@ async fn shutdown_drains_busy_sessions_and_ends_idle_ones_with_57p01() {
             .await;
         (answer, busy)
     });
-    wait_for_cross_join(&esq.pg.connect().await).await;
-    let running = esq.running.take().unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(150), running.stop())
+    wait_for_cross_join(&esq.pg().connect().await).await;
+    tokio::time::timeout(std::time::Duration::from_secs(150), esq.stop())
         .await
         .expect("sessions drain within the grace period");
     // The statement in flight finished; the idle session was ended.
@@ -592,14 +534,14 @@ async fn shutdown_drains_busy_sessions_and_ends_idle_ones_with_57p01() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_psycopg_sqlalchemy_and_pandas_work_with_a_ticket_as_password() {
-    let esq = Esq::start(Options::default()).await;
+    let esq = Esq::builder().start().await;
     let ticket = esq.foia_ticket().await;
     let script = common::repo().join("tests/drivers/python_drivers.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
         .env("ESQ_HOST", "127.0.0.1")
-        .env("ESQ_PORT", esq.pg_port().to_string())
-        .env("ESQ_DB", &esq.database)
+        .env("ESQ_PORT", esq.pg_addr().port().to_string())
+        .env("ESQ_DB", esq.database())
         .env("ESQ_TICKET", &ticket)
         .output()
         .await
@@ -614,143 +556,9 @@ async fn python_psycopg_sqlalchemy_and_pandas_work_with_a_ticket_as_password() {
     println!("{stdout}");
 }
 
-/// A raw protocol client logged in as `ticket` (red-team regressions need
-/// message sequences drivers do not send).
-struct Raw {
-    tcp: tokio::net::TcpStream,
-}
-
-impl Raw {
-    async fn login(esq: &Esq, ticket: &str) -> Raw {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(esq.running().pg_addr)
-            .await
-            .unwrap();
-        let params = format!("user\0ticket\0database\0{}\0\0", esq.database);
-        let mut startup = ((8 + params.len()) as u32).to_be_bytes().to_vec();
-        startup.extend_from_slice(&196_608u32.to_be_bytes());
-        startup.extend_from_slice(params.as_bytes());
-        tcp.write_all(&startup).await.unwrap();
-        let mut request = [0u8; 9];
-        tcp.read_exact(&mut request).await.unwrap();
-        let mut raw = Raw { tcp };
-        raw.send(&[message(b'p', &[ticket.as_bytes(), b"\0"].concat())])
-            .await;
-        raw.until_ready().await;
-        raw
-    }
-
-    async fn send(&mut self, messages: &[Vec<u8>]) {
-        use tokio::io::AsyncWriteExt;
-        self.tcp.write_all(&messages.concat()).await.unwrap();
-    }
-
-    /// Messages until the connection closes (or a ReadyForQuery).
-    async fn until_ready_or_close(&mut self) -> Vec<(u8, Vec<u8>)> {
-        use tokio::io::AsyncReadExt;
-        let mut got = Vec::new();
-        loop {
-            let Ok(tag) = self.tcp.read_u8().await else {
-                return got;
-            };
-            let Ok(len) = self.tcp.read_u32().await else {
-                return got;
-            };
-            let mut body = vec![0u8; len as usize - 4];
-            if self.tcp.read_exact(&mut body).await.is_err() {
-                return got;
-            }
-            let done = tag == b'Z';
-            got.push((tag, body));
-            if done {
-                return got;
-            }
-        }
-    }
-
-    /// Messages up to and including the next ReadyForQuery.
-    async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
-        use tokio::io::AsyncReadExt;
-        let mut got = Vec::new();
-        loop {
-            let tag = self.tcp.read_u8().await.unwrap();
-            let len = self.tcp.read_u32().await.unwrap() as usize;
-            let mut body = vec![0u8; len - 4];
-            self.tcp.read_exact(&mut body).await.unwrap();
-            let done = tag == b'Z';
-            got.push((tag, body));
-            if done {
-                return got;
-            }
-        }
-    }
-}
-
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    message(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
-}
-
-fn bind(portal: &str, statement: &str) -> Vec<u8> {
-    message(
-        b'B',
-        format!("{portal}\0{statement}\0\0\0\0\0\0\0").as_bytes(),
-    )
-}
-
-fn execute(portal: &str, rows: u32) -> Vec<u8> {
-    let mut body = format!("{portal}\0").into_bytes();
-    body.extend_from_slice(&rows.to_be_bytes());
-    message(b'E', &body)
-}
-
-fn sync() -> Vec<u8> {
-    message(b'S', b"")
-}
-
-fn query(sql: &str) -> Vec<u8> {
-    message(b'Q', format!("{sql}\0").as_bytes())
-}
-
-fn codes(messages: &[(u8, Vec<u8>)]) -> Vec<String> {
-    messages
-        .iter()
-        .filter(|(tag, _)| *tag == b'E')
-        .map(|(_, body)| {
-            let at = body.iter().position(|b| *b == b'C').unwrap();
-            String::from_utf8_lossy(&body[at + 1..at + 6]).into_owned()
-        })
-        .collect()
-}
-
-fn rows(messages: &[(u8, Vec<u8>)]) -> usize {
-    messages.iter().filter(|(tag, _)| *tag == b'D').count()
-}
-
-async fn revoke(esq: &Esq, ticket: &str) {
-    let id = esq::tickets::TicketId::parse(ticket).unwrap();
-    assert!(esq
-        .app()
-        .tickets
-        .store
-        .revoke(&id.hash(), chrono::Utc::now())
-        .await
-        .unwrap());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_team_revoked_tickets_stop_statements_portals_and_name_reuse() {
-    let esq = Esq::start(Options {
-        rows: Some(2_000),
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder().rows(2_000).start().await;
 
     // A statement prepared under a ticket, then its name re-prepared as a
     // ticket statement after revocation: the name is not replaced, and the
@@ -760,7 +568,7 @@ async fn red_team_revoked_tickets_stop_statements_portals_and_name_reuse() {
     raw.send(&[parse("x", "SELECT name FROM burial_2024 LIMIT 3"), sync()])
         .await;
     assert!(codes(&raw.until_ready().await).is_empty());
-    revoke(&esq, &ticket).await;
+    esq.revoke(&ticket).await;
     raw.send(&[parse("x", "RESET esq.ticket"), sync()]).await;
     assert_eq!(codes(&raw.until_ready().await), ["42P05"]);
     raw.send(&[bind("", "x"), execute("", 0), sync()]).await;
@@ -782,7 +590,7 @@ async fn red_team_revoked_tickets_stop_statements_portals_and_name_reuse() {
     .await;
     let first = raw.until_ready().await;
     assert_eq!((rows(&first), codes(&first).len()), (1, 0));
-    revoke(&esq, &ticket).await;
+    esq.revoke(&ticket).await;
     raw.send(&[execute("p", 5), sync()]).await;
     let after = raw.until_ready().await;
     assert_eq!(rows(&after), 0);
@@ -791,11 +599,7 @@ async fn red_team_revoked_tickets_stop_statements_portals_and_name_reuse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_team_ticket_statements_skipped_by_an_error_do_not_apply() {
-    let esq = Esq::start(Options {
-        rows: Some(2_000),
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder().rows(2_000).start().await;
     let ticket = esq.foia_ticket().await;
     let mut raw = Raw::login(&esq, &ticket).await;
     // A denied statement first: PostgreSQL skips the rest of the pipeline,
@@ -825,12 +629,11 @@ async fn red_team_ticket_statements_skipped_by_an_error_do_not_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_team_one_user_cannot_take_every_upstream_connection() {
-    let esq = Esq::start(Options {
-        rows: Some(1_000),
-        env: vec![("ESQ_PG__MAX_SESSIONS_PER_USER".into(), "2".into())],
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder()
+        .rows(1_000)
+        .env("ESQ_PG__MAX_SESSIONS_PER_USER", "2")
+        .start()
+        .await;
     let ticket = esq.foia_ticket().await;
     let _one = connect_with_ticket(&esq, &ticket).await;
     let _two = connect_with_ticket(&esq, &ticket).await;
@@ -845,19 +648,9 @@ async fn red_team_one_user_cannot_take_every_upstream_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_tls_is_used_and_verified_when_the_url_requires_it() {
-    let certs = tempfile::tempdir().unwrap();
-    let files = esq::tls::make_dev_certs(certs.path()).unwrap();
-    let esq = Esq::start(Options {
-        rows: Some(1_000),
-        private: true,
-        upstream_ca: Some(files.ca_cert.clone()),
-        ..Options::default()
-    })
-    .await;
-    // The database now refuses the service role without TLS.
-    esq.pg
-        .require_tls_for(&esq.role, &files.server_cert, &files.server_key)
-        .await;
+    // The database refuses the service role without TLS (the harness
+    // checks that a plaintext login fails); esq verifies it with the test CA.
+    let esq = Esq::builder().rows(1_000).tls_only_upstream().start().await;
     let ticket = esq.foia_ticket().await;
     let client = connect_with_ticket(&esq, &ticket).await;
     let rows = client
@@ -872,18 +665,12 @@ async fn upstream_tls_is_used_and_verified_when_the_url_requires_it() {
     // A CA that did not sign the database's certificate: esq refuses.
     let other = tempfile::tempdir().unwrap();
     let other_ca = esq::tls::make_dev_certs(other.path()).unwrap().ca_cert;
-    let mut wrong = Esq::start(Options {
-        rows: Some(10),
-        private: true,
-        upstream_ca: Some(other_ca),
-        ..Options::default()
-    })
-    .await;
-    wrong
-        .pg
-        .require_tls_for(&wrong.role, &files.server_cert, &files.server_key)
+    let wrong = Esq::builder()
+        .rows(10)
+        .tls_only_upstream()
+        .upstream_ca(other_ca)
+        .start()
         .await;
-    wrong.restart().await;
     let ticket = wrong.foia_ticket().await;
     let refused = connect_as(&wrong, "ticket", &ticket)
         .await
@@ -891,17 +678,9 @@ async fn upstream_tls_is_used_and_verified_when_the_url_requires_it() {
     assert_eq!(refused.as_db_error().unwrap().code().code(), "08006");
 }
 
-fn close_statement(name: &str) -> Vec<u8> {
-    message(b'C', format!("S{name}\0").as_bytes())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_team_skipped_parse_and_close_never_let_an_old_statement_run() {
-    let esq = Esq::start(Options {
-        rows: Some(2_000),
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder().rows(2_000).start().await;
     let metadata = "SELECT relname FROM pg_catalog.pg_class LIMIT 1";
 
     // A Close skipped after an error: the statement is still there, with
@@ -911,7 +690,7 @@ async fn red_team_skipped_parse_and_close_never_let_an_old_statement_run() {
     raw.send(&[parse("s1", "SELECT name FROM burial_2024 LIMIT 2"), sync()])
         .await;
     assert!(codes(&raw.until_ready().await).is_empty());
-    revoke(&esq, &ticket).await;
+    esq.revoke(&ticket).await;
     raw.send(&[query("RESET esq.ticket")]).await;
     raw.until_ready().await;
     raw.send(&[
@@ -939,7 +718,7 @@ async fn red_team_skipped_parse_and_close_never_let_an_old_statement_run() {
     raw.send(&[parse("", "SELECT name FROM burial_2024 LIMIT 2"), sync()])
         .await;
     raw.until_ready().await;
-    revoke(&esq, &ticket).await;
+    esq.revoke(&ticket).await;
     raw.send(&[query("RESET esq.ticket")]).await;
     raw.until_ready().await;
     raw.send(&[
@@ -972,16 +751,12 @@ async fn red_team_skipped_parse_and_close_never_let_an_old_statement_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_ticket_does_not_trap_rollback_and_deallocate_frees_names() {
-    let esq = Esq::start(Options {
-        rows: Some(1_000),
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder().rows(1_000).start().await;
     let ticket = clinician_ticket(&esq).await;
     let mut raw = Raw::login(&esq, &ticket).await;
     raw.send(&[query("BEGIN")]).await;
     raw.until_ready().await;
-    revoke(&esq, &ticket).await;
+    esq.revoke(&ticket).await;
     raw.send(&[query("SELECT name FROM burial_2024 LIMIT 1")])
         .await;
     assert_eq!(codes(&raw.until_ready().await), ["28000"]);
@@ -1007,14 +782,10 @@ async fn a_stale_ticket_does_not_trap_rollback_and_deallocate_frees_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_team_a_refused_ticket_statement_fails_its_pipeline_like_any_error() {
-    let esq = Esq::start(Options {
-        rows: Some(1_000),
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder().rows(1_000).start().await;
     let live = clinician_ticket(&esq).await;
     let revoked = clinician_ticket(&esq).await;
-    revoke(&esq, &revoked).await;
+    esq.revoke(&revoked).await;
     let mut raw = Raw::login(&esq, &live).await;
     raw.send(&[
         parse("t", &format!("SET esq.ticket = '{revoked}'")),
@@ -1037,21 +808,9 @@ async fn red_team_a_refused_ticket_statement_fails_its_pipeline_like_any_error()
     );
 }
 
-fn data_row_widths(messages: &[(u8, Vec<u8>)]) -> Vec<u16> {
-    messages
-        .iter()
-        .filter(|(tag, _)| *tag == b'D')
-        .map(|(_, body)| u16::from_be_bytes([body[0], body[1]]))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_team_pipelined_ticket_changes_govern_what_follows_them() {
-    let esq = Esq::start(Options {
-        rows: Some(1_000),
-        ..Options::default()
-    })
-    .await;
+    let esq = Esq::builder().rows(1_000).start().await;
     let with_names = clinician_ticket(&esq).await;
     let ids_only = esq
         .ticket(
@@ -1093,7 +852,7 @@ async fn red_team_pipelined_ticket_changes_govern_what_follows_them() {
         .await;
     raw.until_ready().await;
     raw.until_ready().await;
-    revoke(&esq, &ids_only).await;
+    esq.revoke(&ids_only).await;
     raw.send(&[bind("", "r"), execute("", 0), sync()]).await;
     let answer = raw.until_ready().await;
     assert!(codes(&answer).is_empty(), "{:?}", codes(&answer));

@@ -7,38 +7,21 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::postgres::TestPostgres;
-use esq::sample_data;
-
-fn esq() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esq"));
-    command.current_dir(common::repo());
-    command
-}
+use common::process::{esq_command, Run};
+use common::upstream::load_sample_data;
 
 fn check_against(url: &str) -> (i32, String, String) {
-    let out = esq()
-        .args(["check", "--against", url])
-        .output()
-        .expect("run esq check");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let run = Run::esq(&["check", "--against", url]);
+    (run.status, run.stdout, run.stderr)
 }
 
 #[tokio::test]
 async fn sample_data_loads_and_check_against_compares_catalog_and_schema() {
     let pg = TestPostgres::start().await;
-    let client = pg.connect().await;
-    let rows = 5_000;
-    client
-        .batch_execute(&sample_data::sql(rows, sample_data::DEFAULT_SEED))
-        .await
-        .expect("sample data loads");
+    let client = load_sample_data(&pg, 5_000).await;
     let per_state = client
         .query(
             "SELECT state, count(*) FROM public.burial_2024 GROUP BY state",
@@ -103,7 +86,7 @@ async fn check_against_an_unreachable_database_fails_clearly() {
 #[tokio::test]
 async fn esq_passwd_verifiers_are_accepted_by_postgresql_scram() {
     let pg = TestPostgres::start_private().await;
-    let mut child = esq()
+    let mut child = esq_command()
         .args(["passwd", "--password-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

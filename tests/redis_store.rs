@@ -7,16 +7,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::redis::some_redis;
+use common::tickets::foia_ticket_request;
 use esq::sentinel::{RedisWindows, Windows};
 use esq::shared::{Redis, RedisTarget};
-use esq::tickets::{
-    Lookup, RedisTicketStore, Stale, StoreError, TicketId, TicketRequest, TicketStore,
-};
+use esq::tickets::{Lookup, RedisTicketStore, Stale, StoreError, TicketId, TicketStore};
 use redis::AsyncCommands;
 
 /// A handle with a store timeout long enough for a slow disk (the test
@@ -29,31 +28,9 @@ fn handle_with_timeout(url: &str, timeout: Duration) -> Arc<Redis> {
     Arc::new(Redis::new(RedisTarget::parse(url).unwrap(), timeout))
 }
 
-fn foia_request() -> TicketRequest {
-    TicketRequest {
-        dataset: "burial_2024".into(),
-        purpose: "FOIA aggregation".into(),
-        fields: vec!["state".into(), "id".into()],
-        aggregate: Some("count".into()),
-        ttl: Some("10m".into()),
-        where_: BTreeMap::new(),
-    }
-}
-
-/// Some Redis: `ESQ_TEST_REDIS_URL`, or a private one.
-fn redis_url() -> (String, Option<common::redis::TestRedis>) {
-    match std::env::var("ESQ_TEST_REDIS_URL") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let server = common::redis::TestRedis::start();
-            (server.url(), Some(server))
-        }
-    }
-}
-
 #[tokio::test]
 async fn tickets_live_in_redis_under_their_hash_with_native_expiry() {
-    let (url, _server) = redis_url();
+    let (url, _server) = some_redis();
     let mut app = common::shipped_app();
     let replica_a = Arc::new(RedisTicketStore::new(handle(&url)));
     let replica_b = RedisTicketStore::new(handle(&url));
@@ -63,7 +40,7 @@ async fn tickets_live_in_redis_under_their_hash_with_native_expiry() {
     let now = Utc::now();
     let issued = app
         .tickets
-        .issue(&journalist, &foia_request(), now)
+        .issue(&journalist, &foia_ticket_request("10m"), now)
         .await
         .expect("issued into Redis");
     let id = TicketId::parse(&issued.ticket).unwrap();
@@ -133,7 +110,7 @@ async fn tickets_live_in_redis_under_their_hash_with_native_expiry() {
 
 #[tokio::test]
 async fn sentinel_windows_add_up_across_replicas_and_a_trip_is_claimed_once() {
-    let (url, _server) = redis_url();
+    let (url, _server) = some_redis();
     let suffix = TicketId::generate().unwrap().hash().to_hex();
     let key = format!("esq:{{t:{suffix}}}:sentinel:test");
     let a = RedisWindows::new(handle(&url));
@@ -174,7 +151,7 @@ async fn sentinel_windows_add_up_across_replicas_and_a_trip_is_claimed_once() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_not_an_answer() {
-    let port = common::redis::free_port();
+    let port = common::free_port();
     let store = RedisTicketStore::new(handle_with_timeout(
         &format!("redis://127.0.0.1:{port}"),
         Duration::from_secs(1),
@@ -208,7 +185,7 @@ async fn exercise(url: &str) {
         policies: app.tickets.policies.clone(),
         limits: app.tickets.limits.clone(),
     }
-    .issue(&journalist, &foia_request(), now)
+    .issue(&journalist, &foia_ticket_request("10m"), now)
     .await
     .unwrap_or_else(|e| panic!("issue through {url}: {e}"));
     let id = TicketId::parse(&issued.ticket).unwrap();

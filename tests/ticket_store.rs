@@ -4,21 +4,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use chrono::{Duration, TimeZone, Utc};
-use esq::tickets::{Lookup, MemoryTicketStore, Stale, TicketId, TicketRequest, TicketStore};
-
-fn foia_request(ttl: &str) -> TicketRequest {
-    TicketRequest {
-        dataset: "burial_2024".into(),
-        purpose: "FOIA aggregation".into(),
-        fields: vec!["state".into(), "id".into()],
-        aggregate: Some("count".into()),
-        ttl: Some(ttl.into()),
-        where_: BTreeMap::new(),
-    }
-}
+use common::tickets::foia_ticket_request;
+use esq::tickets::{Lookup, MemoryTicketStore, Stale, TicketId, TicketStore};
 
 #[tokio::test]
 async fn tickets_expire_and_can_be_revoked() {
@@ -30,7 +18,7 @@ async fn tickets_expire_and_can_be_revoked() {
         .expect("time");
     let issued = app
         .tickets
-        .issue(&journalist, &foia_request("10m"), t0)
+        .issue(&journalist, &foia_ticket_request("10m"), t0)
         .await
         .expect("issued");
     let id = TicketId::parse(&issued.ticket).expect("well-formed");
@@ -70,7 +58,7 @@ async fn tickets_expire_and_can_be_revoked() {
 
     let second = app
         .tickets
-        .issue(&journalist, &foia_request("10m"), t0)
+        .issue(&journalist, &foia_ticket_request("10m"), t0)
         .await
         .expect("issued");
     let second_id = TicketId::parse(&second.ticket).expect("well-formed");
@@ -123,7 +111,7 @@ async fn the_memory_store_keeps_hashes_not_ids_and_sweeps_expired_tickets() {
         .expect("time");
     let issued = app
         .tickets
-        .issue(&journalist, &foia_request("1m"), t0)
+        .issue(&journalist, &foia_ticket_request("1m"), t0)
         .await
         .expect("issued");
     let id = TicketId::parse(&issued.ticket).expect("well-formed");

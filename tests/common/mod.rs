@@ -1,12 +1,35 @@
-//! Helpers shared by the integration tests.
+//! The one test harness of the integration tests: every test file does
+//! `mod common;` and finds here what it needs to start and talk to esq.
+//!
+//! | file          | what it gives                                                        |
+//! | ------------- | -------------------------------------------------------------------- |
+//! | `esq.rs`      | [`esq::Esq`]: PostgreSQL (plain or TLS-only), Redis and esq in-process |
+//! | `process.rs`  | the real `esq` binary: serving in its own process, or one CLI run    |
+//! | `upstream.rs` | the sample database esq reads: sample rows, pgbench, service role, TLS |
+//! | `postgres.rs` | a throwaway PostgreSQL cluster (or a database on `ESQ_TEST_DATABASE_URL`) |
+//! | `redis.rs`    | throwaway `redis-server`s (one, a cluster, a sentinel), or `ESQ_TEST_REDIS_URL` |
+//! | `http.rs`     | HTTP door clients: tokens, ticket issuing, queries, metrics          |
+//! | `pg_client.rs`| PostgreSQL door clients: tokio-postgres sessions, psql, SQLSTATEs    |
+//! | `wire.rs`     | a raw PostgreSQL protocol client for message sequences drivers never send |
+//! | `tickets.rs`  | ticket requests and guard scopes the tests share                     |
+//! | `webhook.rs`  | a local receiver standing in for the breach webhook                  |
+//!
+//! Everything runs on free 127.0.0.1 ports, so test binaries and the tests
+//! inside them run in parallel.
 #![allow(dead_code)]
 
-pub mod harness;
+pub mod esq;
+pub mod http;
+pub mod pg_client;
 pub mod postgres;
+pub mod process;
 pub mod redis;
-pub mod server;
+pub mod tickets;
+pub mod upstream;
 pub mod webhook;
+pub mod wire;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// The repository root (where `config/`, `catalog/` and `policies/` are).
@@ -24,63 +47,42 @@ pub fn shipped_config() -> PathBuf {
 }
 
 /// Loads the shipped config, catalog and policies (no audit log opened).
-pub fn shipped_app() -> esq::app::App {
-    esq::app::App::load_without_audit_log(&shipped_config())
+pub fn shipped_app() -> ::esq::app::App {
+    ::esq::app::App::load_without_audit_log(&shipped_config())
         .expect("the shipped configuration loads")
 }
 
-/// The scopes the guard tests use, by name (see tests/guard_cases/*.yaml):
-/// `foia` (count-only, k = 11), `foia_ca` (plus state = CA), `analyst`
-/// (row-level, no PII), `analyst_ca`, `clinician` (row-level PII, no ssn),
-/// `none` (no ticket). All issued 2026-11-25, retention cutoff 2016-11-25.
-pub fn guard_scope(name: &str) -> Option<esq::tickets::Scope> {
-    use chrono::{NaiveDate, TimeZone, Utc};
-    use esq::policy::FilterValue;
-    use esq::tickets::Aggregate;
+/// A 127.0.0.1 port nobody listened on a moment ago: for a server the test
+/// starts, or as an address where nothing answers.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("picking a free port: {e}"))
+}
 
-    let fields = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let foia = fields(&["id", "state", "county", "burial_date", "branch"]);
-    let analyst = fields(&["state", "county", "burial_date", "branch"]);
-    let clinician = fields(&[
-        "id",
-        "name",
-        "dob",
-        "state",
-        "county",
-        "burial_date",
-        "cause_of_death",
-    ]);
-    let (fields, aggregate, only_ca) = match name {
-        "none" => return None,
-        "foia" => (foia, Some(Aggregate::Count), false),
-        "foia_ca" => (foia, Some(Aggregate::Count), true),
-        "analyst" => (analyst, None, false),
-        "analyst_ca" => (analyst, None, true),
-        "clinician" => (clinician, None, false),
-        other => panic!("unknown scope {other:?}"),
-    };
-    let mut row_filters = std::collections::BTreeMap::new();
-    if only_ca {
-        row_filters.insert("state".to_string(), FilterValue::Text("CA".into()));
+/// Where a running esq — in-process ([`esq::Esq`]) or the binary
+/// ([`process::EsqProcess`]) — can be reached. The client helpers in
+/// `http.rs` and `pg_client.rs` take any of them.
+pub trait Doors {
+    /// The PostgreSQL door.
+    fn pg_addr(&self) -> SocketAddr;
+    /// The HTTP door.
+    fn http_addr(&self) -> SocketAddr;
+    /// The database name clients ask for (the upstream's).
+    fn database(&self) -> &str;
+
+    /// `http://<HTTP door><path>`.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr())
     }
-    Some(esq::tickets::Scope {
-        id: format!("S-test-{name}"),
-        dataset: "burial_2024".into(),
-        fields,
-        aggregate,
-        min_group_size: 11,
-        row_filters,
-        retention_cutoff: NaiveDate::from_ymd_opt(2016, 11, 25),
-        purpose: "tests".into(),
-        user: "tester".into(),
-        policy_ids: vec!["P-TEST".into()],
-        issued_at: Utc
-            .with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
-            .single()
-            .expect("time"),
-        expires_at: Utc
-            .with_ymd_and_hms(2026, 11, 25, 18, 5, 0)
-            .single()
-            .expect("time"),
-    })
+
+    /// A connection string for libpq tools (psql, pgbench) through esq.
+    fn libpq_url(&self, user: &str, password: &str) -> String {
+        format!(
+            "postgresql://{user}:{password}@127.0.0.1:{}/{}?sslmode=disable",
+            self.pg_addr().port(),
+            self.database()
+        )
+    }
 }

@@ -42,6 +42,8 @@ enum Kind {
         bindir: PathBuf,
         data: PathBuf,
         as_postgres: bool,
+        /// The server options (`pg_ctl -o`), for starting it again.
+        opts: String,
         /// Removed (recursively) when dropped, after the server is stopped.
         dir: tempfile::TempDir,
     },
@@ -49,6 +51,9 @@ enum Kind {
         /// URL of the server's original database (used to drop ours).
         admin_url: String,
         dbname: String,
+        /// Roles made for this database, dropped with it (roles are
+        /// cluster-wide: they would pile up on a shared server).
+        roles: std::sync::Mutex<Vec<String>>,
     },
 }
 
@@ -127,6 +132,17 @@ impl TestPostgres {
         self.reload().await;
     }
 
+    /// Drops `role` (made by the test for this database) when this handle
+    /// drops; a private cluster goes away whole anyway.
+    pub fn drop_role_with_database(&self, role: &str) {
+        if let Kind::External { roles, .. } = &self.kind {
+            roles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(role.to_string());
+        }
+    }
+
     /// Reloads the configuration and waits until new connections use it:
     /// the postmaster reloads asynchronously, and each new backend inherits
     /// its last load time.
@@ -157,14 +173,34 @@ impl TestPostgres {
     /// Restarts a private cluster (`pg_ctl restart -m fast`): every
     /// connection to it is cut.
     pub async fn restart(&self) {
+        self.pg_ctl("restart", &["-m", "fast"]).await;
+    }
+
+    /// Stops a private cluster (`pg_ctl stop -m fast`): the database is
+    /// down until [`TestPostgres::start_again`].
+    pub async fn stop(&self) {
+        self.pg_ctl("stop", &["-m", "fast"]).await;
+    }
+
+    /// Starts a stopped private cluster again, on the same port.
+    pub async fn start_again(&self) {
+        let Kind::Cluster { opts, .. } = &self.kind else {
+            panic!("start_again needs a private cluster (TestPostgres::start_private)");
+        };
+        self.pg_ctl("start", &["-o", opts]).await;
+    }
+
+    /// `pg_ctl <action>` on a private cluster, waiting for it to finish.
+    async fn pg_ctl(&self, action: &str, args: &[&str]) {
         let Kind::Cluster {
             bindir,
             data,
             as_postgres,
             dir,
+            ..
         } = &self.kind
         else {
-            panic!("restart needs a private cluster (TestPostgres::start_private)");
+            panic!("pg_ctl {action} needs a private cluster (TestPostgres::start_private)");
         };
         run(pg_command(bindir, "pg_ctl", *as_postgres, dir.path())
             .arg("-D")
@@ -172,9 +208,10 @@ impl TestPostgres {
             // A log file, or the server would hold our output pipe open.
             .arg("-l")
             .arg(dir.path().join("postgres.log"))
-            .args(["-m", "fast", "-w", "-t", "60", "restart"]))
+            .args(args)
+            .args(["-w", "-t", "60", action]))
         .await
-        .unwrap_or_else(|e| panic!("pg_ctl restart: {e}"));
+        .unwrap_or_else(|e| panic!("pg_ctl {action}: {e}"));
     }
 
     /// `postgres://user@127.0.0.1:port/dbname`, usable by tokio-postgres
@@ -235,6 +272,7 @@ impl TestPostgres {
             kind: Kind::External {
                 admin_url: base.to_string(),
                 dbname,
+                roles: Default::default(),
             },
         }
     }
@@ -288,7 +326,7 @@ impl TestPostgres {
         // postmaster binds it; retry a few times on a fresh port.
         let mut last_err = String::new();
         for _ in 0..3 {
-            let port = free_port();
+            let port = super::free_port();
             let opts = format!(
                 "-p {port} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off \
                  -c synchronous_commit=off -c full_page_writes=off",
@@ -312,6 +350,7 @@ impl TestPostgres {
                             bindir,
                             data,
                             as_postgres,
+                            opts,
                             dir,
                         },
                     };
@@ -337,6 +376,7 @@ impl Drop for TestPostgres {
                 data,
                 as_postgres,
                 dir,
+                ..
             } => {
                 let mut cmd = if *as_postgres {
                     let mut c = std::process::Command::new("runuser");
@@ -356,9 +396,14 @@ impl Drop for TestPostgres {
                     .status();
                 // `dir` (a TempDir) is removed when the fields drop, right after this.
             }
-            Kind::External { admin_url, dbname } => {
+            Kind::External {
+                admin_url,
+                dbname,
+                roles,
+            } => {
                 let admin_url = admin_url.clone();
                 let dbname = dbname.clone();
+                let roles = std::mem::take(&mut *roles.lock().unwrap_or_else(|e| e.into_inner()));
                 // We may be inside a runtime (can't block_on here): use a
                 // fresh thread with its own small runtime. Best effort.
                 let handle = std::thread::spawn(move || {
@@ -380,6 +425,11 @@ impl Drop for TestPostgres {
                                 // Pre-13 servers have no FORCE.
                                 let plain = format!("DROP DATABASE IF EXISTS {dbname}");
                                 client.batch_execute(&plain).await.ok()?;
+                            }
+                            // Their privileges went with the database.
+                            for role in roles {
+                                let drop = format!("DROP ROLE IF EXISTS {role}");
+                                client.batch_execute(&drop).await.ok()?;
                             }
                             Some(())
                         };
@@ -505,13 +555,6 @@ async fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("picking a free port: {e}"))
-}
-
 fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -519,7 +562,7 @@ fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 /// tokio-postgres' `Display` for server errors is just "db error".
-fn describe(e: &tokio_postgres::Error) -> String {
+pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => e.to_string(),

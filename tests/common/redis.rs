@@ -4,11 +4,25 @@
 //! only need some Redis use `ESQ_TEST_REDIS_URL` when it is set; tests that
 //! stop and restart Redis always start their own.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::free_port;
+
+/// Some Redis for a test that only needs one: `ESQ_TEST_REDIS_URL` when it
+/// is set, else a private server (returned, to keep it running).
+pub fn some_redis() -> (String, Option<TestRedis>) {
+    match std::env::var("ESQ_TEST_REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => (url.trim().to_string(), None),
+        _ => {
+            let server = TestRedis::start();
+            (server.url(), Some(server))
+        }
+    }
+}
+
+/// A private `redis-server`; killed when dropped.
 pub struct TestRedis {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -247,13 +261,6 @@ fn ping(port: u16) -> bool {
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut answer).is_ok()
         && &answer == b"+PONG\r\n"
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn which(name: &str) -> Option<PathBuf> {
