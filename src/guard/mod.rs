@@ -37,6 +37,7 @@ mod postcheck;
 mod projection;
 mod resolve;
 mod rewrite;
+pub mod structured;
 pub mod ticket_statement;
 
 use std::collections::BTreeSet;

@@ -7,6 +7,7 @@
 use serde_json::{json, Value};
 
 use crate::decide::Refusal;
+use crate::guard::structured::BadQuery;
 use crate::guard::Denial;
 use crate::policy::Verdict;
 use crate::upstream::{Busy, UpstreamError};
@@ -269,6 +270,15 @@ impl ApiError {
     pub fn audit(err: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %err, "HTTP door: the audit log cannot be written");
         ApiError::Unavailable(Dependency::AuditLog)
+    }
+}
+
+impl From<BadQuery> for ApiError {
+    fn from(bad: BadQuery) -> ApiError {
+        match bad {
+            BadQuery::Field { field, message } => ApiError::BadRequest { field, message },
+            BadQuery::Internal(detail) => ApiError::Internal(detail),
+        }
     }
 }
 

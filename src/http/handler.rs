@@ -81,6 +81,12 @@ impl From<ApiError> for Failure {
     }
 }
 
+impl From<crate::guard::structured::BadQuery> for Failure {
+    fn from(err: crate::guard::structured::BadQuery) -> Failure {
+        Failure::Api(err.into())
+    }
+}
+
 impl From<Aborted> for Failure {
     fn from(_: Aborted) -> Failure {
         Failure::Aborted

@@ -11,8 +11,8 @@
 //! connections and waits for requests in flight.
 //!
 //! One module per job: [`handler`] reads requests, applies the limits and
-//! routes; [`tickets`], [`query`] and [`ops`] are the endpoints;
-//! [`structured`] compiles structured query bodies to SQL; [`rows`] turns
+//! routes; [`tickets`], [`query`] and [`ops`] are the endpoints (the
+//! guard compiles structured query bodies to SQL); [`rows`] turns
 //! rows into JSON; [`rate_limit`] limits requests per user; [`error`] maps
 //! failures to statuses. Upstream connections come from the pool both doors
 //! share ([`crate::upstream`]).
@@ -24,7 +24,6 @@ pub mod ops;
 pub mod query;
 pub mod rate_limit;
 pub mod rows;
-pub mod structured;
 pub mod tickets;
 
 use std::net::SocketAddr;

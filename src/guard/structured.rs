@@ -2,7 +2,9 @@
 //! `where`, `orderBy`, `limit`), compiled to a sqlparser AST. User values
 //! only ever become AST literals and field names are checked against the
 //! catalog first: nothing the user sends is pasted into SQL text. The
-//! rendered statement then goes through the guard like any other.
+//! rendered statement then goes through the guard like any other. It lives
+//! in the guard because it is SQL knowledge; the HTTP door only reads the
+//! JSON body and reports a [`BadQuery`] as a bad request.
 
 use std::collections::BTreeMap;
 
@@ -15,9 +17,30 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use super::error::ApiError;
 use crate::catalog::Dataset;
 use crate::tickets::Scope;
+
+/// Why a structured body cannot be compiled: the offending key and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadQuery {
+    #[error("{message}")]
+    Field {
+        field: Option<String>,
+        message: String,
+    },
+    /// A bug in esq's own skeleton (logged, never shown).
+    #[error("structured query: {0}")]
+    Internal(String),
+}
+
+impl BadQuery {
+    fn bad_request(field: Option<&str>, message: impl Into<String>) -> BadQuery {
+        BadQuery::Field {
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
 
 /// The largest `limit` accepted.
 pub const MAX_LIMIT: u64 = 10_000_000;
@@ -52,14 +75,14 @@ impl QueryBody {
     }
 
     /// The statement text to give the guard.
-    pub fn statement(&self, dataset: &Dataset, scope: &Scope) -> Result<String, ApiError> {
+    pub fn statement(&self, dataset: &Dataset, scope: &Scope) -> Result<String, BadQuery> {
         match &self.sql {
-            Some(_) if self.is_structured() => Err(ApiError::bad_request(
+            Some(_) if self.is_structured() => Err(BadQuery::bad_request(
                 Some("sql"),
                 "send either \"sql\" or the structured keys (groupBy, select, where, orderBy, limit), not both",
             )),
             Some(sql) if sql.trim().is_empty() => {
-                Err(ApiError::bad_request(Some("sql"), "is empty"))
+                Err(BadQuery::bad_request(Some("sql"), "is empty"))
             }
             Some(sql) => Ok(sql.clone()),
             None => compile(self, dataset, scope),
@@ -68,7 +91,7 @@ impl QueryBody {
 }
 
 /// Compiles a structured body to SQL over the scope's dataset.
-pub fn compile(body: &QueryBody, dataset: &Dataset, scope: &Scope) -> Result<String, ApiError> {
+pub fn compile(body: &QueryBody, dataset: &Dataset, scope: &Scope) -> Result<String, BadQuery> {
     let group_by = names(dataset, "groupBy", body.group_by.as_ref())?;
     let select = names(dataset, "select", body.select.as_ref())?;
     let grouped = group_by.is_some() || scope.aggregate.is_some();
@@ -79,7 +102,7 @@ pub fn compile(body: &QueryBody, dataset: &Dataset, scope: &Scope) -> Result<Str
             .iter()
             .find(|c| !group_by.iter().flatten().any(|g| g == *c))
         {
-            return Err(ApiError::bad_request(
+            return Err(BadQuery::bad_request(
                 Some("select"),
                 format!("{stray:?} is not in groupBy: a grouped answer shows only its groupBy fields and the count"),
             ));
@@ -93,7 +116,7 @@ pub fn compile(body: &QueryBody, dataset: &Dataset, scope: &Scope) -> Result<Str
     let mut query = skeleton(dataset)?;
     let (count_item, order_template) = templates(&query)?;
     let SetExpr::Select(select_node) = query.body.as_mut() else {
-        return Err(ApiError::Internal("skeleton is not a SELECT".into()));
+        return Err(BadQuery::Internal("skeleton is not a SELECT".into()));
     };
     let mut projection: Vec<SelectItem> = columns
         .iter()
@@ -125,9 +148,9 @@ pub fn compile(body: &QueryBody, dataset: &Dataset, scope: &Scope) -> Result<Str
     };
     query.limit_clause = match body.limit {
         None => None,
-        Some(0) => return Err(ApiError::bad_request(Some("limit"), "must be at least 1")),
+        Some(0) => return Err(BadQuery::bad_request(Some("limit"), "must be at least 1")),
         Some(n) if n > MAX_LIMIT => {
-            return Err(ApiError::bad_request(
+            return Err(BadQuery::bad_request(
                 Some("limit"),
                 format!("at most {MAX_LIMIT}"),
             ))
@@ -143,7 +166,7 @@ pub fn compile(body: &QueryBody, dataset: &Dataset, scope: &Scope) -> Result<Str
 
 /// `SELECT x, count(*) AS count FROM <table> ORDER BY x ASC`, with the
 /// table name from the catalog (trusted configuration, quoted).
-fn skeleton(dataset: &Dataset) -> Result<Query, ApiError> {
+fn skeleton(dataset: &Dataset) -> Result<Query, BadQuery> {
     let table = format!(
         "{}.{}",
         Ident::with_quote('"', &dataset.table.schema),
@@ -151,17 +174,17 @@ fn skeleton(dataset: &Dataset) -> Result<Query, ApiError> {
     );
     let text = format!("SELECT x, count(*) AS {COUNT_COLUMN} FROM {table} ORDER BY x ASC");
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, &text)
-        .map_err(|err| ApiError::Internal(format!("structured query skeleton: {err}")))?;
+        .map_err(|err| BadQuery::Internal(format!("structured query skeleton: {err}")))?;
     match statements.pop() {
         Some(Statement::Query(query)) if statements.is_empty() => Ok(*query),
-        _ => Err(ApiError::Internal(
+        _ => Err(BadQuery::Internal(
             "structured query skeleton is not one query".into(),
         )),
     }
 }
 
-fn templates(query: &Query) -> Result<(SelectItem, OrderByExpr), ApiError> {
-    let missing = || ApiError::Internal("structured query skeleton lacks a part".into());
+fn templates(query: &Query) -> Result<(SelectItem, OrderByExpr), BadQuery> {
+    let missing = || BadQuery::Internal("structured query skeleton lacks a part".into());
     let SetExpr::Select(select) = query.body.as_ref() else {
         return Err(missing());
     };
@@ -182,14 +205,14 @@ fn names(
     dataset: &Dataset,
     key: &str,
     value: Option<&Json>,
-) -> Result<Option<Vec<String>>, ApiError> {
+) -> Result<Option<Vec<String>>, BadQuery> {
     let Some(value) = value else { return Ok(None) };
     let items: Vec<&Json> = match value {
         Json::String(_) => vec![value],
         Json::Array(items) if !items.is_empty() => items.iter().collect(),
-        Json::Array(_) => return Err(ApiError::bad_request(Some(key), "name at least one field")),
+        Json::Array(_) => return Err(BadQuery::bad_request(Some(key), "name at least one field")),
         _ => {
-            return Err(ApiError::bad_request(
+            return Err(BadQuery::bad_request(
                 Some(key),
                 "must be a field name or a list of field names",
             ))
@@ -198,7 +221,7 @@ fn names(
     let mut out = Vec::new();
     for item in items {
         let Json::String(name) = item else {
-            return Err(ApiError::bad_request(
+            return Err(BadQuery::bad_request(
                 Some(key),
                 "field names must be strings",
             ));
@@ -209,10 +232,10 @@ fn names(
 }
 
 /// Checks that `name` is a field of the dataset (its catalog spelling).
-fn field(dataset: &Dataset, key: &str, name: &str) -> Result<String, ApiError> {
+fn field(dataset: &Dataset, key: &str, name: &str) -> Result<String, BadQuery> {
     dataset.field(name).map(|f| f.name.clone()).ok_or_else(|| {
         let known: Vec<&str> = dataset.fields.iter().map(|f| f.name.as_str()).collect();
-        ApiError::bad_request(
+        BadQuery::bad_request(
             Some(key),
             format!(
                 "{name:?} is not a field of {}; its fields are: {}",
@@ -229,7 +252,7 @@ fn field(dataset: &Dataset, key: &str, name: &str) -> Result<String, ApiError> {
 fn where_clause(
     dataset: &Dataset,
     filters: &BTreeMap<String, Json>,
-) -> Result<Option<Expr>, ApiError> {
+) -> Result<Option<Expr>, BadQuery> {
     let mut conditions = Vec::new();
     for (name, condition) in filters {
         let key = format!("where.{name}");
@@ -238,7 +261,7 @@ fn where_clause(
             Json::Array(values) => conditions.push(in_list(&key, &column, values)?),
             Json::Object(ops) => {
                 if ops.is_empty() {
-                    return Err(ApiError::bad_request(
+                    return Err(BadQuery::bad_request(
                         Some(&key),
                         "name at least one of eq, gt, gte, lt, lte, in",
                     ));
@@ -253,13 +276,13 @@ fn where_clause(
                         "lte" => BinaryOperator::LtEq,
                         "in" => {
                             let Json::Array(values) = value else {
-                                return Err(ApiError::bad_request(Some(&op_key), "must be a list"));
+                                return Err(BadQuery::bad_request(Some(&op_key), "must be a list"));
                             };
                             conditions.push(in_list(&op_key, &column, values)?);
                             continue;
                         }
                         _ => {
-                            return Err(ApiError::bad_request(
+                            return Err(BadQuery::bad_request(
                                 Some(&op_key),
                                 "unknown operator; use eq, gt, gte, lt, lte or in",
                             ))
@@ -286,9 +309,9 @@ fn where_clause(
     }))
 }
 
-fn in_list(key: &str, column: &Expr, values: &[Json]) -> Result<Expr, ApiError> {
+fn in_list(key: &str, column: &Expr, values: &[Json]) -> Result<Expr, BadQuery> {
     if values.is_empty() {
-        return Err(ApiError::bad_request(
+        return Err(BadQuery::bad_request(
             Some(key),
             "an IN list needs at least one value",
         ));
@@ -306,19 +329,19 @@ fn in_list(key: &str, column: &Expr, values: &[Json]) -> Result<Expr, ApiError> 
 }
 
 /// A JSON scalar as a SQL literal node (never as text).
-fn literal(key: &str, value: &Json) -> Result<Expr, ApiError> {
+fn literal(key: &str, value: &Json) -> Result<Expr, BadQuery> {
     let value = match value {
         Json::String(s) => Value::SingleQuotedString(s.clone()),
         Json::Bool(b) => Value::Boolean(*b),
         Json::Number(n) => Value::Number(n.to_string(), false),
         Json::Null => {
-            return Err(ApiError::bad_request(
+            return Err(BadQuery::bad_request(
                 Some(key),
                 "null is not a comparable value",
             ))
         }
         _ => {
-            return Err(ApiError::bad_request(
+            return Err(BadQuery::bad_request(
                 Some(key),
                 "must be a string, number or boolean",
             ))
@@ -333,7 +356,7 @@ fn order_by(
     value: Option<&Json>,
     outputs: &[String],
     template: &OrderByExpr,
-) -> Result<Vec<OrderByExpr>, ApiError> {
+) -> Result<Vec<OrderByExpr>, BadQuery> {
     let key = "orderBy";
     let items: Vec<&Json> = match value {
         None => return Ok(vec![]),
@@ -343,7 +366,7 @@ fn order_by(
     let mut out = Vec::new();
     for item in items {
         let Json::String(text) = item else {
-            return Err(ApiError::bad_request(
+            return Err(BadQuery::bad_request(
                 Some(key),
                 "items must be strings like \"state\" or \"count desc\"",
             ));
@@ -358,14 +381,14 @@ fn order_by(
                 None | Some("asc") => false,
                 Some("desc") => true,
                 Some(_) => {
-                    return Err(ApiError::bad_request(
+                    return Err(BadQuery::bad_request(
                         Some(key),
                         format!("{text:?}: direction must be asc or desc"),
                     ))
                 }
             };
             if words.next().is_some() {
-                return Err(ApiError::bad_request(
+                return Err(BadQuery::bad_request(
                     Some(key),
                     format!("{text:?}: use \"field\" or \"field desc\""),
                 ));
@@ -373,7 +396,7 @@ fn order_by(
             (name, descending)
         };
         let Some(output) = outputs.iter().find(|o| o.eq_ignore_ascii_case(name)) else {
-            return Err(ApiError::bad_request(
+            return Err(BadQuery::bad_request(
                 Some(key),
                 format!(
                     "{name:?} is not an output column; the answer's columns are: {}",
@@ -426,7 +449,12 @@ mod tests {
     fn sql(body: serde_json::Value, aggregate: Option<Aggregate>) -> Result<String, String> {
         let body: QueryBody = serde_json::from_value(body).map_err(|e| e.to_string())?;
         body.statement(&dataset(), &scope(aggregate))
-            .map_err(|e| e.to_response().1.to_string())
+            .map_err(|e| match e {
+                BadQuery::Field { field, message } => {
+                    serde_json::json!({"field": field, "message": message}).to_string()
+                }
+                BadQuery::Internal(detail) => detail,
+            })
     }
 
     #[test]
