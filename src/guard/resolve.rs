@@ -11,15 +11,15 @@
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{
-    Cte, Distinct, Expr, GroupByExpr, Ident, Join, JoinConstraint, JoinOperator, LimitClause,
-    ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectFlavor, SetExpr, TableFactor,
-    TableWithJoins, Values,
+    Cte, Distinct, Expr, GroupByExpr, LimitClause, OrderByKind, Query, Select, SelectFlavor,
+    SetExpr, Values,
 };
 
 use super::denial::{Checked, Denial};
-use super::rewrite;
+pub(super) use super::names::{
+    builtin_function_name, exact_output_name, fold, object_name_parts, output_name,
+};
 use super::GuardContext;
-use crate::catalog::TableName;
 
 /// A column visible to name resolution, with the dataset fields it was
 /// computed from (its provenance).
@@ -73,66 +73,13 @@ pub(super) struct Resolver<'a> {
     /// How many references to the dataset were replaced by derived tables.
     pub substitutions: usize,
     /// Names of later siblings in a WITH RECURSIVE being analysed.
-    forward_ctes: Vec<String>,
+    pub(super) forward_ctes: Vec<String>,
     /// Trial analyses of recursive terms left for this statement: nested
     /// recursive CTEs would otherwise multiply them.
-    trial_budget: usize,
+    pub(super) trial_budget: usize,
     /// The FROM items of the select that finished last: ORDER BY of the
     /// query around it resolves against them.
-    last_select_relations: Vec<Relation>,
-}
-
-/// PostgreSQL's identifier folding: unquoted names are lower-cased (ASCII).
-pub(super) fn fold(ident: &Ident) -> String {
-    let folded = if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_ascii_lowercase()
-    };
-    truncate_identifier(folded)
-}
-
-/// PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1),
-/// cut on a character boundary: two names equal there are the same name.
-pub(super) const MAX_IDENTIFIER_BYTES: usize = 63;
-
-fn truncate_identifier(mut name: String) -> String {
-    if name.len() > MAX_IDENTIFIER_BYTES {
-        let mut end = MAX_IDENTIFIER_BYTES;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name.truncate(end);
-    }
-    name
-}
-
-/// A function's folded name when it is unqualified or `pg_catalog.`-qualified
-/// (the only schema whose functions esq may allow); `None` otherwise.
-pub(super) fn builtin_function_name(function: &sqlparser::ast::Function) -> Option<String> {
-    let parts: Vec<String> = function
-        .name
-        .0
-        .iter()
-        .map(|p| p.as_ident().map(fold))
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [name] => Some(name.clone()),
-        [schema, name] if schema == "pg_catalog" => Some(name.clone()),
-        _ => None,
-    }
-}
-
-pub(super) fn object_name_parts(name: &ObjectName) -> Checked<Vec<String>> {
-    name.0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => Ok(fold(ident)),
-            ObjectNamePart::Function(_) => {
-                Err(Denial::unsupported("computed names", "name the table"))
-            }
-        })
-        .collect()
+    pub(super) last_select_relations: Vec<Relation>,
 }
 
 impl<'a> Resolver<'a> {
@@ -440,230 +387,6 @@ impl<'a> Resolver<'a> {
         Ok(columns)
     }
 
-    fn table_with_joins(
-        &mut self,
-        item: &mut TableWithJoins,
-        relations: &mut Vec<Relation>,
-    ) -> Checked<()> {
-        // An ON clause sees the two sides of its join only (this chain),
-        // not the comma-separated FROM items before it: like PostgreSQL,
-        // a name not found there is looked up in the enclosing queries.
-        let chain_start = relations.len();
-        self.table_factor(&mut item.relation, relations)?;
-        for join in item.joins.iter_mut() {
-            self.join(join, relations, chain_start)?;
-        }
-        Ok(())
-    }
-
-    fn join(
-        &mut self,
-        join: &mut Join,
-        relations: &mut Vec<Relation>,
-        chain_start: usize,
-    ) -> Checked<()> {
-        if join.global {
-            return Err(Denial::unsupported("GLOBAL joins", "use a plain JOIN"));
-        }
-        self.table_factor(&mut join.relation, relations)?;
-        let constraint = match &mut join.join_operator {
-            JoinOperator::Join(c)
-            | JoinOperator::Inner(c)
-            | JoinOperator::Left(c)
-            | JoinOperator::LeftOuter(c)
-            | JoinOperator::Right(c)
-            | JoinOperator::RightOuter(c)
-            | JoinOperator::FullOuter(c)
-            | JoinOperator::CrossJoin(c) => c,
-            _ => {
-                return Err(Denial::unsupported(
-                    "this kind of join",
-                    "use INNER, LEFT, RIGHT, FULL or CROSS JOIN … ON",
-                ))
-            }
-        };
-        match constraint {
-            JoinConstraint::On(expr) => {
-                self.scopes.push(relations[chain_start..].to_vec());
-                let result = self.checked_expr(expr, "JOIN … ON");
-                self.scopes.pop();
-                result?;
-                Ok(())
-            }
-            JoinConstraint::None => Ok(()),
-            JoinConstraint::Using(_) | JoinConstraint::UsingAlias(..) => Err(Denial::unsupported(
-                "JOIN … USING",
-                "write JOIN … ON a.x = b.x",
-            )),
-            JoinConstraint::Natural => Err(Denial::unsupported(
-                "NATURAL JOIN",
-                "write JOIN … ON a.x = b.x",
-            )),
-        }
-    }
-
-    fn table_factor(
-        &mut self,
-        factor: &mut TableFactor,
-        relations: &mut Vec<Relation>,
-    ) -> Checked<()> {
-        super::grow_stack(|| self.table_factor_inner(factor, relations))
-    }
-
-    fn table_factor_inner(
-        &mut self,
-        factor: &mut TableFactor,
-        relations: &mut Vec<Relation>,
-    ) -> Checked<()> {
-        match factor {
-            TableFactor::Table { .. } => self.table(factor, relations),
-            TableFactor::Derived {
-                lateral,
-                subquery,
-                alias,
-                sample,
-            } => {
-                if sample.is_some() {
-                    return Err(Denial::unsupported("TABLESAMPLE", "remove TABLESAMPLE"));
-                }
-                // A LATERAL subquery sees the FROM items before it.
-                if *lateral {
-                    self.scopes.push(relations.clone());
-                }
-                let result = self.query(subquery);
-                if *lateral {
-                    self.scopes.pop();
-                }
-                let mut columns = result?;
-                let name = match alias {
-                    Some(alias) => {
-                        let declared: Vec<String> =
-                            alias.columns.iter().map(|c| fold(&c.name)).collect();
-                        rename(&mut columns, &declared)?;
-                        fold(&alias.name)
-                    }
-                    None => "unnamed_subquery".into(),
-                };
-                relations.push(Relation { name, columns });
-                Ok(())
-            }
-            TableFactor::NestedJoin {
-                table_with_joins,
-                alias,
-            } => {
-                if alias.is_some() {
-                    return Err(Denial::unsupported(
-                        "an alias on a parenthesised join",
-                        "remove the alias",
-                    ));
-                }
-                self.table_with_joins(table_with_joins, relations)
-            }
-            _ => Err(Denial::unsupported(
-                "this kind of FROM item (table functions, UNNEST, JSON tables, PIVOT…)",
-                format!("select from {}", self.ctx.dataset.table),
-            )),
-        }
-    }
-
-    /// A table name: a CTE, the governed table (substituted), or denied.
-    fn table(&mut self, factor: &mut TableFactor, relations: &mut Vec<Relation>) -> Checked<()> {
-        let TableFactor::Table {
-            name,
-            alias,
-            args,
-            with_hints,
-            version,
-            with_ordinality,
-            partitions,
-            json_path,
-            sample,
-            index_directives,
-            inheritance,
-        } = factor
-        else {
-            return Err(Denial::unsupported(
-                "this FROM item",
-                "select from the dataset's table",
-            ));
-        };
-        if args.is_some()
-            || !with_hints.is_empty()
-            || version.is_some()
-            || *with_ordinality
-            || !partitions.is_empty()
-            || json_path.is_some()
-            || sample.is_some()
-            || !index_directives.is_empty()
-            || inheritance.is_some()
-        {
-            return Err(Denial::unsupported(
-                "table options (hints, versions, samples, functions)",
-                "name the table plainly",
-            ));
-        }
-        let parts = object_name_parts(name)?;
-        if let [single] = parts.as_slice() {
-            if self.forward_ctes.contains(single) {
-                return Err(Denial::unsupported(
-                    format!("a reference to {single:?}, defined later in the same WITH RECURSIVE"),
-                    "define CTEs before they are used",
-                ));
-            }
-            if let Some((_, columns)) = self.ctes.iter().rev().find(|(n, _)| n == single) {
-                let columns = columns.clone();
-                let relation_name = match alias {
-                    Some(alias) => fold(&alias.name),
-                    None => single.clone(),
-                };
-                let mut columns = columns;
-                if let Some(alias) = alias {
-                    let declared: Vec<String> =
-                        alias.columns.iter().map(|c| fold(&c.name)).collect();
-                    rename(&mut columns, &declared)?;
-                }
-                relations.push(Relation {
-                    name: relation_name,
-                    columns,
-                });
-                return Ok(());
-            }
-        }
-        let table = match parts.as_slice() {
-            [name] => TableName {
-                schema: "public".into(),
-                name: name.clone(),
-            },
-            [schema, name] => TableName {
-                schema: schema.clone(),
-                name: name.clone(),
-            },
-            _ => {
-                return Err(Denial::unsupported(
-                    "database-qualified names",
-                    "write schema.table",
-                ))
-            }
-        };
-        if table != self.ctx.dataset.table {
-            return Err(self.ctx.foreign_table(&table));
-        }
-        if let Some(alias) = alias.as_ref() {
-            if !alias.columns.is_empty() {
-                return Err(whole_row("a column list on the dataset's alias"));
-            }
-        }
-        let relation_name = alias
-            .as_ref()
-            .map(|a| fold(&a.name))
-            .unwrap_or_else(|| table.name.clone());
-        self.relations.insert(table.to_string());
-        relations.push(Relation::governed(self.ctx, relation_name.clone()));
-        *factor = rewrite::governed_table(self.ctx, &relation_name)?;
-        self.substitutions += 1;
-        Ok(())
-    }
-
     /// ORDER BY may name an output column, a position, or an expression
     /// over the FROM items of the query's select.
     fn order_item(
@@ -772,7 +495,7 @@ fn merge_provenance(columns: &mut [Column], produced: Vec<Column>) -> Checked<bo
     Ok(grew)
 }
 
-fn rename(columns: &mut [Column], declared: &[String]) -> Checked<()> {
+pub(super) fn rename(columns: &mut [Column], declared: &[String]) -> Checked<()> {
     if declared.len() > columns.len() {
         return Err(Denial::syntax("more column aliases than columns"));
     }
@@ -780,53 +503,6 @@ fn rename(columns: &mut [Column], declared: &[String]) -> Checked<()> {
         column.name = name.clone();
     }
     Ok(())
-}
-
-/// PostgreSQL's name for an unaliased select-list item (its
-/// `FigureColname`), where esq can know it for certain.
-pub(super) fn exact_output_name(expr: &Expr) -> Option<String> {
-    match expr {
-        Expr::Identifier(ident) => Some(fold(ident)),
-        Expr::CompoundIdentifier(parts) => parts.last().map(fold),
-        Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(fold),
-        Expr::Nested(inner) => exact_output_name(inner),
-        // A cast is named after a column it casts; otherwise after the type,
-        // whose internal name esq does not model.
-        Expr::Cast { expr, .. } => match expr.as_ref() {
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Nested(_) => {
-                exact_output_name(expr)
-            }
-            _ => None,
-        },
-        Expr::Case { .. } => Some("case".into()),
-        Expr::Exists { .. } => Some("exists".into()),
-        Expr::Extract { .. } => Some("extract".into()),
-        // A scalar subquery is named after its column; typed literals and
-        // the like after their type.
-        Expr::Subquery(_) | Expr::TypedString(_) | Expr::Interval(_) => None,
-        Expr::Value(_)
-        | Expr::BinaryOp { .. }
-        | Expr::UnaryOp { .. }
-        | Expr::IsNull(_)
-        | Expr::IsNotNull(_)
-        | Expr::IsTrue(_)
-        | Expr::IsNotTrue(_)
-        | Expr::IsFalse(_)
-        | Expr::IsNotFalse(_)
-        | Expr::IsDistinctFrom(..)
-        | Expr::IsNotDistinctFrom(..)
-        | Expr::Between { .. }
-        | Expr::In { .. }
-        | Expr::Like { .. }
-        | Expr::ILike { .. } => Some("?column?".into()),
-        _ => None,
-    }
-}
-
-/// As [`exact_output_name`], with PostgreSQL's fallback where unknown (for
-/// messages and the outermost query, where names bind nothing).
-pub(super) fn output_name(expr: &Expr) -> String {
-    exact_output_name(expr).unwrap_or_else(|| "?column?".into())
 }
 
 fn require_count_literal(expr: &Expr) -> Checked<()> {
