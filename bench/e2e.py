@@ -78,7 +78,13 @@ TARGET_NAMES = {
     "pgbouncer_session": "PgBouncer session",
     "pgbouncer_txn": "PgBouncer transaction",
     "direct_service": "direct, the guard's rewrite",
+    "esq_baseline": "esq baseline",
+    "esq_baseline_write": "esq baseline (audit write)",
+    "esq_private": "esq, private ticket",
 }
+
+# BASELINE=…: each esq target of this build and the baseline binary's twin.
+BASELINE_PAIRS = (("esq", "esq_baseline", "fsync"), ("esq_write", "esq_baseline_write", "write"))
 
 
 # esq as shipped (audit.durability = fsync), and with audit.durability = write.
@@ -193,6 +199,59 @@ def criterion(path):
     return out
 
 
+def baseline_section(w, runs, env, clients):
+    """This build vs the BASELINE binary, per round (issue 15)."""
+    commit = env.get("baseline_commit") or "commit not given"
+    w("## This build vs the baseline binary (same run)")
+    w("")
+    w(
+        f"esq built from this checkout ({env.get('esq_commit', '?')}, sha256 {env.get('esq_sha256', '?')}…) against "
+        f"`{env.get('baseline')}` ({commit}, sha256 {env.get('baseline_sha256', '?')}…): same config, catalog, "
+        "servers and tickets' scopes; each pair runs back to back within a round, this build first in odd rounds "
+        "and the baseline first in even ones. **new / baseline** is the median of the per-round TPS ratios "
+        "(range in brackets): above 1 the new build is faster. Differences within the ranges are noise on "
+        "these shared cores."
+    )
+    w("")
+    for mode in ("simple", "prepared"):
+        pairs = [(n, b, d) for n, b, d in BASELINE_PAIRS if any(runs.has("select_only", mode, c, b) for c in clients)]
+        if not pairs:
+            continue
+        w(f"### pgbench `-S -M {mode}`")
+        w("")
+        w("| audit durability | clients | new TPS | baseline TPS | new / baseline | new mean / p99 ms | baseline mean / p99 ms | p99 new − baseline |")
+        w("|---|---|---|---|---|---|---|---|")
+        for new, base, durability in pairs:
+            for c in clients:
+                if not runs.has("select_only", mode, c, base):
+                    continue
+                tps = []
+                for t in (new, base):
+                    tps.append(fmt(runs.median("tps", "select_only", mode, c, t))
+                               + (" (failed runs)" if runs.failed("select_only", mode, c, t) else ""))
+                lat = [" / ".join(fmt(runs.median(f, "select_only", mode, c, t), ".3f") for f in ("lat_ms", "p99_ms"))
+                       for t in (new, base)]
+                d = runs.differences("p99_ms", "select_only", mode, c, new, base)
+                w(f"| {durability} | {c} | {tps[0]} | {tps[1]} | {ratio_cell(runs.ratios('tps', 'select_only', mode, c, new, base))} "
+                  f"| {lat[0]} | {lat[1]} | {fmt(statistics.median(d) if d else None, '+.3f', ' ms')} |")
+        w("")
+    if runs.has("foia", "prepared", 8, "esq_baseline"):
+        w("### The FOIA aggregate (8 clients, `-M prepared`)")
+        w("")
+        w("| new TPS | baseline TPS | new / baseline | new mean / p99 ms | baseline mean / p99 ms |")
+        w("|---|---|---|---|---|")
+        lat = [" / ".join(fmt(runs.median(f, "foia", "prepared", 8, t), ".2f") for f in ("lat_ms", "p99_ms"))
+               for t in ("esq", "esq_baseline")]
+        w(f"| {fmt(runs.median('tps', 'foia', 'prepared', 8, 'esq'), ',.1f')} "
+          f"| {fmt(runs.median('tps', 'foia', 'prepared', 8, 'esq_baseline'), ',.1f')} "
+          f"| {ratio_cell(runs.ratios('tps', 'foia', 'prepared', 8, 'esq', 'esq_baseline'))} | {lat[0]} | {lat[1]} |")
+        w("")
+        pn, pb = env.get("privacy_esq"), env.get("privacy_esq_baseline")
+        if pn != pb:
+            w(f"Not like for like: the two FOIA tickets differ in privacy (new: `{pn}`, baseline: `{pb}`).")
+            w("")
+
+
 def report(raw, out):
     raw = Path(raw)
     env = read_env(raw / "machine.env")
@@ -225,10 +284,14 @@ def report(raw, out):
         ("pgbouncer", "PgBouncer"),
         ("rustc", "rustc"),
         ("esq_commit", "esq commit (release build)"),
+        ("baseline", "esq baseline binary (`BASELINE`)"),
+        ("baseline_commit", "esq baseline commit"),
         ("loadavg_start", "load average at start"),
         ("loadavg_end", "load average at end"),
         ("busy", "other busy processes at start (>20 % CPU)"),
     ]:
+        if key.startswith("baseline") and "baseline" not in env:
+            continue
         w(f"| {label} | {env.get(key, '?') or '–'} |")
     w("")
     w(
@@ -306,6 +369,8 @@ def report(raw, out):
         esqs = [t for t in targets if t in ESQ_TARGETS]
         others = [t for t in targets if t not in ESQ_TARGETS]
         pairs = [(e, t) for e in esqs for t in others]
+        if not targets:  # a partial run (MODES) without this mode
+            continue
         w(f"### `-M {mode}`")
         w("")
         head = ["clients"] + [f"{TARGET_NAMES[t]} TPS" for t in targets] + [f"{TARGET_NAMES[e]} / {TARGET_NAMES[t]}" for e, t in pairs]
@@ -337,12 +402,18 @@ def report(raw, out):
                 cells.append(fmt(statistics.median(d) if d else None, "+.3f", " ms"))
             w("| " + " | ".join(cells) + " |")
         w("")
-    if not any(runs.has("select_only", "prepared", c, "pgbouncer_txn") for c in clients):
+    if any(runs.has("select_only", "prepared", c, "direct") for c in clients) and not any(
+        runs.has("select_only", "prepared", c, "pgbouncer_txn") for c in clients
+    ):
         w(
             f"PgBouncer {env.get('pgbouncer_version', '')} in transaction mode is not run with `-M prepared`: "
             "protocol-level prepared statements need `max_prepared_statements` (PgBouncer ≥ 1.21)."
         )
         w("")
+
+    # ---- BASELINE
+    if "baseline" in env:
+        baseline_section(w, runs, env, clients)
 
     # ---- FOIA
     w(f"## The FOIA aggregate ({env.get('sample_rows', '?')} sample rows, 8 clients, `-M prepared`)")
@@ -354,13 +425,32 @@ def report(raw, out):
     w("")
     w("| target | TPS | mean / p50 / p99 ms | esq / this |")
     w("|---|---|---|---|")
-    for t in ("direct", "direct_service", "esq"):
+    for t in ("direct", "direct_service", "esq", "esq_baseline", "esq_private"):
         if not runs.has("foia", "prepared", 8, t):
             continue
         lat = " / ".join(fmt(runs.median(f, "foia", "prepared", 8, t), ".2f") for f in ("lat_ms", "p50_ms", "p99_ms"))
         ratio = "" if t == "esq" else ratio_cell(runs.ratios("tps", "foia", "prepared", 8, "esq", t))
-        w(f"| {TARGET_NAMES[t]} | {fmt(runs.median('tps', 'foia', 'prepared', 8, t), ',.1f')} | {lat} | {ratio} |")
+        failed = " (failed runs)" if runs.failed("foia", "prepared", 8, t) else ""
+        w(f"| {TARGET_NAMES[t]} | {fmt(runs.median('tps', 'foia', 'prepared', 8, t), ',.1f')}{failed} | {lat} | {ratio} |")
     w("")
+    privacy = {t: env.get(f"privacy_{t}") for t in ("esq", "esq_baseline", "esq_private") if runs.has("foia", "prepared", 8, t)}
+    if any(v not in (None, "null") for v in privacy.values()):
+        w("The tickets' privacy obligation (the scope esq issued; `null`: none, k-suppression only): "
+          + "; ".join(f"{TARGET_NAMES[t]}: `{v or '?'}`" for t, v in privacy.items()) + ".")
+        w("")
+    if runs.has("foia", "prepared", 8, "esq_private"):
+        r_direct = runs.ratios("tps", "foia", "prepared", 8, "esq_private", "direct")
+        r_rewrite = runs.ratios("tps", "foia", "prepared", 8, "esq_private", "direct_service")
+        r_esq = runs.ratios("tps", "foia", "prepared", 8, "esq_private", "esq")
+        w(f"**Under a private ticket (issue 14)**: TPS esq, private ticket / direct = {ratio_cell(r_direct)}; "
+          f"/ the guard's rewrite direct = {ratio_cell(r_rewrite)}; / esq under the FOIA ticket = {ratio_cell(r_esq)}. "
+          "Every run repeats one statement, so after the first answer of a budget period these are the "
+          "repeats esq answers from its memo without spending budget (DESIGN 3.7).")
+        w("")
+    elif env.get("private") == "no" and (raw / "ticket-esq_private-foia.err").exists():
+        w("`PRIVATE=1` was set but this esq refused a ticket with `privacy` (before issue 14): no private row. "
+          f"esq answered: `{(raw / 'ticket-esq_private-foia.err').read_text().strip()[:300]}`")
+        w("")
 
     # ---- stream
     size = (raw / "stream_size.txt").read_text().strip().split("|") if (raw / "stream_size.txt").exists() else []
@@ -432,7 +522,9 @@ def report(raw, out):
     w("Servers: PostgreSQL with `max_connections = IDLE + 300, shared_buffers = 256MB, fsync = off`; "
       "esq `serve --config config/esq.toml` with `upstream.pool_size` and `pg.max_sessions_per_user` = "
       "IDLE + 100, `log.filter = warn` and the sentinel's default rules with limits it never reaches "
-      "(a second esq, \"esq (audit write)\", the same with `audit.durability = write`); "
+      "(a second esq, \"esq (audit write)\", the same with `audit.durability = write`; this build also with "
+      "`upstream.max_per_user` = IDLE + 100, as the idle sessions are one user's; with `BASELINE`, the baseline "
+      "binary as \"esq baseline\" and \"esq baseline (audit write)\" with the same config); "
       "PgBouncer `default_pool_size = 40`, `auth_type = trust`, one instance per pool mode. "
       "Stream RSS: `echo 5 > /proc/<esq>/clear_refs` before a run, `VmHWM` after it. Idle sessions: "
       "`python3 bench/e2e.py idle` (psycopg) opens them one after another, checks a sample still "

@@ -294,18 +294,13 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
         ("/api/dta/query", "POST", 429) => vec![send(query(&s.limited, limited_ticket).json(&json!({"groupBy": "state"}))).await],
         ("/api/dta/query", "POST", 502) => {
             // A literal PostgreSQL refuses: its message comes back redacted.
-            let issued: Value = http()
-                .post(m.url("/api/esq/ticket"))
-                .bearer_auth(token("journalist"))
-                .json(&json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
-                              "fields": ["state", "burial_date"], "aggregate": "count"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let ticket = issued["ticket"].as_str().unwrap().to_string();
+            let ticket = common::http::ticket(
+                m,
+                "journalist",
+                json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
+                       "fields": ["state", "burial_date"], "aggregate": "count"}),
+            )
+            .await;
             vec![send(query(m, &ticket).json(&json!({"groupBy": "state", "where": {"burial_date": "x2024"}}))).await]
         }
         ("/api/dta/query", "POST", 504) => {
