@@ -28,6 +28,7 @@ pub mod http;
 pub mod metrics;
 pub mod pgdoor;
 pub mod policy;
+pub mod privacy;
 pub mod sample_data;
 pub mod sensitivity;
 pub mod sentinel;

@@ -37,6 +37,7 @@ fn foia_request() -> TicketRequest {
         aggregate: Some("count".into()),
         ttl: Some("10m".into()),
         where_: BTreeMap::new(),
+        privacy: None,
     }
 }
 

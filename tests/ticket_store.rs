@@ -17,6 +17,7 @@ fn foia_request(ttl: &str) -> TicketRequest {
         aggregate: Some("count".into()),
         ttl: Some(ttl.into()),
         where_: BTreeMap::new(),
+        privacy: None,
     }
 }
 

@@ -107,6 +107,7 @@ fn scope(app: &App, args: &ExplainArgs) -> Result<Option<Scope>, Failure> {
         aggregate: args.aggregate.clone(),
         ttl: None,
         where_,
+        privacy: None,
     };
     let runtime =
         super::runtime().map_err(|err| (EXIT_FAILED, format!("cannot start runtime: {err}")))?;
