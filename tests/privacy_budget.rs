@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use esq::privacy::wire::{encode_int8, TEXT};
 use esq::privacy::{
-    AnswerKey, Epsilon, ExactAnswer, Privacy, PrivacyRefusal, PrivatePlan, Releaser,
+    Account, AnswerKey, Epsilon, ExactAnswer, Privacy, PrivacyRefusal, PrivatePlan, Releaser,
 };
 use esq::shared::{Redis, RedisTarget};
 
@@ -64,7 +64,15 @@ fn key(user: &str, sql: &str) -> AnswerKey {
 
 /// Spends the budget of `user` down: four answers, then a refusal.
 async fn spend_to_refusal(releaser: &Releaser, user: &str) {
-    let now = Utc.with_ymd_and_hms(2026, 11, 25, 18, 0, 0).unwrap();
+    // Now (Redis expires a window's keys an hour after it ends, by its own
+    // clock), and the end of this window.
+    let now = Utc::now();
+    let renews = Account::at(user, "burial_2024", 86_400, now).renews_at();
+    assert_eq!(
+        renews.timestamp() % 86_400,
+        0,
+        "windows end at midnight UTC"
+    );
     for (i, remaining) in [1_500_000, 1_000_000, 500_000, 0].into_iter().enumerate() {
         let released = releaser
             .release_at(&plan(), &key(user, &format!("q{i}")), exact(), now)
@@ -78,7 +86,6 @@ async fn spend_to_refusal(releaser: &Releaser, user: &str) {
         .release_at(&plan(), &key(user, "q4"), exact(), now)
         .await
         .unwrap_err();
-    let renews = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
     assert_eq!(
         refusal,
         PrivacyRefusal::BudgetSpent {
@@ -140,15 +147,22 @@ async fn repeats_are_free(releaser: &Releaser, user: &str) {
 }
 
 /// `n` concurrent releases, all different (`same`: all identical), against
-/// one budget of four answers.
-async fn race(releaser: Arc<Releaser>, user: &str, n: usize, same: bool) -> (usize, usize) {
+/// one budget of four answers; statements are named after `replica`.
+/// Returns (charged, released).
+async fn race(
+    releaser: Arc<Releaser>,
+    replica: &str,
+    user: &str,
+    n: usize,
+    same: bool,
+) -> (usize, usize) {
     let mut tasks = Vec::new();
     for i in 0..n {
         let releaser = releaser.clone();
         let sql = if same {
             "one".to_string()
         } else {
-            format!("q{i}")
+            format!("{replica} q{i}")
         };
         let key = key(user, &sql);
         tasks.push(tokio::spawn(async move {
@@ -189,13 +203,16 @@ async fn memory_repeats_spend_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_races_never_overspend() {
     let releaser = Arc::new(Releaser::memory());
-    assert_eq!(race(releaser.clone(), "racer", 64, false).await, (4, 4));
+    assert_eq!(
+        race(releaser.clone(), "a", "racer", 64, false).await,
+        (4, 4)
+    );
     let status = releaser
         .status("racer", "burial_2024", &privacy())
         .await
         .unwrap();
     assert_eq!(status.spent, 2.0);
-    assert_eq!(race(releaser, "twin", 32, true).await, (1, 32));
+    assert_eq!(race(releaser, "a", "twin", 32, true).await, (1, 32));
 }
 
 fn handle(url: &str) -> Arc<Redis> {
@@ -220,8 +237,8 @@ async fn redis_replicas_racing_never_overspend_and_see_one_budget() {
     let a = Arc::new(Releaser::redis(handle(&server.url())));
     let b = Arc::new(Releaser::redis(handle(&server.url())));
     let (ra, rb) = tokio::join!(
-        race(a.clone(), "racer", 40, false),
-        race(b.clone(), "racer", 40, false)
+        race(a.clone(), "a", "racer", 40, false),
+        race(b.clone(), "b", "racer", 40, false)
     );
     assert_eq!(ra.0 + rb.0, 4, "charged {} + {}", ra.0, rb.0);
     assert_eq!(ra.1 + rb.1, 4);
@@ -230,7 +247,10 @@ async fn redis_replicas_racing_never_overspend_and_see_one_budget() {
     assert_eq!((seen_a.spent, seen_a.remaining), (2.0, 0.0));
     assert_eq!(seen_a, seen_b);
     // Identical statements racing on both replicas: one charge, one answer.
-    let (ta, tb) = tokio::join!(race(a, "twin", 20, true), race(b, "twin", 20, true));
+    let (ta, tb) = tokio::join!(
+        race(a, "a", "twin", 20, true),
+        race(b, "b", "twin", 20, true)
+    );
     assert_eq!(ta.0 + tb.0, 1);
     assert_eq!(ta.1 + tb.1, 40);
 }

@@ -147,7 +147,7 @@ async fn an_ungrouped_count_counts_persons_and_every_shape_runs() {
         "SELECT state, id FROM burial_2024",
         "SELECT b.state AS st, date_trunc('year', b.burial_date), count(b.id) AS n FROM public.burial_2024 AS b GROUP BY 1, 2 ORDER BY n DESC, st LIMIT 5 OFFSET 2",
         "SELECT branch, count(*) FROM burial_2024 WHERE state IN ('CA', 'NV') AND burial_date BETWEEN '2024-01-01' AND '2024-12-31' GROUP BY branch ORDER BY 2 DESC",
-        "SELECT extract(month FROM burial_date) AS m, count(*) FROM burial_2024 WHERE burial_date >= DATE '2024-03-01' GROUP BY m",
+        "SELECT extract(month FROM burial_date) AS m, count(*) FROM burial_2024 WHERE burial_date >= DATE '2024-03-01' GROUP BY 1",
     ] {
         let allowed = allow(&scope, sql);
         let rows = client.query(&allowed.sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));

@@ -123,8 +123,8 @@ fn has_count_distinct(query: &Query) -> bool {
 /// many groups exist, so the groups k hides can be computed.
 fn count_distinct_plug() -> Denial {
     Denial::forbidden(
-        "count(DISTINCT …) is not allowed under a count-only ticket",
-        "an exact count of distinct values tells how many groups exist, so a total minus the groups shown recovers a suppressed small cell exactly (differencing)",
+        "count(DISTINCT …) is refused under a count-only ticket: exact distinct counts let differencing recover suppressed cells",
+        "an exact count of distinct values tells how many groups exist, so a total minus the groups shown is a suppressed small cell, exactly",
         "request a ticket with privacy (\"privacy\": {\"epsilon_per_query\": …}) for noisy, budgeted counts that survive differencing, or use count(*) grouped by the field",
     )
 }
