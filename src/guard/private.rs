@@ -216,10 +216,14 @@ pub(super) fn rewrite(ctx: &GuardContext<'_>, query: &mut Query) -> Checked<Priv
         })
         .collect::<Checked<_>>()?;
     *query.body = SetExpr::Select(Box::new(outer));
-    query.order_by = (!sql_order.is_empty()).then(|| OrderBy {
-        kind: OrderByKind::Expressions(sql_order),
-        interpolate: None,
-    });
+    query.order_by = if sql_order.is_empty() {
+        None
+    } else {
+        Some(OrderBy {
+            kind: OrderByKind::Expressions(sql_order),
+            interpolate: None,
+        })
+    };
     query.limit_clause = None;
     query.fetch = None;
 

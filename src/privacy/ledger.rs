@@ -152,7 +152,7 @@ impl Ledger for MemoryLedger {
         let forget_at = account.forget_at_ms();
         let mut state = self.lock();
         state.settles += 1;
-        if state.settles % SWEEP_EVERY == 0 {
+        if state.settles.is_multiple_of(SWEEP_EVERY) {
             let now = Utc::now().timestamp_millis();
             state.spent.retain(|_, (_, until)| *until > now);
             state.answers.retain(|_, (_, until)| *until > now);
