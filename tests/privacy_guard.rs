@@ -255,13 +255,17 @@ fn the_closed_grammar_still_holds_under_privacy() {
         let text = deny(&scope, sql);
         assert!(text.contains(expected), "{sql}: {text}");
     }
-    // LIMIT must be a number the release step can apply.
-    match guard().decide(
-        Some(&scope),
+    // LIMIT must be a number the release step can apply; no custom sort
+    // operators; FETCH is written as LIMIT.
+    for sql in [
         "SELECT state, count(*) FROM burial_2024 GROUP BY state LIMIT $1",
-    ) {
-        Decision::Deny(denial) => assert_eq!(denial.code, "0A000"),
-        Decision::Allow(allowed) => panic!("allowed: {}", allowed.sql),
+        "SELECT state, count(*) FROM burial_2024 GROUP BY state ORDER BY state USING <",
+        "SELECT state, count(*) FROM burial_2024 GROUP BY state FETCH FIRST 3 ROWS ONLY",
+    ] {
+        match guard().decide(Some(&scope), sql) {
+            Decision::Deny(denial) => assert_eq!(denial.code, "0A000", "{sql}"),
+            Decision::Allow(allowed) => panic!("allowed: {}", allowed.sql),
+        }
     }
 }
 

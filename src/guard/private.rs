@@ -339,6 +339,9 @@ fn order_by(query: &Query, items: &[Item], names: &[String], keys: &[Expr]) -> C
             (None, None) if shape::is_count(&item.expr) => Some(None),
             (None, None) => keys.iter().position(|k| *k == item.expr).map(Some),
         };
+        if matches!(item.options.sort, Some(OrderBySort::Using(_))) {
+            return Err(Denial::unsupported("ORDER BY … USING", "use ASC or DESC"));
+        }
         match target {
             Some(Some(k)) => sql.push(OrderByExpr {
                 expr: Expr::Identifier(quoted(&key_alias(k))),
@@ -348,10 +351,7 @@ fn order_by(query: &Query, items: &[Item], names: &[String], keys: &[Expr]) -> C
             Some(None) if position == 0 => {
                 by_count = Some(match item.options.sort {
                     Some(OrderBySort::Desc) => SortDirection::Desc,
-                    None | Some(OrderBySort::Asc) => SortDirection::Asc,
-                    Some(OrderBySort::Using(_)) => {
-                        return Err(Denial::unsupported("ORDER BY … USING", "use ASC or DESC"))
-                    }
+                    _ => SortDirection::Asc,
                 });
             }
             Some(None) => {
