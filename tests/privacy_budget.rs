@@ -130,6 +130,33 @@ async fn repeats_are_free(releaser: &Releaser, user: &str) {
         assert!(!again.charged);
         assert_eq!(again.spent, first.spent);
     }
+    // LIMIT and ORDER BY count act on the stored noisy groups (they are not
+    // in the rewritten SQL): the same answer, cut and sorted, for free.
+    let cut = PrivatePlan {
+        limit: Some(1),
+        ..plan()
+    };
+    let first_only = releaser
+        .release(&cut, &key(user, "same"), exact())
+        .await
+        .unwrap();
+    assert!(!first_only.charged);
+    assert_eq!(
+        first_only.rows,
+        first.rows[..1.min(first.rows.len())].to_vec()
+    );
+    let sorted = PrivatePlan {
+        order_by_count: Some(esq::privacy::SortDirection::Asc),
+        ..plan()
+    };
+    let ascending = releaser
+        .release(&sorted, &key(user, "same"), exact())
+        .await
+        .unwrap();
+    assert!(!ascending.charged);
+    let mut expected = first.rows.clone();
+    expected.sort_by_key(|r| esq::privacy::wire::decode_int8(r[1].as_ref(), TEXT).unwrap());
+    assert_eq!(ascending.rows, expected);
     // A different parameter value, or result format, is another statement.
     let mut with_param = key(user, "same");
     with_param.params = vec![Some(Bytes::from_static(b"CA"))];

@@ -179,9 +179,15 @@ impl Releaser {
         exact: ExactAnswer,
         now: DateTime<Utc>,
     ) -> Result<Released, PrivacyRefusal> {
-        let rows = noisy_rows(plan, exact)?;
+        let format = exact
+            .format(plan.count_column)
+            .map_err(|e| PrivacyRefusal::Failed(e.to_string()))?;
+        // The memo keeps the noisy groups before sorting and LIMIT: those
+        // are post-processing (not part of the rewritten SQL), so the same
+        // statement with another LIMIT or sort order reuses them for free.
+        let groups = noisy_groups(plan, exact)?;
         let account = Account::at(&key.user, &plan.dataset, plan.budget_period_seconds, now);
-        let encoded = wire::encode_rows(&rows);
+        let encoded = wire::encode_rows(&groups);
         let charge = plan.epsilon_per_query_micro;
         let budget = plan.epsilon_budget_micro;
         let settlement = self
@@ -193,22 +199,25 @@ impl Releaser {
         let renews_at = account.renews_at();
         match settlement {
             Settlement::Charged { spent } => Ok(Released {
-                rows,
+                rows: arrange(plan, groups, format)?,
                 charged: true,
                 cost: Epsilon(charge),
                 spent: Epsilon(spent),
                 remaining: remaining(spent),
                 renews_at,
             }),
-            Settlement::Recalled { answer, spent } => Ok(Released {
-                rows: wire::decode_rows(&answer)
-                    .map_err(|err| PrivacyRefusal::Failed(err.to_string()))?,
-                charged: false,
-                cost: Epsilon(0),
-                spent: Epsilon(spent),
-                remaining: remaining(spent),
-                renews_at,
-            }),
+            Settlement::Recalled { answer, spent } => {
+                let stored = wire::decode_rows(&answer)
+                    .map_err(|err| PrivacyRefusal::Failed(err.to_string()))?;
+                Ok(Released {
+                    rows: arrange(plan, stored, format)?,
+                    charged: false,
+                    cost: Epsilon(0),
+                    spent: Epsilon(spent),
+                    remaining: remaining(spent),
+                    renews_at,
+                })
+            }
             Settlement::Refused { spent } => Err(PrivacyRefusal::BudgetSpent {
                 renews_at,
                 remaining: remaining(spent),
@@ -252,9 +261,17 @@ impl Releaser {
     }
 }
 
-/// The mechanism over wire rows: noisy counts, thresholded groups, then the
-/// release-side ORDER BY count and OFFSET/LIMIT.
+/// The whole mechanism over wire rows: [`noisy_groups`], then [`arrange`].
 pub fn noisy_rows(plan: &PrivatePlan, exact: ExactAnswer) -> Result<Vec<Row>, PrivacyRefusal> {
+    let format = exact
+        .format(plan.count_column)
+        .map_err(|e| PrivacyRefusal::Failed(e.to_string()))?;
+    arrange(plan, noisy_groups(plan, exact)?, format)
+}
+
+/// Noisy counts in place of exact ones; groups below the noisy threshold
+/// left out (an ungrouped count is always kept). The database's order.
+pub fn noisy_groups(plan: &PrivatePlan, exact: ExactAnswer) -> Result<Vec<Row>, PrivacyRefusal> {
     let failed = |message: String| PrivacyRefusal::Failed(message);
     let width = plan.width();
     let format = exact
@@ -273,7 +290,6 @@ pub fn noisy_rows(plan: &PrivatePlan, exact: ExactAnswer) -> Result<Vec<Row>, Pr
             .map_err(|e| failed(e.to_string()))?;
         counts.push((i as u64, count));
     }
-    let mut released: Vec<(i64, Row)> = Vec::new();
     if !plan.grouped {
         let [(_, count)] = counts.as_slice() else {
             return Err(failed(format!(
@@ -284,31 +300,49 @@ pub fn noisy_rows(plan: &PrivatePlan, exact: ExactAnswer) -> Result<Vec<Row>, Pr
         let noisy = mechanism::noisy_total(*count, epsilon).map_err(|e| failed(e.0))?;
         let mut row = exact.rows.into_iter().next().unwrap_or_default();
         row[plan.count_column] = Some(wire::encode_int8(noisy, format));
-        released.push((noisy, row));
-    } else {
-        let threshold =
-            mechanism::threshold_for(epsilon, plan.max_groups_per_unit, plan.min_group_size)
-                .map_err(|e| failed(e.0))?;
-        let noisy = mechanism::noisy_groups(&counts, epsilon, plan.max_groups_per_unit, threshold)
+        return Ok(vec![row]);
+    }
+    let threshold =
+        mechanism::threshold_for(epsilon, plan.max_groups_per_unit, plan.min_group_size)
             .map_err(|e| failed(e.0))?;
-        // The database's order (by the keys), minus the groups not released.
-        for (i, mut row) in exact.rows.into_iter().enumerate() {
-            if let Some(&value) = noisy.get(&(i as u64)) {
-                row[plan.count_column] = Some(wire::encode_int8(value, format));
-                released.push((value, row));
-            }
+    let noisy = mechanism::noisy_groups(&counts, epsilon, plan.max_groups_per_unit, threshold)
+        .map_err(|e| failed(e.0))?;
+    // The database's order (by the keys), minus the groups not released.
+    let mut released = Vec::with_capacity(noisy.len());
+    for (i, mut row) in exact.rows.into_iter().enumerate() {
+        if let Some(&value) = noisy.get(&(i as u64)) {
+            row[plan.count_column] = Some(wire::encode_int8(value, format));
+            released.push(row);
         }
     }
+    Ok(released)
+}
+
+/// What the statement asked for that must act on noisy counts: ORDER BY
+/// the count (stable: the database's key order breaks ties), then
+/// OFFSET/LIMIT — after thresholding, so the number of rows says nothing
+/// about the groups left out.
+pub fn arrange(
+    plan: &PrivatePlan,
+    rows: Vec<Row>,
+    format: i16,
+) -> Result<Vec<Row>, PrivacyRefusal> {
+    let mut keyed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let count = wire::decode_int8(row.get(plan.count_column).and_then(Option::as_ref), format)
+            .map_err(|e| PrivacyRefusal::Failed(e.to_string()))?;
+        keyed.push((count, row));
+    }
     match plan.order_by_count {
-        Some(SortDirection::Asc) => released.sort_by_key(|(count, _)| *count),
-        Some(SortDirection::Desc) => released.sort_by_key(|(count, _)| std::cmp::Reverse(*count)),
+        Some(SortDirection::Asc) => keyed.sort_by_key(|(count, _)| *count),
+        Some(SortDirection::Desc) => keyed.sort_by_key(|(count, _)| std::cmp::Reverse(*count)),
         None => {}
     }
     let offset = usize::try_from(plan.offset).unwrap_or(usize::MAX);
     let limit = plan
         .limit
         .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-    Ok(released
+    Ok(keyed
         .into_iter()
         .skip(offset)
         .take(limit)
