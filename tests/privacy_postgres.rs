@@ -41,7 +41,8 @@ fn allow(scope: &Scope, sql: &str) -> Arc<Allowed> {
 }
 
 /// Person 1 has six rows in five branches (two in ARMY); persons 2–11 one
-/// ARMY row each; person 12 one NAVY row, and a row too old to be seen.
+/// ARMY row each; person 12 one NAVY row, and a row too old to be seen;
+/// two rows of no known person (NULL id), which are not counted.
 /// No primary key: the table is a register of events, not of persons.
 const SETUP: &str = "
 CREATE TABLE public.burial_2024 (
@@ -55,7 +56,9 @@ INSERT INTO public.burial_2024 (id, state, county, burial_date, branch) VALUES
     (1, 'CA', 'Alameda', '2024-05-01', 'MARINE CORPS'),
     (1, 'CA', 'Alameda', '2024-06-01', 'COAST GUARD'),
     (12, 'NV', 'Clark', '2024-01-01', 'NAVY'),
-    (12, 'NV', 'Clark', '2001-01-01', 'SPACE FORCE');
+    (12, 'NV', 'Clark', '2001-01-01', 'SPACE FORCE'),
+    (NULL, 'CA', 'Kern', '2024-08-01', 'COAST GUARD'),
+    (NULL, 'CA', 'Kern', '2024-08-01', 'NAVY');
 INSERT INTO public.burial_2024 (id, state, county, burial_date, branch)
     SELECT n, 'CA', 'Kern', '2024-07-01', 'ARMY' FROM generate_series(2, 11) AS n;
 ";

@@ -9,7 +9,8 @@
 //! SELECT "esq_k1" AS "branch", count(*) AS "count" FROM (
 //!   SELECT "esq_k1", row_number() OVER (PARTITION BY "esq_unit" ORDER BY random()) AS "esq_rank"
 //!   FROM (SELECT DISTINCT "t"."id" AS "esq_unit", branch AS "esq_k1"
-//!         FROM (<governed table>) AS "t" WHERE state = 'CA') AS "esq_units"
+//!         FROM (<governed table>) AS "t"
+//!         WHERE (state = 'CA') AND "t"."id" IS NOT NULL) AS "esq_units"
 //! ) AS "esq_bounded"
 //! WHERE "esq_rank" <= 1 GROUP BY "esq_k1" ORDER BY "esq_k1"
 //! ```
@@ -174,6 +175,18 @@ pub(super) fn rewrite(ctx: &GuardContext<'_>, query: &mut Query) -> Checked<Priv
         return Err(Denial::syntax("esq's private rewrite lost its SELECT"));
     };
     let unit_expr = Expr::CompoundIdentifier(vec![quoted(&relation), quoted(unit)]);
+    // Rows without a unit belong to no known person: counting them as one
+    // "NULL person" would let a newcomer change that person's groups (a
+    // replace, twice the sensitivity), so they are not counted at all.
+    let known_unit = Expr::IsNotNull(Box::new(unit_expr.clone()));
+    let filter = match count_filter {
+        None => known_unit,
+        Some(counted) => Expr::BinaryOp {
+            left: Box::new(known_unit),
+            op: sqlparser::ast::BinaryOperator::And,
+            right: Box::new(counted),
+        },
+    };
     select.projection = std::iter::once(SelectItem::ExprWithAlias {
         expr: unit_expr,
         alias: quoted("esq_unit"),
@@ -189,16 +202,14 @@ pub(super) fn rewrite(ctx: &GuardContext<'_>, query: &mut Query) -> Checked<Priv
     .collect();
     select.distinct = Some(sqlparser::ast::Distinct::Distinct);
     select.group_by = GroupByExpr::Expressions(vec![], vec![]);
-    if let Some(filter) = count_filter {
-        select.selection = Some(match select.selection.take() {
-            None => filter,
-            Some(existing) => Expr::BinaryOp {
-                left: Box::new(Expr::Nested(Box::new(existing))),
-                op: sqlparser::ast::BinaryOperator::And,
-                right: Box::new(filter),
-            },
-        });
-    }
+    select.selection = Some(match select.selection.take() {
+        None => filter,
+        Some(existing) => Expr::BinaryOp {
+            left: Box::new(Expr::Nested(Box::new(existing))),
+            op: sqlparser::ast::BinaryOperator::And,
+            right: Box::new(filter),
+        },
+    });
     let mut outer = skeleton(keys.len(), privacy.max_groups_per_unit)?;
     std::mem::swap(innermost_of(&mut outer)?, select.as_mut());
     outer.projection = items
