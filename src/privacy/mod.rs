@@ -27,7 +27,15 @@
 //!   [`Releaser::status`] for `GET /api/esq/budget`.
 //!
 //! Nothing in a released answer says how many groups were dropped: rows
-//! are removed, never marked, and the answer holds only what passed.
+//! are removed, never marked, and the answer holds only what passed; the
+//! doors must count the released rows (CommandComplete `SELECT n`), never
+//! the database's.
+//!
+//! The memo key ([`AnswerKey`]) is the rewritten SQL (so formatting does
+//! not make a new statement), the scope id, the bound parameters and the
+//! result formats, within the (user, dataset, window) account. It stores
+//! the noisy groups before the release-side ORDER BY count and LIMIT, which
+//! are applied on every answer.
 
 pub mod ledger;
 pub mod mechanism;
