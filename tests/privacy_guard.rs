@@ -38,7 +38,22 @@ fn guard() -> Guard {
 
 fn allow(scope: &Scope, sql: &str) -> Arc<Allowed> {
     match guard().decide(Some(scope), sql) {
-        Decision::Allow(allowed) => allowed,
+        Decision::Allow(allowed) => {
+            // The forwarded text round-trips (it was rendered and re-read
+            // by both parsers): what PostgreSQL runs is what was analysed.
+            let reparsed = sqlparser::parser::Parser::parse_sql(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                &allowed.sql,
+            )
+            .unwrap();
+            assert_eq!(reparsed.len(), 1);
+            assert_eq!(reparsed[0].to_string(), allowed.sql);
+            assert_eq!(
+                pg_query::split_with_parser(&allowed.sql).map(|s| s.len()),
+                Ok(1)
+            );
+            allowed
+        }
         Decision::Deny(denial) => panic!("{sql}\n denied: {} — {}", denial.reason, denial.detail),
     }
 }
