@@ -29,7 +29,7 @@
 #     scale 1/0.5 = 2 (standard deviation about 2.8). A state's burials by
 #     branch (hundreds to thousands) come back within a few units, which is
 #     what a journalist's story needs; a cell of 3 cannot be told from 0 or
-#     8, and a group shows only above a noisy threshold (about 33 at this
+#     8, and a group shows only above a noisy threshold (32 at this
 #     epsilon, never below k), so its existence stays private too.
 #   - 4.0 per day: 8 fresh answers a day (repeats of a statement are free:
 #     the same answer comes back). Enough for a day's work on one story; the

@@ -147,8 +147,9 @@ mod tests {
     fn the_threshold_is_at_least_k_and_grows_with_the_noise() {
         let strict = threshold_for(0.5, 1, 11).unwrap();
         assert!(strict >= 11);
-        // Scale 2: T ≈ 1 + 2 ln(1e7) ≈ 33.
-        assert!((30..=36).contains(&strict), "{strict}");
+        // Scale 2: T ≈ 1 + 2 ln(1e7) ≈ 33; OpenDP's map proves δ ≤ 1e-7 at 32.
+        assert_eq!(strict, 32);
+        assert_eq!(threshold_for(1.0, 1, 11).unwrap(), 16);
         assert!(threshold_for(0.5, 3, 11).unwrap() > strict);
         assert!(threshold_for(5.0, 1, 11).unwrap() == 11);
         assert!(threshold_for(5.0, 1, 40).unwrap() == 40);
