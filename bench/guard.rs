@@ -47,6 +47,7 @@ fn scope(aggregate: bool) -> Scope {
         min_group_size: 11,
         row_filters: Default::default(),
         retention_cutoff: NaiveDate::from_ymd_opt(2016, 11, 25),
+        privacy: None,
         purpose: "bench".into(),
         user: "bench".into(),
         policy_ids: vec![],

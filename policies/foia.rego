@@ -13,7 +13,37 @@
 #   - the only pii field that may be requested is the dataset's subject_key
 #     (so subjects can be counted); any other pii field is denied.
 # Obligations on allow: aggregate "count", min_group_size
-# max(11, dataset.min_group_size), max_ttl_seconds 3600.
+# max(11, dataset.min_group_size), max_ttl_seconds 3600, and differential
+# privacy (issue 14, DESIGN 3.7):
+#
+#   privacy: epsilon_per_query 0.5, epsilon_budget 4.0 per 86400 s (a day),
+#            max_groups_per_unit 1
+#
+# Why privacy at all: k = 11 alone does not protect small cells. A state
+# total minus the branches shown, or count(DISTINCT branch), recovers a
+# suppressed cell of 3 exactly. With noise, every answer is uncertain and
+# differencing yields a noisy difference, never the cell.
+#
+# Why these numbers:
+#   - 0.5 per query: each released count gets discrete Laplace noise of
+#     scale 1/0.5 = 2 (standard deviation about 2.8). A state's burials by
+#     branch (hundreds to thousands) come back within a few units, which is
+#     what a journalist's story needs; a cell of 3 cannot be told from 0 or
+#     8, and a group shows only above a noisy threshold (32 at this
+#     epsilon, never below k), so its existence stays private too.
+#   - 4.0 per day: 8 fresh answers a day (repeats of a statement are free:
+#     the same answer comes back). Enough for a day's work on one story; the
+#     privacy loss any one person suffers from a day of answers is bounded
+#     by e^4 in odds. For comparison: the US Census Bureau's 2020
+#     redistricting data spent about 17 in total, Google's COVID-19 mobility
+#     reports 0.66 per day. The period is a day so the budget renews on the
+#     calendar a requester plans with; budgets over many days add up, which
+#     is why the per-day amount is kept well below the Census total.
+#   - max_groups_per_unit 1: the burial register has one row per person, so
+#     a person is in one group of any answer; a larger bound would only add
+#     noise.
+# A request may ask for privacy itself (stricter values are honoured as
+# they are); looser values are narrowed to the ones above.
 package esq.policies.foia
 
 import data.esq.lib
@@ -92,10 +122,45 @@ alternatives contains msg if {
 
 allow := count(reasons) == 0
 
+# The FOIA privacy parameters (see the header for why).
+foia_privacy := {
+	"epsilon_per_query": 0.5,
+	"epsilon_budget": 4.0,
+	"budget_period_seconds": 86400,
+	"max_groups_per_unit": 1,
+}
+
+# The request's own privacy object ({} when absent or not an object).
+requested_privacy := lib.as_object(object.get(lib.request, "privacy", {}))
+
+# The narrower of the request's value and the policy's: smaller epsilons
+# and bound, longer period. A missing or non-numeric value is the policy's.
+requested_number(key) := r if {
+	r := requested_privacy[key]
+	is_number(r)
+	r > 0
+}
+
+smaller(key) := min([requested_number(key), foia_privacy[key]]) if {
+	requested_number(key)
+} else := foia_privacy[key]
+
+longer(key) := max([requested_number(key), foia_privacy[key]]) if {
+	requested_number(key)
+} else := foia_privacy[key]
+
+privacy := {
+	"epsilon_per_query": smaller("epsilon_per_query"),
+	"epsilon_budget": smaller("epsilon_budget"),
+	"budget_period_seconds": longer("budget_period_seconds"),
+	"max_groups_per_unit": smaller("max_groups_per_unit"),
+}
+
 obligations := {
 	"aggregate": "count",
 	"min_group_size": min_group_size,
 	"max_ttl_seconds": 3600,
+	"privacy": privacy,
 } if allow else := {}
 
 decision := {

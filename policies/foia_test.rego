@@ -34,7 +34,44 @@ test_allows_count_by_state if {
 	d.policy_id == "P-FOIA-001"
 	d.reasons == []
 	d.alternatives == []
-	d.obligations == {"aggregate": "count", "min_group_size": 11, "max_ttl_seconds": 3600}
+	d.obligations == {
+		"aggregate": "count", "min_group_size": 11, "max_ttl_seconds": 3600,
+		"privacy": {"epsilon_per_query": 0.5, "epsilon_budget": 4.0, "budget_period_seconds": 86400, "max_groups_per_unit": 1},
+	}
+}
+
+# Issue 14: FOIA answers are differentially private whether or not the
+# request asks for it.
+test_imposes_privacy_on_foia_requesters if {
+	d := foia.decision with input as base
+	d.allow == true
+	d.obligations.privacy.epsilon_per_query == 0.5
+	d.obligations.privacy.epsilon_budget == 4.0
+	d.obligations.privacy.budget_period_seconds == 86400
+	d.obligations.privacy.max_groups_per_unit == 1
+}
+
+# A request may ask for privacy itself: stricter values are honoured.
+test_a_stricter_requested_privacy_is_honoured if {
+	asked := {"epsilon_per_query": 0.1, "epsilon_budget": 1, "budget_period_seconds": 604800, "max_groups_per_unit": 1}
+	d := foia.decision with input as with_request({"privacy": asked})
+	d.allow == true
+	d.obligations.privacy == asked
+}
+
+# Looser values are narrowed to the policy's, field by field.
+test_a_looser_requested_privacy_is_narrowed if {
+	asked := {"epsilon_per_query": 0.25, "epsilon_budget": 50, "budget_period_seconds": 3600, "max_groups_per_unit": 5}
+	d := foia.decision with input as with_request({"privacy": asked})
+	d.obligations.privacy == {"epsilon_per_query": 0.25, "epsilon_budget": 4.0, "budget_period_seconds": 86400, "max_groups_per_unit": 1}
+}
+
+test_a_malformed_requested_privacy_falls_back_to_the_policy if {
+	d := foia.decision with input as with_request({"privacy": {"epsilon_per_query": "lots", "epsilon_budget": -1}})
+	d.obligations.privacy.epsilon_per_query == 0.5
+	d.obligations.privacy.epsilon_budget == 4.0
+	nothing := foia.decision with input as with_request({"privacy": "please"})
+	nothing.obligations.privacy.epsilon_per_query == 0.5
 }
 
 test_min_group_size_is_at_least_11_or_the_dataset_value if {

@@ -57,9 +57,12 @@ free_port() {
 }
 
 # What building esq needs: a C compiler and libclang for pg_query
-# (PostgreSQL's own parser, libpg_query).
+# (PostgreSQL's own parser, libpg_query); the system OpenSSL for opendp's
+# secure RNG (.cargo/config.toml sets OPENSSL_NO_VENDOR=1, so openssl-sys
+# links libssl through pkg-config instead of building its own copy).
 ensure_build_packages() {
-  ensure_packages cc:gcc clang:clang libclang:libclang-dev cmake:cmake
+  ensure_packages cc:gcc clang:clang libclang:libclang-dev cmake:cmake \
+    pkg-config:pkg-config /usr/include/openssl/ssl.h:libssl-dev
 }
 
 # Benchmarks use one ticket far more than the sentinel's default rules allow

@@ -1,5 +1,6 @@
 //! The loaded, validated state every command and door shares: config,
-//! catalog, policies, users, the ticket store and the guard. Built once, passed as an
+//! catalog, policies, users, the ticket store, the privacy releaser (its
+//! budgets live beside the tickets) and the guard. Built once, passed as an
 //! `Arc` (no globals).
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::config::{Config, ConfigError};
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, PolicySet};
+use crate::privacy::Releaser;
 use crate::sentinel::Sentinel;
 use crate::shared::{BadRedisUrl, Redis, RedisTarget};
 use crate::tickets::{
@@ -37,6 +39,9 @@ pub struct App {
     pub policies: Arc<PolicySet>,
     pub users: UserDirectory,
     pub tickets: TicketIssuer,
+    /// Releases private answers and keeps privacy budgets, in the ticket
+    /// store's place (memory, or the same Redis, shared by replicas).
+    pub privacy: Arc<Releaser>,
     /// The guard both doors call.
     pub guard: Arc<Guard>,
     pub metrics: Arc<Metrics>,
@@ -79,6 +84,10 @@ impl App {
             Some(redis) => Arc::new(RedisTicketStore::new(redis.clone())),
             None => Arc::new(MemoryTicketStore::new()),
         };
+        let privacy = Arc::new(match &redis {
+            Some(redis) => Releaser::redis(redis.clone()),
+            None => Releaser::memory(),
+        });
         let metrics = Arc::new(Metrics::new());
         let audit: Arc<dyn AuditSink> = if !open_audit_log {
             Arc::new(TracingAudit)
@@ -118,6 +127,9 @@ impl App {
                 environment: config.server.environment.clone(),
             },
         };
+        // Private counts stay refused until both doors run them through
+        // `privacy` (`Releaser::release`): then build it with
+        // `.serving_private_answers()`.
         let guard = Arc::new(Guard::new(catalog.clone()));
         Ok(App {
             config,
@@ -126,6 +138,7 @@ impl App {
             policies,
             users,
             tickets,
+            privacy,
             metrics,
             audit,
             sentinel,

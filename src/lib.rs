@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod per_user;
 pub mod pgdoor;
 pub mod policy;
+pub mod privacy;
 pub mod sample_data;
 pub mod sensitivity;
 pub mod sentinel;

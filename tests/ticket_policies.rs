@@ -26,6 +26,7 @@ fn request(fields: &[&str], aggregate: Option<&str>, purpose: &str) -> TicketReq
         aggregate: aggregate.map(str::to_string),
         ttl: None,
         where_: BTreeMap::new(),
+        privacy: None,
     }
 }
 

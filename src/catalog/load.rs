@@ -40,6 +40,8 @@ struct RawDataset {
     #[serde(default)]
     subject_key: Option<Spanned<String>>,
     #[serde(default)]
+    privacy_unit: Option<Spanned<String>>,
+    #[serde(default)]
     retention_years: Option<u32>,
     #[serde(default)]
     retention_field: Option<Spanned<String>>,
@@ -220,6 +222,7 @@ pub fn parse_dataset(path: &Path, text: &str) -> Result<Dataset, CatalogError> {
             }
         };
     let subject_key = field_ref("subject_key", &raw.subject_key)?;
+    let privacy_unit = field_ref("privacy_unit", &raw.privacy_unit)?;
     let retention_field = field_ref("retention_field", &raw.retention_field)?;
     if let Some(k) = &raw.min_group_size {
         if k.value < 2 {
@@ -237,6 +240,7 @@ pub fn parse_dataset(path: &Path, text: &str) -> Result<Dataset, CatalogError> {
         steward: raw.steward,
         sensitivity,
         subject_key,
+        privacy_unit,
         retention_years: raw.retention_years,
         retention_field,
         min_group_size: raw.min_group_size.map(|k| k.value),

@@ -51,6 +51,9 @@ pub struct Dataset {
     pub sensitivity: Sensitivity,
     /// The key that right-to-delete targets.
     pub subject_key: Option<String>,
+    /// The person whose contribution private answers bound (DESIGN 3.7);
+    /// `None`: the subject key (see [`Dataset::privacy_unit`]).
+    pub privacy_unit: Option<String>,
     /// Rows older than this many years (by `retention_field`) are hidden,
     /// then purged.
     pub retention_years: Option<u32>,
@@ -66,6 +69,13 @@ pub struct Dataset {
 impl Dataset {
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The field that identifies one person for differential privacy: the
+    /// catalog's `privacy_unit`, else its `subject_key`; `None` when it
+    /// names neither (then no private answer can be given).
+    pub fn privacy_unit(&self) -> Option<&str> {
+        self.privacy_unit.as_deref().or(self.subject_key.as_deref())
     }
 
     /// The sensitivity that policies and result classification use for a

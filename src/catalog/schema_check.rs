@@ -101,6 +101,7 @@ mod tests {
             steward: "s".into(),
             sensitivity: Sensitivity::Public,
             subject_key: None,
+            privacy_unit: None,
             retention_years: None,
             retention_field: None,
             min_group_size: None,

@@ -47,6 +47,18 @@ fn the_contract_example_loads() {
 }
 
 #[test]
+fn the_privacy_unit_defaults_to_the_subject_key() {
+    let dataset = parse(VALID).expect("valid");
+    assert_eq!(dataset.privacy_unit, None);
+    assert_eq!(dataset.privacy_unit(), Some("id"));
+    let own = parse(&VALID.replace("subject_key: id", "subject_key: id\nprivacy_unit: ssn"))
+        .expect("valid");
+    assert_eq!(own.privacy_unit(), Some("ssn"));
+    let neither = parse(&VALID.replace("subject_key: id\n", "")).expect("valid");
+    assert_eq!(neither.privacy_unit(), None);
+}
+
+#[test]
 fn field_sensitivity_follows_pii_and_the_dataset() {
     let dataset = parse(VALID).expect("valid");
     let of = |name: &str| dataset.field_sensitivity(dataset.field(name).expect("field"));
@@ -122,6 +134,12 @@ fn rule_violations_name_the_line() {
             "unknown sensitivity",
         ),
         ("subject_key: id", "subject_key: person", 6, "subject_key"),
+        (
+            "subject_key: id",
+            "subject_key: id\nprivacy_unit: person",
+            7,
+            "privacy_unit: \"person\" is not one of the dataset's fields",
+        ),
         (
             "retention_field: burial_date",
             "retention_field: died",

@@ -56,7 +56,10 @@ pub fn run(config_path: &Path, args: ExplainArgs) -> u8 {
             return status;
         }
     };
-    let decision = app.guard.decide(scope.as_ref(), &args.sql);
+    // explain releases nothing, so it may show private rewrites and their
+    // release plan (the doors' guard refuses them until they release).
+    let guard = crate::guard::Guard::new(app.catalog.clone()).serving_private_answers();
+    let decision = guard.decide(scope.as_ref(), &args.sql);
     if args.json {
         match serde_json::to_string_pretty(&decision) {
             Ok(text) => println!("{text}"),
@@ -107,6 +110,7 @@ fn scope(app: &App, args: &ExplainArgs) -> Result<Option<Scope>, Failure> {
         aggregate: args.aggregate.clone(),
         ttl: None,
         where_,
+        privacy: None,
     };
     let runtime =
         super::runtime().map_err(|err| (EXIT_FAILED, format!("cannot start runtime: {err}")))?;
@@ -155,6 +159,17 @@ fn print(decision: &Decision) {
                 println!("dropped   {}", allowed.dropped.join(", "));
             }
             println!("class     {}", allowed.classification);
+            if let Some(plan) = &allowed.private {
+                println!(
+                    "private   epsilon {} per answer, budget {} per {} s; at most {} group(s) per person; groups shown above a noisy threshold (never below k = {}); count in column {}",
+                    crate::privacy::params::from_micro(plan.epsilon_per_query_micro),
+                    crate::privacy::params::from_micro(plan.epsilon_budget_micro),
+                    plan.budget_period_seconds,
+                    plan.max_groups_per_unit,
+                    plan.min_group_size,
+                    plan.count_column + 1,
+                );
+            }
         }
         Decision::Deny(denial) => {
             println!("decision  deny ({})", denial.code);

@@ -64,6 +64,7 @@ pub fn issue(config_path: &Path, args: IssueArgs) -> u8 {
         aggregate: args.aggregate,
         ttl: args.ttl,
         where_,
+        privacy: None,
     };
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,

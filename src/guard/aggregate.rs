@@ -3,7 +3,14 @@
 //! modelled; WHERE is limited to equalities on non-PII fields joined by AND
 //! (anything wider enables differencing); a row-level query over allowed
 //! fields is rewritten into the grouped form; `HAVING count(*) >= k` is
-//! always added as an AST node.
+//! always added as an AST node. `count(DISTINCT …)` is refused: an exact
+//! number of distinct values is the number of groups, which turns "total
+//! minus the groups shown" into a suppressed cell.
+//!
+//! Under a private ticket (scope `privacy`) the same checks run, WHERE may
+//! also hold `IN (…)` lists and ranges on non-PII fields (noise, not the
+//! grammar, defeats differencing there), and the statement then goes to
+//! the [`super::private`] stage instead of getting `HAVING count(*) >= k`.
 
 use std::collections::BTreeSet;
 
@@ -15,13 +22,19 @@ use super::aggregate_shape as shape;
 use super::denial::{Checked, Denial};
 use super::resolve::{Column, Relation, Resolver};
 use super::rewrite;
+use crate::privacy::PrivatePlan;
 
-/// Checks the statement's shape, resolves it, then enforces aggregation.
+/// Checks the statement's shape, resolves it, then enforces aggregation;
+/// under a private ticket, returns the plan of the bounded rewrite.
 pub(super) fn aggregate_query(
     resolver: &mut Resolver<'_>,
     query: &mut Query,
-) -> Checked<Vec<Column>> {
+) -> Checked<Option<PrivatePlan>> {
     let ctx = resolver.ctx;
+    let private = ctx.scope.privacy.is_some();
+    if !private && has_count_distinct(query) {
+        return Err(count_distinct_plug());
+    }
     let flat_hint = format!(
         "write one grouped SELECT, e.g. SELECT state, count(*) FROM {} GROUP BY state",
         ctx.dataset.table
@@ -60,7 +73,7 @@ pub(super) fn aggregate_query(
         check_where(resolver, selection)?;
     }
 
-    let columns = resolver.query(query)?;
+    resolver.query(query)?;
 
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(Denial::unsupported("this query", flat_hint));
@@ -74,20 +87,55 @@ pub(super) fn aggregate_query(
     };
     let relation = Relation::governed(ctx, name);
     resolver.scopes.push(vec![relation]);
-    let mut result = enforce_aggregation(resolver, select);
+    let mut result = enforce_aggregation(resolver, select, !private);
     if result.is_ok() {
-        result = check_order_by(resolver, query).map(|()| result.unwrap_or_default());
+        result = check_order_by(resolver, query);
     }
     resolver.scopes.pop();
-    let grouped_columns = result?;
-    Ok(grouped_columns.unwrap_or(columns))
+    result?;
+    if private {
+        super::private::rewrite(ctx, query).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
-/// Returns new output columns when the query was rewritten into grouped form.
+/// Whether any count in the statement is `count(DISTINCT …)`.
+fn has_count_distinct(query: &Query) -> bool {
+    use sqlparser::ast::{visit_expressions, DuplicateTreatment, FunctionArguments};
+    let flow = super::deep_walk(|| {
+        visit_expressions(query, |expr| match expr {
+            Expr::Function(f) => match &f.args {
+                FunctionArguments::List(list)
+                    if list.duplicate_treatment == Some(DuplicateTreatment::Distinct) =>
+                {
+                    std::ops::ControlFlow::Break(())
+                }
+                _ => std::ops::ControlFlow::Continue(()),
+            },
+            _ => std::ops::ControlFlow::Continue(()),
+        })
+    });
+    flow.is_break()
+}
+
+/// The plug for k-only tickets (issue 14): exact distinct counts tell how
+/// many groups exist, so the groups k hides can be computed.
+fn count_distinct_plug() -> Denial {
+    Denial::forbidden(
+        "count(DISTINCT …) is refused under a count-only ticket: exact distinct counts let differencing recover suppressed cells",
+        "an exact count of distinct values tells how many groups exist, so a total minus the groups shown is a suppressed small cell, exactly",
+        "request a ticket with privacy (\"privacy\": {\"epsilon_per_query\": …}) for noisy, budgeted counts that survive differencing, or use count(*) grouped by the field",
+    )
+}
+
+/// Rewrites a row-level query into grouped form; adds `HAVING count(*) >= k`
+/// when `add_k` (k-only tickets: private ones threshold noisy counts).
 fn enforce_aggregation(
     resolver: &mut Resolver<'_>,
     select: &mut sqlparser::ast::Select,
-) -> Checked<Option<Vec<Column>>> {
+    add_k: bool,
+) -> Checked<()> {
     let ctx = resolver.ctx;
     let mut items = Vec::new();
     for item in select.projection.iter_mut() {
@@ -122,7 +170,6 @@ fn enforce_aggregation(
             ));
         }
     }
-    let mut new_columns = None;
     if aggregated {
         for facts in &items {
             if let Some(pii) = facts.fields.iter().find(|f| ctx.is_pii(f)) {
@@ -136,10 +183,12 @@ fn enforce_aggregation(
     } else {
         // DISTINCT over the grouped form changes nothing: drop it.
         select.distinct = None;
-        new_columns = Some(group(select, &items, ctx)?);
+        group(select, &items, ctx)?;
     }
-    add_min_group_size(select, ctx.scope.min_group_size)?;
-    Ok(new_columns)
+    if add_k {
+        add_min_group_size(select, ctx.scope.min_group_size)?;
+    }
+    Ok(())
 }
 
 /// `SELECT state, id FROM t` → `SELECT state, count(id) AS count FROM t GROUP BY state`.
@@ -224,19 +273,49 @@ fn add_min_group_size(select: &mut sqlparser::ast::Select, k: u32) -> Checked<()
 
 /// WHERE under an aggregate ticket: `field = literal [AND …]` on non-PII
 /// allowed fields. Wider conditions let small groups be computed by
-/// differencing two allowed answers.
+/// differencing two allowed answers. Under a private ticket also
+/// `field [NOT] IN (literals…)`, `field <, <=, >, >= literal` and
+/// `field BETWEEN literal AND literal`: noisy counts defeat differencing,
+/// and a literal comparison raises no error that depends on a row.
 fn check_where(resolver: &Resolver<'_>, expr: &Expr) -> Checked<()> {
     super::grow_stack(|| check_where_inner(resolver, expr))
 }
 
 fn check_where_inner(resolver: &Resolver<'_>, expr: &Expr) -> Checked<()> {
     let ctx = resolver.ctx;
+    let private = ctx.scope.privacy.is_some();
     let deny = || {
-        Denial::forbidden(
-            "under an aggregate-only ticket WHERE may only test fields for equality, joined by AND",
-            "OR, IN, NOT, <>, ranges and LIKE let suppressed small groups be recovered by subtraction",
-            "group by the field instead of filtering on it, e.g. GROUP BY state",
-        )
+        if private {
+            Denial::forbidden(
+                "under a private ticket WHERE may only compare fields with literals (=, <, <=, >, >=, BETWEEN, IN), joined by AND",
+                "other conditions (OR, NOT, LIKE, functions, arithmetic) are outside what esq analyses for private answers",
+                "filter with WHERE state IN ('CA', 'NV') AND burial_date >= '2020-01-01'",
+            )
+        } else {
+            Denial::forbidden(
+                "under an aggregate-only ticket WHERE may only test fields for equality, joined by AND",
+                "OR, IN, NOT, <>, ranges and LIKE let suppressed small groups be recovered by subtraction",
+                "group by the field instead of filtering on it (or request a ticket with privacy, which allows IN and ranges), e.g. GROUP BY state",
+            )
+        }
+    };
+    let literal = |e: &Expr| match e {
+        Expr::Value(_) => true,
+        Expr::TypedString(typed) => {
+            private && super::functions::cast_target_allowed(&typed.data_type)
+        }
+        _ => false,
+    };
+    let field = |column: &Expr| -> Checked<()> {
+        let name = match column {
+            Expr::Identifier(ident) => super::resolve::fold(ident),
+            Expr::CompoundIdentifier(parts) if parts.len() == 2 => super::resolve::fold(&parts[1]),
+            _ => return Err(deny()),
+        };
+        if ctx.dataset.field(&name).is_some_and(|f| f.pii) {
+            return Err(pii_as_dimension(&name, "WHERE"));
+        }
+        Ok(())
     };
     match expr {
         Expr::Nested(inner) => check_where(resolver, inner),
@@ -248,27 +327,35 @@ fn check_where_inner(resolver: &Resolver<'_>, expr: &Expr) -> Checked<()> {
             check_where(resolver, left)?;
             check_where(resolver, right)
         }
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        } => {
-            let column = match (left.as_ref(), right.as_ref()) {
-                (column, Expr::Value(_)) | (Expr::Value(_), column) => column,
-                _ => return Err(deny()),
-            };
-            let name = match column {
-                Expr::Identifier(ident) => super::resolve::fold(ident),
-                Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
-                    super::resolve::fold(&parts[1])
-                }
-                _ => return Err(deny()),
-            };
-            if ctx.dataset.field(&name).is_some_and(|f| f.pii) {
-                return Err(pii_as_dimension(&name, "WHERE"));
+        Expr::BinaryOp { left, op, right }
+            if *op == BinaryOperator::Eq
+                || (private
+                    && matches!(
+                        op,
+                        BinaryOperator::Lt
+                            | BinaryOperator::LtEq
+                            | BinaryOperator::Gt
+                            | BinaryOperator::GtEq
+                    )) =>
+        {
+            match (left.as_ref(), right.as_ref()) {
+                (column, value) if literal(value) => field(column),
+                (value, column) if literal(value) => field(column),
+                _ => Err(deny()),
             }
-            Ok(())
         }
+        Expr::Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        } if private && literal(low) && literal(high) => field(expr),
+        Expr::In {
+            expr,
+            target: sqlparser::ast::InTarget::List(list),
+            global: false,
+            ..
+        } if private && !list.is_empty() && list.iter().all(literal) => field(expr),
         _ => Err(deny()),
     }
 }

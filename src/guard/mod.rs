@@ -8,7 +8,8 @@
 //! 3. `classify` — analysed query, harmless session statement, or denied;
 //! 4. to 6. `resolve`, `expr`, `aggregate`, `rewrite` — bind every
 //!    name, check it against the scope, substitute governed tables, enforce
-//!    aggregation and `k`;
+//!    aggregation and `k`; under a private ticket, `private` bounds each
+//!    person's contribution and plans the noisy release;
 //! 7. render and re-confirm — the printed AST must parse again in both
 //!    parsers; only this text is ever forwarded;
 //! 8. decide — cached per (scope, statement text).
@@ -36,6 +37,7 @@ mod metadata;
 mod names;
 mod parse;
 mod postcheck;
+mod private;
 mod projection;
 mod resolve;
 mod rewrite;
@@ -50,6 +52,7 @@ use serde::Serialize;
 use sqlparser::ast::Statement;
 
 use crate::catalog::{Catalog, Dataset, TableName};
+use crate::privacy::PrivatePlan;
 use crate::sensitivity::Sensitivity;
 use crate::tickets::Scope;
 
@@ -77,6 +80,10 @@ pub struct Allowed {
     /// Prepared statements the session statements drop (`DEALLOCATE`,
     /// `DISCARD ALL`), for a door that keeps track of them.
     pub prepared_drops: Vec<PreparedDrop>,
+    /// Set for a private count (a ticket with `privacy`): the doors must
+    /// not send the database's rows, but pass them through
+    /// [`crate::privacy::Releaser::release`] with this plan.
+    pub private: Option<PrivatePlan>,
 }
 
 /// The guard over one catalog. Cheap to share (`Arc`).
@@ -84,6 +91,11 @@ pub struct Guard {
     catalog: Arc<Catalog>,
     cache: cache::DecisionCache,
     derived: rewrite::DerivedTableCache,
+    /// Whether callers pass private answers through the release step
+    /// ([`Guard::serving_private_answers`]). Until they do, a private
+    /// ticket's counts are refused: sending the database's rows would
+    /// release exact counts without even `k`.
+    private_release: bool,
 }
 
 /// Everything one decision reads: the scope, its dataset, the row filters.
@@ -112,7 +124,16 @@ impl Guard {
             catalog,
             cache: cache::DecisionCache::new(entries),
             derived: rewrite::DerivedTableCache::default(),
+            private_release: false,
         }
+    }
+
+    /// Declares that every caller runs [`Allowed::private`] answers through
+    /// [`crate::privacy::Releaser::release`] before sending a row; only
+    /// then are private counts allowed (otherwise they are refused, 0A000).
+    pub fn serving_private_answers(mut self) -> Guard {
+        self.private_release = true;
+        self
     }
 
     /// Decides one statement string (one or more statements) for a session
@@ -151,6 +172,7 @@ impl Guard {
         let mut tables = BTreeSet::new();
         let mut dropped = Vec::new();
         let mut classification = Sensitivity::Public;
+        let mut private = None;
         for (statement, kind) in statements.iter_mut().zip(&kinds) {
             if *kind == Kind::Session {
                 continue;
@@ -168,13 +190,30 @@ impl Guard {
                 derived: &self.derived,
             };
             let mut resolver = resolve::Resolver::new(&ctx);
+            let mut plan = None;
             if scope.aggregate.is_some() {
-                aggregate::aggregate_query(&mut resolver, query)?;
+                plan = aggregate::aggregate_query(&mut resolver, query)?;
             } else {
                 resolver.query(query)?;
             }
             let substitutions = resolver.substitutions;
-            postcheck::check(statement, &dataset.table, substitutions)?;
+            let rewrite_functions = match plan {
+                Some(_) => private::REWRITE_FUNCTIONS,
+                None => &[],
+            };
+            postcheck::check(statement, &dataset.table, substitutions, rewrite_functions)?;
+            if plan.is_some() {
+                if !self.private_release {
+                    return Err(private_not_served());
+                }
+                if private.is_some() {
+                    return Err(Denial::unsupported(
+                        "several private queries in one statement string",
+                        "send one query at a time",
+                    ));
+                }
+                private = plan;
+            }
             tables.extend(resolver.relations.iter().cloned());
             dropped.extend(resolver.dropped.iter().cloned());
             classification = classification.max(classify_answer(&ctx, &resolver.fields_read));
@@ -191,6 +230,7 @@ impl Guard {
                 .iter()
                 .filter_map(classify::prepared_drop)
                 .collect(),
+            private,
         })
     }
 
@@ -255,6 +295,7 @@ fn metadata_answer(
         scope_id: scope.map(|s| s.id.clone()),
         kinds,
         prepared_drops: Vec::new(),
+        private: None,
     })
 }
 
@@ -306,6 +347,16 @@ fn classify_answer(ctx: &GuardContext<'_>, fields_read: &BTreeSet<String>) -> Se
         .map(|f| ctx.dataset.field_sensitivity(f))
         .max()
         .unwrap_or(Sensitivity::Public)
+}
+
+fn private_not_served() -> Denial {
+    Denial {
+        code: denial::sqlstate::UNSUPPORTED,
+        reason: "private (differentially private) answers are not served here yet".into(),
+        detail: "your ticket's scope carries privacy: its counts must pass through esq's noisy release step, which this build's doors do not run yet, so esq refuses rather than send exact counts".into(),
+        hint: "ask for a ticket without privacy if a policy allows it, or use a build that serves private answers".into(),
+        policy_id: None,
+    }
 }
 
 fn no_ticket() -> Denial {

@@ -18,15 +18,19 @@ use super::functions;
 use super::resolve::{builtin_function_name, fold};
 use crate::catalog::TableName;
 
+/// `rewrite_functions`: functions esq's own rewrite added (the private
+/// stage's `random()`), allowed here on top of the allowlist.
 pub(super) fn check(
     statement: &Statement,
     dataset: &TableName,
     substitutions: usize,
+    rewrite_functions: &[&str],
 ) -> Checked<()> {
     let mut walk = Walk {
         dataset,
         frames: Vec::new(),
         dataset_references: 0,
+        rewrite_functions,
     };
     let flow = super::deep_walk(|| statement.visit(&mut walk));
     if let ControlFlow::Break(denial) = flow {
@@ -94,6 +98,7 @@ struct Walk<'a> {
     /// One frame per query being visited, innermost last.
     frames: Vec<CteFrame>,
     dataset_references: usize,
+    rewrite_functions: &'a [&'a str],
 }
 
 /// The CTEs one query defines and how many of them its current child sees:
@@ -212,8 +217,10 @@ impl Visitor for Walk<'_> {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Denial> {
         match expr {
             Expr::Function(function) => {
-                let allowed = builtin_function_name(function)
-                    .is_some_and(|name| functions::lookup(&name).is_some());
+                let allowed = builtin_function_name(function).is_some_and(|name| {
+                    functions::lookup(&name).is_some()
+                        || self.rewrite_functions.contains(&name.as_str())
+                });
                 if !allowed {
                     return ControlFlow::Break(not_analysed(&format!(
                         "the function {}()",
@@ -256,7 +263,7 @@ mod tests {
         let sql = format!(
             "WITH c AS (SELECT state FROM {DERIVED}) SELECT state, count(*) FROM c GROUP BY state"
         );
-        assert_eq!(check(&statement(&sql), &table(), 1), Ok(()));
+        assert_eq!(check(&statement(&sql), &table(), 1, &[]), Ok(()));
     }
 
     #[test]
@@ -265,12 +272,12 @@ mod tests {
         let sql = format!(
             "SELECT count(*) OVER (ROWS BETWEEN (SELECT count(*) FROM burial_2024) PRECEDING AND CURRENT ROW) FROM {DERIVED}"
         );
-        assert!(check(&statement(&sql), &table(), 1).is_err());
+        assert!(check(&statement(&sql), &table(), 1, &[]).is_err());
         // Even spelled exactly like esq's own derived tables, the count differs.
         let sql = format!(
             "SELECT count(*) OVER (ROWS BETWEEN (SELECT count(*) FROM \"public\".\"burial_2024\") PRECEDING AND CURRENT ROW) FROM {DERIVED}"
         );
-        assert!(check(&statement(&sql), &table(), 1).is_err());
+        assert!(check(&statement(&sql), &table(), 1, &[]).is_err());
     }
 
     #[test]
@@ -278,11 +285,11 @@ mod tests {
         let sql = format!(
             "SELECT count(*) OVER (ROWS BETWEEN CURRENT ROW AND (SELECT pg_sleep(1)) FOLLOWING) FROM {DERIVED}"
         );
-        assert!(check(&statement(&sql), &table(), 1).is_err());
+        assert!(check(&statement(&sql), &table(), 1, &[]).is_err());
         let sql = format!("SELECT state::regclass FROM {DERIVED}");
-        assert!(check(&statement(&sql), &table(), 1).is_err());
+        assert!(check(&statement(&sql), &table(), 1, &[]).is_err());
         let sql = format!("SELECT other.x FROM {DERIVED}, other");
-        assert!(check(&statement(&sql), &table(), 1).is_err());
+        assert!(check(&statement(&sql), &table(), 1, &[]).is_err());
     }
 
     #[test]
@@ -291,34 +298,34 @@ mod tests {
         // reference there is the real table.
         let own_body =
             "WITH burial_2024 AS (SELECT state FROM burial_2024) SELECT state FROM burial_2024";
-        assert!(check(&statement(own_body), &table(), 0).is_err());
+        assert!(check(&statement(own_body), &table(), 0, &[]).is_err());
         // Later siblings and the body see it.
         let sibling = format!(
             "WITH a AS (SELECT state FROM {DERIVED}), b AS (SELECT state FROM a) SELECT state FROM b"
         );
-        assert_eq!(check(&statement(&sibling), &table(), 1), Ok(()));
+        assert_eq!(check(&statement(&sibling), &table(), 1, &[]), Ok(()));
         // An earlier sibling does not (without RECURSIVE).
         let forward = format!(
             "WITH b AS (SELECT state FROM a), a AS (SELECT state FROM {DERIVED}) SELECT state FROM b"
         );
-        assert!(check(&statement(&forward), &table(), 1).is_err());
+        assert!(check(&statement(&forward), &table(), 1, &[]).is_err());
         // A CTE is not visible outside the query that defines it.
         let outside = format!(
             "SELECT * FROM (WITH a AS (SELECT state FROM {DERIVED}) SELECT state FROM a) AS s, a"
         );
-        assert!(check(&statement(&outside), &table(), 1).is_err());
+        assert!(check(&statement(&outside), &table(), 1, &[]).is_err());
         // RECURSIVE: the body of a CTE sees itself.
         let recursive = format!(
             "WITH RECURSIVE r AS (SELECT state FROM {DERIVED} UNION ALL SELECT state FROM r WHERE false) SELECT state FROM r"
         );
-        assert_eq!(check(&statement(&recursive), &table(), 1), Ok(()));
+        assert_eq!(check(&statement(&recursive), &table(), 1, &[]), Ok(()));
     }
 
     #[test]
     fn write_and_lock_clauses_are_refused() {
         let into = format!("SELECT state INTO leak FROM {DERIVED}");
-        assert!(check(&statement(&into), &table(), 1).is_err());
+        assert!(check(&statement(&into), &table(), 1, &[]).is_err());
         let lock = format!("SELECT state FROM {DERIVED} FOR UPDATE");
-        assert!(check(&statement(&lock), &table(), 1).is_err());
+        assert!(check(&statement(&lock), &table(), 1, &[]).is_err());
     }
 }

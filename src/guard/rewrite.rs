@@ -59,7 +59,18 @@ pub(super) fn governed_table(ctx: &GuardContext<'_>, alias: &str) -> Checked<Tab
 
 fn build_governed_table(ctx: &GuardContext<'_>, alias: &str) -> Checked<TableFactor> {
     let quote = |name: &str| Ident::with_quote('"', name).to_string();
-    let columns: Vec<String> = ctx.scope.fields.iter().map(|f| quote(f)).collect();
+    let mut columns: Vec<String> = ctx.scope.fields.iter().map(|f| quote(f)).collect();
+    // A private scope's rewrite bounds each person's contribution, so it
+    // needs the privacy unit even when the ticket does not name it; no
+    // user expression can reach it (the resolver checks names against the
+    // scope's fields) and the private rewrite never outputs it.
+    if ctx.scope.privacy.is_some() {
+        if let Some(unit) = ctx.dataset.privacy_unit() {
+            if !ctx.scope.allows_field(unit) {
+                columns.push(quote(unit));
+            }
+        }
+    }
     let table = format!(
         "{}.{}",
         quote(&ctx.dataset.table.schema),

@@ -438,6 +438,7 @@ mod tests {
             min_group_size: 11,
             row_filters: Default::default(),
             retention_cutoff: None,
+            privacy: None,
             purpose: "tests".into(),
             user: "tester".into(),
             policy_ids: vec![],

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::privacy::Privacy;
+
 /// A scalar that a row filter compares a field with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -44,6 +46,10 @@ pub struct Obligations {
     /// The ticket may carry at most these fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Vec<String>>,
+    /// Answers carry differential-privacy noise and spend a budget
+    /// (DESIGN 3.7); combined with the request's own to the narrowest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<Privacy>,
 }
 
 /// The `decision` object of one package, as the contract defines it.
@@ -181,6 +187,7 @@ fn narrowest(decisions: &[PackageDecision]) -> Result<Obligations, String> {
             (None, Some(b)) => out.aggregate = Some(b.clone()),
             _ => {}
         }
+        out.privacy = Privacy::combine(out.privacy, o.privacy);
         if let Some(allowed) = &o.fields {
             out.fields = Some(match out.fields.take() {
                 None => allowed.clone(),
@@ -269,6 +276,36 @@ mod tests {
         assert_eq!(o.retention_cutoff.as_deref(), Some("2019-01-01"));
         assert_eq!(o.fields, Some(vec!["state".to_string()]));
         assert_eq!(o.row_filter.len(), 1);
+    }
+
+    #[test]
+    fn privacy_obligations_combine_to_the_narrowest() {
+        let privacy = |per_query: f64, budget: f64, period: u64| Obligations {
+            privacy: Some(Privacy {
+                epsilon_per_query: per_query,
+                epsilon_budget: budget,
+                budget_period_seconds: period,
+                max_groups_per_unit: 2,
+            }),
+            ..Obligations::default()
+        };
+        let verdict = combine(&[
+            allow("A", privacy(0.5, 4.0, 3_600)),
+            allow("B", Obligations::default()),
+            allow("C", privacy(1.0, 2.0, 86_400)),
+        ]);
+        assert!(verdict.allow);
+        let p = verdict.obligations.privacy.expect("privacy");
+        assert_eq!(
+            (
+                p.epsilon_per_query,
+                p.epsilon_budget,
+                p.budget_period_seconds
+            ),
+            (0.5, 2.0, 86_400)
+        );
+        let json = r#"{"allow": true, "policy_id": "X", "obligations": {"privacy": {"epsilon_per_query": 0.5, "epsilon_budget": 4, "budget_period_seconds": 86400, "noise": "none"}}}"#;
+        assert!(serde_json::from_str::<PackageDecision>(json).is_err());
     }
 
     #[test]

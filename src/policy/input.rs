@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::decision::FilterValue;
 use crate::auth::Principal;
 use crate::catalog::Dataset;
+use crate::privacy::Privacy;
 use crate::sensitivity::Sensitivity;
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +29,8 @@ pub struct DatasetInput {
     pub owner: String,
     pub steward: String,
     pub subject_key: Option<String>,
+    /// The field private answers bound (the catalog's, else subject_key).
+    pub privacy_unit: Option<String>,
     pub retention_years: Option<u32>,
     pub retention_field: Option<String>,
     pub min_group_size: Option<u32>,
@@ -50,6 +53,8 @@ pub struct RequestInput {
     pub ttl_seconds: u64,
     #[serde(rename = "where")]
     pub where_: BTreeMap<String, FilterValue>,
+    /// The request's own privacy parameters (`null`: none asked for).
+    pub privacy: Option<Privacy>,
 }
 
 impl DatasetInput {
@@ -61,6 +66,7 @@ impl DatasetInput {
             owner: dataset.owner.clone(),
             steward: dataset.steward.clone(),
             subject_key: dataset.subject_key.clone(),
+            privacy_unit: dataset.privacy_unit().map(str::to_string),
             retention_years: dataset.retention_years,
             retention_field: dataset.retention_field.clone(),
             min_group_size: dataset.min_group_size,

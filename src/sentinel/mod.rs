@@ -531,6 +531,7 @@ mod tests {
             min_group_size: 11,
             row_filters: Default::default(),
             retention_cutoff: None,
+            privacy: None,
             purpose: "test".into(),
             user: "journalist".into(),
             policy_ids: vec![],

@@ -15,6 +15,7 @@ use crate::auth::Principal;
 use crate::catalog::{Catalog, Dataset};
 use crate::policy::input::{DatasetInput, RequestInput};
 use crate::policy::{FilterValue, PolicySet, TicketPolicyInput, Verdict};
+use crate::privacy::Privacy;
 
 /// A ticket request as users send it (HTTP body, CLI flags).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,10 @@ pub struct TicketRequest {
     /// Equality filters the requester narrows their own rows with.
     #[serde(default, rename = "where")]
     pub where_: BTreeMap<String, serde_json::Value>,
+    /// Differentially private answers, asked for by the requester (policies
+    /// may only narrow it, or impose it when absent). Needs `aggregate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<Privacy>,
 }
 
 /// A request esq will not evaluate: names the field and what is wrong.
@@ -100,6 +105,7 @@ impl TicketIssuer {
                 purpose: checked.purpose.clone(),
                 ttl_seconds: checked.ttl.as_secs(),
                 where_: checked.where_.clone(),
+                privacy: checked.privacy,
             },
             now: now.to_rfc3339_opts(SecondsFormat::Secs, true),
             environment: self.limits.environment.clone(),
@@ -214,6 +220,26 @@ impl TicketIssuer {
             ));
         }
         let where_ = check_where(dataset, &request.where_)?;
+        if let Some(privacy) = &request.privacy {
+            privacy
+                .validate()
+                .map_err(|err| bad(&format!("privacy.{}", err.field), err.message))?;
+            if aggregate.is_none() {
+                return Err(bad(
+                    "privacy",
+                    "private answers are counts: add \"aggregate\": \"count\"".into(),
+                ));
+            }
+            if dataset.privacy_unit().is_none() {
+                return Err(bad(
+                    "privacy",
+                    format!(
+                        "{} names no privacy_unit (nor subject_key) in its catalog file, so no contribution can be bounded",
+                        dataset.id
+                    ),
+                ));
+            }
+        }
         Ok(CheckedRequest {
             dataset: dataset.clone(),
             fields,
@@ -221,6 +247,7 @@ impl TicketIssuer {
             purpose,
             ttl,
             where_,
+            privacy: request.privacy,
         })
     }
 
@@ -302,6 +329,25 @@ impl TicketIssuer {
                 ))
             })?),
         };
+        let privacy = Privacy::combine(request.privacy, o.privacy);
+        if let Some(privacy) = &privacy {
+            privacy.validate().map_err(|err| {
+                deny(format!(
+                    "the policies' privacy obligation is invalid: {err}"
+                ))
+            })?;
+            if aggregate.is_none() {
+                return Err(deny(
+                    "a policy requires differential privacy, which applies to count answers: request \"aggregate\": \"count\"".into(),
+                ));
+            }
+            if request.dataset.privacy_unit().is_none() {
+                return Err(deny(format!(
+                    "a policy requires differential privacy, but {} names no privacy_unit (nor subject_key)",
+                    request.dataset.id
+                )));
+            }
+        }
         let min_group_size = self
             .limits
             .min_group_size
@@ -317,6 +363,7 @@ impl TicketIssuer {
             min_group_size,
             row_filters,
             retention_cutoff,
+            privacy,
             purpose: request.purpose,
             user: user.name.clone(),
             policy_ids: verdict.policy_ids.clone(),
@@ -335,6 +382,7 @@ struct CheckedRequest {
     purpose: String,
     ttl: Duration,
     where_: BTreeMap<String, FilterValue>,
+    privacy: Option<Privacy>,
 }
 
 fn field_names(dataset: &Dataset) -> String {

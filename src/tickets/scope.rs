@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::policy::FilterValue;
+use crate::privacy::Privacy;
 
 /// The aggregate functions a ticket can be restricted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,6 +50,10 @@ pub struct Scope {
     pub row_filters: BTreeMap<String, FilterValue>,
     /// Rows whose retention field is before this date are hidden.
     pub retention_cutoff: Option<NaiveDate>,
+    /// When set, count answers are differentially private: noisy, with
+    /// each person's contribution bounded, paid from a budget (DESIGN 3.7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<Privacy>,
     pub purpose: String,
     pub user: String,
     /// The policies that allowed this scope.
@@ -66,6 +71,9 @@ struct Enforceable<'a> {
     min_group_size: u32,
     row_filters: &'a BTreeMap<String, FilterValue>,
     retention_cutoff: Option<NaiveDate>,
+    /// Absent for k-only scopes, so their ids stay what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    privacy: Option<Privacy>,
 }
 
 impl Scope {
@@ -78,6 +86,7 @@ impl Scope {
             min_group_size: self.min_group_size,
             row_filters: &self.row_filters,
             retention_cutoff: self.retention_cutoff,
+            privacy: self.privacy,
         };
         let json = serde_json::to_vec(&enforceable).unwrap_or_default();
         format!("S-{}", &hex::encode(Sha256::digest(json))[..16])

@@ -63,6 +63,7 @@ pub fn guard_scope(name: &str) -> Option<Scope> {
         min_group_size: 11,
         row_filters,
         retention_cutoff: NaiveDate::from_ymd_opt(2016, 11, 25),
+        privacy: None,
         purpose: "tests".into(),
         user: "tester".into(),
         policy_ids: vec!["P-TEST".into()],
