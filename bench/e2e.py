@@ -199,6 +199,15 @@ def criterion(path):
     return out
 
 
+def first_error(raw, section, target):
+    """The first `error:` line pgbench printed in a failed run of TARGET, or None."""
+    for path in sorted(raw.glob(f"{section}-*-{target}.txt")):
+        for line in path.read_text(errors="replace").splitlines():
+            if "error:" in line:
+                return line.split("error:", 1)[1].strip()[:300]
+    return None
+
+
 def baseline_section(w, runs, env, clients):
     """This build vs the BASELINE binary, per round (issue 15)."""
     commit = env.get("baseline_commit") or "commit not given"
@@ -206,8 +215,9 @@ def baseline_section(w, runs, env, clients):
     w("")
     w(
         f"esq built from this checkout ({env.get('esq_commit', '?')}, sha256 {env.get('esq_sha256', '?')}…) against "
-        f"`{env.get('baseline')}` ({commit}, sha256 {env.get('baseline_sha256', '?')}…): same config, catalog, "
-        "servers and tickets' scopes; each pair runs back to back within a round, this build first in odd rounds "
+        f"`{env.get('baseline')}` ({commit}, sha256 {env.get('baseline_sha256', '?')}…): same settings, "
+        "servers and ticket requests, each with the config, policies and catalog of its own source "
+        f"(the baseline's: {env.get('baseline_config', '?')}); each pair runs back to back within a round, this build first in odd rounds "
         "and the baseline first in even ones. **new / baseline** is the median of the per-round TPS ratios "
         "(range in brackets): above 1 the new build is faster. Differences within the ranges are noise on "
         "these shared cores."
@@ -238,13 +248,15 @@ def baseline_section(w, runs, env, clients):
     if runs.has("foia", "prepared", 8, "esq_baseline"):
         w("### The FOIA aggregate (8 clients, `-M prepared`)")
         w("")
-        w("| new TPS | baseline TPS | new / baseline | new mean / p99 ms | baseline mean / p99 ms |")
-        w("|---|---|---|---|---|")
+        w("| new TPS | baseline TPS | new / baseline | new / direct | baseline / direct | new mean / p99 ms | baseline mean / p99 ms |")
+        w("|---|---|---|---|---|---|---|")
         lat = [" / ".join(fmt(runs.median(f, "foia", "prepared", 8, t), ".2f") for f in ("lat_ms", "p99_ms"))
                for t in ("esq", "esq_baseline")]
         w(f"| {fmt(runs.median('tps', 'foia', 'prepared', 8, 'esq'), ',.1f')} "
           f"| {fmt(runs.median('tps', 'foia', 'prepared', 8, 'esq_baseline'), ',.1f')} "
-          f"| {ratio_cell(runs.ratios('tps', 'foia', 'prepared', 8, 'esq', 'esq_baseline'))} | {lat[0]} | {lat[1]} |")
+          f"| {ratio_cell(runs.ratios('tps', 'foia', 'prepared', 8, 'esq', 'esq_baseline'))} "
+          f"| {ratio_cell(runs.ratios('tps', 'foia', 'prepared', 8, 'esq', 'direct'))} "
+          f"| {ratio_cell(runs.ratios('tps', 'foia', 'prepared', 8, 'esq_baseline', 'direct'))} | {lat[0]} | {lat[1]} |")
         w("")
         pn, pb = env.get("privacy_esq"), env.get("privacy_esq_baseline")
         if pn != pb:
@@ -286,6 +298,7 @@ def report(raw, out):
         ("esq_commit", "esq commit (release build)"),
         ("baseline", "esq baseline binary (`BASELINE`)"),
         ("baseline_commit", "esq baseline commit"),
+        ("baseline_config", "esq baseline's config, policies and catalog from"),
         ("loadavg_start", "load average at start"),
         ("loadavg_end", "load average at end"),
         ("busy", "other busy processes at start (>20 % CPU)"),
@@ -423,22 +436,33 @@ def report(raw, out):
       "straight to PostgreSQL as esq's service role (what esq forwards: derived table, retention "
       "filter, `HAVING count(*) >= 11`).")
     w("")
-    w("| target | TPS | mean / p50 / p99 ms | esq / this |")
-    w("|---|---|---|---|")
+    if env.get("privacy_esq") not in (None, "null"):
+        w("This run's FOIA ticket carries a privacy obligation (below), so \"the guard's rewrite\" is the "
+          "private one (each privacy unit's contribution bounded in SQL), and esq's answers pass its noisy "
+          "release step.")
+        w("")
+    w("| target | TPS | mean / p50 / p99 ms | this / direct | esq / this |")
+    w("|---|---|---|---|---|")
     for t in ("direct", "direct_service", "esq", "esq_baseline", "esq_private"):
         if not runs.has("foia", "prepared", 8, t):
             continue
         lat = " / ".join(fmt(runs.median(f, "foia", "prepared", 8, t), ".2f") for f in ("lat_ms", "p50_ms", "p99_ms"))
         ratio = "" if t == "esq" else ratio_cell(runs.ratios("tps", "foia", "prepared", 8, "esq", t))
         failed = " (failed runs)" if runs.failed("foia", "prepared", 8, t) else ""
-        w(f"| {TARGET_NAMES[t]} | {fmt(runs.median('tps', 'foia', 'prepared', 8, t), ',.1f')}{failed} | {lat} | {ratio} |")
+        to_direct = "" if t == "direct" else ratio_cell(runs.ratios("tps", "foia", "prepared", 8, t, "direct"))
+        w(f"| {TARGET_NAMES[t]} | {fmt(runs.median('tps', 'foia', 'prepared', 8, t), ',.1f')}{failed} | {lat} | {to_direct} | {ratio} |")
     w("")
+    for t in ("esq", "esq_baseline", "esq_private"):
+        error = first_error(raw, "foia", t)
+        if error:
+            w(f"{TARGET_NAMES[t]} failed: `{error}`")
+            w("")
     privacy = {t: env.get(f"privacy_{t}") for t in ("esq", "esq_baseline", "esq_private") if runs.has("foia", "prepared", 8, t)}
     if any(v not in (None, "null") for v in privacy.values()):
         w("The tickets' privacy obligation (the scope esq issued; `null`: none, k-suppression only): "
           + "; ".join(f"{TARGET_NAMES[t]}: `{v or '?'}`" for t, v in privacy.items()) + ".")
         w("")
-    if runs.has("foia", "prepared", 8, "esq_private"):
+    if runs.has("foia", "prepared", 8, "esq_private") and not first_error(raw, "foia", "esq_private"):
         r_direct = runs.ratios("tps", "foia", "prepared", 8, "esq_private", "direct")
         r_rewrite = runs.ratios("tps", "foia", "prepared", 8, "esq_private", "direct_service")
         r_esq = runs.ratios("tps", "foia", "prepared", 8, "esq_private", "esq")
@@ -524,7 +548,8 @@ def report(raw, out):
       "IDLE + 100, `log.filter = warn` and the sentinel's default rules with limits it never reaches "
       "(a second esq, \"esq (audit write)\", the same with `audit.durability = write`; this build also with "
       "`upstream.max_per_user` = IDLE + 100, as the idle sessions are one user's; with `BASELINE`, the baseline "
-      "binary as \"esq baseline\" and \"esq baseline (audit write)\" with the same config); "
+      "binary as \"esq baseline\" and \"esq baseline (audit write)\" with the same settings and its own commit's "
+      "config, policies and catalog); "
       "PgBouncer `default_pool_size = 40`, `auth_type = trust`, one instance per pool mode. "
       "Stream RSS: `echo 5 > /proc/<esq>/clear_refs` before a run, `VmHWM` after it. Idle sessions: "
       "`python3 bench/e2e.py idle` (psycopg) opens them one after another, checks a sample still "

@@ -221,9 +221,23 @@ pub fn decide(
         sql,
     };
     match decision {
+        Decision::Allow(allowed) if !asker.door.runs_sessions() && !only_queries(&allowed) => {
+            record.denied(Arc::new(Denial {
+                code: crate::sqlstate::FEATURE_NOT_SUPPORTED,
+                reason: "the HTTP door runs queries only".into(),
+                detail: "a transaction or session statement (BEGIN, SET, DEALLOCATE, …) would stay on a database connection other users' queries share".into(),
+                hint: "send the query alone; for a transaction or session settings, use the PostgreSQL door".into(),
+                policy_id: None,
+            }))
+        }
         Decision::Allow(allowed) => record.allowed(allowed, timing),
         Decision::Deny(denial) => record.denied(denial),
     }
+}
+
+/// Statements that read and leave nothing behind in the session.
+fn only_queries(allowed: &Allowed) -> bool {
+    allowed.kinds.iter().all(|kind| *kind == Kind::Query)
 }
 
 /// The sentinel, metrics and audit of one decision.

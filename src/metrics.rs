@@ -20,6 +20,16 @@ pub enum Door {
     http,
 }
 
+impl Door {
+    /// Whether the door keeps a client session on its upstream connection
+    /// (so transaction and session statements have somewhere to live).
+    /// The HTTP door runs each query on a connection it then lends to
+    /// others: it runs queries only.
+    pub fn runs_sessions(self) -> bool {
+        matches!(self, Door::pg)
+    }
+}
+
 /// What the guard decided.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue, serde::Serialize)]
 #[allow(non_camel_case_types)]

@@ -39,6 +39,21 @@ pub fn is_settable(name: &str) -> bool {
     SETTABLE.contains(&name)
 }
 
+/// Whether a session may set `name` to `value`: message levels below
+/// `notice` would send the database's DEBUG and LOG lines (internal names,
+/// esq's stand-ins) to the client.
+pub fn is_settable_to(name: &str, value: &str) -> bool {
+    is_settable(name) && (name != "client_min_messages" || is_client_message_level(value))
+}
+
+fn is_client_message_level(value: &str) -> bool {
+    let level = value
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"')
+        .to_ascii_lowercase();
+    matches!(level.as_str(), "notice" | "warning" | "error")
+}
+
 /// Settings a session may read: the settable ones and harmless server facts.
 const SHOWABLE: &[&str] = &[
     "server_version",
@@ -136,6 +151,13 @@ fn classify_set(set: &Set) -> Checked<Kind> {
             if name == "client_encoding" && !values.iter().all(is_utf8_name) {
                 return Err(utf8_only());
             }
+            if name == "client_min_messages" && !values.iter().all(is_message_level) {
+                return Err(Denial::forbidden(
+                    "client_min_messages below notice is not allowed",
+                    "DEBUG and LOG messages carry the database's internal names",
+                    "SET client_min_messages to notice, warning or error",
+                ));
+            }
             if values.iter().all(is_plain_literal) {
                 Ok(Kind::Session)
             } else {
@@ -178,6 +200,17 @@ fn is_utf8(name: &str) -> bool {
         .to_ascii_lowercase()
         .replace(['-', '_'], "");
     name == "utf8" || name == "unicode"
+}
+
+fn is_message_level(expr: &Expr) -> bool {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => is_client_message_level(s),
+            _ => false,
+        },
+        Expr::Identifier(ident) => is_client_message_level(&ident.value),
+        _ => false,
+    }
 }
 
 fn is_utf8_name(expr: &Expr) -> bool {
@@ -240,13 +273,13 @@ pub fn prepared_drop(statement: &Statement) -> Option<PreparedDrop> {
         Statement::Discard {
             object_type: DiscardObject::ALL,
         } => Some(PreparedDrop::All),
-        Statement::Deallocate { name, .. } if name.quote_style.is_some() => {
-            Some(PreparedDrop::One(name.value.clone()))
-        }
-        Statement::Deallocate { name, .. } if name.value.eq_ignore_ascii_case("all") => {
+        Statement::Deallocate { name, .. }
+            if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+        {
             Some(PreparedDrop::All)
         }
-        Statement::Deallocate { name, .. } => Some(PreparedDrop::One(name.value.to_lowercase())),
+        // The name as PostgreSQL keys it: folded and cut to 63 bytes.
+        Statement::Deallocate { name, .. } => Some(PreparedDrop::One(super::names::fold(name))),
         _ => None,
     }
 }

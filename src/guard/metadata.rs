@@ -44,7 +44,6 @@ const RELATIONS: &[&str] = &[
     "pg_catalog.pg_publication_namespace",
     "pg_catalog.pg_publication_rel",
     "pg_catalog.pg_range",
-    "pg_catalog.pg_roles",
     "pg_catalog.pg_sequence",
     "pg_catalog.pg_statistic_ext",
     "pg_catalog.pg_tables",
@@ -75,7 +74,6 @@ const FUNCTIONS: &[&str] = &[
     "current_database",
     "current_schema",
     "current_schemas",
-    "current_user",
     "format_type",
     "has_column_privilege",
     "has_schema_privilege",
@@ -111,7 +109,6 @@ const FUNCTIONS: &[&str] = &[
     "json_build_object",
     "to_regclass",
     "to_regtype",
-    "session_user",
     "shobj_description",
     "string_agg",
     "unnest",
@@ -126,6 +123,37 @@ const TABLE_FUNCTIONS: &[&str] = &["pg_catalog.generate_series"];
 /// Catalog columns that carry statistics about the data: the row count of a
 /// table includes rows a ticket's filters and retention hide.
 const STATISTICS_COLUMNS: &[&str] = &["reltuples", "relpages", "relallvisible", "relallfrozen"];
+
+/// Catalog columns that name roles (access lists): who may read what, and
+/// esq's own service role among them, are the operator's business.
+const ROLE_COLUMNS: &[&str] = &[
+    "relacl",
+    "nspacl",
+    "datacl",
+    "attacl",
+    "proacl",
+    "typacl",
+    "spcacl",
+    "lanacl",
+    "fdwacl",
+    "srvacl",
+    "defaclacl",
+    "lomacl",
+    "grantee",
+    "grantor",
+];
+
+/// Catalogs with statistics or access-list columns: `*` over them would
+/// read those columns without naming them.
+const WIDE_CATALOGS: &[&str] = &[
+    "pg_catalog.pg_class",
+    "pg_catalog.pg_namespace",
+    "pg_catalog.pg_database",
+    "pg_catalog.pg_attribute",
+    "pg_catalog.pg_proc",
+    "pg_catalog.pg_type",
+    "pg_catalog.pg_tablespace",
+];
 
 /// Built-in operator symbols (an unknown symbol could be user-defined).
 const OPERATORS: &[&str] = &[
@@ -163,7 +191,7 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
         relation_names: BTreeSet<String>,
         /// Bare identifiers used as values.
         bare_identifiers: BTreeSet<String>,
-        reads_pg_class: bool,
+        reads_wide_catalog: bool,
         has_wildcard: bool,
         /// The next relation name is a table function's (set by the FROM item).
         table_function_next: bool,
@@ -184,7 +212,7 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
             if let Some(last) = parts.last() {
                 self.relation_names.insert(last.clone());
             }
-            self.reads_pg_class |= qualified == "pg_catalog.pg_class";
+            self.reads_wide_catalog |= WIDE_CATALOGS.contains(&qualified.as_str());
             if std::mem::take(&mut self.table_function_next) {
                 return if TABLE_FUNCTIONS.contains(&qualified.as_str()) {
                     ControlFlow::Continue(())
@@ -310,6 +338,9 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                 Some(name) if STATISTICS_COLUMNS.contains(&name.as_str()) => {
                     ControlFlow::Break(statistics(&name))
                 }
+                Some(name) if ROLE_COLUMNS.contains(&name.as_str()) => {
+                    ControlFlow::Break(role_names(&name))
+                }
                 _ => ControlFlow::Continue(()),
             }
         }
@@ -343,6 +374,9 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                     if STATISTICS_COLUMNS.contains(&name.as_str()) {
                         return ControlFlow::Break(statistics(&name));
                     }
+                    if ROLE_COLUMNS.contains(&name.as_str()) {
+                        return ControlFlow::Break(role_names(&name));
+                    }
                 }
             }
             ControlFlow::Continue(())
@@ -363,8 +397,12 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
             "{name} used as a value"
         )));
     }
-    if relations.reads_pg_class && relations.has_wildcard {
-        return Err(statistics("* over pg_class"));
+    if relations.reads_wide_catalog && relations.has_wildcard {
+        return Err(Denial::forbidden(
+            "* over pg_class, pg_namespace, pg_database, pg_attribute, pg_proc, pg_type or pg_tablespace is not allowed",
+            "those catalogs carry statistics (row counts that include hidden rows) and access lists (role names)",
+            "name the columns you need",
+        ));
     }
     Ok(())
 }
@@ -407,6 +445,14 @@ fn has_wildcard(body: &SetExpr) -> bool {
         SetExpr::SetOperation { left, right, .. } => has_wildcard(left) || has_wildcard(right),
         _ => false,
     }
+}
+
+fn role_names(what: &str) -> Denial {
+    Denial::forbidden(
+        format!("role names are not available ({what})"),
+        "access lists and the current role name the database's roles, esq's own among them",
+        "leave the column out",
+    )
 }
 
 fn statistics(what: &str) -> Denial {
@@ -486,6 +532,11 @@ pub(super) fn check(sql: &str) -> Checked<()> {
                         "cast to a pg_catalog type",
                     ));
                 }
+            }
+            // CURRENT_ROLE, CURRENT_USER, USER, SESSION_USER: esq's own
+            // service role, not the user's.
+            NodeRef::SqlvalueFunction(function) if (10..=13).contains(&function.op) => {
+                return Err(role_names("CURRENT_USER, SESSION_USER"));
             }
             NodeRef::RangeFunction(range) if is_allowed_table_function(range) => {}
             NodeRef::RangeFunction(_)

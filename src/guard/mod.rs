@@ -56,7 +56,7 @@ use crate::privacy::PrivatePlan;
 use crate::sensitivity::Sensitivity;
 use crate::tickets::Scope;
 
-pub use classify::{is_settable, Kind, PreparedDrop};
+pub use classify::{is_settable, is_settable_to, Kind, PreparedDrop};
 pub use denial::{sqlstate, Denial};
 pub use ticket_statement::TicketStatement;
 

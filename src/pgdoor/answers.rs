@@ -59,8 +59,6 @@ pub struct SessionView<'a> {
     /// This connection's ticket checks (a short-lived positive cache).
     pub checks: &'a TicketCheck,
     pub client: Option<std::net::SocketAddr>,
-    /// Makes the stand-in statements of denials unique in this session.
-    pub marker_prefix: &'a str,
     /// Where the session notes the audit records it writes itself, so the
     /// relay waits for them before the round's ReadyForQuery.
     pub pending: Option<&'a Pending>,
@@ -92,17 +90,15 @@ impl SessionView<'_> {
     }
 
     /// Decides one statement that runs now, ticket statements included.
-    pub async fn decide_now(&self, sql: &str, sequence: u64) -> Forward {
-        match self.ask(sql, sequence, Timing::Now).await {
+    pub async fn decide_now(&self, sql: &str) -> Forward {
+        match self.ask(sql, Timing::Now).await {
             Asked::Forward(forward) => forward,
-            Asked::TicketStatement(statement) => {
-                self.ticket_statement(statement, sequence, false).await
-            }
+            Asked::TicketStatement(statement) => self.ticket_statement(statement, false).await,
         }
     }
 
     /// Decides one statement text, in its `statement` span.
-    pub async fn ask(&self, sql: &str, sequence: u64, timing: Timing) -> Asked {
+    pub async fn ask(&self, sql: &str, timing: Timing) -> Asked {
         use tracing::Instrument;
         let span = crate::telemetry::statement_span(Door::pg);
         crate::telemetry::record_user(&span, &self.principal.name);
@@ -130,24 +126,17 @@ impl SessionView<'_> {
                 prepared_drops: run.allowed.prepared_drops.clone(),
                 completion: Some(run.completion),
             },
-            Err(refusal) => self.refuse(sequence, DoorError::Refused(refusal)),
+            Err(refusal) => self.refuse(DoorError::Refused(refusal)),
         })
     }
 
     /// Answers a ticket statement: `SHOW` here, `SET`/`RESET` when
     /// PostgreSQL has run its empty stand-in (so a statement skipped after
     /// an error in its pipeline changes nothing).
-    pub async fn ticket_statement(
-        &self,
-        statement: TicketStatement,
-        sequence: u64,
-        extended: bool,
-    ) -> Forward {
+    pub async fn ticket_statement(&self, statement: TicketStatement, extended: bool) -> Forward {
         let mut answer = BytesMut::new();
         let change = match &statement {
-            TicketStatement::Show if extended => {
-                return self.refuse(sequence, DoorError::ShowTicketExtended)
-            }
+            TicketStatement::Show if extended => return self.refuse(DoorError::ShowTicketExtended),
             TicketStatement::Show => {
                 let shown = match self.ticket {
                     None => "none".to_string(),
@@ -167,7 +156,7 @@ impl SessionView<'_> {
             TicketStatement::Reset => Some(TicketChange::Clear),
             TicketStatement::Set(text) => match self.accept_ticket(text).await {
                 Ok(id) => Some(TicketChange::Set(id)),
-                Err(error) => return self.refuse(sequence, error),
+                Err(error) => return self.refuse(error),
             },
         };
         wire::command_complete(&mut answer, statement.command_tag());
@@ -190,9 +179,9 @@ impl SessionView<'_> {
             .map_err(DoorError::Refused)
     }
 
-    /// Forwards the marker stand-in and substitutes `error` for its answer.
-    pub fn refuse(&self, sequence: u64, error: DoorError) -> Forward {
-        let marker = marker(self.marker_prefix, sequence);
+    /// Forwards a stand-in and substitutes `error` for its answer.
+    pub fn refuse(&self, error: DoorError) -> Forward {
+        let marker = marker();
         Forward {
             sql: marker.clone(),
             substitutions: vec![Substitution::Error {
@@ -243,9 +232,19 @@ fn dropped_notice(dropped: &[String]) -> Option<Substitution> {
     })
 }
 
-/// The stand-in statement (or statement name) for refusal number
-/// `sequence`: a bare word PostgreSQL refuses, whose error quotes it. The
-/// trailing letter keeps `…_5z` from matching inside `…_50z`.
-pub fn marker(prefix: &str, sequence: u64) -> String {
-    format!("{prefix}_{sequence}z")
+/// A fresh stand-in statement (or statement or portal name): a bare word
+/// PostgreSQL refuses, whose error quotes it. It starts with the prefix
+/// clients may not use ([`super::message::RESERVED_NAME_PREFIX`]) and
+/// carries 64 random bits, so a client can neither take it over nor guess
+/// the next one; the trailing letter ends it.
+pub fn marker() -> String {
+    let mut random = [0u8; 8];
+    // Without randomness the name is still one no client can have bound
+    // (the reserved prefix).
+    let _ = getrandom::fill(&mut random);
+    format!(
+        "{}{}z",
+        super::message::RESERVED_NAME_PREFIX,
+        hex::encode(random)
+    )
 }

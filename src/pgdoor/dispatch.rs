@@ -78,8 +78,7 @@ impl Turn<'_, '_> {
     /// returns the stand-in (a name PostgreSQL does not know, or a bare word
     /// it cannot parse) to forward instead of the refused text.
     pub fn stand_in(&mut self, error: DoorError) -> String {
-        self.state.sequence += 1;
-        let marker = super::answers::marker(self.view.marker_prefix, self.state.sequence);
+        let marker = super::answers::marker();
         self.shared.push(
             self.round(),
             Substitution::Error {

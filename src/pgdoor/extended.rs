@@ -25,18 +25,13 @@ pub async fn parse(
     types: &Bytes,
 ) -> Result<Step, DoorError> {
     let index = turn.answering()?;
-    turn.state.sequence += 1;
     if !name.is_empty() && turn.state.names.get(Space::Statement, name).is_some() {
         // As PostgreSQL: a named statement is not replaced.
         let marker = turn.stand_in(DoorError::StatementExists(name.to_string()));
         put_parse(turn, name, &marker, types);
         return Ok(Step::Continue);
     }
-    let prepared = match turn
-        .view
-        .ask(sql, turn.state.sequence, Timing::Prepared)
-        .await
-    {
+    let prepared = match turn.view.ask(sql, Timing::Prepared).await {
         Asked::TicketStatement(TicketStatement::Show) => {
             let marker = turn.stand_in(DoorError::ShowTicketExtended);
             put_parse(turn, name, &marker, types);
@@ -50,6 +45,7 @@ pub async fn parse(
                 ticket_statement: Some(statement),
                 fingerprint: 0,
                 audit: None,
+                prepared_drops: Vec::new(),
             })
         }
         Asked::Forward(forward) => {
@@ -65,6 +61,7 @@ pub async fn parse(
                 ticket_statement: None,
                 fingerprint: crate::sentinel::fingerprint(sql),
                 audit: forward.completion,
+                prepared_drops: forward.prepared_drops,
             })
         }
     };
@@ -142,6 +139,11 @@ pub async fn execute(
         execute_as(turn, &marker);
         return Ok(Step::Continue);
     }
+    // Forgetting is safe (a forgotten name is never bound), so a drop is
+    // applied when its execution is sent.
+    for dropped in prepared.iter().flat_map(|p| &p.prepared_drops) {
+        turn.state.names.deallocate(dropped);
+    }
     if let Some((ticket, fingerprint)) = prepared
         .as_ref()
         .and_then(|p| p.ticket.as_ref().map(|t| (t.hash(), p.fingerprint)))
@@ -159,11 +161,7 @@ pub async fn execute(
     // is replaced by the statement's answer. A refused one executes a
     // stand-in portal instead, so PostgreSQL fails the round too (and skips
     // the rest, as the client expects).
-    turn.state.sequence += 1;
-    let forward = turn
-        .view
-        .ticket_statement(statement, turn.state.sequence, false)
-        .await;
+    let forward = turn.view.ticket_statement(statement, false).await;
     turn.state
         .ticket_statement_sent(round, &forward.substitutions);
     let mut target = portal.to_string();

@@ -202,7 +202,9 @@ fn client_settings(packet: &StartupPacket) -> Result<(Option<String>, Settings),
             // parsed is what PostgreSQL reads); clients are told so.
             "client_encoding" => {}
             "replication" => return Err(refused(Fatal::Replication)),
-            name if crate::guard::is_settable(name) => settings.push((name.to_string(), value)),
+            name if crate::guard::is_settable_to(name, &value) => {
+                settings.push((name.to_string(), value))
+            }
             name => return Err(refused(Fatal::StartupParameter(name.to_string()))),
         }
     }

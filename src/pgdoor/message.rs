@@ -49,6 +49,31 @@ pub enum Message {
     CopyOutOfPlace,
 }
 
+/// PostgreSQL keeps the first 63 bytes of a statement or portal name
+/// (NAMEDATALEN - 1): two longer names equal there are one name to it, so
+/// esq refuses longer names rather than track them differently.
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// Names esq's own stand-ins use ([`super::answers::marker`]); a client
+/// may not use them.
+pub const RESERVED_NAME_PREFIX: &str = "esq_refused_";
+
+/// A statement or portal name as esq and PostgreSQL both read it.
+fn name(body: &[u8], at: &mut usize) -> Result<String, WireError> {
+    let name = cstr(body, at)?;
+    if name.len() > MAX_NAME_BYTES {
+        return Err(WireError::Invalid(format!(
+            "statement and portal names longer than {MAX_NAME_BYTES} bytes are not accepted"
+        )));
+    }
+    if name.starts_with(RESERVED_NAME_PREFIX) {
+        return Err(WireError::Invalid(format!(
+            "statement and portal names starting with {RESERVED_NAME_PREFIX} are reserved"
+        )));
+    }
+    Ok(name)
+}
+
 impl Message {
     /// Decodes one frame.
     pub fn decode(frame: &Frame) -> Result<Message, WireError> {
@@ -60,7 +85,7 @@ impl Message {
                 sql: cstr(body, &mut at)?,
             },
             b'P' => {
-                let name = cstr(body, &mut at)?;
+                let name = name(body, &mut at)?;
                 let sql = cstr(body, &mut at)?;
                 Message::Parse {
                     name,
@@ -69,8 +94,8 @@ impl Message {
                 }
             }
             b'B' => {
-                let portal = cstr(body, &mut at)?;
-                let statement = cstr(body, &mut at)?;
+                let portal = name(body, &mut at)?;
+                let statement = name(body, &mut at)?;
                 Message::Bind {
                     portal,
                     statement,
@@ -78,7 +103,7 @@ impl Message {
                 }
             }
             b'E' => {
-                let portal = cstr(body, &mut at)?;
+                let portal = name(body, &mut at)?;
                 Message::Execute {
                     portal,
                     rest: rest(at),
@@ -95,7 +120,7 @@ impl Message {
                     }
                 };
                 at = 1;
-                let name = cstr(body, &mut at)?;
+                let name = name(body, &mut at)?;
                 if frame.tag == b'D' {
                     Message::Describe { space, name }
                 } else {

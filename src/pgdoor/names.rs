@@ -26,6 +26,9 @@ pub struct Prepared {
     pub fingerprint: u64,
     /// The audit record each execution writes when it completes.
     pub audit: Option<std::sync::Arc<crate::decide::Completion>>,
+    /// Prepared statements each execution drops (`DEALLOCATE`, `DISCARD
+    /// ALL` sent through the extended protocol).
+    pub prepared_drops: Vec<crate::guard::PreparedDrop>,
 }
 
 /// Messages that answer (Parse, Bind, Close, Describe, Execute) allowed
@@ -191,6 +194,7 @@ mod tests {
             ticket_statement: None,
             fingerprint: 0,
             audit: None,
+            prepared_drops: Vec::new(),
         })
     }
 

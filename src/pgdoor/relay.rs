@@ -357,6 +357,9 @@ fn relay_one(
                 _ => redact::sanitized(b'E', body, out),
             }
         }
+        // DEBUG and LOG lines never reach a client (the guard refuses
+        // client_min_messages below notice; this holds if one gets through).
+        b'N' if redact::is_debug_or_log(body) => {}
         b'N' => redact::sanitized(b'N', body, out),
         b'I' => {
             let found = substitutions

@@ -59,8 +59,6 @@ pub struct ProtocolState {
     pub phase: Phase,
     /// `Sync` and `Query` messages sent upstream (each ends a round).
     pub rounds_sent: u64,
-    /// Statements decided so far (numbers the denial stand-ins).
-    pub sequence: u64,
     /// Prepared statements and portals, confirmed against PostgreSQL.
     pub names: Names,
     /// A ticket statement forwarded but not yet answered: its round and the
@@ -118,10 +116,15 @@ impl ProtocolState {
         }
     }
 
+    /// Every round answered: the session waits for its client (inside a
+    /// transaction or not).
+    pub fn waiting_for_client(&self, shared: &Shared) -> bool {
+        shared.rounds_done.load(Ordering::Acquire) == self.rounds_sent
+    }
+
     /// Nothing outstanding upstream and no transaction open.
     pub fn is_idle(&self, shared: &Shared) -> bool {
-        shared.rounds_done.load(Ordering::Acquire) == self.rounds_sent
-            && shared.status.load(Ordering::Relaxed) == b'I'
+        self.waiting_for_client(shared) && shared.status.load(Ordering::Relaxed) == b'I'
     }
 }
 

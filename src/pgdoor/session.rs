@@ -170,7 +170,6 @@ async fn serve(door: &DoorState, ready: Ready, shutdown: watch::Receiver<bool>) 
         principal: &principal,
         peer,
         checks: app.ticket_check(),
-        marker_prefix: format!("esq_refused_{:08x}", rand_u32()),
         shared: &shared,
         frames,
         client_read,
@@ -219,7 +218,6 @@ struct ClientSide<'a> {
     peer: SocketAddr,
     /// This connection's ticket checks (a short-lived positive cache).
     checks: TicketCheck,
-    marker_prefix: String,
     shared: &'a Arc<Shared>,
     frames: FrameReader,
     client_read: ReadHalf<BoxedStream>,
@@ -288,9 +286,10 @@ impl ClientSide<'_> {
                         continue;
                     }
                     idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
-                    // Only a session waiting for its client is idle; one
-                    // waiting for a long answer is not.
-                    if self.state.is_idle(self.shared) {
+                    // A session waiting for its client is idle, inside a
+                    // transaction too (it holds a connection, a snapshot and
+                    // locks); one waiting for a long answer is not.
+                    if self.state.waiting_for_client(self.shared) {
                         return End::Fatal(Fatal::IdleTimeout.into());
                     }
                 }
@@ -318,7 +317,6 @@ impl ClientSide<'_> {
                 ticket: effective.as_ref(),
                 checks: &self.checks,
                 client: Some(self.peer),
-                marker_prefix: &self.marker_prefix,
                 pending: Some(&self.shared.audit),
             };
             let mut turn = Turn {
@@ -385,10 +383,4 @@ impl ClientSide<'_> {
         }
         Ok(())
     }
-}
-
-fn rand_u32() -> u32 {
-    let mut bytes = [0u8; 4];
-    let _ = getrandom::fill(&mut bytes);
-    u32::from_be_bytes(bytes)
 }

@@ -9,8 +9,7 @@ use crate::decide::Completion;
 
 pub async fn query(turn: &mut Turn<'_, '_>, sql: &str) -> Result<Step, DoorError> {
     let round = turn.round();
-    turn.state.sequence += 1;
-    let forward = turn.view.decide_now(sql, turn.state.sequence).await;
+    let forward = turn.view.decide_now(sql).await;
     if let Some(completion) = forward.completion.clone() {
         expect_query(turn, round, completion);
     }

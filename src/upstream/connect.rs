@@ -107,7 +107,7 @@ async fn connect_inner(params: &ConnectParams) -> Result<UpstreamConn, UpstreamE
                 conn.backend_key = (body.process_id(), body.secret_key());
             }
             backend::Message::ReadyForQuery(_) => return Ok(conn),
-            backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
+            backend::Message::ErrorResponse(body) => return Err(login_refused(&body)),
             backend::Message::NoticeResponse(_) => {}
             _ => {
                 return Err(UpstreamError::Protocol(
@@ -181,7 +181,7 @@ async fn authenticate(
             }
             scram(conn, password()?.as_bytes()).await?;
         }
-        backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
+        backend::Message::ErrorResponse(body) => return Err(login_refused(&body)),
         _ => {
             return Err(UpstreamError::Config(
                 "upstream asks for an authentication method esq does not speak".into(),
@@ -190,7 +190,7 @@ async fn authenticate(
     }
     match conn.read_message().await? {
         backend::Message::AuthenticationOk => Ok(()),
-        backend::Message::ErrorResponse(body) => Err(server_error(&body)),
+        backend::Message::ErrorResponse(body) => Err(login_refused(&body)),
         _ => Err(UpstreamError::Protocol(
             "unexpected authentication answer".into(),
         )),
@@ -206,7 +206,7 @@ async fn scram(conn: &mut UpstreamConn, password: &[u8]) -> Result<(), UpstreamE
         backend::Message::AuthenticationSaslContinue(body) => {
             scram.update(body.data()).map_err(protocol)?;
         }
-        backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
+        backend::Message::ErrorResponse(body) => return Err(login_refused(&body)),
         _ => return Err(UpstreamError::Protocol("unexpected SCRAM answer".into())),
     }
     out.clear();
@@ -216,7 +216,7 @@ async fn scram(conn: &mut UpstreamConn, password: &[u8]) -> Result<(), UpstreamE
         backend::Message::AuthenticationSaslFinal(body) => {
             scram.finish(body.data()).map_err(protocol)
         }
-        backend::Message::ErrorResponse(body) => Err(server_error(&body)),
+        backend::Message::ErrorResponse(body) => Err(login_refused(&body)),
         _ => Err(UpstreamError::Protocol("unexpected SCRAM answer".into())),
     }
 }
@@ -330,6 +330,18 @@ fn protocol(err: std::io::Error) -> UpstreamError {
 
 fn lost(err: std::io::Error) -> UpstreamError {
     UpstreamError::Lost(err.to_string())
+}
+
+/// The database refused esq's own login (a role, password, limit or
+/// database problem): the operator's business, never a client's, so it is
+/// "unavailable" with the database's words for the log.
+fn login_refused(body: &backend::ErrorResponseBody) -> UpstreamError {
+    match server_error(body) {
+        UpstreamError::Server { code, message } => UpstreamError::Unavailable(format!(
+            "the database refused esq's login: {code}: {message}"
+        )),
+        other => other,
+    }
 }
 
 /// An upstream error as SQLSTATE and message.

@@ -32,6 +32,8 @@ pub struct Rows<'c> {
     ready_left: u8,
     /// The statement's rows are all read.
     ended: bool,
+    /// The transaction status of the last `ReadyForQuery` read.
+    status: u8,
 }
 
 /// Sends `sql` and reads up to its row description. A statement the
@@ -59,6 +61,7 @@ pub async fn start<'c>(
         columns: Vec::new(),
         ready_left: 2,
         ended: false,
+        status: 0,
     };
     // The SET's answers, then the statement's description.
     loop {
@@ -98,14 +101,16 @@ impl Rows<'_> {
         }
     }
 
-    /// Read to the end: the connection is idle and in a known state.
+    /// Read to the end, and idle outside any transaction: the connection is
+    /// as esq lent it and may serve the next query as it is.
     pub fn finished(&self) -> bool {
-        self.ready_left == 0
+        self.ready_left == 0 && self.status == b'I'
     }
 
     async fn read(&mut self) -> Result<backend::Message, UpstreamError> {
         let message = self.conn.read_message().await?;
-        if let backend::Message::ReadyForQuery(_) = message {
+        if let backend::Message::ReadyForQuery(body) = &message {
+            self.status = body.status();
             self.ready_left = self.ready_left.saturating_sub(1);
             if self.ready_left == 0 && !self.ended {
                 return Err(UpstreamError::Protocol(

@@ -45,6 +45,16 @@ pub fn message_field(body: &[u8]) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// Whether a NoticeResponse body is a DEBUG or LOG line (never for
+/// clients: those carry the database's internal names).
+pub fn is_debug_or_log(body: &[u8]) -> bool {
+    // `V` is never localized; servers before 9.6 send only `S`.
+    let severity = fields(body)
+        .find(|(kind, _)| *kind == b'V')
+        .or_else(|| fields(body).find(|(kind, _)| *kind == b'S'));
+    severity.is_some_and(|(_, v)| v.starts_with("DEBUG") || v == "LOG")
+}
+
 /// The SQLSTATE field (`C`) of an ErrorResponse body.
 pub fn code_field(body: &[u8]) -> Option<String> {
     fields(body)
