@@ -7,7 +7,8 @@
 //! and stores the new one, or refuses. The exact answer never leaves this
 //! function; on refusal nothing at all is released.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -144,11 +145,45 @@ pub struct BudgetStatus {
 /// The release step with its ledger. Cheap to share (`Arc`).
 pub struct Releaser {
     ledger: Arc<dyn Ledger>,
+    /// Thresholds by (ε micro, L0, k): finding one takes several OpenDP
+    /// privacy-map evaluations, and a deployment uses a handful of them.
+    thresholds: Mutex<HashMap<(u64, u32, u32), i64>>,
 }
+
+/// Distinct thresholds kept; past this the cache starts over.
+const THRESHOLDS_KEPT: usize = 256;
 
 impl Releaser {
     pub fn new(ledger: Arc<dyn Ledger>) -> Releaser {
-        Releaser { ledger }
+        Releaser {
+            ledger,
+            thresholds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The plan's release threshold (see [`mechanism::threshold_for`]).
+    fn threshold(&self, plan: &PrivatePlan) -> Result<i64, PrivacyRefusal> {
+        let key = (
+            plan.epsilon_per_query_micro,
+            plan.max_groups_per_unit,
+            plan.min_group_size,
+        );
+        let lock = || self.thresholds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&known) = lock().get(&key) {
+            return Ok(known);
+        }
+        let found = mechanism::threshold_for(
+            from_micro(plan.epsilon_per_query_micro),
+            plan.max_groups_per_unit,
+            plan.min_group_size,
+        )
+        .map_err(|e| PrivacyRefusal::Failed(e.0))?;
+        let mut cache = lock();
+        if cache.len() >= THRESHOLDS_KEPT {
+            cache.clear();
+        }
+        cache.insert(key, found);
+        Ok(found)
     }
 
     /// One node: budgets in memory (lost on restart).
@@ -185,7 +220,12 @@ impl Releaser {
         // The memo keeps the noisy groups before sorting and LIMIT: those
         // are post-processing (not part of the rewritten SQL), so the same
         // statement with another LIMIT or sort order reuses them for free.
-        let groups = noisy_groups(plan, exact)?;
+        let threshold = if plan.grouped {
+            Some(self.threshold(plan)?)
+        } else {
+            None
+        };
+        let groups = noisy_groups_with(plan, exact, threshold)?;
         let account = Account::at(&key.user, &plan.dataset, plan.budget_period_seconds, now);
         let encoded = wire::encode_rows(&groups);
         let charge = plan.epsilon_per_query_micro;
@@ -272,6 +312,15 @@ pub fn noisy_rows(plan: &PrivatePlan, exact: ExactAnswer) -> Result<Vec<Row>, Pr
 /// Noisy counts in place of exact ones; groups below the noisy threshold
 /// left out (an ungrouped count is always kept). The database's order.
 pub fn noisy_groups(plan: &PrivatePlan, exact: ExactAnswer) -> Result<Vec<Row>, PrivacyRefusal> {
+    noisy_groups_with(plan, exact, None)
+}
+
+/// As [`noisy_groups`], with the threshold already found (`None`: find it).
+fn noisy_groups_with(
+    plan: &PrivatePlan,
+    exact: ExactAnswer,
+    threshold: Option<i64>,
+) -> Result<Vec<Row>, PrivacyRefusal> {
     let failed = |message: String| PrivacyRefusal::Failed(message);
     let width = plan.width();
     let format = exact
@@ -302,9 +351,11 @@ pub fn noisy_groups(plan: &PrivatePlan, exact: ExactAnswer) -> Result<Vec<Row>, 
         row[plan.count_column] = Some(wire::encode_int8(noisy, format));
         return Ok(vec![row]);
     }
-    let threshold =
-        mechanism::threshold_for(epsilon, plan.max_groups_per_unit, plan.min_group_size)
-            .map_err(|e| failed(e.0))?;
+    let threshold = match threshold {
+        Some(known) => known,
+        None => mechanism::threshold_for(epsilon, plan.max_groups_per_unit, plan.min_group_size)
+            .map_err(|e| failed(e.0))?,
+    };
     let noisy = mechanism::noisy_groups(&counts, epsilon, plan.max_groups_per_unit, threshold)
         .map_err(|e| failed(e.0))?;
     // The database's order (by the keys), minus the groups not released.
