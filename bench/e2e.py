@@ -472,7 +472,8 @@ def report(raw, out):
           "repeats esq answers from its memo without spending budget (DESIGN 3.7).")
         w("")
     elif env.get("private") == "no" and (raw / "ticket-esq_private-foia.err").exists():
-        w("`PRIVATE=1` was set but this esq refused a ticket with `privacy` (before issue 14): no private row. "
+        w("`PRIVATE=1` was set but esq refused the FOIA ticket with `privacy` (an esq before issue 14 does not "
+          "know the field): no private row. "
           f"esq answered: `{(raw / 'ticket-esq_private-foia.err').read_text().strip()[:300]}`")
         w("")
 
