@@ -127,10 +127,9 @@ impl App {
                 environment: config.server.environment.clone(),
             },
         };
-        // Private counts stay refused until both doors run them through
-        // `privacy` (`Releaser::release`): then build it with
-        // `.serving_private_answers()`.
-        let guard = Arc::new(Guard::new(catalog.clone()));
+        // Both doors run private counts through `privacy` (the release
+        // step): the guard may allow them.
+        let guard = Arc::new(Guard::new(catalog.clone()).serving_private_answers());
         Ok(App {
             config,
             guard,

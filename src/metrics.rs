@@ -43,6 +43,20 @@ pub enum Outcome {
     stale,
 }
 
+/// A private answer's dataset.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatasetLabels {
+    pub dataset: String,
+}
+
+/// Why a private answer was refused: `budget` (spent), `unavailable` (the
+/// ledger did not answer), `failed` (the answer did not fit its plan).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrivacyRefusalLabels {
+    pub dataset: String,
+    pub reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub door: Door,
@@ -100,6 +114,11 @@ pub struct Metrics {
     pub audit_records: Counter,
     /// 1 while the audit log is on; 0 when `audit.enabled = false`.
     pub audit_enabled: Gauge,
+    /// Epsilon charged for private answers (repeats cost nothing).
+    pub privacy_epsilon_spent: Family<DatasetLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Private answers released, charged or recalled.
+    pub privacy_answers: Family<DatasetLabels, Counter>,
+    pub privacy_refusals: Family<PrivacyRefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -116,6 +135,25 @@ impl Metrics {
             "decisions",
             "Guard decisions by door and outcome",
             decisions.clone(),
+        );
+        let privacy_epsilon_spent =
+            Family::<DatasetLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "privacy_epsilon_spent",
+            "Epsilon charged to privacy budgets for private answers, per dataset",
+            privacy_epsilon_spent.clone(),
+        );
+        let privacy_answers = Family::<DatasetLabels, Counter>::default();
+        registry.register(
+            "privacy_answers",
+            "Private answers released (charged or recalled), per dataset",
+            privacy_answers.clone(),
+        );
+        let privacy_refusals = Family::<PrivacyRefusalLabels, Counter>::default();
+        registry.register(
+            "privacy_refusals",
+            "Private answers refused: budget spent, ledger unavailable, or failed",
+            privacy_refusals.clone(),
         );
         let guard_seconds = Histogram::new(exponential_buckets(0.000_001, 4.0, 10));
         registry.register(
@@ -250,6 +288,9 @@ impl Metrics {
             audit_backlog,
             audit_records,
             audit_enabled,
+            privacy_epsilon_spent,
+            privacy_answers,
+            privacy_refusals,
         }
     }
 

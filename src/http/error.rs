@@ -16,6 +16,7 @@ use crate::upstream::{Busy, UpstreamError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dependency {
     TicketStore,
+    PrivacyLedger,
     AuditLog,
     Database,
 }
@@ -37,6 +38,12 @@ pub enum ApiError {
     PolicyDenied(Box<Verdict>),
     /// The guard refused a statement.
     GuardDenied(std::sync::Arc<Denial>),
+    /// The privacy budget cannot pay for this answer.
+    PrivacyBudgetSpent {
+        renews_at: chrono::DateTime<chrono::Utc>,
+        remaining: f64,
+        needed: f64,
+    },
     /// Malformed JSON, an unknown field, a bad value; names the field.
     BadRequest {
         field: Option<String>,
@@ -133,6 +140,20 @@ impl ApiError {
                     "alternatives": [denial.hint],
                 }),
             ),
+            ApiError::PrivacyBudgetSpent {
+                renews_at,
+                remaining,
+                needed,
+            } => (
+                403,
+                json!({
+                    "error": "privacy budget spent",
+                    "renews_at": renews_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "remaining": remaining,
+                    "needed": needed,
+                    "message": "this answer needs more epsilon than is left; repeat an earlier statement (repeats cost nothing), or wait until the budget renews",
+                }),
+            ),
             ApiError::BadRequest { field, message } => (
                 400,
                 json!({"error": "bad request", "field": field, "message": message}),
@@ -178,6 +199,7 @@ impl ApiError {
             ApiError::Unavailable(dependency) => {
                 let message = match dependency {
                     Dependency::TicketStore => "the ticket store is unavailable, so esq cannot check the ticket; retry shortly",
+                    Dependency::PrivacyLedger => "the privacy budget cannot be checked, so esq gives no private answer; retry shortly",
                     Dependency::AuditLog => "the audit log cannot be written, so esq runs no query",
                     Dependency::Database => "the database is unavailable; retry shortly",
                 };
@@ -255,6 +277,19 @@ impl From<Refusal> for ApiError {
                 ApiError::Forbidden("this ticket was issued to another user".into())
             }
             Refusal::Denied { denial, .. } => ApiError::GuardDenied(denial),
+            Refusal::PrivacyBudgetSpent {
+                renews_at,
+                remaining,
+                needed,
+            } => ApiError::PrivacyBudgetSpent {
+                renews_at,
+                remaining,
+                needed,
+            },
+            Refusal::PrivacyUnavailable => ApiError::Unavailable(Dependency::PrivacyLedger),
+            Refusal::PrivateAnswerFailed => {
+                ApiError::Internal("a private answer could not be released".into())
+            }
         }
     }
 }

@@ -114,11 +114,12 @@ impl Handler {
             ("POST", "/api/dta/query") => super::query::query(self, session).await,
             ("POST", "/api/esq/breach") => super::breach::raise(self, session).await,
             ("GET", "/api/esq/breach") => super::breach::list(self, session).await,
+            ("GET", "/api/esq/budget") => super::private::budget(self, session).await,
             ("DELETE", p) if p.starts_with("/api/esq/ticket/") => {
                 let id = p.trim_start_matches("/api/esq/ticket/").to_string();
                 super::tickets::revoke(self, session, &id).await
             }
-            (_, "/healthz" | "/readyz" | "/metrics") => {
+            (_, "/healthz" | "/readyz" | "/metrics" | "/api/esq/budget") => {
                 Err(ApiError::MethodNotAllowed("GET").into())
             }
             (_, "/api/esq/ticket" | "/api/dta/query") => {

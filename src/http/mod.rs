@@ -21,6 +21,7 @@ pub mod breach;
 pub mod error;
 pub mod handler;
 pub mod ops;
+pub mod private;
 pub mod query;
 pub mod rate_limit;
 pub mod rows;

@@ -20,7 +20,7 @@ use crate::tickets::TicketId;
 use crate::upstream::{query, Reuse, UpstreamError};
 
 /// Bytes gathered before a chunk is written to the client.
-const CHUNK_BYTES: usize = 16 * 1024;
+pub(super) const CHUNK_BYTES: usize = 16 * 1024;
 
 pub const TICKET_HEADER: &str = "x-esq-ticket";
 
@@ -96,7 +96,13 @@ async fn query_in_span(
     } else {
         Format::Array
     };
-    match answer(handler, session, &run, format, &scope.user).await {
+    let answered = match &run.private {
+        Some(private) => {
+            super::private::answer(handler, session, &run, private, format, &scope.user).await
+        }
+        None => answer(handler, session, &run, format, &scope.user).await,
+    };
+    match answered {
         Ok(()) => Ok(()),
         Err(Ended { failure, sqlstate }) => {
             // The terminal record of a query that did not complete.
@@ -110,7 +116,7 @@ async fn query_in_span(
 }
 
 /// The ticket in `X-ESQ-Ticket`.
-fn presented_ticket(session: &ServerSession) -> Result<TicketId, ApiError> {
+pub(super) fn presented_ticket(session: &ServerSession) -> Result<TicketId, ApiError> {
     let text = session
         .get_header(TICKET_HEADER)
         .ok_or(ApiError::TicketRequired)?
@@ -137,13 +143,13 @@ fn accepts_ndjson(session: &ServerSession) -> bool {
 
 /// How an answer that did not complete ended: what the client gets, and
 /// the SQLSTATE its audit record carries (`None`: recorded already).
-struct Ended {
-    failure: Failure,
-    sqlstate: Option<String>,
+pub(super) struct Ended {
+    pub failure: Failure,
+    pub sqlstate: Option<String>,
 }
 
 impl Ended {
-    fn upstream(err: UpstreamError) -> Ended {
+    pub fn upstream(err: UpstreamError) -> Ended {
         let sqlstate = match &err {
             UpstreamError::Server { code, .. } => code.clone(),
             UpstreamError::Timeout => "57014".into(),
@@ -156,7 +162,7 @@ impl Ended {
         }
     }
 
-    fn aborted(sqlstate: &str) -> Ended {
+    pub fn aborted(sqlstate: &str) -> Ended {
         Ended {
             failure: Failure::Aborted,
             sqlstate: Some(sqlstate.into()),
@@ -183,7 +189,7 @@ async fn answer(
         return Err(Ended::aborted("08006"));
     };
     let timeout = app.config.http.statement_timeout;
-    let mut rows = query::start(conn, &run.allowed.sql, timeout)
+    let mut rows = query::start(conn, &run.allowed.sql, timeout, query::Results::Binary)
         .await
         .map_err(Ended::upstream)?;
     let streamed = stream(session, &mut rows, run, format, &run.completion, app).await;
@@ -205,14 +211,15 @@ async fn stream(
     completion: &Completion,
     app: &crate::app::App,
 ) -> Result<(), Ended> {
-    let mut encoder = RowEncoder::new(rows.columns(), format).map_err(|err| Ended {
-        failure: err.into(),
-        sqlstate: Some("0A000".into()),
-    })?;
+    let mut encoder =
+        RowEncoder::new(rows.columns(), format, query::Results::Binary).map_err(|err| Ended {
+            failure: err.into(),
+            sqlstate: Some("0A000".into()),
+        })?;
     // The first row (or the end) before the status: most failures still
     // get a proper error answer.
     let first = rows.next().await.map_err(Ended::upstream)?;
-    write_header(session, run, format)
+    write_header(session, run, format, &[])
         .await
         .map_err(|_| Ended::aborted("08006"))?;
     let mut out = Vec::with_capacity(CHUNK_BYTES + 1024);
@@ -255,10 +262,11 @@ async fn stream(
         .map_err(|_| Ended::aborted("08006"))
 }
 
-async fn write_header(
+pub(super) async fn write_header(
     session: &mut ServerSession,
     run: &Run,
     format: Format,
+    extra: &[(&'static str, String)],
 ) -> Result<(), Aborted> {
     let mut header = ResponseHeader::build(200, Some(6)).map_err(|_| Aborted)?;
     let headers = [
@@ -271,7 +279,7 @@ async fn write_header(
         ),
         ("x-esq-dropped-columns", run.allowed.dropped.join(",")),
     ];
-    for (name, value) in headers {
+    for (name, value) in headers.into_iter().chain(extra.iter().cloned()) {
         header.insert_header(name, value).map_err(|_| Aborted)?;
     }
     session

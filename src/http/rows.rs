@@ -11,7 +11,7 @@ use postgres_protocol::types as pg;
 use tokio_postgres::types::Type;
 
 use super::error::ApiError;
-use crate::upstream::query::Column;
+use crate::upstream::query::{Column, Results};
 
 /// How a column's binary value becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,12 +84,18 @@ pub struct RowEncoder {
     keys: Vec<Vec<u8>>,
     kinds: Vec<ColumnKind>,
     format: Format,
+    /// The values' wire format.
+    results: Results,
     rows: u64,
 }
 
 impl RowEncoder {
     /// `Err` names the first column whose type esq cannot map.
-    pub fn new(columns: &[Column], format: Format) -> Result<RowEncoder, ApiError> {
+    pub fn new(
+        columns: &[Column],
+        format: Format,
+        results: Results,
+    ) -> Result<RowEncoder, ApiError> {
         let mut keys = Vec::with_capacity(columns.len());
         let mut kinds = Vec::with_capacity(columns.len());
         for column in columns {
@@ -114,6 +120,7 @@ impl RowEncoder {
             keys,
             kinds,
             format,
+            results,
             rows: 0,
         })
     }
@@ -149,9 +156,14 @@ impl RowEncoder {
             let raw = row
                 .get(i)
                 .ok_or("a row with fewer columns than described")?;
-            match raw.as_deref() {
-                None => out.extend_from_slice(b"null"),
-                Some(bytes) => value(*kind, bytes, out).map_err(|e| e.to_string())?,
+            match (raw.as_deref(), self.results) {
+                (None, _) => out.extend_from_slice(b"null"),
+                (Some(bytes), Results::Binary) => {
+                    value(*kind, bytes, out).map_err(|e| e.to_string())?
+                }
+                (Some(bytes), Results::Text) => {
+                    text_value(*kind, bytes, out).map_err(|e| e.to_string())?
+                }
             }
         }
         out.push(b'}');
@@ -259,6 +271,38 @@ fn value(kind: ColumnKind, raw: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeEr
                 out,
             )?
         }
+    }
+    Ok(())
+}
+
+/// A column value in PostgreSQL's text format (the session speaks UTF8,
+/// DateStyle ISO), as the binary path would write it.
+fn text_value(kind: ColumnKind, raw: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let text = std::str::from_utf8(raw)?;
+    match kind {
+        ColumnKind::Bool => out.extend_from_slice(if text == "t" { b"true" } else { b"false" }),
+        ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 | ColumnKind::Oid => {
+            write!(out, "{}", text.parse::<i64>()?)?
+        }
+        ColumnKind::Float4 | ColumnKind::Float8 => float(text.parse::<f64>()?, out)?,
+        ColumnKind::Numeric => match text {
+            "NaN" | "Infinity" | "-Infinity" => string(text, out)?,
+            number => {
+                // A JSON number is what PostgreSQL prints for a finite numeric.
+                serde_json::from_str::<serde_json::Number>(number)?;
+                out.extend_from_slice(number.as_bytes())
+            }
+        },
+        ColumnKind::Json | ColumnKind::Jsonb => {
+            serde_json::from_str::<serde::de::IgnoredAny>(text)?;
+            out.extend_from_slice(raw)
+        }
+        ColumnKind::Timestamp => string(&text.replacen(' ', "T", 1), out)?,
+        ColumnKind::Text
+        | ColumnKind::Date
+        | ColumnKind::TimestampTz
+        | ColumnKind::Time
+        | ColumnKind::Uuid => string(text, out)?,
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use super::relay::Substitution;
 use super::wire;
 use crate::app::App;
 use crate::auth::Principal;
+use crate::decide::private::{Bound, PrivateQuery};
 use crate::decide::{self, Asker, Completion, Decided, Recorded, Refusal, Timing};
 use crate::guard::TicketStatement;
 use crate::metrics::Door;
@@ -33,6 +34,8 @@ pub struct Forward {
     pub completion: Option<Arc<Completion>>,
     /// Prepared statements the statement drops (`DEALLOCATE`, `DISCARD ALL`).
     pub prepared_drops: Vec<crate::guard::PreparedDrop>,
+    /// Set for a private count (see [`super::private`]).
+    pub private: Option<Arc<PrivateQuery>>,
 }
 
 /// What the decision step made of a statement text.
@@ -125,6 +128,7 @@ impl SessionView<'_> {
                 under_ticket: run.under_ticket,
                 prepared_drops: run.allowed.prepared_drops.clone(),
                 completion: Some(run.completion),
+                private: run.private,
             },
             Err(refusal) => self.refuse(DoorError::Refused(refusal)),
         })
@@ -169,6 +173,7 @@ impl SessionView<'_> {
             under_ticket: false,
             completion: None,
             prepared_drops: Vec::new(),
+            private: None,
         }
     }
 
@@ -191,6 +196,34 @@ impl SessionView<'_> {
             under_ticket: false,
             completion: None,
             prepared_drops: Vec::new(),
+            private: None,
+        }
+    }
+
+    /// A run of a private statement, if its budget can pay (or its answer
+    /// can be recalled); a refusal is recorded as the statement's end.
+    pub async fn private_run(
+        &self,
+        query: &Arc<PrivateQuery>,
+        bound: Bound,
+        completion: Option<&Completion>,
+    ) -> Result<Arc<super::private::PrivateRun>, DoorError> {
+        match decide::private::check(self.app, query, &bound).await {
+            Ok(()) => Ok(Arc::new(super::private::PrivateRun {
+                query: query.clone(),
+                bound,
+            })),
+            Err(refusal) => {
+                let error = DoorError::Refused(refusal);
+                if let Some(completion) = completion {
+                    let seq = self
+                        .app
+                        .audit
+                        .record(&completion.event(None, Some(error.sqlstate())));
+                    self.note(Recorded::from_seq(seq));
+                }
+                Err(error)
+            }
         }
     }
 

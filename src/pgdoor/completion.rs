@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::private::PrivateRun;
 use crate::audit::{AuditEvent, AuditSink};
 use crate::decide::Completion;
 
@@ -22,10 +23,10 @@ use crate::decide::Completion;
 #[derive(Debug)]
 pub enum Expect {
     /// A simple Query: recorded at the round's ReadyForQuery.
-    Query(Arc<Completion>),
+    Query(Arc<Completion>, Option<Arc<PrivateRun>>),
     /// An Execute: recorded at its completion (`None`: nothing to record,
     /// e.g. a ticket statement or a refused portal).
-    Execute(Option<Arc<Completion>>),
+    Execute(Option<Arc<Completion>>, Option<Arc<PrivateRun>>),
 }
 
 /// What the session shares with the relay for the audit.
@@ -46,6 +47,18 @@ impl Pending {
             .push_back((round, expect));
     }
 
+    /// The private run of the statement answering now in `round`, if it is
+    /// one (its rows must be collected, not relayed).
+    pub fn private_in_front(&self, round: u64) -> Option<Arc<PrivateRun>> {
+        let expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+        match expected.front() {
+            Some((r, Expect::Query(_, private) | Expect::Execute(_, private))) if *r == round => {
+                private.clone()
+            }
+            _ => None,
+        }
+    }
+
     /// Notes a record the session made (`None`: it was lost).
     pub fn note(&self, seq: Option<u64>) {
         self.recorded
@@ -64,6 +77,10 @@ pub struct Tally {
     pub lost: bool,
     /// A ReadyForQuery is in the output: wait for durability before sending.
     pub ready: bool,
+    /// The `detail` of the next record (a private answer's spend).
+    pub detail: Option<serde_json::Value>,
+    /// Private answers: collected rows and releases.
+    pub private: super::private::Relaying,
 }
 
 impl Tally {
@@ -71,7 +88,24 @@ impl Tally {
         self.rows += 1;
     }
 
+    /// Counts a released private answer's rows as the client gets them.
+    pub fn released(&mut self, rows: u64, detail: Option<serde_json::Value>) {
+        self.rows = rows;
+        self.detail = detail;
+    }
+
     fn record(&mut self, audit: &dyn AuditSink, event: &AuditEvent<'_>) {
+        let detailed;
+        let event = match self.detail.take() {
+            Some(detail) => {
+                detailed = AuditEvent {
+                    detail: Some(detail),
+                    ..event.clone()
+                };
+                &detailed
+            }
+            None => event,
+        };
         match audit.record(event) {
             Some(seq) => self.max_seq = self.max_seq.max(seq),
             None => self.lost = true,
@@ -83,11 +117,11 @@ impl Tally {
         let front = {
             let mut expected = pending.expected.lock().unwrap_or_else(|p| p.into_inner());
             match expected.front() {
-                Some((r, Expect::Execute(_))) if *r == round => expected.pop_front(),
+                Some((r, Expect::Execute(..))) if *r == round => expected.pop_front(),
                 _ => None,
             }
         };
-        if let Some((_, Expect::Execute(completion))) = front {
+        if let Some((_, Expect::Execute(completion, _))) = front {
             if let Some(completion) = completion {
                 let event = completion.event(Some(self.rows), None);
                 self.record(audit, &event);
@@ -102,12 +136,12 @@ impl Tally {
         let front = {
             let mut expected = pending.expected.lock().unwrap_or_else(|p| p.into_inner());
             match expected.front() {
-                Some((r, Expect::Execute(_))) if *r == round => expected.pop_front(),
+                Some((r, Expect::Execute(..))) if *r == round => expected.pop_front(),
                 _ => None,
             }
         };
         match front {
-            Some((_, Expect::Execute(completion))) => {
+            Some((_, Expect::Execute(completion, _))) => {
                 if let Some(completion) = completion {
                     let event = completion.event(Some(self.rows), Some(&code));
                     self.record(audit, &event);
@@ -128,7 +162,7 @@ impl Tally {
         };
         let sqlstate = self.sqlstate.take();
         for (_, expect) in finished {
-            if let Expect::Query(completion) = expect {
+            if let Expect::Query(completion, _) = expect {
                 let event = completion.event(Some(self.rows), sqlstate.as_deref());
                 self.record(audit, &event);
             }

@@ -26,6 +26,8 @@ pub enum DoorError {
     NoSuchPortal(String),
     /// A fast-path `FunctionCall` message.
     FastPath,
+    /// An `Execute` of a private portal with a row limit.
+    PrivateRowLimit,
     /// The session is refused or ends.
     Fatal(Fatal),
 }
@@ -142,6 +144,13 @@ impl DoorError {
                 format!("portal \"{name}\" does not exist"),
                 "",
                 "",
+            ),
+            DoorError::PrivateRowLimit => shown(
+                Error,
+                code::FEATURE_NOT_SUPPORTED,
+                "a private answer is released whole",
+                "its groups are noised and thresholded together",
+                "execute the portal without a row limit (use LIMIT in the query instead)",
             ),
             DoorError::FastPath => shown(
                 Error,
@@ -374,6 +383,34 @@ fn refused(refusal: &Refusal) -> Shown {
             "this ticket was issued to another user",
             "a ticket works only for the user it was issued to",
             "request a ticket of your own with POST /api/esq/ticket",
+        ),
+        Refusal::PrivacyBudgetSpent {
+            renews_at,
+            remaining,
+            needed,
+        } => shown(
+            Error,
+            code::INSUFFICIENT_PRIVILEGE,
+            "privacy budget spent",
+            format!(
+                "this answer needs epsilon {needed}; {remaining} is left until the budget renews at {}",
+                renews_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            "repeat an earlier statement (repeats cost nothing), or wait until the budget renews",
+        ),
+        Refusal::PrivacyUnavailable => shown(
+            Error,
+            code::CONNECTION_FAILURE,
+            "the privacy budget cannot be checked, so esq gives no private answer",
+            "",
+            "retry shortly",
+        ),
+        Refusal::PrivateAnswerFailed => shown(
+            Error,
+            code::INTERNAL_ERROR,
+            "esq could not release this private answer",
+            "",
+            "narrow the query (fewer groups); the operator's log has the details",
         ),
         Refusal::Denied {
             denial,

@@ -13,10 +13,12 @@ use super::dispatch::{Step, Turn};
 use super::error::DoorError;
 use super::message::Message;
 use super::names::{Prepared, Space};
+use super::private::PrivateRun;
 use super::relay::Substitution;
 use super::wire::{put_cstr, put_message};
 use crate::decide::Timing;
 use crate::guard::TicketStatement;
+use std::sync::Arc;
 
 pub async fn parse(
     turn: &mut Turn<'_, '_>,
@@ -46,6 +48,8 @@ pub async fn parse(
                 fingerprint: 0,
                 audit: None,
                 prepared_drops: Vec::new(),
+                private: None,
+                bound: None,
             })
         }
         Asked::Forward(forward) => {
@@ -62,6 +66,8 @@ pub async fn parse(
                 fingerprint: crate::sentinel::fingerprint(sql),
                 audit: forward.completion,
                 prepared_drops: forward.prepared_drops,
+                private: forward.private,
+                bound: None,
             })
         }
     };
@@ -97,6 +103,13 @@ pub async fn bind(
                 .set(round, index, Space::Portal, portal, None);
         }
         None => {
+            let mut prepared = prepared;
+            if let Some(prepared) = prepared.as_mut().filter(|p| p.private.is_some()) {
+                // A private answer is keyed on what it was bound with.
+                prepared.bound = Some(super::private::bound(rest).map_err(|err| {
+                    DoorError::from(super::error::Fatal::Protocol(err.to_string()))
+                })?);
+            }
             put_message(turn.out, b'B', |b| {
                 put_cstr(b, portal);
                 put_cstr(b, statement);
@@ -120,14 +133,23 @@ pub async fn execute(
     // The ticket is checked again at every Execute: a portal must not keep
     // streaming after revocation.
     let prepared = turn.state.names.get(Space::Portal, portal).cloned();
-    let refusal = refusal(turn.view, prepared.as_ref(), Space::Portal, portal).await;
+    let mut refusal = refusal(turn.view, prepared.as_ref(), Space::Portal, portal).await;
+    let mut private = None;
+    if let (None, Some(prepared)) = (&refusal, &prepared) {
+        match private_run(turn, prepared, rest).await {
+            Ok(run) => private = run,
+            Err(error) => refusal = Some(error),
+        }
+    }
     // Every Execute has an entry, so the relay's answers and the entries
     // stay aligned; only an allowed statement's is recorded.
     let completion = match &refusal {
         None => prepared.as_ref().and_then(|p| p.audit.clone()),
         Some(_) => None,
     };
-    turn.shared.audit.expect(round, Expect::Execute(completion));
+    turn.shared
+        .audit
+        .expect(round, Expect::Execute(completion, private));
     let execute_as = |turn: &mut Turn<'_, '_>, name: &str| {
         put_message(turn.out, b'E', |b| {
             put_cstr(b, name);
@@ -212,6 +234,26 @@ pub fn pass(turn: &mut Turn<'_, '_>, message: &Message) {
         Message::Flush => put_message(turn.out, b'H', |_| {}),
         _ => {}
     }
+}
+
+/// The run of a private portal, checked against its budget; a row limit is
+/// refused (a private answer is released whole).
+async fn private_run(
+    turn: &Turn<'_, '_>,
+    prepared: &Prepared,
+    rest: &Bytes,
+) -> Result<Option<Arc<PrivateRun>>, DoorError> {
+    let Some(query) = &prepared.private else {
+        return Ok(None);
+    };
+    if super::private::row_limit(rest) != 0 {
+        return Err(DoorError::PrivateRowLimit);
+    }
+    let bound = prepared.bound.clone().unwrap_or_default();
+    turn.view
+        .private_run(query, bound, prepared.audit.as_deref())
+        .await
+        .map(Some)
 }
 
 /// Why a statement or portal must not run: esq does not know it (never

@@ -9,6 +9,7 @@
 //! - [`dispatch`] → [`simple`], [`extended`] — one message each;
 //! - [`rounds`] — the life of a statement: rounds, stand-ins, confirmations;
 //! - [`answers`] — decisions into forwarded text and substituted answers;
+//! - [`private`] — private answers: collected, released, charged;
 //! - [`relay`] — the upstream → client direction; [`completion`] — audit
 //!   records of completed statements;
 //! - [`error`] — every error a client sees, in one map;
@@ -24,6 +25,7 @@ pub mod extended;
 pub mod handshake;
 pub mod message;
 pub mod names;
+pub mod private;
 pub mod relay;
 pub mod rounds;
 pub mod session;

@@ -29,6 +29,11 @@ pub struct Prepared {
     /// Prepared statements each execution drops (`DEALLOCATE`, `DISCARD
     /// ALL` sent through the extended protocol).
     pub prepared_drops: Vec<crate::guard::PreparedDrop>,
+    /// A private count: its rows go through the release step.
+    pub private: Option<std::sync::Arc<crate::decide::private::PrivateQuery>>,
+    /// A portal's parameters and result formats (private answers are keyed
+    /// on them).
+    pub bound: Option<crate::decide::private::Bound>,
 }
 
 /// Messages that answer (Parse, Bind, Close, Describe, Execute) allowed
@@ -195,6 +200,8 @@ mod tests {
             fingerprint: 0,
             audit: None,
             prepared_drops: Vec::new(),
+            private: None,
+            bound: None,
         })
     }
 

@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 use super::answers::TicketChange;
 use super::completion::{Pending, Tally};
 use super::error::Fatal;
+use super::private::Collector;
+use crate::app::App;
 use crate::audit::AuditSink;
 use crate::stream::BoxedStream;
 use crate::upstream::redact;
@@ -154,20 +156,35 @@ pub struct RelayEnd {
 
 const READ_CHUNK: usize = 64 * 1024;
 
+/// What one pass over the buffered backend messages left to do.
+enum Relayed {
+    /// Done; `Some`: a run of rows split off to send as read.
+    Rows(Option<BytesMut>),
+    /// A private statement's rows are in: release them before its
+    /// `CommandComplete` (still buffered) is relayed.
+    Release(Collector),
+}
+
 pub async fn run(
     mut upstream: ReadHalf<BoxedStream>,
     mut buf: BytesMut,
     mut client: WriteHalf<BoxedStream>,
     shared: Arc<Shared>,
     mut control: mpsc::UnboundedReceiver<Control>,
-    audit: Arc<dyn AuditSink>,
+    app: Arc<App>,
 ) -> RelayEnd {
+    let audit = app.audit.clone();
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut upstream_ok = true;
     let mut tally = Tally::default();
     loop {
         let rows = match relay_buffered(&mut buf, &mut out, &shared, &mut tally, &*audit) {
-            Ok(rows) => rows,
+            Ok(Relayed::Rows(rows)) => rows,
+            Ok(Relayed::Release(collector)) => {
+                let replacement = collector.release(&app).await;
+                tally.private.released(replacement);
+                continue;
+            }
             Err(failure) => {
                 tracing::warn!(%failure, "closing session: unexpected upstream message");
                 out.extend_from_slice(&Fatal::UpstreamMisbehaved.to_bytes());
@@ -257,7 +274,7 @@ fn relay_buffered(
     shared: &Shared,
     tally: &mut Tally,
     audit: &dyn AuditSink,
-) -> Result<Option<BytesMut>, String> {
+) -> Result<Relayed, String> {
     let mut at = 0;
     // Start of a run of DataRows not yet copied to `out`.
     let mut rows_from = 0;
@@ -277,12 +294,30 @@ fn relay_buffered(
         if rest.len() < len + 1 {
             break Ok(());
         }
+        let round = shared.rounds_done.load(Ordering::Relaxed);
         if tag == b'D' {
-            tally.data_row();
+            match tally
+                .private
+                .row(&shared.audit, round, &buf[at + 5..at + len + 1])
+            {
+                Ok(false) => tally.data_row(),
+                Ok(true) => {
+                    // Collected for the release: never relayed.
+                    out.extend_from_slice(&buf[rows_from..at]);
+                    rows_from = at + len + 1;
+                }
+                Err(failure) => break Err(failure),
+            }
             at += len + 1;
             continue;
         }
         out.extend_from_slice(&buf[rows_from..at]);
+        if tag == b'C' {
+            if let Some(collector) = tally.private.release_due(&shared.audit, round) {
+                buf.advance(at);
+                return Ok(Relayed::Release(collector));
+            }
+        }
         let message = &buf[at..at + len + 1];
         if let Err(failure) = relay_one(tag, message, out, shared, tally, audit) {
             break Err(failure);
@@ -291,11 +326,11 @@ fn relay_buffered(
         rows_from = at;
     };
     if result.is_ok() && rows_from == 0 && at > 0 && out.is_empty() {
-        return Ok(Some(buf.split_to(at)));
+        return Ok(Relayed::Rows(Some(buf.split_to(at))));
     }
     out.extend_from_slice(&buf[rows_from..at]);
     buf.advance(at);
-    result.map(|()| None)
+    result.map(|()| Relayed::Rows(None))
 }
 
 fn relay_one(
@@ -311,6 +346,23 @@ fn relay_one(
         shared.completions.fetch_add(1, Ordering::Relaxed);
     }
     let body = &message[5..];
+    if tag == b'C' {
+        if let Some(release) = tally.private.take_replacement() {
+            // A private statement: its release goes out in place of
+            // PostgreSQL's CommandComplete (and its exact row count).
+            tally.released(release.rows, release.spend.as_ref().map(|s| s.detail()));
+            match release.refused {
+                Some(code) => tally.failed(&shared.audit, round, code.to_string(), audit),
+                None => tally.executed(&shared.audit, round, audit),
+            }
+            tally.private.ended();
+            out.extend_from_slice(&release.bytes);
+            return Ok(());
+        }
+    }
+    if matches!(tag, b'C' | b's' | b'I' | b'E' | b'Z') {
+        tally.private.ended();
+    }
     match tag {
         b'C' | b's' | b'I' => tally.executed(&shared.audit, round, audit),
         b'E' => {

@@ -158,7 +158,7 @@ async fn serve(door: &DoorState, ready: Ready, shutdown: watch::Receiver<bool>) 
             client_write,
             shared.clone(),
             control_rx,
-            app.audit.clone(),
+            app.clone(),
         )
         .await;
         let _ = relay_ended.send(());

@@ -4,14 +4,30 @@
 
 use super::dispatch::{Step, Turn};
 use super::error::DoorError;
+use super::private::PrivateRun;
 use super::wire::{put_cstr, put_message};
+use crate::decide::private::Bound;
 use crate::decide::Completion;
+use std::sync::Arc;
 
 pub async fn query(turn: &mut Turn<'_, '_>, sql: &str) -> Result<Step, DoorError> {
     let round = turn.round();
-    let forward = turn.view.decide_now(sql).await;
+    let mut forward = turn.view.decide_now(sql).await;
+    let mut private = None;
+    if let Some(query) = forward.private.clone() {
+        // A simple query's rows come back in text, unbound.
+        let completion = forward.completion.clone();
+        match turn
+            .view
+            .private_run(&query, Bound::default(), completion.as_deref())
+            .await
+        {
+            Ok(run) => private = Some(run),
+            Err(error) => forward = turn.view.refuse(error),
+        }
+    }
     if let Some(completion) = forward.completion.clone() {
-        expect_query(turn, round, completion);
+        expect_query(turn, round, completion, private);
     }
     turn.state
         .ticket_statement_sent(round, &forward.substitutions);
@@ -24,10 +40,15 @@ pub async fn query(turn: &mut Turn<'_, '_>, sql: &str) -> Result<Step, DoorError
     Ok(Step::Continue)
 }
 
-fn expect_query(turn: &Turn<'_, '_>, round: u64, completion: std::sync::Arc<Completion>) {
+fn expect_query(
+    turn: &Turn<'_, '_>,
+    round: u64,
+    completion: Arc<Completion>,
+    private: Option<Arc<PrivateRun>>,
+) {
     turn.shared
         .audit
-        .expect(round, super::completion::Expect::Query(completion));
+        .expect(round, super::completion::Expect::Query(completion, private));
 }
 
 pub fn function_call(turn: &mut Turn<'_, '_>) -> Result<Step, DoorError> {

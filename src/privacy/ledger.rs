@@ -105,6 +105,17 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// What the account has spent in its window.
     async fn spent(&self, account: &Account) -> Result<u64, LedgerUnavailable>;
+
+    /// Whether a settle now would answer (a stored answer under `memo`, or
+    /// budget for `charge`): a look before the statement runs, so a spent
+    /// budget is refused cleanly. Only [`Ledger::settle`] decides.
+    async fn would_answer(
+        &self,
+        account: &Account,
+        memo: &str,
+        charge: u64,
+        budget: u64,
+    ) -> Result<bool, LedgerUnavailable>;
 }
 
 /// The one-node ledger: two maps behind one lock (so a settle is atomic),
@@ -175,6 +186,24 @@ impl Ledger for MemoryLedger {
 
     async fn spent(&self, account: &Account) -> Result<u64, LedgerUnavailable> {
         Ok(self.lock().spent.get(&account.tag()).map_or(0, |(s, _)| *s))
+    }
+
+    async fn would_answer(
+        &self,
+        account: &Account,
+        memo: &str,
+        charge: u64,
+        budget: u64,
+    ) -> Result<bool, LedgerUnavailable> {
+        let tag = account.tag();
+        let state = self.lock();
+        if state.answers.contains_key(&(tag.clone(), memo.to_string())) {
+            return Ok(true);
+        }
+        let spent = state.spent.get(&tag).map_or(0, |(s, _)| *s);
+        Ok(spent
+            .checked_add(charge)
+            .is_some_and(|after| after <= budget))
     }
 }
 

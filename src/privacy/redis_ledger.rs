@@ -96,6 +96,27 @@ impl Ledger for RedisLedger {
         }
     }
 
+    async fn would_answer(
+        &self,
+        account: &Account,
+        memo: &str,
+        charge: u64,
+        budget: u64,
+    ) -> Result<bool, LedgerUnavailable> {
+        let stored: bool = self
+            .redis
+            .query(redis::cmd("EXISTS").arg(Self::answer_key(account, memo)))
+            .await
+            .map_err(unavailable)?;
+        if stored {
+            return Ok(true);
+        }
+        let spent = self.spent(account).await?;
+        Ok(spent
+            .checked_add(charge)
+            .is_some_and(|after| after <= budget))
+    }
+
     async fn spent(&self, account: &Account) -> Result<u64, LedgerUnavailable> {
         let spent: Option<u64> = self
             .redis

@@ -196,6 +196,38 @@ impl Releaser {
         Releaser::new(Arc::new(RedisLedger::new(redis)))
     }
 
+    /// Whether `key` can be answered now (its answer is stored, or the
+    /// budget can pay): checked before the statement runs, so a spent budget
+    /// is refused before any work. Only [`Releaser::release`] charges.
+    pub async fn can_answer(
+        &self,
+        plan: &PrivatePlan,
+        key: &AnswerKey,
+    ) -> Result<(), PrivacyRefusal> {
+        let now = Utc::now();
+        let account = Account::at(&key.user, &plan.dataset, plan.budget_period_seconds, now);
+        let charge = plan.epsilon_per_query_micro;
+        let budget = plan.epsilon_budget_micro;
+        let answers = self
+            .ledger
+            .would_answer(&account, &key.digest(), charge, budget)
+            .await
+            .map_err(|err| PrivacyRefusal::Unavailable(err.0))?;
+        if answers {
+            return Ok(());
+        }
+        let spent = self
+            .ledger
+            .spent(&account)
+            .await
+            .map_err(|err| PrivacyRefusal::Unavailable(err.0))?;
+        Err(PrivacyRefusal::BudgetSpent {
+            renews_at: account.renews_at(),
+            remaining: Epsilon(budget.saturating_sub(spent)),
+            needed: Epsilon(charge),
+        })
+    }
+
     /// Releases `exact` under `plan` now.
     pub async fn release(
         &self,

@@ -1,6 +1,7 @@
 //! One whole statement on a lent connection, for a door that answers
 //! statements rather than relaying a session (the HTTP door): the guard's
-//! SQL in the extended protocol with every result column in binary, under
+//! SQL in the extended protocol with every result column in binary (or in
+//! text, for private answers), under
 //! the door's own statement time-out, its rows read one at a time so an
 //! answer of any size streams in flat memory.
 //!
@@ -16,6 +17,23 @@ use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::{backend, frontend};
 
 use super::{UpstreamConn, UpstreamError};
+
+/// How result columns come back: binary (the HTTP door's rows) or text
+/// (private answers, whose memo both doors share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Results {
+    Binary,
+    Text,
+}
+
+impl Results {
+    fn code(self) -> i16 {
+        match self {
+            Results::Binary => 1,
+            Results::Text => 0,
+        }
+    }
+}
 
 /// A result column: its name and its type's OID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,15 +60,16 @@ pub async fn start<'c>(
     conn: &'c mut UpstreamConn,
     sql: &str,
     timeout: Duration,
+    results: Results,
 ) -> Result<Rows<'c>, UpstreamError> {
     let mut out = BytesMut::new();
     let protocol = |err: std::io::Error| UpstreamError::Protocol(err.to_string());
     let set = format!("SET statement_timeout = {}", timeout.as_millis().max(1));
     frontend::parse("", &set, [], &mut out).map_err(protocol)?;
-    bind_all_binary(&mut out)?;
+    bind(&mut out, Results::Text)?;
     frontend::execute("", 0, &mut out).map_err(protocol)?;
     frontend::parse("", sql, [], &mut out).map_err(protocol)?;
-    bind_all_binary(&mut out)?;
+    bind(&mut out, results)?;
     frontend::describe(b'P', "", &mut out).map_err(protocol)?;
     frontend::execute("", 0, &mut out).map_err(protocol)?;
     frontend::sync(&mut out);
@@ -144,14 +163,16 @@ impl Rows<'_> {
     }
 }
 
-fn bind_all_binary(out: &mut BytesMut) -> Result<(), UpstreamError> {
+/// Binds the unnamed statement with no parameters, every result column
+/// in `results`.
+fn bind(out: &mut BytesMut, results: Results) -> Result<(), UpstreamError> {
     frontend::bind(
         "",
         "",
         std::iter::empty::<i16>(),
         std::iter::empty::<()>(),
         |_, _| Ok(postgres_protocol::IsNull::Yes),
-        [1i16],
+        [results.code()],
         out,
     )
     .map_err(|_| UpstreamError::Protocol("cannot encode Bind".into()))

@@ -10,6 +10,8 @@
 //! the guard's answer; nothing here knows a socket, a wire message or an
 //! HTTP type.
 
+pub mod private;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -54,6 +56,16 @@ pub enum Refusal {
     NotATicket,
     /// A live ticket issued to another user.
     TicketOfAnotherUser,
+    /// The privacy budget cannot pay for this answer until `renews_at`.
+    PrivacyBudgetSpent {
+        renews_at: chrono::DateTime<Utc>,
+        remaining: f64,
+        needed: f64,
+    },
+    /// The privacy ledger did not answer (fail closed; logged).
+    PrivacyUnavailable,
+    /// A private answer could not be released (logged).
+    PrivateAnswerFailed,
     /// The guard's denial, with what the asker's ticket allows.
     Denied {
         denial: Arc<Denial>,
@@ -80,6 +92,8 @@ pub struct Run {
     /// running when that ticket goes stale.
     pub under_ticket: bool,
     pub outcome: Outcome,
+    /// Set for a private count: its rows go through [`private::release`].
+    pub private: Option<Arc<private::PrivateQuery>>,
 }
 
 /// A decision, with the audit record it wrote now (if any).
@@ -99,7 +113,8 @@ pub enum Recorded {
 }
 
 impl Recorded {
-    fn from(seq: Option<u64>) -> Recorded {
+    /// What `AuditSink::record` answered.
+    pub fn from_seq(seq: Option<u64>) -> Recorded {
         seq.map_or(Recorded::Lost, Recorded::Seq)
     }
 }
@@ -188,7 +203,7 @@ pub fn ticket_refused(
     });
     Verdict {
         result: Err(refusal),
-        recorded: Recorded::from(seq),
+        recorded: Recorded::from_seq(seq),
     }
 }
 
@@ -281,7 +296,7 @@ impl Record<'_> {
         });
         let recorded = match timing {
             Timing::Now => Recorded::Nothing,
-            Timing::Prepared => Recorded::from(app.audit.record(&AuditEvent {
+            Timing::Prepared => Recorded::from_seq(app.audit.record(&AuditEvent {
                 detail: Some(serde_json::json!({"phase": "prepare"})),
                 ..completion.event(None, None)
             })),
@@ -291,6 +306,7 @@ impl Record<'_> {
                 // Session statements (ROLLBACK, …) read nothing: a prepared
                 // one keeps working after the ticket goes.
                 under_ticket: self.scope.is_some() && allowed.kinds.contains(&Kind::Query),
+                private: private::of(&allowed, asker.user, self.scope),
                 allowed,
                 completion,
                 outcome,
@@ -327,7 +343,7 @@ impl Record<'_> {
                 }),
                 has_ticket: self.ticket.is_some(),
             }),
-            recorded: Recorded::from(seq),
+            recorded: Recorded::from_seq(seq),
         }
     }
 }
