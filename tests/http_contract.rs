@@ -209,6 +209,13 @@ fn foia() -> Value {
     foia_request("5m")
 }
 
+/// `GET /api/esq/budget` under `ticket`.
+fn budget(esq: &Esq, ticket: &str) -> RequestBuilder {
+    http()
+        .get(esq.url("/api/esq/budget?dataset=burial_2024"))
+        .header("X-ESQ-Ticket", ticket)
+}
+
 async fn new_ticket(esq: &Esq, user: &str) -> String {
     common::http::ticket(esq, user, foia()).await
 }
@@ -278,9 +285,26 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
         ("/api/dta/query", "POST", 401) => vec![send(http().post(m.url("/api/dta/query")).json(&json!({"groupBy": "state"}))).await],
         ("/api/dta/query", "POST", 403) => {
             let ticket = new_ticket(m, "journalist").await;
+            // A private ticket whose budget pays for one answer.
+            let small = common::http::ticket(
+                m,
+                "journalist",
+                json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
+                       "fields": ["state", "branch"], "aggregate": "count",
+                       "privacy": {"epsilon_per_query": 0.5, "epsilon_budget": 0.5,
+                                   "budget_period_seconds": 86400}}),
+            )
+            .await;
+            // The budget belongs to the user: earlier scenarios may have
+            // spent it already; if not, the first answer does.
+            let mut spent = send(query(m, &small).json(&json!({"groupBy": "state"}))).await;
+            if spent.status() == 200 {
+                spent = send(query(m, &small).json(&json!({"groupBy": "branch"}))).await;
+            }
             vec![
                 send(query(m, &format!("T-{}", "B".repeat(32))).json(&json!({"groupBy": "state"}))).await,
                 send(query(m, &ticket).json(&json!({"sql": "SELECT name FROM burial_2024"}))).await,
+                spent,
             ]
         }
         ("/api/dta/query", "POST", 413) => {
@@ -356,6 +380,18 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
         ("/healthz", "GET", 200) => vec![send(http().get(m.url("/healthz"))).await],
         ("/readyz", "GET", 200) => vec![send(http().get(m.url("/readyz"))).await],
         ("/readyz", "GET", 503) => vec![send(http().get(s.dead.url("/readyz"))).await],
+        ("/api/esq/budget", "GET", 200) => {
+            let ticket = new_ticket(m, "journalist").await;
+            vec![send(budget(m, &ticket)).await]
+        }
+        ("/api/esq/budget", "GET", 400) => {
+            let row_level = common::http::ticket(m, "clinician", common::tickets::clinician_request()).await;
+            vec![send(budget(m, &row_level)).await, send(budget(m, "T-short")).await]
+        }
+        ("/api/esq/budget", "GET", 401) => vec![send(http().get(m.url("/api/esq/budget"))).await],
+        ("/api/esq/budget", "GET", 403) => vec![send(budget(m, &format!("T-{}", "D".repeat(32)))).await],
+        ("/api/esq/budget", "GET", 429) => vec![send(budget(&s.limited, limited_ticket)).await],
+        ("/api/esq/budget", "GET", 503) => vec![send(budget(&s.storeless, &format!("T-{}", "C".repeat(32)))).await],
         other => panic!("openapi.yaml documents {other:?}, but this test has no scenario for it"),
     }
 }
@@ -402,6 +438,12 @@ const SCENARIOS: &[(&str, &str, u16)] = &[
     ("/healthz", "GET", 200),
     ("/readyz", "GET", 200),
     ("/readyz", "GET", 503),
+    ("/api/esq/budget", "GET", 200),
+    ("/api/esq/budget", "GET", 400),
+    ("/api/esq/budget", "GET", 401),
+    ("/api/esq/budget", "GET", 403),
+    ("/api/esq/budget", "GET", 429),
+    ("/api/esq/budget", "GET", 503),
 ];
 
 #[tokio::test]
