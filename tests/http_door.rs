@@ -38,7 +38,9 @@ async fn direct_counts(esq: &Esq, cutoff: &str) -> BTreeMap<String, i64> {
 
 #[tokio::test]
 async fn seed_walk_through_counts_by_state_with_small_groups_suppressed_then_stale() {
-    let mut esq = builder().start().await;
+    // k-suppression as such: a deployment whose FOIA policy imposes no
+    // privacy (the shipped one does: tests/privacy_doors.rs).
+    let mut esq = builder().k_only_counts().start().await;
 
     let (status, issued) = issue(&esq, "journalist", foia_request("5m")).await;
     assert_eq!(status, StatusCode::CREATED, "{issued}");

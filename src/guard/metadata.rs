@@ -44,6 +44,8 @@ const RELATIONS: &[&str] = &[
     "pg_catalog.pg_publication_namespace",
     "pg_catalog.pg_publication_rel",
     "pg_catalog.pg_range",
+    // Read through an empty stand-in (see `hide_roles`): no role name.
+    "pg_catalog.pg_roles",
     "pg_catalog.pg_sequence",
     "pg_catalog.pg_statistic_ext",
     "pg_catalog.pg_tables",
@@ -141,11 +143,17 @@ const ROLE_COLUMNS: &[&str] = &[
     "lomacl",
     "grantee",
     "grantor",
+    "tableowner",
+    "viewowner",
+    "matviewowner",
 ];
 
 /// Catalogs with statistics or access-list columns: `*` over them would
 /// read those columns without naming them.
 const WIDE_CATALOGS: &[&str] = &[
+    "pg_catalog.pg_tables",
+    "pg_catalog.pg_views",
+    "pg_catalog.pg_matviews",
     "pg_catalog.pg_class",
     "pg_catalog.pg_namespace",
     "pg_catalog.pg_database",

@@ -33,6 +33,7 @@ pub mod denial;
 mod expr;
 mod from_items;
 mod functions;
+mod hide_roles;
 mod metadata;
 mod names;
 mod parse;
@@ -167,7 +168,7 @@ impl Guard {
             .map(classify::classify)
             .collect::<Result<_, _>>()?;
         if kinds.contains(&Kind::Query) && pg.metadata_only() {
-            return metadata_answer(sql, &statements, &pg, kinds, scope);
+            return metadata_answer(sql, &mut statements, &pg, kinds, scope);
         }
         let mut tables = BTreeSet::new();
         let mut dropped = Vec::new();
@@ -277,7 +278,7 @@ pub(crate) fn grow_copy<T: Clone>(node: &T) -> T {
 /// PostgreSQL's reading of the original and of the rendered text decide.
 fn metadata_answer(
     sql: &str,
-    statements: &[Statement],
+    statements: &mut [Statement],
     pg: &confirm::PgReading,
     kinds: Vec<Kind>,
     scope: Option<&Scope>,
@@ -286,6 +287,7 @@ fn metadata_answer(
     // sqlparser's Visitor recurses without growing the stack: give it room.
     deep_walk(|| metadata::check_statements(statements))?;
     metadata::check(sql)?;
+    hide_roles::hide_roles(statements)?;
     let rendered = render(statements)?;
     metadata::check(&rendered)?;
     Ok(Allowed {

@@ -129,6 +129,26 @@ fn literal(value: &FilterValue) -> String {
     }
 }
 
+/// Parses a FROM item esq builds itself (e.g. an empty stand-in table).
+pub(super) fn table_factor(sql: &str) -> Checked<TableFactor> {
+    let internal = || Denial::syntax("esq could not build a FROM item");
+    let mut statements = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("SELECT * FROM {sql}"))
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|_| internal())?;
+    let Some(Statement::Query(query)) = statements.pop() else {
+        return Err(internal());
+    };
+    let SetExpr::Select(mut select) = *query.body else {
+        return Err(internal());
+    };
+    select
+        .from
+        .pop()
+        .map(|from| from.relation)
+        .ok_or_else(internal)
+}
+
 /// Parses a small expression esq builds itself (e.g. `count(*) >= 11`).
 pub(super) fn expression(sql: &str) -> Checked<Expr> {
     Parser::new(&PostgreSqlDialect {})

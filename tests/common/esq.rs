@@ -68,9 +68,18 @@ pub struct EsqBuilder {
     upstream_ca: Option<PathBuf>,
     redis: Option<RedisChoice>,
     env: Vec<(String, String)>,
+    k_only_counts: bool,
 }
 
 impl EsqBuilder {
+    /// Policies as shipped, except that FOIA tickets carry no privacy
+    /// obligation: count-only tickets with k-suppression (the answers of a
+    /// deployment whose policies impose no privacy).
+    pub fn k_only_counts(mut self) -> Self {
+        self.k_only_counts = true;
+        self
+    }
+
     /// Rows of sample data (default [`super::upstream::SAMPLE_ROWS`]).
     pub fn rows(mut self, rows: u64) -> Self {
         self.upstream.rows = rows;
@@ -234,6 +243,10 @@ impl EsqBuilder {
             // stopped Redis still fails at once: connection refused).
             set(&mut env, "ESQ_TICKETS__STORE_TIMEOUT", "10s".into());
         }
+        if self.k_only_counts {
+            let dir = k_only_policies(audit_dir.path());
+            set(&mut env, "ESQ_POLICY__DIR", dir.display().to_string());
+        }
         for (k, v) in self.env {
             set(&mut env, &k, v);
         }
@@ -248,6 +261,30 @@ impl EsqBuilder {
             audit_dir,
         }
     }
+}
+
+/// The shipped policies without the FOIA privacy obligation, in `under`.
+fn k_only_policies(under: &std::path::Path) -> PathBuf {
+    let dir = under.join("k-only-policies");
+    std::fs::create_dir_all(&dir).expect("a policy directory");
+    for entry in std::fs::read_dir(super::repo().join("policies")).expect("policies/") {
+        let path = entry.expect("a policy file").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.ends_with(".rego") || name.ends_with("_test.rego") {
+            continue;
+        }
+        let mut text = std::fs::read_to_string(&path).expect("a policy");
+        if name == "foia.rego" {
+            let imposed = "\t\"privacy\": privacy,\n";
+            assert!(
+                text.contains(imposed),
+                "foia.rego no longer imposes privacy this way"
+            );
+            text = text.replace(imposed, "");
+        }
+        std::fs::write(dir.join(name), text).expect("writing a policy");
+    }
+    dir
 }
 
 /// A prepared esq fixture; see the module docs. Dropping it stops
@@ -273,6 +310,7 @@ impl Esq {
             upstream_ca: None,
             redis: None,
             env: Vec::new(),
+            k_only_counts: false,
         }
     }
 
