@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use esq::privacy::wire::{encode_int8, TEXT};
 use esq::privacy::{
-    Account, AnswerKey, Epsilon, ExactAnswer, Privacy, PrivacyRefusal, PrivatePlan, Releaser,
+    AnswerKey, Epsilon, ExactAnswer, Privacy, PrivacyRefusal, PrivatePlan, Releaser,
 };
 use esq::shared::{Redis, RedisTarget};
 
@@ -64,15 +64,11 @@ fn key(user: &str, sql: &str) -> AnswerKey {
 
 /// Spends the budget of `user` down: four answers, then a refusal.
 async fn spend_to_refusal(releaser: &Releaser, user: &str) {
-    // Now (Redis expires a window's keys an hour after it ends, by its own
-    // clock), and the end of this window.
+    // Now (Redis expires stored answers by its own clock), and when the
+    // first spend leaves the sliding day.
     let now = Utc::now();
-    let renews = Account::at(user, "burial_2024", 86_400, now).renews_at();
-    assert_eq!(
-        renews.timestamp() % 86_400,
-        0,
-        "windows end at midnight UTC"
-    );
+    let renews = chrono::DateTime::<Utc>::from_timestamp_millis(now.timestamp_millis()).unwrap()
+        + chrono::Duration::days(1);
     for (i, remaining) in [1_500_000, 1_000_000, 500_000, 0].into_iter().enumerate() {
         let released = releaser
             .release_at(&plan(), &key(user, &format!("q{i}")), exact(), now)
@@ -101,7 +97,7 @@ async fn spend_to_refusal(releaser: &Releaser, user: &str) {
         .unwrap();
     assert!(!repeat.charged);
     assert_eq!(repeat.cost, Epsilon(0));
-    // The next day's window is whole again.
+    // A day after the spends, the window is whole again.
     let tomorrow = releaser
         .release_at(&plan(), &key(user, "q4"), exact(), renews)
         .await

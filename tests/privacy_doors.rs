@@ -308,3 +308,41 @@ async fn prepared_private_statements_are_released_per_binding() {
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|row| row.get::<_, i64>(1) >= 11));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_period_or_budget_in_a_request_opens_no_second_budget() {
+    let esq = Esq::builder().rows(5_000).start().await;
+    let spend = |ticket: String, state: &'static str| {
+        let esq = &esq;
+        async move {
+            http::query(
+                esq,
+                &ticket,
+                json!({"sql": format!("SELECT count(*) FROM burial_2024 WHERE state = '{state}'")}),
+            )
+            .await
+        }
+    };
+    let first = private_ticket(&esq, 1.0).await;
+    for state in ["CA", "TX"] {
+        assert_eq!(spend(first.clone(), state).await.0, StatusCode::OK);
+    }
+    assert_eq!(spend(first.clone(), "NY").await.0, StatusCode::FORBIDDEN);
+    // A ticket asking for a longer period (policies take the longer one)
+    // or a fresh budget sees the same spends: nothing new to spend.
+    for privacy in [
+        json!({"epsilon_per_query": 0.5, "epsilon_budget": 1.0, "budget_period_seconds": 86401}),
+        json!({"epsilon_per_query": 0.5, "epsilon_budget": 1.0, "budget_period_seconds": 172800}),
+    ] {
+        let other = http::ticket(
+            &esq,
+            "journalist",
+            json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
+                   "fields": ["state", "id"], "aggregate": "count", "privacy": privacy}),
+        )
+        .await;
+        let (status, body) = spend(other, "FL").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{privacy}: {body}");
+        assert_eq!(body["error"], "privacy budget spent", "{body}");
+    }
+}

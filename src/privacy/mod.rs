@@ -21,8 +21,8 @@
 //! * [`params`]: the parameters, their validation and narrowing.
 //! * [`mechanism`]: OpenDP's discrete Laplace noise and noisy threshold.
 //! * [`wire`]: raw PostgreSQL values in and out (text or binary `int8`).
-//! * [`ledger`] / [`RedisLedger`]: budgets per (user, dataset, window) and
-//!   the answer memo, settled in one atomic step.
+//! * [`ledger`] / [`RedisLedger`]: budgets per (user, dataset) over
+//!   sliding windows, and the answer memo, settled in one atomic step.
 //! * [`release`]: [`Releaser`], the one entry point for both doors, and
 //!   [`Releaser::status`] for `GET /api/esq/budget`.
 //!
@@ -45,7 +45,7 @@ pub mod redis_ledger;
 pub mod release;
 pub mod wire;
 
-pub use ledger::{Account, Ledger, LedgerUnavailable, MemoryLedger, Settlement};
+pub use ledger::{Account, Ledger, LedgerUnavailable, MemoryLedger, Settlement, Standing, Window};
 pub use params::{InvalidPrivacy, Privacy};
 pub use plan::{PrivatePlan, SortDirection};
 pub use redis_ledger::RedisLedger;

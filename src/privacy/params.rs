@@ -31,8 +31,9 @@ pub struct Privacy {
     pub epsilon_per_query: f64,
     /// What one user may spend on one dataset per period.
     pub epsilon_budget: f64,
-    /// The period's length; periods are fixed windows `floor(now / period)`,
-    /// so every replica agrees on when a budget renews.
+    /// The period's length: the answers of any span this long may spend at
+    /// most the budget (a sliding window over the user's spends on the
+    /// dataset, whatever ticket made them).
     pub budget_period_seconds: u64,
     /// The contribution bound L0: a privacy unit (a person) is counted in
     /// at most this many groups of one answer, and at most once in each.

@@ -1,55 +1,98 @@
 //! The ledger replicas share: Redis, through the same [`Redis`] handle as
-//! the ticket store. One Lua script does the whole settle (recall, or
-//! check-charge-store, or refuse), so Redis runs it atomically: replicas
-//! racing on one budget are serialised by Redis itself and cannot
-//! overspend together. An account's keys carry its tag in braces
-//! (`esq:{dp:…}:spent`, `esq:{dp:…}:answer:…`), so on a Redis Cluster the
-//! script touches one hash slot. Every key expires an hour after its window
-//! ends (PXAT), so nothing needs sweeping; with Redis persistence the
-//! budget survives an esq restart.
+//! the ticket store. An account's spends are a sorted set (score: the time
+//! in milliseconds; member: a unique id and the amount), its answers plain
+//! keys with their period as expiry. One Lua script does the whole settle
+//! (recall, or check-charge-store, or refuse), so Redis runs it atomically:
+//! replicas racing on one budget are serialised by Redis itself and cannot
+//! overspend together. The keys carry the account's tag in braces
+//! (`esq:{dp:…}:spends`, `esq:{dp:…}:answer:…`), so on a Redis Cluster the
+//! script touches one hash slot. Spends older than the longest period are
+//! pruned as the script runs; with Redis persistence the budget survives
+//! an esq restart. The arithmetic is [`super::ledger::standing`]'s and
+//! [`super::ledger::fits_at`]'s, in Lua.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use redis::Script;
 
-use super::ledger::{Account, Ledger, LedgerUnavailable, Settlement};
+use super::ledger::{Account, Ledger, LedgerUnavailable, Settlement, Standing, Window, KEEP_MS};
 use crate::shared::Redis;
 
 pub struct RedisLedger {
     redis: Arc<Redis>,
     settle: Script,
+    standing: Script,
 }
 
-/// KEYS[1] spent counter, KEYS[2] the memo's answer.
-/// ARGV[1] charge, ARGV[2] budget, ARGV[3] forget-at (ms), ARGV[4] answer.
-/// Returns {0 charged | 1 recalled | 2 refused, answer or "", spent}.
+/// The spends of the window, oldest first: `spent`, then each spend's time
+/// and amount (ARGV[1] period, ARGV[2] now, ARGV[3] keep).
+const WINDOW: &str = r"
+local function window(key, period, now, keep)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)
+  local raw = redis.call('ZRANGEBYSCORE', key, '(' .. (now - period), '+inf', 'WITHSCORES')
+  local spends, spent = {}, 0
+  for i = 1, #raw, 2 do
+    local amount = tonumber(string.match(raw[i], ':(%d+)$'))
+    spent = spent + amount
+    spends[#spends + 1] = {tonumber(raw[i + 1]), amount}
+  end
+  return spent, spends
+end
+";
+
+/// KEYS[1] spends, KEYS[2] the memo's answer. ARGV[1] period, ARGV[2] now,
+/// ARGV[3] keep, ARGV[4] charge, ARGV[5] budget, ARGV[6] answer, ARGV[7] a
+/// unique spend id. Returns {0 charged | 1 recalled | 2 refused, answer or
+/// "", spent, renews_at}.
 const SETTLE: &str = r"
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local period, now, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local charge, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
+local spent, spends = window(KEYS[1], period, now, keep)
+local oldest = now
+if #spends > 0 then oldest = spends[1][1] + period end
 local stored = redis.call('GET', KEYS[2])
 if stored then
-  return {1, stored, spent}
+  return {1, stored, spent, oldest}
 end
-local charge = tonumber(ARGV[1])
-if spent + charge > tonumber(ARGV[2]) then
-  return {2, '', spent}
+if spent + charge > budget then
+  local left, renews = spent, 4611686018427387903
+  for i = 1, #spends do
+    left = left - spends[i][2]
+    if left + charge <= budget then
+      renews = spends[i][1] + period
+      break
+    end
+  end
+  return {2, '', spent, renews}
 end
-spent = redis.call('INCRBY', KEYS[1], charge)
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[3])
-return {0, '', spent}
+redis.call('ZADD', KEYS[1], now, ARGV[7] .. ':' .. charge)
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('SET', KEYS[2], ARGV[6], 'PX', period)
+if #spends == 0 then oldest = now + period end
+return {0, '', spent + charge, oldest}
+";
+
+/// KEYS[1] spends. ARGV[1] period, ARGV[2] now, ARGV[3] keep. Returns
+/// {spent, renews_at}.
+const STANDING: &str = r"
+local period, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+local spent, spends = window(KEYS[1], period, now, tonumber(ARGV[3]))
+if #spends > 0 then return {spent, spends[1][1] + period} end
+return {spent, now}
 ";
 
 impl RedisLedger {
     pub fn new(redis: Arc<Redis>) -> RedisLedger {
         RedisLedger {
             redis,
-            settle: Script::new(SETTLE),
+            settle: Script::new(&format!("{WINDOW}{SETTLE}")),
+            standing: Script::new(&format!("{WINDOW}{STANDING}")),
         }
     }
 
-    fn spent_key(account: &Account) -> String {
-        format!("esq:{{dp:{}}}:spent", account.tag())
+    fn spends_key(account: &Account) -> String {
+        format!("esq:{{dp:{}}}:spends", account.tag())
     }
 
     fn answer_key(account: &Account, memo: &str) -> String {
@@ -61,6 +104,18 @@ fn unavailable(err: crate::shared::Unavailable) -> LedgerUnavailable {
     LedgerUnavailable(err.0)
 }
 
+fn amount(value: i64) -> Result<u64, LedgerUnavailable> {
+    u64::try_from(value).map_err(|_| LedgerUnavailable("a negative amount in Redis".into()))
+}
+
+/// A spend's unique member id (two spends of the same amount at the same
+/// millisecond must both count).
+fn spend_id() -> String {
+    let mut random = [0u8; 8];
+    let _ = getrandom::fill(&mut random);
+    hex::encode(random)
+}
+
 #[async_trait]
 impl Ledger for RedisLedger {
     async fn settle(
@@ -68,32 +123,56 @@ impl Ledger for RedisLedger {
         account: &Account,
         memo: &str,
         charge: u64,
-        budget: u64,
+        window: Window,
+        now_ms: i64,
         answer: &[u8],
     ) -> Result<Settlement, LedgerUnavailable> {
         let mut invocation = self.settle.prepare_invoke();
         invocation
-            .key(Self::spent_key(account))
+            .key(Self::spends_key(account))
             .key(Self::answer_key(account, memo))
+            .arg(window.period_ms)
+            .arg(now_ms)
+            .arg(KEEP_MS)
             .arg(charge)
-            .arg(budget)
-            .arg(account.forget_at_ms())
-            .arg(answer);
-        let (outcome, stored, spent): (i64, Vec<u8>, i64) =
+            .arg(window.budget)
+            .arg(answer)
+            .arg(spend_id());
+        let (outcome, stored, spent, renews_at): (i64, Vec<u8>, i64, i64) =
             self.redis.script(&invocation).await.map_err(unavailable)?;
-        let spent = u64::try_from(spent)
-            .map_err(|_| LedgerUnavailable("a negative spent amount in Redis".into()))?;
+        let spent = amount(spent)?;
         match outcome {
-            0 => Ok(Settlement::Charged { spent }),
+            0 => Ok(Settlement::Charged { spent, renews_at }),
             1 => Ok(Settlement::Recalled {
                 answer: stored,
                 spent,
+                renews_at,
             }),
-            2 => Ok(Settlement::Refused { spent }),
+            2 => Ok(Settlement::Refused { spent, renews_at }),
             other => Err(LedgerUnavailable(format!(
                 "the settle script answered {other}"
             ))),
         }
+    }
+
+    async fn standing(
+        &self,
+        account: &Account,
+        window: Window,
+        now_ms: i64,
+    ) -> Result<Standing, LedgerUnavailable> {
+        let mut invocation = self.standing.prepare_invoke();
+        invocation
+            .key(Self::spends_key(account))
+            .arg(window.period_ms)
+            .arg(now_ms)
+            .arg(KEEP_MS);
+        let (spent, renews_at): (i64, i64) =
+            self.redis.script(&invocation).await.map_err(unavailable)?;
+        Ok(Standing {
+            spent: amount(spent)?,
+            renews_at,
+        })
     }
 
     async fn would_answer(
@@ -101,7 +180,8 @@ impl Ledger for RedisLedger {
         account: &Account,
         memo: &str,
         charge: u64,
-        budget: u64,
+        window: Window,
+        now_ms: i64,
     ) -> Result<bool, LedgerUnavailable> {
         let stored: bool = self
             .redis
@@ -111,18 +191,7 @@ impl Ledger for RedisLedger {
         if stored {
             return Ok(true);
         }
-        let spent = self.spent(account).await?;
-        Ok(spent
-            .checked_add(charge)
-            .is_some_and(|after| after <= budget))
-    }
-
-    async fn spent(&self, account: &Account) -> Result<u64, LedgerUnavailable> {
-        let spent: Option<u64> = self
-            .redis
-            .query(redis::cmd("GET").arg(Self::spent_key(account)))
-            .await
-            .map_err(unavailable)?;
-        Ok(spent.unwrap_or(0))
+        let spent = self.standing(account, window, now_ms).await?.spent;
+        Ok(spent.saturating_add(charge) <= window.budget)
     }
 }

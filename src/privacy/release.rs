@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::ledger::{Account, Ledger, MemoryLedger, Settlement};
+use super::ledger::{Account, Ledger, MemoryLedger, Settlement, Window};
 use super::mechanism;
 use super::params::{from_micro, Privacy};
 use super::plan::{PrivatePlan, SortDirection};
@@ -204,26 +204,26 @@ impl Releaser {
         plan: &PrivatePlan,
         key: &AnswerKey,
     ) -> Result<(), PrivacyRefusal> {
-        let now = Utc::now();
-        let account = Account::at(&key.user, &plan.dataset, plan.budget_period_seconds, now);
+        let now = Utc::now().timestamp_millis();
+        let account = Account::new(&key.user, &plan.dataset);
+        let window = window(plan.budget_period_seconds, plan.epsilon_budget_micro);
         let charge = plan.epsilon_per_query_micro;
-        let budget = plan.epsilon_budget_micro;
         let answers = self
             .ledger
-            .would_answer(&account, &key.digest(), charge, budget)
+            .would_answer(&account, &key.digest(), charge, window, now)
             .await
-            .map_err(|err| PrivacyRefusal::Unavailable(err.0))?;
+            .map_err(unavailable)?;
         if answers {
             return Ok(());
         }
-        let spent = self
+        let standing = self
             .ledger
-            .spent(&account)
+            .standing(&account, window, now)
             .await
-            .map_err(|err| PrivacyRefusal::Unavailable(err.0))?;
+            .map_err(unavailable)?;
         Err(PrivacyRefusal::BudgetSpent {
-            renews_at: account.renews_at(),
-            remaining: Epsilon(budget.saturating_sub(spent)),
+            renews_at: at_ms(standing.renews_at),
+            remaining: Epsilon(window.budget.saturating_sub(standing.spent)),
             needed: Epsilon(charge),
         })
     }
@@ -258,27 +258,37 @@ impl Releaser {
             None
         };
         let groups = noisy_groups_with(plan, exact, threshold)?;
-        let account = Account::at(&key.user, &plan.dataset, plan.budget_period_seconds, now);
+        let account = Account::new(&key.user, &plan.dataset);
+        let window = window(plan.budget_period_seconds, plan.epsilon_budget_micro);
         let encoded = wire::encode_rows(&groups);
         let charge = plan.epsilon_per_query_micro;
-        let budget = plan.epsilon_budget_micro;
         let settlement = self
             .ledger
-            .settle(&account, &key.digest(), charge, budget, &encoded)
+            .settle(
+                &account,
+                &key.digest(),
+                charge,
+                window,
+                now.timestamp_millis(),
+                &encoded,
+            )
             .await
-            .map_err(|err| PrivacyRefusal::Unavailable(err.0))?;
-        let remaining = |spent: u64| Epsilon(budget.saturating_sub(spent));
-        let renews_at = account.renews_at();
+            .map_err(unavailable)?;
+        let remaining = |spent: u64| Epsilon(window.budget.saturating_sub(spent));
         match settlement {
-            Settlement::Charged { spent } => Ok(Released {
+            Settlement::Charged { spent, renews_at } => Ok(Released {
                 rows: arrange(plan, groups, format)?,
                 charged: true,
                 cost: Epsilon(charge),
                 spent: Epsilon(spent),
                 remaining: remaining(spent),
-                renews_at,
+                renews_at: at_ms(renews_at),
             }),
-            Settlement::Recalled { answer, spent } => {
+            Settlement::Recalled {
+                answer,
+                spent,
+                renews_at,
+            } => {
                 let stored = wire::decode_rows(&answer)
                     .map_err(|err| PrivacyRefusal::Failed(err.to_string()))?;
                 Ok(Released {
@@ -287,11 +297,11 @@ impl Releaser {
                     cost: Epsilon(0),
                     spent: Epsilon(spent),
                     remaining: remaining(spent),
-                    renews_at,
+                    renews_at: at_ms(renews_at),
                 })
             }
-            Settlement::Refused { spent } => Err(PrivacyRefusal::BudgetSpent {
-                renews_at,
+            Settlement::Refused { spent, renews_at } => Err(PrivacyRefusal::BudgetSpent {
+                renews_at: at_ms(renews_at),
                 remaining: remaining(spent),
                 needed: Epsilon(charge),
             }),
@@ -315,22 +325,40 @@ impl Releaser {
         privacy: &Privacy,
         now: DateTime<Utc>,
     ) -> Result<BudgetStatus, PrivacyRefusal> {
-        let account = Account::at(user, dataset, privacy.budget_period_seconds, now);
-        let spent = self
+        let account = Account::new(user, dataset);
+        let window = window(privacy.budget_period_seconds, privacy.budget_micro());
+        let standing = self
             .ledger
-            .spent(&account)
+            .standing(&account, window, now.timestamp_millis())
             .await
-            .map_err(|err| PrivacyRefusal::Unavailable(err.0))?;
+            .map_err(unavailable)?;
         Ok(BudgetStatus {
             dataset: dataset.to_string(),
             epsilon_budget: privacy.epsilon_budget,
             epsilon_per_query: privacy.epsilon_per_query,
-            spent: from_micro(spent),
-            remaining: from_micro(privacy.budget_micro().saturating_sub(spent)),
+            spent: from_micro(standing.spent),
+            remaining: from_micro(window.budget.saturating_sub(standing.spent)),
             budget_period_seconds: privacy.budget_period_seconds,
-            renews_at: account.renews_at(),
+            renews_at: at_ms(standing.renews_at),
         })
     }
+}
+
+/// A ticket's window over its account's spends.
+fn window(period_seconds: u64, budget_micro: u64) -> Window {
+    Window {
+        period_ms: i64::try_from(period_seconds.saturating_mul(1000)).unwrap_or(i64::MAX / 4),
+        budget: budget_micro,
+    }
+}
+
+/// Milliseconds since the epoch as a time (far future when out of range).
+fn at_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn unavailable(err: super::ledger::LedgerUnavailable) -> PrivacyRefusal {
+    PrivacyRefusal::Unavailable(err.0)
 }
 
 /// The whole mechanism over wire rows: [`noisy_groups`], then [`arrange`].
