@@ -172,7 +172,8 @@ fn ticket_issue_prints_the_ticket_and_scope() {
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert!(run.stdout.starts_with("ticket    T-"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("groups smaller than 11 suppressed"),
+        run.stdout
+            .contains("differentially private: epsilon 0.5 an answer, 4 per 86400s"),
         "{}",
         run.stdout
     );

@@ -130,13 +130,22 @@ fn print_issued(issued: &IssuedTicket, json: bool) {
     println!("expires   {} ({})", issued.expires, issued.expires_at);
     println!("scope     {} on dataset {}", scope.id, scope.dataset);
     println!("fields    {}", scope.fields.join(", "));
-    match scope.aggregate {
-        Some(aggregate) => println!(
+    match (scope.aggregate, &scope.privacy) {
+        (Some(aggregate), Some(privacy)) => println!(
+            "answers   aggregate {} only, differentially private: epsilon {} an answer, {} per {}s, each person in at most {} group(s); groups released above a noisy threshold (at least {})",
+            aggregate.as_str(),
+            privacy.epsilon_per_query,
+            privacy.epsilon_budget,
+            privacy.budget_period_seconds,
+            privacy.max_groups_per_unit,
+            scope.min_group_size
+        ),
+        (Some(aggregate), None) => println!(
             "answers   aggregate {} only, groups smaller than {} suppressed",
             aggregate.as_str(),
             scope.min_group_size
         ),
-        None => println!("answers   row-level"),
+        (None, _) => println!("answers   row-level"),
     }
     for (field, value) in &scope.row_filters {
         println!("rows      {field} = {value}");
