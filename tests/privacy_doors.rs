@@ -346,3 +346,36 @@ async fn another_period_or_budget_in_a_request_opens_no_second_budget() {
         assert_eq!(body["error"], "privacy budget spent", "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_answer_is_never_refused_for_its_exact_number_of_groups() {
+    // Red team (issue 14, F2): refusing an answer with "too many groups"
+    // before it was charged told, for free and exactly, how many people a
+    // filter matches. Grouping by every non-PII field makes about one group
+    // per person: the answer is noised a chunk at a time and charged.
+    let esq = Esq::builder().rows(110_000).start().await;
+    let ticket = http::ticket(
+        &esq,
+        "journalist",
+        json!({"dataset": "burial_2024", "purpose": "FOIA aggregation",
+               "fields": ["state", "county", "burial_date", "branch", "id"],
+               "aggregate": "count"}),
+    )
+    .await;
+    let (status, rows) = http::query(
+        &esq,
+        &ticket,
+        json!({"sql": "SELECT state, county, burial_date, branch, count(*) FROM burial_2024 GROUP BY state, county, burial_date, branch"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert!(
+        rows.as_array().unwrap().len() < 100,
+        "groups of one or two people stay under the threshold"
+    );
+    assert_eq!(
+        budget(&esq, &ticket).await["spent"],
+        0.5,
+        "and it was charged"
+    );
+}

@@ -337,3 +337,20 @@ fn without_a_release_step_private_counts_are_refused_not_sent_exact() {
         Decision::Allow(allowed) => panic!("allowed without a release step: {}", allowed.sql),
     }
 }
+
+#[test]
+fn a_private_query_goes_alone_in_its_statement_string() {
+    // Red team (issue 14, F5): the release replaces the string's one
+    // result, so SET, BEGIN or a second statement beside it are refused.
+    let scope = private_scope(1, None);
+    for sql in [
+        "BEGIN; SELECT state, count(*) FROM burial_2024 GROUP BY state",
+        "SELECT state, count(*) FROM burial_2024 GROUP BY state; COMMIT",
+        "SET application_name = 'x'; SELECT count(*) FROM burial_2024",
+        "SELECT count(*) FROM burial_2024; SHOW DateStyle",
+    ] {
+        let reason = deny(&scope, sql);
+        assert!(reason.contains("alone"), "{sql}: {reason}");
+    }
+    allow(&scope, "SELECT count(*) FROM burial_2024");
+}

@@ -4,11 +4,12 @@
 //!
 //! 1. [`check`] before the statement runs: a budget that cannot pay (and
 //!    no earlier answer to recall) is refused before any work;
-//! 2. run the guard's SQL and collect its rows, never relaying them;
-//! 3. [`release`]: noise, threshold and the budget charge in one step
-//!    ([`crate::privacy::Releaser`]); only the released rows are sent, with
-//!    what was spent ([`Spend`]) in a notice or a header and the audit
-//!    record.
+//! 2. run the guard's SQL and feed its rows to a [`Releasing`], never
+//!    relaying them: noise and the threshold a chunk at a time;
+//! 3. [`Releasing::finish`]: the budget charge (or the stored answer) in
+//!    one step ([`crate::privacy::Releaser`]); only the released rows are
+//!    sent, with what was spent ([`Spend`]) in a notice or a header and the
+//!    audit record.
 //!
 //! Refusals are counted here (`esq_privacy_refusals_total`), charges too
 //! (`esq_privacy_epsilon_spent_total`); the doors render them.
@@ -21,11 +22,18 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::Refusal;
 use crate::app::App;
 use crate::metrics::{DatasetLabels, PrivacyRefusalLabels};
-use crate::privacy::{AnswerKey, ExactAnswer, PrivacyRefusal, PrivatePlan, Released, Row};
+use crate::privacy::{
+    AnswerKey, ExactAnswer, PrivacyRefusal, PrivatePlan, Released, Releaser, Row,
+};
 
-/// The most groups a private answer may have: its rows are held in memory
-/// until released.
-pub const MAX_GROUPS: usize = 100_000;
+/// Exact rows noised at a time: exact counts are never held beyond this
+/// many rows, however many groups the statement has.
+pub const CHUNK_ROWS: usize = 10_000;
+
+/// The most groups a released answer may have. Past it the answer is
+/// refused after it was charged: the refusal then depends only on the
+/// noisy answer (as its rows would), never on the exact data.
+pub const MAX_RELEASED: usize = 1_000_000;
 
 /// A private statement, as decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,44 +137,90 @@ pub async fn check(app: &App, query: &PrivateQuery, bound: &Bound) -> Result<(),
         .map_err(|refusal| refused(app, &query.plan, refusal))
 }
 
-/// Step 3: the released rows and what they cost.
-pub async fn release(
-    app: &App,
-    query: &PrivateQuery,
-    bound: &Bound,
-    rows: Vec<Row>,
-) -> Result<(Vec<Row>, Spend), Refusal> {
-    let exact = ExactAnswer {
-        rows,
-        formats: bound.result_formats.clone(),
-    };
-    let key = query.key(bound);
-    let released = app
-        .privacy
-        .release(&query.plan, &key, exact)
-        .await
-        .map_err(|refusal| refused(app, &query.plan, refusal))?;
-    let labels = DatasetLabels {
-        dataset: query.plan.dataset.clone(),
-    };
-    app.metrics.privacy_answers.get_or_create(&labels).inc();
-    if released.charged {
-        app.metrics
-            .privacy_epsilon_spent
-            .get_or_create(&labels)
-            .inc_by(released.cost.as_f64());
-    }
-    let spend = Spend::of(&released);
-    Ok((released.rows, spend))
+/// Steps 2 and 3: a private answer's rows as they arrive, noised and
+/// thresholded a chunk at a time, then charged (or recalled) and released.
+/// Nothing here refuses on the exact data: the only refusals come from
+/// the budget, or follow the charge.
+pub struct Releasing {
+    query: Arc<PrivateQuery>,
+    bound: Bound,
+    exact: Vec<Row>,
+    noisy: Vec<Row>,
+    failure: Option<PrivacyRefusal>,
 }
 
-/// A private answer with more groups than esq holds ([`MAX_GROUPS`]).
-pub fn too_many_groups(app: &App, query: &PrivateQuery) -> Refusal {
-    refused(
-        app,
-        &query.plan,
-        PrivacyRefusal::Failed(format!("more than {MAX_GROUPS} groups")),
-    )
+impl Releasing {
+    pub fn new(query: Arc<PrivateQuery>, bound: Bound) -> Releasing {
+        Releasing {
+            query,
+            bound,
+            exact: Vec::new(),
+            noisy: Vec::new(),
+            failure: None,
+        }
+    }
+
+    /// One exact row of the database's answer.
+    pub fn push(&mut self, releaser: &Releaser, row: Row) {
+        if self.failure.is_some() {
+            return;
+        }
+        self.exact.push(row);
+        if self.query.plan.grouped && self.exact.len() >= CHUNK_ROWS {
+            self.noise(releaser);
+        }
+    }
+
+    fn noise(&mut self, releaser: &Releaser) {
+        let exact = ExactAnswer {
+            rows: std::mem::take(&mut self.exact),
+            formats: self.bound.result_formats.clone(),
+        };
+        match releaser.noise(&self.query.plan, exact) {
+            Ok(rows) => self.noisy.extend(rows),
+            Err(err) => self.failure = Some(err),
+        }
+    }
+
+    /// The released rows and what they cost.
+    pub async fn finish(mut self, app: &App) -> Result<(Vec<Row>, Spend), Refusal> {
+        if self.failure.is_none() {
+            self.noise(&app.privacy);
+        }
+        let plan = &self.query.plan;
+        if let Some(failure) = self.failure.take() {
+            return Err(refused(app, plan, failure));
+        }
+        let key = self.query.key(&self.bound);
+        let released = app
+            .privacy
+            .settle_at(
+                plan,
+                &key,
+                self.noisy,
+                &self.bound.result_formats,
+                Utc::now(),
+            )
+            .await
+            .map_err(|refusal| refused(app, plan, refusal))?;
+        let labels = DatasetLabels {
+            dataset: plan.dataset.clone(),
+        };
+        if released.charged {
+            app.metrics
+                .privacy_epsilon_spent
+                .get_or_create(&labels)
+                .inc_by(released.cost.as_f64());
+        }
+        if released.rows.len() > MAX_RELEASED {
+            let failure =
+                PrivacyRefusal::Failed(format!("more than {MAX_RELEASED} groups released"));
+            return Err(refused(app, plan, failure));
+        }
+        app.metrics.privacy_answers.get_or_create(&labels).inc();
+        let spend = Spend::of(&released);
+        Ok((released.rows, spend))
+    }
 }
 
 fn refused(app: &App, plan: &PrivatePlan, refusal: PrivacyRefusal) -> Refusal {

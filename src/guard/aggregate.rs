@@ -35,6 +35,9 @@ pub(super) fn aggregate_query(
     if !private && has_count_distinct(query) {
         return Err(count_distinct_plug());
     }
+    if !private && counts_a_nullable_field(query, ctx.dataset.subject_key.as_deref()) {
+        return Err(count_of_a_field_plug());
+    }
     let flat_hint = format!(
         "write one grouped SELECT, e.g. SELECT state, count(*) FROM {} GROUP BY state",
         ctx.dataset.table
@@ -117,6 +120,53 @@ fn has_count_distinct(query: &Query) -> bool {
         })
     });
     flow.is_break()
+}
+
+/// Whether a count counts a field other than the subject key (which every
+/// row has): `count(field)` skips the rows where it is NULL.
+fn counts_a_nullable_field(query: &Query, subject_key: Option<&str>) -> bool {
+    use sqlparser::ast::{visit_expressions, FunctionArg, FunctionArgExpr, FunctionArguments};
+    let counted_field = |f: &sqlparser::ast::Function| -> Option<String> {
+        if super::resolve::builtin_function_name(f).as_deref() != Some("count") {
+            return None;
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return None;
+        };
+        list.args.iter().find_map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(ident))) => {
+                Some(super::resolve::fold(ident))
+            }
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(parts))) => {
+                parts.last().map(super::resolve::fold)
+            }
+            FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => None,
+            _ => Some(String::new()),
+        })
+    };
+    let flow = super::deep_walk(|| {
+        visit_expressions(query, |expr| match expr {
+            Expr::Function(f) => match counted_field(f) {
+                Some(field) if Some(field.as_str()) != subject_key => {
+                    std::ops::ControlFlow::Break(())
+                }
+                _ => std::ops::ControlFlow::Continue(()),
+            },
+            _ => std::ops::ControlFlow::Continue(()),
+        })
+    });
+    flow.is_break()
+}
+
+/// A k-only ticket checks `count(*) >= k`; a count of a field is smaller
+/// by the group's NULLs, so it can be exact and below k (red team, issue
+/// 14: two people singled out by `count(cause_of_death)`).
+fn count_of_a_field_plug() -> Denial {
+    Denial::forbidden(
+        "count(field) is refused under a count-only ticket: it counts the rows where the field is set, which can be fewer than k",
+        "groups are checked against k by count(*); a count of a field that is often empty can single out a few people",
+        "use count(*) (or count of the subject key), or request a ticket with privacy",
+    )
 }
 
 /// The plug for k-only tickets (issue 14): exact distinct counts tell how

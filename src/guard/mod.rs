@@ -162,6 +162,7 @@ impl Guard {
 
     fn decide_uncached(&self, scope: Option<&Scope>, sql: &str) -> Result<Allowed, Denial> {
         let mut statements = parse::parse(sql)?;
+        let statements_count = statements.len();
         let pg = confirm::read(sql)?;
         let kinds: Vec<Kind> = statements
             .iter()
@@ -207,10 +208,13 @@ impl Guard {
                 if !self.private_release {
                     return Err(private_not_served());
                 }
-                if private.is_some() {
-                    return Err(Denial::unsupported(
-                        "several private queries in one statement string",
-                        "send one query at a time",
+                // Its answer replaces the statement string's one result: a
+                // private query goes alone (no SET, BEGIN or second query).
+                if statements_count > 1 {
+                    return Err(Denial::forbidden(
+                        "a private query goes alone in its statement string",
+                        "its released answer replaces the string's one result (no SET, BEGIN or second query beside it)",
+                        "send the private query alone",
                     ));
                 }
                 private = plan;

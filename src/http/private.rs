@@ -13,10 +13,9 @@ use super::error::ApiError;
 use super::handler::{Failure, Handler};
 use super::query::{write_header, Ended, CHUNK_BYTES};
 use super::rows::{Format, RowEncoder};
-use crate::decide::private::{self, Bound, PrivateQuery, Spend, MAX_GROUPS};
+use crate::decide::private::{self, Bound, PrivateQuery, Releasing, Spend};
 use crate::decide::Run;
 use crate::metrics::Door;
-use crate::privacy::Row;
 use crate::upstream::query::{self, Column, Results};
 use crate::upstream::Reuse;
 
@@ -95,8 +94,9 @@ pub(super) async fn answer(
     private::check(app, query, &bound)
         .await
         .map_err(|refusal| refused(refusal.into()))?;
-    let (columns, exact) = collect(handler, run, query, user).await?;
-    let (rows, spend) = private::release(app, query, &bound, exact)
+    let (columns, releasing) = collect(handler, run, query, bound, user).await?;
+    let (rows, spend) = releasing
+        .finish(app)
         .await
         .map_err(|refusal| refused(refusal.into()))?;
     let mut encoder = RowEncoder::new(&columns, format, Results::Text).map_err(|err| Ended {
@@ -122,13 +122,14 @@ pub(super) async fn answer(
         .map_err(|_| Ended::aborted(crate::sqlstate::CONNECTION_FAILURE))
 }
 
-/// Runs the guard's SQL and reads its rows whole (at most [`MAX_GROUPS`]).
+/// Runs the guard's SQL and feeds its rows to the release step.
 async fn collect(
     handler: &Handler,
     run: &Run,
     query: &PrivateQuery,
+    bound: Bound,
     user: &str,
-) -> Result<(Vec<Column>, Vec<Row>), Ended> {
+) -> Result<(Vec<Column>, Releasing), Ended> {
     let app = handler.app();
     let upstream = &handler.shared.upstream;
     let mut lease = upstream
@@ -143,11 +144,10 @@ async fn collect(
         .await
         .map_err(Ended::upstream)?;
     let columns = rows.columns().to_vec();
-    let mut exact = Vec::new();
+    let mut releasing = Releasing::new(std::sync::Arc::new(query.clone()), bound);
     let read = loop {
         match rows.next().await {
-            Ok(Some(row)) if exact.len() < MAX_GROUPS => exact.push(row),
-            Ok(Some(_)) => break Err(refused(private::too_many_groups(app, query).into())),
+            Ok(Some(row)) => releasing.push(&app.privacy, row),
             Ok(None) => break Ok(()),
             Err(err) => break Err(Ended::upstream(err)),
         }
@@ -159,7 +159,7 @@ async fn collect(
     };
     drop(rows);
     upstream.release(lease, reuse).await;
-    read.map(|()| (columns, exact))
+    read.map(|()| (columns, releasing))
 }
 
 /// The answer's audit record, durable before anything is sent.

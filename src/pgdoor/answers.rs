@@ -212,6 +212,7 @@ impl SessionView<'_> {
             Ok(()) => Ok(Arc::new(super::private::PrivateRun {
                 query: query.clone(),
                 bound,
+                releaser: self.app.privacy.clone(),
             })),
             Err(refusal) => {
                 let error = DoorError::Refused(refusal);

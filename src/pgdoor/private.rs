@@ -15,22 +15,35 @@ use super::completion::Pending;
 use super::error::DoorError;
 use super::wire::{self, WireError};
 use crate::app::App;
-use crate::decide::private::{self, Bound, PrivateQuery, Spend, MAX_GROUPS};
+use crate::decide::private::{Bound, PrivateQuery, Releasing, Spend};
 use crate::privacy::Row;
 
-/// One run of a private statement: the statement and what it was bound with.
-#[derive(Debug)]
+/// One run of a private statement: the statement, what it was bound with,
+/// and the release step.
 pub struct PrivateRun {
     pub query: Arc<PrivateQuery>,
     pub bound: Bound,
+    pub releaser: Arc<crate::privacy::Releaser>,
 }
 
-/// The rows of a private statement, held until it completes.
-#[derive(Debug)]
+impl std::fmt::Debug for PrivateRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateRun")
+            .field("query", &self.query)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rows of a private statement, fed to its release as they arrive.
 pub struct Collector {
-    pub run: Arc<PrivateRun>,
-    rows: Vec<Row>,
-    overflow: bool,
+    releasing: Releasing,
+    releaser: Arc<crate::privacy::Releaser>,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector").finish_non_exhaustive()
+    }
 }
 
 /// What goes to the client in place of the statement's `CommandComplete`.
@@ -47,31 +60,21 @@ pub struct Replacement {
 impl Collector {
     pub fn new(run: Arc<PrivateRun>) -> Collector {
         Collector {
-            run,
-            rows: Vec::new(),
-            overflow: false,
+            releasing: Releasing::new(run.query.clone(), run.bound.clone()),
+            releaser: run.releaser.clone(),
         }
     }
 
     /// Adds one `DataRow` body.
     pub fn push(&mut self, body: &[u8]) -> Result<(), String> {
-        if self.rows.len() >= MAX_GROUPS {
-            self.overflow = true;
-            return Ok(());
-        }
-        self.rows.push(data_row(body).map_err(|e| e.to_string())?);
+        let row = data_row(body).map_err(|e| e.to_string())?;
+        self.releasing.push(&self.releaser, row);
         Ok(())
     }
 
     /// Releases the rows: the bytes to send and what to record.
     pub async fn release(self, app: &App) -> Replacement {
-        let query = &self.run.query;
-        let released = if self.overflow {
-            Err(private::too_many_groups(app, query))
-        } else {
-            private::release(app, query, &self.run.bound, self.rows).await
-        };
-        match released {
+        match self.releasing.finish(app).await {
             Ok((rows, spend)) => {
                 let mut out = BytesMut::new();
                 for row in &rows {

@@ -345,21 +345,45 @@ fn relay_one(
     if COMPLETIONS.contains(&tag) {
         shared.completions.fetch_add(1, Ordering::Relaxed);
     }
-    let body = &message[5..];
-    if tag == b'C' {
-        if let Some(release) = tally.private.take_replacement() {
-            // A private statement: its release goes out in place of
-            // PostgreSQL's CommandComplete (and its exact row count).
-            tally.released(release.rows, release.spend.as_ref().map(|s| s.detail()));
-            match release.refused {
-                Some(code) => tally.failed(&shared.audit, round, code.to_string(), audit),
-                None => tally.executed(&shared.audit, round, audit),
-            }
-            tally.private.ended();
-            out.extend_from_slice(&release.bytes);
-            return Ok(());
-        }
+    if tag == b'C' && release_private(out, shared, tally, audit, round) {
+        return Ok(());
     }
+    count(tag, &message[5..], shared, tally, audit, round);
+    substitute(tag, message, out, shared, round)
+}
+
+/// A private statement's release, sent in place of PostgreSQL's
+/// `CommandComplete` (and its exact row count); `false` when the statement
+/// completing is not one.
+fn release_private(
+    out: &mut BytesMut,
+    shared: &Shared,
+    tally: &mut Tally,
+    audit: &dyn AuditSink,
+    round: u64,
+) -> bool {
+    let Some(release) = tally.private.take_replacement() else {
+        return false;
+    };
+    tally.released(release.rows, release.spend.as_ref().map(|s| s.detail()));
+    match release.refused {
+        Some(code) => tally.failed(&shared.audit, round, code.to_string(), audit),
+        None => tally.executed(&shared.audit, round, audit),
+    }
+    tally.private.ended();
+    out.extend_from_slice(&release.bytes);
+    true
+}
+
+/// The audit's count of what a message completes or fails.
+fn count(
+    tag: u8,
+    body: &[u8],
+    shared: &Shared,
+    tally: &mut Tally,
+    audit: &dyn AuditSink,
+    round: u64,
+) {
     if matches!(tag, b'C' | b's' | b'I' | b'E' | b'Z') {
         tally.private.ended();
     }
@@ -373,6 +397,19 @@ fn relay_one(
         b'Z' => tally.round_done(&shared.audit, round, audit),
         _ => {}
     }
+}
+
+/// Relays one message, or esq's own answer in its place (a stand-in's
+/// refusal, a ticket statement's answer, a notice), errors and notices
+/// redacted.
+fn substitute(
+    tag: u8,
+    message: &[u8],
+    out: &mut BytesMut,
+    shared: &Shared,
+    round: u64,
+) -> Result<(), String> {
+    let body = &message[5..];
     let mut substitutions = shared
         .substitutions
         .lock()

@@ -246,18 +246,47 @@ impl Releaser {
         exact: ExactAnswer,
         now: DateTime<Utc>,
     ) -> Result<Released, PrivacyRefusal> {
-        let format = exact
-            .format(plan.count_column)
-            .map_err(|e| PrivacyRefusal::Failed(e.to_string()))?;
-        // The memo keeps the noisy groups before sorting and LIMIT: those
-        // are post-processing (not part of the rewritten SQL), so the same
-        // statement with another LIMIT or sort order reuses them for free.
+        let formats = exact.formats.clone();
+        let groups = self.noise(plan, exact)?;
+        self.settle_at(plan, key, groups, &formats, now).await
+    }
+
+    /// Noise and the threshold on some of an answer's exact rows (any
+    /// split of a grouped answer gives the same distribution: each group's
+    /// noise is its own), so exact counts are never held beyond a chunk.
+    /// An ungrouped answer is noised whole (its one row).
+    pub fn noise(
+        &self,
+        plan: &PrivatePlan,
+        exact: ExactAnswer,
+    ) -> Result<Vec<Row>, PrivacyRefusal> {
         let threshold = if plan.grouped {
             Some(self.threshold(plan)?)
         } else {
             None
         };
-        let groups = noisy_groups_with(plan, exact, threshold)?;
+        noisy_groups_with(plan, exact, threshold)
+    }
+
+    /// Charges for (or recalls) the noisy groups of `key` and arranges them
+    /// (ORDER BY count, LIMIT) in the result formats.
+    pub async fn settle_at(
+        &self,
+        plan: &PrivatePlan,
+        key: &AnswerKey,
+        groups: Vec<Row>,
+        formats: &[i16],
+        now: DateTime<Utc>,
+    ) -> Result<Released, PrivacyRefusal> {
+        let format = ExactAnswer {
+            rows: Vec::new(),
+            formats: formats.to_vec(),
+        }
+        .format(plan.count_column)
+        .map_err(|e| PrivacyRefusal::Failed(e.to_string()))?;
+        // The memo keeps the noisy groups before sorting and LIMIT: those
+        // are post-processing (not part of the rewritten SQL), so the same
+        // statement with another LIMIT or sort order reuses them for free.
         let account = Account::new(&key.user, &plan.dataset);
         let window = window(plan.budget_period_seconds, plan.epsilon_budget_micro);
         let encoded = wire::encode_rows(&groups);
