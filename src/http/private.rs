@@ -11,13 +11,11 @@ use pingora::protocols::http::ServerSession;
 
 use super::error::ApiError;
 use super::handler::{Failure, Handler};
-use super::query::{write_header, Ended, CHUNK_BYTES};
+use super::query::{with_rows, write_header, Ended, CHUNK_BYTES};
 use super::rows::{Format, RowEncoder};
 use crate::decide::private::{self, Bound, PrivateQuery, Releasing, Spend};
 use crate::decide::Run;
-use crate::metrics::Door;
-use crate::upstream::query::{self, Column, Results};
-use crate::upstream::Reuse;
+use crate::upstream::query::{Column, Results};
 
 /// The header that tells the requester what the answer spent.
 pub const BUDGET_HEADER: &str = "esq-privacy-budget";
@@ -130,36 +128,16 @@ async fn collect(
     bound: Bound,
     user: &str,
 ) -> Result<(Vec<Column>, Releasing), Ended> {
-    let app = handler.app();
-    let upstream = &handler.shared.upstream;
-    let mut lease = upstream
-        .acquire(Door::http, user)
-        .await
-        .map_err(Ended::upstream)?;
-    let Some(conn) = lease.conn() else {
-        return Err(Ended::aborted(crate::sqlstate::CONNECTION_FAILURE));
-    };
-    let timeout = app.config.http.statement_timeout;
-    let mut rows = query::start(conn, &run.allowed.sql, timeout, Results::Text)
-        .await
-        .map_err(Ended::upstream)?;
-    let columns = rows.columns().to_vec();
-    let mut releasing = Releasing::new(std::sync::Arc::new(query.clone()), bound);
-    let read = loop {
-        match rows.next().await {
-            Ok(Some(row)) => releasing.push(&app.privacy, row),
-            Ok(None) => break Ok(()),
-            Err(err) => break Err(Ended::upstream(err)),
+    let releaser = &handler.app().privacy;
+    with_rows(handler, run, user, Results::Text, async |rows| {
+        let columns = rows.columns().to_vec();
+        let mut releasing = Releasing::new(std::sync::Arc::new(query.clone()), bound);
+        while let Some(row) = rows.next().await.map_err(Ended::upstream)? {
+            releasing.push(releaser, row);
         }
-    };
-    let reuse = if rows.finished() {
-        Reuse::AsIs
-    } else {
-        Reuse::Close
-    };
-    drop(rows);
-    upstream.release(lease, reuse).await;
-    read.map(|()| (columns, releasing))
+        Ok((columns, releasing))
+    })
+    .await
 }
 
 /// The answer's audit record, durable before anything is sent.

@@ -180,19 +180,35 @@ async fn answer(
     user: &str,
 ) -> Result<(), Ended> {
     let app = handler.app();
+    with_rows(handler, run, user, query::Results::Binary, async |rows| {
+        stream(session, rows, run, format, &run.completion, app).await
+    })
+    .await
+}
+
+/// Runs the guard's SQL on a connection of the shared pool, hands its rows
+/// to `read`, and gives the connection back: kept only when read to the
+/// end and idle, closed otherwise.
+pub(super) async fn with_rows<T>(
+    handler: &Handler,
+    run: &Run,
+    user: &str,
+    results: query::Results,
+    read: impl AsyncFnOnce(&mut query::Rows<'_>) -> Result<T, Ended>,
+) -> Result<T, Ended> {
     let upstream = &handler.shared.upstream;
     let mut lease = upstream
         .acquire(Door::http, user)
         .await
         .map_err(Ended::upstream)?;
     let Some(conn) = lease.conn() else {
-        return Err(Ended::aborted("08006"));
+        return Err(Ended::aborted(crate::sqlstate::CONNECTION_FAILURE));
     };
-    let timeout = app.config.http.statement_timeout;
-    let mut rows = query::start(conn, &run.allowed.sql, timeout, query::Results::Binary)
+    let timeout = handler.app().config.http.statement_timeout;
+    let mut rows = query::start(conn, &run.allowed.sql, timeout, results)
         .await
         .map_err(Ended::upstream)?;
-    let streamed = stream(session, &mut rows, run, format, &run.completion, app).await;
+    let result = read(&mut rows).await;
     let reuse = if rows.finished() {
         Reuse::AsIs
     } else {
@@ -200,7 +216,7 @@ async fn answer(
     };
     drop(rows);
     upstream.release(lease, reuse).await;
-    streamed
+    result
 }
 
 async fn stream(
