@@ -1,49 +1,54 @@
-//! The loaded, validated state every command and door shares: config,
-//! catalog, policies, users, the ticket store, the privacy releaser (its
-//! budgets live beside the tickets) and the guard. Built once, passed as an
+//! The loaded, validated state every command and door shares: the config,
+//! the bundle (catalog, policies, users, guard — swapped whole by a
+//! reload), the ticket store, the privacy releaser (its budgets live beside
+//! the tickets), the audit sink and the sentinel. Built once, passed as an
 //! `Arc` (no globals).
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::audit::{AuditError, AuditLog, AuditSink, DisabledAudit, TracingAudit};
-use crate::auth::UserDirectory;
-use crate::catalog::{Catalog, CatalogError};
+use crate::bundle::{Bundle, BundleError};
 use crate::config::{Config, ConfigError};
-use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::policy::{PolicyError, PolicySet};
 use crate::privacy::Releaser;
 use crate::sentinel::Sentinel;
 use crate::shared::{BadRedisUrl, Redis, RedisTarget};
-use crate::tickets::{
-    IssuePolicy, MemoryTicketStore, RedisTicketStore, TicketCheck, TicketIssuer, TicketStore,
-};
+use crate::signing::{KeyError, SigningKey};
+use crate::tickets::{MemoryTicketStore, RedisTicketStore, TicketCheck, TicketStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
+    Bundle(#[from] BundleError),
     #[error("tickets.store: {0}")]
     Store(#[from] BadRedisUrl),
+    #[error("signing.key_file: {0}")]
+    Key(#[from] KeyError),
     #[error(transparent)]
     Audit(#[from] AuditError),
 }
 
 pub struct App {
+    /// The configuration esq started with. Only its `users` section can
+    /// change while esq runs (by a reload, into [`App::bundle`]); a reload
+    /// that would change any other section is refused.
     pub config: Config,
-    pub catalog: Arc<Catalog>,
-    pub policies: Arc<PolicySet>,
-    pub users: UserDirectory,
-    pub tickets: TicketIssuer,
+    /// What decides (catalog, policies, users, guard), swapped whole by a
+    /// reload: read it once per statement with [`App::bundle`].
+    bundle: ArcSwap<Bundle>,
+    /// One reload at a time.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
+    /// The ticket store (memory, or Redis shared by replicas).
+    pub ticket_store: Arc<dyn TicketStore>,
+    /// Signs audit checkpoints, seals and receipts (`[signing] key_file`).
+    pub signing: Option<Arc<SigningKey>>,
     /// Releases private answers and keeps privacy budgets, in the ticket
     /// store's place (memory, or the same Redis, shared by replicas).
     pub privacy: Arc<Releaser>,
-    /// The guard both doors call.
-    pub guard: Arc<Guard>,
     pub metrics: Arc<Metrics>,
     /// Where every decision is recorded.
     pub audit: Arc<dyn AuditSink>,
@@ -67,12 +72,6 @@ impl App {
     }
 
     fn build(config: Config, open_audit_log: bool) -> Result<App, LoadError> {
-        let catalog = Arc::new(Catalog::load_dir(&config.catalog.dir)?);
-        let policies = Arc::new(PolicySet::load_dir(
-            &config.policy.dir,
-            config.policy.eval_timeout,
-        )?);
-        let users = UserDirectory::from_config(&config);
         let redis = match config.tickets.store.as_str() {
             "memory" => None,
             url => Some(Arc::new(Redis::new(
@@ -83,6 +82,13 @@ impl App {
         let store: Arc<dyn TicketStore> = match &redis {
             Some(redis) => Arc::new(RedisTicketStore::new(redis.clone())),
             None => Arc::new(MemoryTicketStore::new()),
+        };
+        // Commands that serve nothing check no seal (`esq seal` itself,
+        // `esq check` on a change about to be sealed); serving does.
+        let bundle = Bundle::load(&config, store.clone(), open_audit_log)?;
+        let signing = match &config.signing.key_file {
+            Some(path) => Some(Arc::new(SigningKey::load(path)?)),
+            None => None,
         };
         let privacy = Arc::new(match &redis {
             Some(redis) => Releaser::redis(redis.clone()),
@@ -97,11 +103,20 @@ impl App {
         } else {
             Arc::new(AuditLog::open(
                 &config.audit.path,
-                config.audit.rotate_bytes,
-                sync_policy(&config.audit),
+                &crate::audit::LogOptions {
+                    rotate_bytes: config.audit.rotate_bytes,
+                    sync: sync_policy(&config.audit),
+                    checkpoints: signing.as_ref().map(|key| crate::audit::CheckpointOptions {
+                        key: key.clone(),
+                        interval: config.audit.checkpoint_interval,
+                        records: config.audit.checkpoint_records,
+                        copy: config.audit.checkpoint_copy.clone(),
+                    }),
+                },
                 &metrics,
             )?)
         };
+        audit.set_bundle(&bundle.hash);
         let sentinel = Arc::new(Sentinel::new(
             &config.sentinel,
             redis,
@@ -116,27 +131,12 @@ impl App {
             "Live tickets (unexpired, unrevoked) in the ticket store",
             tickets_active.clone(),
         );
-        let tickets = TicketIssuer {
-            catalog: catalog.clone(),
-            policies: policies.clone(),
-            store,
-            limits: IssuePolicy {
-                default_ttl: config.tickets.default_ttl,
-                max_ttl: config.tickets.max_ttl,
-                min_group_size: config.guard.min_group_size,
-                environment: config.server.environment.clone(),
-            },
-        };
-        // Both doors run private counts through `privacy` (the release
-        // step): the guard may allow them.
-        let guard = Arc::new(Guard::new(catalog.clone()).serving_private_answers());
         Ok(App {
             config,
-            guard,
-            catalog,
-            policies,
-            users,
-            tickets,
+            bundle: ArcSwap::from_pointee(bundle),
+            reloading: tokio::sync::Mutex::new(()),
+            ticket_store: store,
+            signing,
             privacy,
             metrics,
             audit,
@@ -145,10 +145,21 @@ impl App {
         })
     }
 
+    /// The bundle in force: take it once and decide a whole statement with
+    /// it, so a reload never mixes two bundles in one decision.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.bundle.load_full()
+    }
+
+    /// Puts `bundle` in force (see [`crate::bundle::reload`]).
+    pub(crate) fn swap_bundle(&self, bundle: Bundle) -> Arc<Bundle> {
+        self.bundle.swap(Arc::new(bundle))
+    }
+
     /// The ticket checks of one connection (see [`TicketCheck`]).
     pub fn ticket_check(&self) -> TicketCheck {
         TicketCheck::new(
-            self.tickets.store.clone(),
+            self.ticket_store.clone(),
             self.config.tickets.validation_cache,
         )
     }
@@ -156,7 +167,7 @@ impl App {
     /// A ticket check that asks the store every time (a request that
     /// checks its ticket once).
     pub fn ticket_check_now(&self) -> TicketCheck {
-        TicketCheck::new(self.tickets.store.clone(), std::time::Duration::ZERO)
+        TicketCheck::new(self.ticket_store.clone(), std::time::Duration::ZERO)
     }
 
     pub fn load(path: &std::path::Path) -> Result<App, LoadError> {

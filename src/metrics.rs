@@ -18,6 +18,8 @@ use prometheus_client::registry::Registry;
 pub enum Door {
     pg,
     http,
+    /// esq itself: a signal to the process (a reload), a timer.
+    process,
 }
 
 impl Door {
@@ -61,6 +63,18 @@ pub struct PrivacyRefusalLabels {
 pub struct DecisionLabels {
     pub door: Door,
     pub outcome: Outcome,
+}
+
+/// A reload's outcome: `allow` (in force) or `deny` (refused).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: Outcome,
+}
+
+impl From<Outcome> for OutcomeLabels {
+    fn from(outcome: Outcome) -> OutcomeLabels {
+        OutcomeLabels { outcome }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,6 +133,8 @@ pub struct Metrics {
     /// Private answers released, charged or recalled.
     pub privacy_answers: Family<DatasetLabels, Counter>,
     pub privacy_refusals: Family<PrivacyRefusalLabels, Counter>,
+    /// Reloads of users, catalog and policies, applied or refused.
+    pub reloads: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -269,6 +285,12 @@ impl Metrics {
             "1 while the audit log is on, 0 when audit.enabled = false",
             audit_enabled.clone(),
         );
+        let reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Reloads of users, catalog and policies: allow (applied) or deny (refused, the bundle in force stays)",
+            reloads.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             decisions,
@@ -291,6 +313,7 @@ impl Metrics {
             privacy_epsilon_spent,
             privacy_answers,
             privacy_refusals,
+            reloads,
         }
     }
 

@@ -97,7 +97,7 @@ async fn count_active_tickets(app: Arc<App>, mut shutdown: watch::Receiver<bool>
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Ok(active) = app.tickets.store.active(chrono::Utc::now()).await {
+                if let Ok(active) = app.ticket_store.active(chrono::Utc::now()).await {
                     app.tickets_active.set(active.min(i64::MAX as u64) as i64);
                 }
             }
@@ -106,26 +106,38 @@ async fn count_active_tickets(app: Arc<App>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-/// Runs until SIGINT or SIGTERM, then stops gracefully.
+/// Runs until SIGINT or SIGTERM, then stops gracefully. SIGHUP reloads
+/// users, catalog and policies (see [`crate::bundle::reload`]).
 pub async fn run_until_signalled(app: Arc<App>) -> Result<(), ServeError> {
-    let running = start(app).await?;
-    wait_for_signal().await;
+    let running = start(app.clone()).await?;
+    serve_signals(&app).await;
     tracing::info!("shutting down: draining sessions");
     running.stop().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// Waits for SIGINT or SIGTERM, reloading on every SIGHUP meanwhile.
+async fn serve_signals(app: &Arc<App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::warn!(
+            "cannot watch SIGTERM and SIGHUP: only Ctrl-C stops esq, and nothing reloads it"
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading users, catalog and policies");
+                // The outcome is logged and audited by the reload itself.
+                let _ = crate::bundle::reload::reload(app, crate::bundle::reload::Trigger::Signal).await;
             }
-            return;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
 }

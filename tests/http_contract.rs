@@ -198,6 +198,8 @@ struct Servers {
     hanging: Esq,
     /// The ticket store is a Redis that refuses connections.
     storeless: Esq,
+    /// The hanging server's policy directory (a copy the test may break).
+    hanging_policies: std::path::PathBuf,
 }
 
 /// esq over 5,000 rows of sample data.
@@ -380,6 +382,21 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
         ("/healthz", "GET", 200) => vec![send(http().get(m.url("/healthz"))).await],
         ("/readyz", "GET", 200) => vec![send(http().get(m.url("/readyz"))).await],
         ("/readyz", "GET", 503) => vec![send(http().get(s.dead.url("/readyz"))).await],
+        ("/api/esq/reload", "POST", 200) => vec![send(http().post(m.url("/api/esq/reload")).bearer_auth(token("admin"))).await],
+        ("/api/esq/reload", "POST", 401) => vec![send(http().post(m.url("/api/esq/reload"))).await],
+        ("/api/esq/reload", "POST", 403) => vec![send(http().post(m.url("/api/esq/reload")).bearer_auth(token("journalist"))).await],
+        ("/api/esq/reload", "POST", 422) => {
+            // A policy that no longer parses: refused, the bundle in force stays.
+            std::fs::write(s.hanging_policies.join("broken.rego"), "package esq.policies.broken\nnot rego").unwrap();
+            let refused = send(http().post(s.hanging.url("/api/esq/reload")).bearer_auth(token("admin"))).await;
+            std::fs::remove_file(s.hanging_policies.join("broken.rego")).unwrap();
+            vec![refused]
+        }
+        ("/api/esq/reload", "POST", 429) => {
+            let request = || http().post(s.limited.url("/api/esq/reload")).bearer_auth(token("admin"));
+            let _first = send(request()).await;
+            vec![send(request()).await]
+        }
         ("/api/esq/budget", "GET", 200) => {
             let ticket = new_ticket(m, "journalist").await;
             vec![send(budget(m, &ticket)).await]
@@ -438,6 +455,11 @@ const SCENARIOS: &[(&str, &str, u16)] = &[
     ("/healthz", "GET", 200),
     ("/readyz", "GET", 200),
     ("/readyz", "GET", 503),
+    ("/api/esq/reload", "POST", 200),
+    ("/api/esq/reload", "POST", 401),
+    ("/api/esq/reload", "POST", 403),
+    ("/api/esq/reload", "POST", 422),
+    ("/api/esq/reload", "POST", 429),
     ("/api/esq/budget", "GET", 200),
     ("/api/esq/budget", "GET", 400),
     ("/api/esq/budget", "GET", 401),
@@ -495,11 +517,24 @@ async fn openapi_yaml_matches_the_live_server() {
             held.push(socket);
         }
     });
+    let hanging_policies = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::repo().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            hanging_policies.path().join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
     let hanging = builder()
         .upstream_url(&format!(
             "postgres://esq_service@127.0.0.1:{silent_port}/postgres"
         ))
         .env("ESQ_HTTP__REQUEST_TIMEOUT", "3s")
+        .env(
+            "ESQ_POLICY__DIR",
+            hanging_policies.path().display().to_string(),
+        )
         .start()
         .await;
     let servers = Servers {
@@ -508,6 +543,7 @@ async fn openapi_yaml_matches_the_live_server() {
         dead,
         hanging,
         storeless,
+        hanging_policies: hanging_policies.path().to_path_buf(),
     };
     // The limited server's one request per minute goes to this ticket.
     let limited_ticket = new_ticket(&servers.limited, "journalist").await;
@@ -529,6 +565,7 @@ async fn openapi_yaml_matches_the_live_server() {
         dead,
         hanging,
         storeless,
+        ..
     } = servers;
     for mut esq in [storeless, hanging, dead, limited, main] {
         esq.stop().await;

@@ -38,8 +38,8 @@ fn request(fields: &[&str], aggregate: Option<&str>, asked: Option<Privacy>) -> 
 }
 
 async fn issue(app: &App, user: &str, request: &TicketRequest) -> Result<IssuedTicket, IssueError> {
-    let principal = app.users.principal(user).unwrap().clone();
-    app.tickets.issue(&principal, request, now()).await
+    let principal = app.bundle().users.principal(user).unwrap().clone();
+    app.bundle().tickets.issue(&principal, request, now()).await
 }
 
 #[tokio::test]

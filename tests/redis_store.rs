@@ -31,15 +31,20 @@ fn handle_with_timeout(url: &str, timeout: Duration) -> Arc<Redis> {
 #[tokio::test]
 async fn tickets_live_in_redis_under_their_hash_with_native_expiry() {
     let (url, _server) = some_redis();
-    let mut app = common::shipped_app();
+    let app = common::shipped_app();
     let replica_a = Arc::new(RedisTicketStore::new(handle(&url)));
     let replica_b = RedisTicketStore::new(handle(&url));
     let shared: Arc<dyn TicketStore> = replica_a.clone();
-    app.tickets.store = shared;
-    let journalist = app.users.principal("journalist").unwrap().clone();
+    let bundle = app.bundle();
+    let issuer = esq::tickets::TicketIssuer {
+        store: shared,
+        catalog: bundle.tickets.catalog.clone(),
+        policies: bundle.tickets.policies.clone(),
+        limits: bundle.tickets.limits.clone(),
+    };
+    let journalist = bundle.users.principal("journalist").unwrap().clone();
     let now = Utc::now();
-    let issued = app
-        .tickets
+    let issued = issuer
         .issue(&journalist, &foia_ticket_request("10m"), now)
         .await
         .expect("issued into Redis");
@@ -178,12 +183,13 @@ async fn exercise(url: &str) {
     let a = RedisTicketStore::new(handle(url));
     let b = RedisTicketStore::new(handle(url));
     let app = common::shipped_app();
-    let journalist = app.users.principal("journalist").unwrap().clone();
+    let bundle = app.bundle();
+    let journalist = bundle.users.principal("journalist").unwrap().clone();
     let issued = esq::tickets::TicketIssuer {
         store: Arc::new(RedisTicketStore::new(handle(url))),
-        catalog: app.tickets.catalog.clone(),
-        policies: app.tickets.policies.clone(),
-        limits: app.tickets.limits.clone(),
+        catalog: bundle.tickets.catalog.clone(),
+        policies: bundle.tickets.policies.clone(),
+        limits: bundle.tickets.limits.clone(),
     }
     .issue(&journalist, &foia_ticket_request("10m"), now)
     .await

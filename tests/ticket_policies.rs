@@ -31,8 +31,13 @@ fn request(fields: &[&str], aggregate: Option<&str>, purpose: &str) -> TicketReq
 }
 
 async fn issue(app: &App, user: &str, request: &TicketRequest) -> Result<IssuedTicket, IssueError> {
-    let principal = app.users.principal(user).expect("configured user").clone();
-    app.tickets.issue(&principal, request, now()).await
+    let principal = app
+        .bundle()
+        .users
+        .principal(user)
+        .expect("configured user")
+        .clone();
+    app.bundle().tickets.issue(&principal, request, now()).await
 }
 
 async fn denied(app: &App, user: &str, request: &TicketRequest) -> esq::policy::Verdict {

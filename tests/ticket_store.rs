@@ -11,18 +11,24 @@ use esq::tickets::{Lookup, MemoryTicketStore, Stale, TicketId, TicketStore};
 #[tokio::test]
 async fn tickets_expire_and_can_be_revoked() {
     let app = common::shipped_app();
-    let journalist = app.users.principal("journalist").expect("user").clone();
+    let journalist = app
+        .bundle()
+        .users
+        .principal("journalist")
+        .expect("user")
+        .clone();
     let t0 = Utc
         .with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
         .single()
         .expect("time");
     let issued = app
+        .bundle()
         .tickets
         .issue(&journalist, &foia_ticket_request("10m"), t0)
         .await
         .expect("issued");
     let id = TicketId::parse(&issued.ticket).expect("well-formed");
-    let store = &app.tickets.store;
+    let store = &app.ticket_store;
 
     let valid = store
         .get(&id, t0 + Duration::minutes(9))
@@ -57,6 +63,7 @@ async fn tickets_expire_and_can_be_revoked() {
     );
 
     let second = app
+        .bundle()
         .tickets
         .issue(&journalist, &foia_ticket_request("10m"), t0)
         .await
@@ -103,13 +110,19 @@ async fn tickets_expire_and_can_be_revoked() {
 #[tokio::test]
 async fn the_memory_store_keeps_hashes_not_ids_and_sweeps_expired_tickets() {
     let app = common::shipped_app();
-    let journalist = app.users.principal("journalist").expect("user").clone();
+    let journalist = app
+        .bundle()
+        .users
+        .principal("journalist")
+        .expect("user")
+        .clone();
     let store = MemoryTicketStore::new();
     let t0 = Utc
         .with_ymd_and_hms(2026, 11, 25, 18, 0, 0)
         .single()
         .expect("time");
     let issued = app
+        .bundle()
         .tickets
         .issue(&journalist, &foia_ticket_request("1m"), t0)
         .await

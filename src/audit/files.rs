@@ -2,7 +2,10 @@
 //!
 //! The configured path (`audit.jsonl`) is file 0; rotation adds
 //! `audit.000001.jsonl`, `audit.000002.jsonl`, … in the same directory. The
-//! chain runs through them in that order.
+//! chain runs through them in that order. Beside them live the signed
+//! checkpoints (`audit.checkpoints`, see [`super::checkpoint`]) and the
+//! writer's lock (`audit.lock`, see [`super::lock`]); neither matches the
+//! rotated-file pattern nor an `audit*.jsonl` glob.
 //!
 //! A crash can leave the newest file ending in an incomplete record (bytes
 //! written but not yet fsynced; no client was told that record was durable).
@@ -29,6 +32,32 @@ pub fn numbered(base: &Path, n: u32) -> PathBuf {
         None => format!("{stem}.{n:06}"),
     };
     base.with_file_name(name)
+}
+
+/// `<dir>/<stem>.<suffix>` beside the log whose file 0 is `base`.
+fn beside(base: &Path, suffix: &str) -> PathBuf {
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "audit".into());
+    base.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// Where the writer appends its signed checkpoints: `audit.checkpoints`
+/// for `audit.jsonl`.
+pub fn checkpoints_path(base: &Path) -> PathBuf {
+    beside(base, "checkpoints")
+}
+
+/// The lock file that keeps a second writer off the log: `audit.lock` for
+/// `audit.jsonl`.
+pub fn lock_path(base: &Path) -> PathBuf {
+    beside(base, "lock")
+}
+
+/// The log's existing files, oldest first (what `esq audit verify` takes).
+pub fn log_files(base: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(existing(base)?.into_iter().map(|(_, path)| path).collect())
 }
 
 /// The log's existing files, oldest first, with their numbers.
@@ -154,6 +183,20 @@ mod tests {
             number_of(Path::new("log"), "log.000003"),
             Some(3),
             "no extension"
+        );
+        let checkpoints = checkpoints_path(base);
+        let lock = lock_path(base);
+        assert_eq!(checkpoints, Path::new("/var/log/esq/audit.checkpoints"));
+        assert_eq!(lock, Path::new("/var/log/esq/audit.lock"));
+        for beside in [&checkpoints, &lock] {
+            let name = beside.file_name().map(|n| n.to_string_lossy().into_owned());
+            let name = name.unwrap_or_default();
+            assert_eq!(number_of(base, &name), None, "{name} is not a log file");
+            assert!(!name.ends_with(".jsonl"), "{name} escapes audit*.jsonl");
+        }
+        assert_eq!(
+            checkpoints_path(Path::new("log")),
+            Path::new("log.checkpoints")
         );
     }
 

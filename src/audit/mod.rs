@@ -9,10 +9,15 @@
 //!
 //! [`AuditEvent`] is what callers report; [`record`] turns it into the line
 //! format (`seq` and `prev` first, then the event); [`writer::AuditLog`] is the
-//! sink that appends, fsyncs and rotates; [`verify`] checks a chain; [`files`]
-//! knows how rotated files are named and where the chain left off.
+//! sink that appends, fsyncs and rotates; [`checkpoint`] signs where the
+//! chain stood (so a cut or rewritten tail shows); [`lock`] keeps a second
+//! writer off the log; [`verify`] checks a chain and its checkpoints;
+//! [`files`] knows how the log's files are named and where the chain left
+//! off.
 
+pub mod checkpoint;
 pub mod files;
+pub mod lock;
 pub mod record;
 pub mod verify;
 pub mod writer;
@@ -21,7 +26,8 @@ use serde::Serialize;
 
 use crate::metrics::{Door, Outcome};
 
-pub use writer::{AuditLog, SyncPolicy};
+pub use checkpoint::CheckpointOptions;
+pub use writer::{AuditLog, LogOptions, SyncPolicy};
 
 /// What happened, as the record's `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -37,6 +43,9 @@ pub enum AuditKind {
     Purge,
     Forget,
     Export,
+    /// A reload of users, catalog and policies: `allow` applied, `deny`
+    /// refused (the detail says why).
+    Reload,
 }
 
 /// One decision or event, as the doors report it. For kinds other than
@@ -99,6 +108,10 @@ pub enum AuditError {
     Failed { path: String, reason: String },
     #[error("the audit log is closed")]
     Closed,
+    /// Another writer (another esq, or another open in this process) holds
+    /// the log's lock: two writers would interleave two chains.
+    #[error("the audit log {path} is already being written by another esq ({holder}): one writer per log; stop it or give this one its own audit.path")]
+    InUse { path: String, holder: String },
     /// `record` could not queue the record (log failed or queue full).
     #[error("the audit record could not be queued")]
     NotQueued,
@@ -130,6 +143,10 @@ pub trait AuditSink: Send + Sync + 'static {
     /// Whether records can be written now: a door checks this before it runs
     /// anything, so nothing runs unaudited.
     fn check(&self) -> Result<(), AuditError>;
+
+    /// The hash of the bundle in force, stamped on every record queued from
+    /// now on (see [`crate::bundle`]).
+    fn set_bundle(&self, _hash: &str) {}
 }
 
 /// For commands that load the configuration but serve nothing (`esq check`,

@@ -6,14 +6,27 @@
 //! Files may be given in any order: they are read in the order of their
 //! first record's `seq`. A file's last line that is not a record and has no
 //! newline is a torn write from a crash (see [`super::files`]), reported
-//! but not counted as tampering. What the chain cannot show: the loss of
-//! the newest records (a truncated end), and edits to the very last record.
+//! but not counted as tampering.
+//!
+//! What the chain alone cannot show: the loss of the newest records (a cut
+//! end still chains), and a rewritten tail (a record changed and every
+//! `prev` after it recomputed). Signed checkpoints close that gap
+//! ([`verify_with_checkpoints`], `esq audit verify --checkpoints F --pubkey
+//! P`): every checkpoint must be signed by the given key (else it is
+//! forged), the record it names must be in the chain with exactly its hash
+//! (else the record was rewritten), and the chain must reach the highest
+//! `seq` a checkpoint covers (else records were cut). Records written after
+//! the newest checkpoint are covered by the chain only
+//! ([`CheckpointReport::uncovered`]).
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::checkpoint::{self, Checkpoint, CheckpointError};
 use super::record::{hash_line, GENESIS};
+use crate::signing::PublicKey;
 
 /// Where a record is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,12 +63,63 @@ pub struct VerifyReport {
     pub torn: Vec<Location>,
     /// The first bad record, if any.
     pub problem: Option<Problem>,
+    /// What the checkpoints showed, when they were checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointReport>,
 }
 
 impl VerifyReport {
+    /// The chain is intact and, when checked, so are the checkpoints.
     pub fn ok(&self) -> bool {
         self.problem.is_none()
+            && self
+                .checkpoints
+                .as_ref()
+                .is_none_or(|c| c.problem.is_none())
     }
+}
+
+/// The checkpoints, checked against the chain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckpointReport {
+    pub file: PathBuf,
+    /// The id of the key they were checked with.
+    pub key_id: String,
+    /// Checkpoints read (including a bad one).
+    pub count: usize,
+    /// Checkpoints whose record was in the files given, with their hash.
+    pub matched: usize,
+    /// The log they name (`esq audit <file>`), from the newest.
+    pub origin: Option<String>,
+    /// The highest `seq` a checkpoint covers, and when it was made (the
+    /// latest checkpoint of that `seq`).
+    pub newest_seq: Option<u64>,
+    pub newest_time: Option<String>,
+    /// Records of the chain after the newest checkpoint: covered by the
+    /// chain only, until the next checkpoint.
+    pub uncovered: u64,
+    /// The first problem: a forged checkpoint, a rewritten record, a cut end.
+    pub problem: Option<CheckpointProblem>,
+}
+
+impl CheckpointReport {
+    /// When the newest checkpoint was made. With no records after it
+    /// ([`CheckpointReport::uncovered`] 0) an old one is no concern: the
+    /// writer checkpoints by time only while records arrive.
+    pub fn newest_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let time = chrono::DateTime::parse_from_rfc3339(self.newest_time.as_deref()?).ok()?;
+        Some(time.with_timezone(&chrono::Utc))
+    }
+}
+
+/// What is wrong with the checkpoints or the records they cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointProblem {
+    /// The checkpoint's line in the checkpoints file.
+    pub line: Option<u64>,
+    /// The record concerned.
+    pub seq: Option<u64>,
+    pub what: String,
 }
 
 /// A file could not be read.
@@ -69,6 +133,144 @@ pub struct VerifyError {
 
 /// Checks the chain through `paths`.
 pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
+    Ok(walk(paths, HashSet::new())?.0)
+}
+
+/// Checks the chain through `paths` and the checkpoints in `checkpoints`
+/// (see the module docs); the verdict is [`VerifyReport::ok`], the
+/// checkpoints' part in [`VerifyReport::checkpoints`].
+pub fn verify_with_checkpoints(
+    paths: &[PathBuf],
+    checkpoints: &Path,
+    key: &PublicKey,
+) -> Result<VerifyReport, VerifyError> {
+    let mut found = CheckpointReport {
+        file: checkpoints.to_path_buf(),
+        key_id: key.id().to_string(),
+        ..CheckpointReport::default()
+    };
+    let read = match checkpoint::read(checkpoints) {
+        Ok(read) => read,
+        Err(CheckpointError::Read { path, source }) => return Err(VerifyError { path, source }),
+        Err(CheckpointError::Malformed { line, reason, .. }) => {
+            found.problem = Some(CheckpointProblem {
+                line: Some(line),
+                seq: None,
+                what: format!(
+                    "checkpoint at {} line {line} is not a checkpoint: {reason}",
+                    checkpoints.display()
+                ),
+            });
+            Vec::new()
+        }
+    };
+    found.count = read.len();
+    // Only signed checkpoints say anything about the chain.
+    let mut signed = Vec::with_capacity(read.len());
+    for checkpoint in read {
+        if checkpoint.verify(key).is_err() {
+            found.problem.get_or_insert(CheckpointProblem {
+                line: Some(checkpoint.line),
+                seq: Some(checkpoint.seq),
+                what: format!(
+                    "checkpoint at {} line {} is not signed by key {} (it names key {}): forged or signed by another key",
+                    checkpoints.display(),
+                    checkpoint.line,
+                    key.id(),
+                    checkpoint.key_id
+                ),
+            });
+            continue;
+        }
+        signed.push(checkpoint);
+    }
+    let wanted = signed.iter().map(|c| c.seq).collect();
+    let (mut report, hashes) = walk(paths, wanted)?;
+    compare(&signed, &report, &hashes, &mut found);
+    report.checkpoints = Some(found);
+    Ok(report)
+}
+
+/// The log whose file 0 is `base`, every file of it, checked with the
+/// checkpoints beside it ([`super::files::checkpoints_path`]).
+pub fn verify_log(base: &Path, key: &PublicKey) -> Result<VerifyReport, VerifyError> {
+    let paths = super::files::log_files(base).map_err(|source| VerifyError {
+        path: base.to_path_buf(),
+        source,
+    })?;
+    verify_with_checkpoints(&paths, &super::files::checkpoints_path(base), key)
+}
+
+/// Checks the signed checkpoints against the chain that was read.
+fn compare(
+    signed: &[Checkpoint],
+    report: &VerifyReport,
+    hashes: &HashMap<u64, String>,
+    found: &mut CheckpointReport,
+) {
+    let newest = signed.iter().max_by_key(|c| (c.seq, c.line));
+    if let Some(newest) = newest {
+        found.newest_seq = Some(newest.seq);
+        found.newest_time = Some(newest.time.clone());
+        found.origin = Some(newest.origin.clone());
+    }
+    let last_seq = report.last_seq.unwrap_or(0);
+    found.uncovered = last_seq.saturating_sub(found.newest_seq.unwrap_or(0));
+    let mut by_seq: Vec<&Checkpoint> = signed.iter().collect();
+    by_seq.sort_by_key(|c| (c.seq, c.line));
+    let mut matched_up_to: Option<&Checkpoint> = None;
+    for checkpoint in by_seq {
+        let Some(hash) = hashes.get(&checkpoint.seq) else {
+            // Before the files given, or after where the chain ends.
+            continue;
+        };
+        if *hash == checkpoint.hash {
+            found.matched += 1;
+            matched_up_to = Some(checkpoint);
+            continue;
+        }
+        let since = matched_up_to
+            .map(|m| {
+                format!(
+                    " (records up to seq {} match the checkpoint of {})",
+                    m.seq, m.time
+                )
+            })
+            .unwrap_or_default();
+        found.problem.get_or_insert(CheckpointProblem {
+            line: Some(checkpoint.line),
+            seq: Some(checkpoint.seq),
+            what: format!(
+                "record {} was rewritten: its hash differs from the checkpoint of {}{since}",
+                checkpoint.seq, checkpoint.time
+            ),
+        });
+        return;
+    }
+    // A chain broken earlier is reported as such; a clean one must reach
+    // every checkpoint.
+    if let (Some(newest), None) = (newest, &report.problem) {
+        if newest.seq > last_seq {
+            found.problem.get_or_insert(CheckpointProblem {
+                line: Some(newest.line),
+                seq: Some(newest.seq),
+                what: format!(
+                    "records {}..{} are missing: the log ends at seq {last_seq} but the checkpoint of {} covers seq {}",
+                    last_seq + 1,
+                    newest.seq,
+                    newest.time,
+                    newest.seq
+                ),
+            });
+        }
+    }
+}
+
+/// Walks the chain, keeping the line hashes of the records in `wanted`.
+fn walk(
+    paths: &[PathBuf],
+    wanted: HashSet<u64>,
+) -> Result<(VerifyReport, HashMap<u64, String>), VerifyError> {
     let mut contents = Vec::with_capacity(paths.len());
     for path in paths {
         let bytes = std::fs::read(path).map_err(|source| VerifyError {
@@ -78,7 +280,10 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
         contents.push((path.clone(), bytes));
     }
     contents.sort_by_key(|(_, bytes)| first_seq(bytes).unwrap_or(u64::MAX));
-    let mut chain = Chain::default();
+    let mut chain = Chain {
+        wanted,
+        ..Chain::default()
+    };
     let mut report = VerifyReport::default();
     for (path, bytes) in &contents {
         report.files.push(path.clone());
@@ -89,7 +294,7 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
     }
     report.last_seq = chain.last.as_ref().map(|l| l.seq);
     report.last_hash = chain.last.map(|l| l.hash);
-    Ok(report)
+    Ok((report, chain.found))
 }
 
 fn first_seq(bytes: &[u8]) -> Option<u64> {
@@ -120,6 +325,10 @@ struct Last {
 #[derive(Default)]
 struct Chain {
     last: Option<Last>,
+    /// Records whose hashes a checkpoint names …
+    wanted: HashSet<u64>,
+    /// … and their hashes, once read.
+    found: HashMap<u64, String>,
 }
 
 impl Chain {
@@ -165,9 +374,13 @@ impl Chain {
                 report.first_seq = Some(link.seq);
                 report.from_genesis = link.seq == 1 && link.prev == GENESIS;
             }
+            let hash = hash_line(line);
+            if self.wanted.contains(&link.seq) {
+                self.found.insert(link.seq, hash.clone());
+            }
             self.last = Some(Last {
                 seq: link.seq,
-                hash: hash_line(line),
+                hash,
                 at: at(Some(link.seq)),
             });
         }
@@ -222,106 +435,4 @@ impl Chain {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::record::compose;
-
-    fn chain(n: u64) -> Vec<Vec<u8>> {
-        let mut prev = GENESIS.to_string();
-        let time = chrono::Utc::now();
-        (1..=n)
-            .map(|seq| {
-                let event = format!(r#"{{"kind":"decision","user":"u{seq}"}}"#);
-                let line = compose(seq, &prev, &time, event.as_bytes());
-                prev = hash_line(&line);
-                line
-            })
-            .collect()
-    }
-
-    fn write(dir: &Path, name: &str, lines: &[Vec<u8>]) -> PathBuf {
-        let path = dir.join(name);
-        let mut bytes = Vec::new();
-        for line in lines {
-            bytes.extend_from_slice(line);
-            bytes.push(b'\n');
-        }
-        std::fs::write(&path, bytes).unwrap_or_default();
-        path
-    }
-
-    fn verify(dir: &Path, lines: &[Vec<u8>]) -> VerifyReport {
-        let path = write(dir, "log.jsonl", lines);
-        verify_files(&[path]).unwrap_or_default()
-    }
-
-    #[test]
-    fn an_intact_chain_verifies_across_files_in_any_order() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let lines = chain(10);
-        let a = write(dir.path(), "a.jsonl", &lines[..4]);
-        let b = write(dir.path(), "b.jsonl", &lines[4..]);
-        let report = verify_files(&[b, a]).unwrap_or_default();
-        assert!(report.ok(), "{:?}", report.problem);
-        assert_eq!(report.records, 10);
-        assert!(report.from_genesis);
-        assert_eq!(report.last_seq, Some(10));
-    }
-
-    #[test]
-    fn each_kind_of_tampering_names_the_record() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let lines = chain(10);
-
-        let mut edited = lines.clone();
-        edited[4] = String::from_utf8_lossy(&edited[4])
-            .replace("\"u5\"", "\"someone\"")
-            .into_bytes();
-        let problem = verify(dir.path(), &edited).problem;
-        assert_eq!(
-            problem.as_ref().map(|p| (p.at.line, p.at.seq)),
-            Some((5, Some(5))),
-            "{problem:?}"
-        );
-
-        let mut deleted = lines.clone();
-        deleted.remove(3);
-        let problem = verify(dir.path(), &deleted).problem;
-        assert_eq!(
-            problem.as_ref().map(|p| (p.at.line, p.at.seq)),
-            Some((4, Some(5))),
-            "{problem:?}"
-        );
-        assert!(problem.is_some_and(|p| p.what.contains("4..4 are missing")));
-
-        let mut inserted = lines.clone();
-        inserted.insert(6, lines[2].clone());
-        let problem = verify(dir.path(), &inserted).problem;
-        assert_eq!(problem.map(|p| (p.at.line, p.at.seq)), Some((7, Some(3))));
-
-        let mut reordered = lines.clone();
-        reordered.swap(7, 8);
-        let problem = verify(dir.path(), &reordered).problem;
-        assert_eq!(problem.map(|p| (p.at.line, p.at.seq)), Some((8, Some(9))));
-
-        let mut garbage = lines.clone();
-        garbage[2] = b"{not json".to_vec();
-        let problem = verify(dir.path(), &garbage).problem;
-        assert_eq!(problem.map(|p| (p.at.line, p.at.seq)), Some((3, None)));
-    }
-
-    #[test]
-    fn a_torn_last_line_is_reported_not_failed() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let lines = chain(5);
-        let first = write(dir.path(), "a.jsonl", &lines[..3]);
-        let mut bytes = std::fs::read(&first).unwrap_or_default();
-        bytes.extend_from_slice(br#"{"seq":4,"pre"#);
-        std::fs::write(&first, bytes).unwrap_or_default();
-        let second = write(dir.path(), "b.jsonl", &lines[3..]);
-        let report = verify_files(&[first, second]).unwrap_or_default();
-        assert!(report.ok(), "{:?}", report.problem);
-        assert_eq!(report.torn.len(), 1);
-        assert_eq!(report.records, 5);
-    }
-}
+mod tests;

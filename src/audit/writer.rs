@@ -7,10 +7,18 @@
 //! (no hand-off to the thread and back), and the thread writes what nobody
 //! waits for and `fsync`s, both at least every half interval.
 //!
-//! Fail closed: once a write, sync or rotation fails — or the file was
-//! deleted or replaced under esq — the log stays failed, [`AuditSink::check`]
-//! says so and every wait for durability fails, so the doors refuse
-//! statements rather than run them unaudited.
+//! With a signing key, the thread also writes signed checkpoints (see
+//! [`super::checkpoint`]) of what is on disk: after an fsync, when
+//! `checkpoint_interval` has passed or `checkpoint_records` records came
+//! since the last one, and once at shutdown after the final write. Every
+//! record carries the hash of the bundle in force when it was queued
+//! ([`AuditSink::set_bundle`]). One log has one writer: `open` holds the
+//! log's lock (see [`super::lock`]) until the log is dropped.
+//!
+//! Fail closed: once a write, sync, rotation or checkpoint fails — or the
+//! file was deleted or replaced under esq — the log stays failed,
+//! [`AuditSink::check`] says so and every wait for durability fails, so the
+//! doors refuse statements rather than run them unaudited.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -26,7 +34,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 
+use super::checkpoint::{CheckpointOptions, Checkpointer};
 use super::files::{self, ChainEnd};
+use super::lock::LogLock;
 use super::record::{compose, hash_line, GENESIS};
 use super::{AuditError, AuditEvent, AuditSink};
 use crate::metrics::Metrics;
@@ -40,6 +50,29 @@ pub struct AuditLog {
     shared: Arc<Queued>,
     durable: watch::Receiver<Durable>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held until the writer has stopped (fields drop after `drop`).
+    _lock: LogLock,
+}
+
+/// How a log is written.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// A file is closed and the next one started beyond this size.
+    pub rotate_bytes: u64,
+    pub sync: SyncPolicy,
+    /// Signed checkpoints, when esq has a signing key.
+    pub checkpoints: Option<CheckpointOptions>,
+}
+
+impl LogOptions {
+    /// No checkpoints.
+    pub fn new(rotate_bytes: u64, sync: SyncPolicy) -> LogOptions {
+        LogOptions {
+            rotate_bytes,
+            sync,
+            checkpoints: None,
+        }
+    }
 }
 
 /// What callers and the writer share.
@@ -68,11 +101,14 @@ struct Queue {
     next_seq: u64,
     items: Vec<Pending>,
     closed: bool,
+    /// The bundle hash stamped on records queued from now on.
+    bundle: Arc<str>,
 }
 
 struct Pending {
     seq: u64,
     time: DateTime<Utc>,
+    bundle: Arc<str>,
     event: Vec<u8>,
 }
 
@@ -102,13 +138,14 @@ struct WriterMetrics {
 
 impl AuditLog {
     /// Opens the log whose file 0 is `base`, continuing the chain where the
-    /// newest file left off, and starts the writer thread.
+    /// newest file left off, and starts the writer thread. Fails with
+    /// [`AuditError::InUse`] while another writer holds the log.
     pub fn open(
         base: &Path,
-        rotate_bytes: u64,
-        sync: SyncPolicy,
+        options: &LogOptions,
         metrics: &Metrics,
     ) -> Result<AuditLog, AuditError> {
+        let sync = options.sync;
         let failed = |reason: String| AuditError::Failed {
             path: base.display().to_string(),
             reason,
@@ -117,7 +154,14 @@ impl AuditLog {
             std::fs::create_dir_all(dir)
                 .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let active = Active::resume(base, rotate_bytes).map_err(failed)?;
+        let log_lock = LogLock::acquire(base)?;
+        let active = Active::resume(base, options.rotate_bytes).map_err(failed)?;
+        let checkpointer = match &options.checkpoints {
+            Some(checkpoints) => {
+                Some(Checkpointer::open(base, checkpoints, active.last_seq).map_err(failed)?)
+            }
+            None => None,
+        };
         let next_seq = active.last_seq + 1;
         let backlog = metrics.audit_backlog.clone();
         let (publish, durable) = watch::channel(Durable {
@@ -134,6 +178,7 @@ impl AuditLog {
                 next_seq,
                 items: Vec::new(),
                 closed: false,
+                bundle: Arc::from(""),
             }),
             wake: Condvar::new(),
             failed: AtomicBool::new(false),
@@ -150,12 +195,13 @@ impl AuditLog {
         let thread_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("esq-audit".into())
-            .spawn(move || write_loop(&thread_shared))
+            .spawn(move || write_loop(&thread_shared, checkpointer))
             .map_err(|e| failed(format!("cannot start the writer thread: {e}")))?;
         Ok(AuditLog {
             shared,
             durable,
             writer: Mutex::new(Some(writer)),
+            _lock: log_lock,
         })
     }
 
@@ -166,7 +212,8 @@ impl AuditLog {
 }
 
 impl Drop for AuditLog {
-    /// Writes what is queued, then stops the writer.
+    /// Writes what is queued (and the shutdown checkpoint), then stops the
+    /// writer; the lock goes last.
     fn drop(&mut self) {
         lock(&self.shared.queue).closed = true;
         self.shared.wake.notify_all();
@@ -200,9 +247,11 @@ impl AuditSink for AuditLog {
         }
         let seq = queue.next_seq;
         queue.next_seq += 1;
+        let bundle = queue.bundle.clone();
         queue.items.push(Pending {
             seq,
             time: Utc::now(),
+            bundle,
             event,
         });
         let first = queue.items.len() == 1;
@@ -253,22 +302,44 @@ impl AuditSink for AuditLog {
                 reason: "an earlier write failed".into(),
             }))
     }
+
+    fn set_bundle(&self, hash: &str) {
+        lock(&self.shared.queue).bundle = Arc::from(hash);
+    }
 }
 
-fn write_loop(shared: &Queued) {
+fn write_loop(shared: &Queued, mut checkpoints: Option<Checkpointer>) {
     loop {
         let closed = {
             let mut queue = lock(&shared.queue);
+            // Records waiting for a checkpoint wake the thread in time.
+            let deadline = checkpoints.as_ref().and_then(Checkpointer::deadline);
             match shared.sync {
                 SyncPolicy::EveryBatch => {
                     while queue.items.is_empty() && !queue.closed {
-                        queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                        let Some(deadline) = deadline else {
+                            queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                            continue;
+                        };
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        queue = shared
+                            .wake
+                            .wait_timeout(queue, deadline - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                     }
                 }
                 SyncPolicy::Within(interval) if !queue.closed => {
+                    let wait = match deadline {
+                        Some(d) => (interval / 2).min(d.saturating_duration_since(Instant::now())),
+                        None => interval / 2,
+                    };
                     queue = shared
                         .wake
-                        .wait_timeout(queue, interval / 2)
+                        .wait_timeout(queue, wait)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
@@ -276,7 +347,7 @@ fn write_loop(shared: &Queued) {
             }
             queue.closed
         };
-        let unsynced = {
+        let (unsynced, end) = {
             let mut writer = lock(&shared.writer);
             if !writer.drain(shared) {
                 return;
@@ -285,8 +356,11 @@ fn write_loop(shared: &Queued) {
                 SyncPolicy::EveryBatch => Ok(()),
                 SyncPolicy::Within(_) => writer.active.check_identity(),
             };
+            // What this round's fsync makes durable (every batch is synced
+            // already with `EveryBatch`).
+            let end = (writer.active.last_seq, writer.active.prev.clone());
             match checked.and_then(|()| writer.active.unsynced()) {
-                Ok(file) => file,
+                Ok(file) => (file, end),
                 Err(reason) => {
                     writer.fail(shared, reason);
                     return;
@@ -298,6 +372,20 @@ fn write_loop(shared: &Queued) {
             if let Err(e) = file.sync_data() {
                 lock(&shared.writer).fail(shared, format!("fsync of {}: {e}", path.display()));
                 return;
+            }
+        }
+        if let Some(checkpoints) = checkpoints.as_mut() {
+            let (seq, hash) = end;
+            let due = if closed {
+                checkpoints.due_at_close(seq)
+            } else {
+                checkpoints.due(seq)
+            };
+            if due {
+                if let Err(reason) = checkpoints.write(seq, &hash) {
+                    lock(&shared.writer).fail(shared, reason);
+                    return;
+                }
             }
         }
         if closed {
@@ -450,7 +538,13 @@ impl Active {
     fn append(&mut self, batch: &[Pending], buf: &mut Vec<u8>) -> Result<u64, String> {
         buf.clear();
         for pending in batch {
-            let line = compose(pending.seq, &self.prev, &pending.time, &pending.event);
+            let line = compose(
+                pending.seq,
+                &self.prev,
+                &pending.time,
+                &pending.bundle,
+                &pending.event,
+            );
             let pending_size = self.size + buf.len() as u64;
             if pending_size > 0 && pending_size + line.len() as u64 + 1 > self.rotate_bytes {
                 self.write_out(buf)?;

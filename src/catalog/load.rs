@@ -83,11 +83,13 @@ pub(super) fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
         return Err(CatalogError::Empty(dir.to_path_buf()));
     }
     let mut catalog = Catalog::default();
+    let mut digest = crate::digest::FilesDigest::default();
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|err| CatalogError::File {
             path: path.clone(),
             message: err.to_string(),
         })?;
+        digest.add(&crate::digest::file_name(&path), text.as_bytes());
         let dataset = parse_dataset(&path, &text)?;
         if let Some(other) = catalog.dataset_for_table(&dataset.table) {
             return Err(CatalogError::File {
@@ -111,6 +113,7 @@ pub(super) fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
         }
         catalog.insert(dataset);
     }
+    catalog.digest = digest.finish();
     Ok(catalog)
 }
 

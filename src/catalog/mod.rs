@@ -95,12 +95,19 @@ impl Dataset {
 pub struct Catalog {
     datasets: BTreeMap<String, Arc<Dataset>>,
     by_table: BTreeMap<TableName, String>,
+    /// The digest of the loaded files (see [`crate::digest`]).
+    digest: String,
 }
 
 impl Catalog {
     /// Loads and validates every `*.yaml` / `*.yml` file in `dir`.
     pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
         load::load_dir(dir)
+    }
+
+    /// SHA-256 over the files this catalog was loaded from.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     pub fn dataset(&self, id: &str) -> Option<&Arc<Dataset>> {

@@ -17,7 +17,8 @@ pub struct CheckArgs {
     pub against: Option<String>,
     /// Also require the controls of these compliance profiles
     /// (comma-separated: HIPAA, FISMA-Low, FedRAMP-Moderate); fails when
-    /// one is not satisfied by the configuration.
+    /// one is not satisfied by the configuration and what is observed of
+    /// the upstream database (as the service role) and the audit log.
     #[arg(long, value_name = "LIST", value_parser = super::ssp::profile_list)]
     pub profile: Option<super::ssp::ProfileList>,
 }
@@ -27,14 +28,15 @@ pub fn run(config_path: &Path, args: CheckArgs) -> u8 {
         Ok(app) => app,
         Err(status) => return status,
     };
+    let bundle = app.bundle();
     println!(
         "config    {}: ok ({} users, ticket store {}, environment {})",
         config_path.display(),
-        app.users.names().count(),
+        bundle.users.names().count(),
         app.config.tickets.store,
         app.config.server.environment
     );
-    let ids: Vec<&str> = app.catalog.datasets().map(|d| d.id.as_str()).collect();
+    let ids: Vec<&str> = bundle.catalog.datasets().map(|d| d.id.as_str()).collect();
     println!(
         "catalog   {}: {} datasets ({})",
         app.config.catalog.dir.display(),
@@ -42,8 +44,8 @@ pub fn run(config_path: &Path, args: CheckArgs) -> u8 {
         ids.join(", ")
     );
 
-    let report = app.policies.run_tests();
-    let names: Vec<&str> = app
+    let report = bundle.policies.run_tests();
+    let names: Vec<&str> = bundle
         .policies
         .packages()
         .iter()
@@ -57,6 +59,8 @@ pub fn run(config_path: &Path, args: CheckArgs) -> u8 {
         report.passed(),
         report.outcomes.len()
     );
+    let summary = crate::compliance::bundle_summary(&app);
+    println!("bundle    {}: seal {}", summary.hash, summary.seal);
     let mut status = 0;
     for failure in report.failed() {
         eprintln!(
@@ -101,7 +105,7 @@ fn check_against(app: &App, url: &str) -> Result<bool, String> {
             .await
             .map_err(|err| format!("cannot connect to the database given by --against: {err}"))?;
         let connection = tokio::spawn(connection);
-        let report = schema_check::compare(&app.catalog, &client)
+        let report = schema_check::compare(&app.bundle().catalog, &client)
             .await
             .map_err(|err| format!("cannot read the database schema: {err}"))?;
         drop(client);

@@ -58,7 +58,7 @@ pub fn run(config_path: &Path, args: ExplainArgs) -> u8 {
     };
     // explain releases nothing, so it may show private rewrites and their
     // release plan (the doors' guard refuses them until they release).
-    let guard = crate::guard::Guard::new(app.catalog.clone()).serving_private_answers();
+    let guard = app.bundle().guard.clone();
     let decision = guard.decide(scope.as_ref(), &args.sql);
     if args.json {
         match serde_json::to_string_pretty(&decision) {
@@ -98,6 +98,7 @@ fn scope(app: &App, args: &ExplainArgs) -> Result<Option<Scope>, Failure> {
         ));
     };
     let principal = app
+        .bundle()
         .users
         .principal(user)
         .cloned()
@@ -114,7 +115,11 @@ fn scope(app: &App, args: &ExplainArgs) -> Result<Option<Scope>, Failure> {
     };
     let runtime =
         super::runtime().map_err(|err| (EXIT_FAILED, format!("cannot start runtime: {err}")))?;
-    match runtime.block_on(app.tickets.issue(&principal, &request, chrono::Utc::now())) {
+    match runtime.block_on(
+        app.bundle()
+            .tickets
+            .issue(&principal, &request, chrono::Utc::now()),
+    ) {
         Ok(issued) => Ok(Some(issued.scope)),
         Err(IssueError::Denied(verdict)) => Err((
             EXIT_FAILED,

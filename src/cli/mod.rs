@@ -1,6 +1,6 @@
 //! The command line: `esq check`, `esq passwd`, `esq token`,
 //! `esq ticket issue`, `esq explain`, `esq sample-data`, `esq ssp`,
-//! `esq audit verify`. Each subcommand lives in its own
+//! `esq audit verify`, `esq evidence`, `esq keys generate`, `esq seal`. Each subcommand lives in its own
 //! file; this one parses and dispatches. Exit status: 0 success, 1 a check
 //! failed or a request was denied, 2 bad input or configuration.
 
@@ -8,6 +8,7 @@ mod audit;
 mod check;
 mod evidence;
 mod explain;
+mod seal;
 mod secrets;
 mod serve;
 mod ssp;
@@ -70,6 +71,19 @@ pub enum Command {
     /// Write a compliance evidence bundle (zip): audit files of the period,
     /// chain verification, SSP.json, config and policy hashes, manifest.
     Evidence(evidence::EvidenceArgs),
+    /// The Ed25519 key that signs audit checkpoints, seals and receipts.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Sign the bundle (config without secrets, catalog, policies) with
+    /// the `[signing]` key; production serves only a sealed bundle.
+    Seal(seal::SealArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new key (private to --out, public to --out.pub) and print
+    /// the public key.
+    Generate(seal::GenerateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +132,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ssp(args) => ssp::run(&cli.config, args),
         Command::Audit(AuditCommand::Verify(args)) => audit::verify(args),
         Command::Evidence(args) => evidence::run(&cli.config, args),
+        Command::Keys(KeysCommand::Generate(args)) => seal::generate(args),
+        Command::Seal(args) => seal::run(&cli.config, args),
     };
     ExitCode::from(status)
 }

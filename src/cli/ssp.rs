@@ -1,5 +1,7 @@
 //! `esq ssp`: writes the System Security Plan of the running configuration
 //! as JSON (to `--out` or stdout), and the `--profile` part of `esq check`.
+//! Both first observe the upstream database (as esq's service role) and the
+//! audit log, on a runtime of their own.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +9,7 @@ use clap::Args;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED};
 use crate::app::App;
-use crate::compliance::{self, Profile, SspInputs, Status};
+use crate::compliance::{self, Profile, SspInputs, Status, SystemSecurityPlan, Unmet};
 
 #[derive(Debug, Args)]
 pub struct SspArgs {
@@ -39,7 +41,9 @@ pub fn run(config_path: &Path, args: SspArgs) -> u8 {
         config_path: Some(config_path.to_path_buf()),
         profiles: args.profile.map(|p| p.0).unwrap_or_default(),
     };
-    let (ssp, _) = compliance::system_security_plan(&app, &inputs);
+    let Some((ssp, _)) = observed_plan(&app, &inputs) else {
+        return EXIT_FAILED;
+    };
     let json = match serde_json::to_string_pretty(&ssp) {
         Ok(json) => json + "\n",
         Err(err) => {
@@ -77,7 +81,9 @@ pub fn check_profiles(app: &App, config_path: &Path, profiles: &[Profile]) -> u8
         config_path: Some(config_path.to_path_buf()),
         profiles: profiles.to_vec(),
     };
-    let (ssp, unmet) = compliance::system_security_plan(app, &inputs);
+    let Some((ssp, unmet)) = observed_plan(app, &inputs) else {
+        return EXIT_FAILED;
+    };
     for result in &ssp.profiles {
         println!(
             "profile   {}: {} of {} required controls met{}",
@@ -109,5 +115,17 @@ pub fn check_profiles(app: &App, config_path: &Path, profiles: &[Profile]) -> u8
         0
     } else {
         EXIT_FAILED
+    }
+}
+
+/// Observes and builds the plan on a runtime of its own (`None`, said on
+/// stderr, when no runtime starts).
+fn observed_plan(app: &App, inputs: &SspInputs) -> Option<(SystemSecurityPlan, Vec<Unmet>)> {
+    match super::runtime() {
+        Ok(runtime) => Some(runtime.block_on(compliance::system_security_plan(app, inputs))),
+        Err(err) => {
+            eprintln!("error: cannot start a runtime: {err}");
+            None
+        }
     }
 }

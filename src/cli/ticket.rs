@@ -41,12 +41,13 @@ pub fn issue(config_path: &Path, args: IssueArgs) -> u8 {
         Ok(app) => app,
         Err(status) => return status,
     };
-    let Some(user) = app.users.principal(&args.user).cloned() else {
+    let bundle = app.bundle();
+    let Some(user) = bundle.users.principal(&args.user).cloned() else {
         eprintln!(
             "error: no user {:?} in {}; configured users: {}",
             args.user,
             config_path.display(),
-            app.users.names().collect::<Vec<_>>().join(", ")
+            bundle.users.names().collect::<Vec<_>>().join(", ")
         );
         return EXIT_BAD_INPUT;
     };
@@ -73,7 +74,11 @@ pub fn issue(config_path: &Path, args: IssueArgs) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let result = runtime.block_on(app.tickets.issue(&user, &request, chrono::Utc::now()));
+    let result = runtime.block_on(
+        app.bundle()
+            .tickets
+            .issue(&user, &request, chrono::Utc::now()),
+    );
     match result {
         Ok(issued) => {
             print_issued(&issued, args.json);

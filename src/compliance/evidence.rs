@@ -1,9 +1,10 @@
 //! `esq evidence`: one zip an auditor can check without esq's help — the
 //! audit files that cover the period (exact copies, so `esq audit verify`
-//! re-checks them), the chain verification of the whole log, the System
-//! Security Plan of the running configuration, the config file, hashes of
-//! the catalog and the policies, and a manifest with the SHA-256 of every
-//! file in the bundle.
+//! re-checks them), the signed checkpoints and the public key that checks
+//! them (so a cut or rewritten tail shows too), the verification of the
+//! whole log, the System Security Plan of the running configuration, the
+//! config file, hashes of the catalog and the policies, and a manifest
+//! with the SHA-256 of every file in the bundle.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::ssp::{dir_sha256, file_sha256, system_security_plan, SspInputs};
+use super::ssp::{dir_sha256, file_sha256, system_security_plan_blocking, SspInputs};
 use crate::app::App;
 use crate::audit::{files, verify};
 
@@ -42,9 +43,15 @@ pub struct Manifest {
     pub created_at: String,
     pub since: String,
     pub esq_version: &'static str,
-    /// The whole chain verified (not just the files in the bundle).
+    /// The whole chain verified (not just the files in the bundle), and so
+    /// did its checkpoints when there are any.
     pub chain_intact: bool,
     pub audit_files: Vec<String>,
+    /// The checkpoints files in the bundle (`audit/audit.checkpoints`, and
+    /// `audit/copy/…` for `audit.checkpoint_copy`).
+    pub checkpoint_files: Vec<String>,
+    /// The id of the key that signs the checkpoints (`signing/public.pem`).
+    pub signing_key_id: Option<String>,
     pub config_sha256: String,
     pub catalog_sha256: String,
     pub policies_sha256: String,
@@ -78,12 +85,19 @@ pub fn write_bundle(
         .into_iter()
         .map(|(_, path)| path)
         .collect();
-    let report = if log_files.is_empty() {
-        None
-    } else {
-        Some(verify::verify_files(&log_files).map_err(|e| EvidenceError::Encode(e.to_string()))?)
+    let checkpoints = files::checkpoints_path(base);
+    let public = app.signing.as_ref().map(|key| key.public().clone());
+    let report = match (&public, log_files.is_empty()) {
+        (_, true) => None,
+        (Some(key), false) if checkpoints.exists() => Some(
+            verify::verify_with_checkpoints(&log_files, &checkpoints, key)
+                .map_err(|e| EvidenceError::Encode(e.to_string()))?,
+        ),
+        _ => Some(
+            verify::verify_files(&log_files).map_err(|e| EvidenceError::Encode(e.to_string()))?,
+        ),
     };
-    let chain_intact = report.as_ref().is_some_and(|r| r.problem.is_none());
+    let chain_intact = report.as_ref().is_some_and(verify::VerifyReport::ok);
 
     // The files holding records of the period: a file is included when its
     // last record is at or after `since` (whole files, so they verify).
@@ -106,15 +120,37 @@ pub fn write_bundle(
         audit_files.push(name.clone());
         contents.push((name, bytes));
     }
+    let mut checkpoint_files = Vec::new();
+    let copy = app.config.audit.checkpoint_copy.as_ref();
+    for (dir, path) in [("audit", Some(&checkpoints)), ("audit/copy", copy)] {
+        let Some(path) = path.filter(|p| p.exists()) else {
+            continue;
+        };
+        let bytes = std::fs::read(path).map_err(|source| EvidenceError::Audit {
+            path: path.clone(),
+            source,
+        })?;
+        let name = format!(
+            "{dir}/{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        checkpoint_files.push(name.clone());
+        contents.push((name, bytes));
+    }
+    if let Some(key) = &public {
+        contents.push(("signing/public.pem".into(), key.to_pem().into_bytes()));
+    }
     contents.push((
         "audit-verification.json".into(),
         pretty(&VerificationFile {
             files: log_files.iter().map(|p| p.display().to_string()).collect(),
             report: report.as_ref(),
-            note: "esq audit verify over every file of the log, not only those in this bundle",
+            note: "esq audit verify over every file of the log (with its signed checkpoints when esq has a signing key), not only those in this bundle",
         })?,
     ));
-    let (ssp, _) = system_security_plan(
+    let (ssp, _) = system_security_plan_blocking(
         app,
         &SspInputs {
             config_path: Some(config_path.to_path_buf()),
@@ -133,6 +169,8 @@ pub fn write_bundle(
         esq_version: env!("CARGO_PKG_VERSION"),
         chain_intact,
         audit_files,
+        checkpoint_files,
+        signing_key_id: public.as_ref().map(|k| k.id().to_string()),
         config_sha256: file_sha256(config_path),
         catalog_sha256: dir_sha256(&app.config.catalog.dir),
         policies_sha256: dir_sha256(&app.config.policy.dir),

@@ -1,20 +1,27 @@
 //! Compliance: the NIST SP 800-53 controls esq takes part in, each with a
-//! status computed from the *running* configuration (config, catalog,
-//! policies, users, the audit sink actually installed), the profiles
-//! (`HIPAA`, `FISMA-Low`, `FedRAMP-Moderate`) that say which of them are
-//! required, and the System Security Plan (`esq ssp`) that reports them.
+//! status backed by checks that can fail, the profiles (`HIPAA`,
+//! `FISMA-Low`, `FedRAMP-Moderate`) that say which of them are required,
+//! and the System Security Plan (`esq ssp`) that reports them.
 //!
-//! A status is never better than what esq can show from what it loaded:
+//! ```text
+//! observe (live facts: the service role's privileges and TLS as the
+//!          database reports them; the audit chain and signed checkpoints)
+//!    └─► controls (config + observations → checks → status) ─► profiles ─► SSP
+//! ```
+//!
+//! Every control lists what it checked ([`Check`]: the check, whether it
+//! passed, what was observed). A status is never better than its checks:
 //!
 //! | status | meaning | `esq check --profile` |
 //! |---|---|---|
-//! | `satisfied` | the configuration implements the control | passes |
-//! | `partially_satisfied` | part of it is implemented; `reason` names the gap | fails |
-//! | `not_satisfied` | not implemented by this configuration (or not built yet) | fails |
+//! | `satisfied` | every check of the control passed | passes |
+//! | `partially_satisfied` | a check the control should pass failed; `reason` names it | fails |
+//! | `not_satisfied` | a check the control must pass failed, could not be made ("could not verify: …"), or the feature is not built | fails |
 //! | `external` | rests on something esq cannot observe (disk encryption, …): the operator must attest it | passes, listed as "attest" |
 
 mod controls;
 pub mod evidence;
+pub mod observe;
 mod profiles;
 mod ssp;
 
@@ -22,8 +29,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use controls::serving_properties;
+pub use observe::{observe, observe_blocking, Observations};
 pub use profiles::{parse_profiles, Profile, UnknownProfile};
-pub use ssp::{system_security_plan, SspInputs, SystemSecurityPlan};
+pub use ssp::{
+    bundle_summary, plan, system_security_plan, system_security_plan_blocking, SspInputs,
+    SystemSecurityPlan,
+};
 
 use crate::app::App;
 
@@ -66,8 +78,10 @@ pub struct Control {
     pub id: &'static str,
     pub title: &'static str,
     pub status: Status,
-    /// Why this status: what satisfies it, or what is missing.
+    /// Why this status: what satisfies it, or what was found missing.
     pub reason: String,
+    /// What was checked; `satisfied` only when every check passed.
+    pub checks: Vec<Check>,
     /// The configuration facts the status rests on (config keys and what
     /// was loaded), so a reader can check the reasoning.
     pub facts: BTreeMap<&'static str, serde_json::Value>,
@@ -75,9 +89,20 @@ pub struct Control {
     pub required_by: Vec<Profile>,
 }
 
-/// Every control esq reports, evaluated against `app`.
-pub fn evaluate(app: &App) -> Vec<Control> {
-    controls::evaluate(app)
+/// One check a control made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked (`the service role is not a superuser`).
+    pub check: String,
+    pub passed: bool,
+    /// What was found (`the service role esq_service is a superuser`).
+    pub observed: String,
+}
+
+/// Every control esq reports, evaluated against `app` and what was
+/// `observed` of the systems it runs with.
+pub fn evaluate(app: &App, observed: &Observations) -> Vec<Control> {
+    controls::evaluate(app, observed)
 }
 
 /// A required control a profile is not met on.

@@ -1,6 +1,8 @@
 //! The System Security Plan (`esq ssp`): the system, its datasets and their
-//! sensitivity, its users' clearances, and every control with the status
-//! computed from the running configuration, as one JSON document.
+//! sensitivity, its users' clearances, and every control with its checks
+//! and the status they support, computed from the running configuration
+//! and what was observed of the database and the audit log, as one JSON
+//! document.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::observe::{observe, observe_blocking, Observations};
 use super::{apply_profiles, evaluate, Control, Profile, Status, Unmet};
 use crate::app::App;
 use crate::sensitivity::Sensitivity;
@@ -26,6 +29,8 @@ pub struct SystemSecurityPlan {
     pub ssp_version: u32,
     pub generated_at: String,
     pub generator: String,
+    /// When the database and the audit log were observed.
+    pub observed_at: String,
     pub system: System,
     pub datasets: Vec<DatasetEntry>,
     pub users: Vec<UserEntry>,
@@ -47,6 +52,33 @@ pub struct System {
     pub ticket_store: String,
     /// SHA-256 (hex) of the config file, the catalog and the policies.
     pub hashes: BTreeMap<&'static str, String>,
+    /// The bundle that decides (see `esq seal`): its hash, what it is
+    /// made of, and whether its seal verifies.
+    pub bundle: BundleSummary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BundleSummary {
+    pub hash: String,
+    pub parts: crate::bundle::Parts,
+    /// `verified with key <id>`, `not sealed (no signing key)`, or why the
+    /// seal does not verify.
+    pub seal: String,
+}
+
+/// The bundle in force and the state of its seal.
+pub fn bundle_summary(app: &App) -> BundleSummary {
+    let bundle = app.bundle();
+    let seal = match crate::bundle::seal::check(&app.config, &bundle.parts) {
+        Ok(key_id) => format!("verified with key {key_id}"),
+        Err(crate::bundle::SealError::NoKey) => "not sealed (no signing key)".to_string(),
+        Err(error) => error.to_string(),
+    };
+    BundleSummary {
+        hash: bundle.hash.clone(),
+        parts: bundle.parts.clone(),
+        seal,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -81,10 +113,32 @@ pub struct ProfileResult {
     pub unmet: Vec<&'static str>,
 }
 
-/// Builds the SSP of `app`; the second value lists the required controls
-/// the requested profiles are not met on (empty: all met).
-pub fn system_security_plan(app: &App, inputs: &SspInputs) -> (SystemSecurityPlan, Vec<Unmet>) {
-    let mut controls = evaluate(app);
+/// Observes the database and the audit log, then builds the SSP of `app`;
+/// the second value lists the required controls the requested profiles are
+/// not met on (empty: all met).
+pub async fn system_security_plan(
+    app: &App,
+    inputs: &SspInputs,
+) -> (SystemSecurityPlan, Vec<Unmet>) {
+    plan(app, inputs, &observe(app).await)
+}
+
+/// [`system_security_plan`] for synchronous callers (see
+/// [`observe_blocking`]).
+pub fn system_security_plan_blocking(
+    app: &App,
+    inputs: &SspInputs,
+) -> (SystemSecurityPlan, Vec<Unmet>) {
+    plan(app, inputs, &observe_blocking(app))
+}
+
+/// The SSP of `app` from observations already made.
+pub fn plan(
+    app: &App,
+    inputs: &SspInputs,
+    observed: &Observations,
+) -> (SystemSecurityPlan, Vec<Unmet>) {
+    let mut controls = evaluate(app, observed);
     let unmet = apply_profiles(&mut controls, &inputs.profiles);
     let profiles = inputs
         .profiles
@@ -111,6 +165,9 @@ pub fn system_security_plan(app: &App, inputs: &SspInputs) -> (SystemSecurityPla
         ssp_version: 1,
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         generator: format!("esq {}", env!("CARGO_PKG_VERSION")),
+        observed_at: observed
+            .at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         system: system(app, inputs),
         datasets: datasets(app),
         users: users(app),
@@ -124,14 +181,17 @@ pub fn system_security_plan(app: &App, inputs: &SspInputs) -> (SystemSecurityPla
 
 fn statuses() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
-        (Status::Satisfied.as_str(), "the running configuration implements the control"),
+        (
+            Status::Satisfied.as_str(),
+            "every check of the control passed (see its checks)",
+        ),
         (
             Status::PartiallySatisfied.as_str(),
-            "part of the control is implemented; the reason names the gap (a required control in this state fails `esq check --profile`)",
+            "a check the control should pass failed; the reason names what was found (a required control in this state fails `esq check --profile`)",
         ),
         (
             Status::NotSatisfied.as_str(),
-            "the running configuration does not implement the control, or esq does not have the feature yet",
+            "a check the control must pass failed or could not be made (\"could not verify: …\"), or esq does not have the feature yet",
         ),
         (
             Status::External.as_str(),
@@ -194,12 +254,15 @@ fn system(app: &App, inputs: &SspInputs) -> System {
         upstream,
         ticket_store,
         hashes,
+        bundle: bundle_summary(app),
     }
 }
 
 fn datasets(app: &App) -> Vec<DatasetEntry> {
     let floor = app.config.guard.min_group_size;
-    app.catalog
+    let bundle = app.bundle();
+    bundle
+        .catalog
         .datasets()
         .map(|d| {
             let mut fields: BTreeMap<Sensitivity, Vec<String>> = BTreeMap::new();
@@ -231,8 +294,8 @@ fn datasets(app: &App) -> Vec<DatasetEntry> {
 }
 
 fn users(app: &App) -> Vec<UserEntry> {
-    app.config
-        .users
+    app.bundle()
+        .user_configs
         .iter()
         .map(|(name, user)| UserEntry {
             name: name.clone(),

@@ -63,8 +63,19 @@ pub(super) fn load(
         toml::from_str(&text).map_err(|err| file_error(err.to_string().trim().into()))?;
     reject_secrets_in_file(&table).map_err(file_error)?;
 
-    let overrides = apply_env_overrides(&mut table, env)?;
+    let env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    let overrides = apply_env_overrides(&mut table, env.clone())?;
+    let digest = digest(&table);
     let mut config = deserialize_with_overrides(table, &overrides, path)?;
+    config.digest = digest;
+    config.source = path.to_path_buf();
+    config.env = env
+        .into_iter()
+        .map(|(name, value)| (name, super::Secret::new(value)))
+        .collect();
 
     let base = path.parent().unwrap_or(Path::new("."));
     resolve_paths(&mut config, base);
@@ -152,6 +163,19 @@ fn reject_secrets_in_file(table: &toml::Table) -> Result<(), String> {
 }
 
 /// Applies every `ESQ_A__B=v` to `table`.
+/// SHA-256 of the merged table (file plus overrides) without the upstream
+/// password: keys sorted, paths as written, so the same configuration
+/// hashes the same wherever it is installed.
+fn digest(table: &toml::Table) -> String {
+    use sha2::{Digest, Sha256};
+    let mut table = table.clone();
+    if let Some(toml::Value::Table(upstream)) = table.get_mut("upstream") {
+        upstream.remove("password");
+    }
+    let canonical = serde_json::to_vec(&table).unwrap_or_default();
+    hex::encode(Sha256::digest(&canonical))
+}
+
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -250,6 +274,17 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     }
     if let Some(file) = config.upstream.password_file.as_mut() {
         resolve(file);
+    }
+    for path in [
+        config.audit.checkpoint_copy.as_mut(),
+        config.signing.key_file.as_mut(),
+        config.signing.seal_file.as_mut(),
+        config.signing.seal_public_key.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        resolve(path);
     }
 }
 

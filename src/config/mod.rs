@@ -61,9 +61,44 @@ pub struct Config {
     /// Limits and timeouts of the HTTP door.
     #[serde(default)]
     pub http: HttpDoorConfig,
+    /// esq's Ed25519 key and the seal of what decides (config, catalog,
+    /// policies).
+    #[serde(default)]
+    pub signing: SigningConfig,
     /// The people and services allowed to use esq, keyed by user name.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    /// SHA-256 (hex) of the configuration as written: the file's keys plus
+    /// the `ESQ_…` overrides, without secrets. Set by [`Config::load`]; part
+    /// of the bundle hash that seals and audit records carry.
+    #[serde(skip)]
+    pub digest: String,
+    /// The file this configuration was loaded from.
+    #[serde(skip)]
+    pub source: PathBuf,
+    /// The `ESQ_…` environment it was loaded with (a reload re-reads the
+    /// file with the same environment). Values may be secrets.
+    #[serde(skip)]
+    pub env: Vec<(String, Secret)>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The Ed25519 private key (PKCS#8 PEM, from `esq keys generate`). It
+    /// signs audit checkpoints, seals and deletion receipts. Without it
+    /// there are no checkpoints and nothing can be sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The seal `esq seal` writes and `esq serve` checks. Default: the
+    /// config file's path with `.seal` added (`esq.toml.seal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_file: Option<PathBuf>,
+    /// The public key a seal must verify with, when the bundle is sealed by
+    /// someone other than this node (a release key kept offline). Default:
+    /// the public half of `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_public_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -271,6 +306,19 @@ pub struct AuditConfig {
     /// its `fsync`: what an OS crash can lose. Default 100ms.
     #[serde(default = "defaults::audit_sync_interval", with = "duration")]
     pub sync_interval: Duration,
+    /// A signed checkpoint (last seq, last hash, time) is written at least
+    /// this often while records arrive, and at shutdown. Default `1m`.
+    #[serde(default = "defaults::checkpoint_interval", with = "duration")]
+    pub checkpoint_interval: Duration,
+    /// … and after at most this many records. Default 10,000.
+    #[serde(default = "defaults::checkpoint_records")]
+    pub checkpoint_records: u64,
+    /// A second file every checkpoint is also appended to (another disk or
+    /// a mounted remote share), so that a cut log cannot take its
+    /// checkpoints with it. Checkpoints are always written beside the log
+    /// too (`audit.checkpoints` for `audit.jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_copy: Option<PathBuf>,
 }
 
 /// See [`AuditConfig::durability`].
@@ -526,6 +574,12 @@ mod defaults {
     pub fn audit_sync_interval() -> Duration {
         Duration::from_millis(100)
     }
+    pub fn checkpoint_interval() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn checkpoint_records() -> u64 {
+        10_000
+    }
     pub fn audit_enabled() -> bool {
         true
     }
@@ -629,6 +683,9 @@ impl Default for AuditConfig {
             enabled: defaults::audit_enabled(),
             durability: AuditDurability::default(),
             sync_interval: defaults::audit_sync_interval(),
+            checkpoint_interval: defaults::checkpoint_interval(),
+            checkpoint_records: defaults::checkpoint_records(),
+            checkpoint_copy: None,
         }
     }
 }

@@ -162,7 +162,7 @@ pub async fn statement(
 }
 
 fn needs_no_ticket(app: &App, sql: &str) -> bool {
-    matches!(app.guard.decide(None, sql), Decision::Allow(_))
+    matches!(app.bundle().guard.decide(None, sql), Decision::Allow(_))
 }
 
 /// Step one: the ticket's scope as of now.
@@ -224,7 +224,7 @@ pub fn decide(
         };
     }
     let started = std::time::Instant::now();
-    let decision = app.guard.decide(scope, sql);
+    let decision = app.bundle().guard.decide(scope, sql);
     app.metrics
         .guard_seconds
         .observe(started.elapsed().as_secs_f64());

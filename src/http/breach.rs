@@ -10,7 +10,6 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::handler::{send_json, Failure, Handler};
-use super::tickets::ADMIN_ROLE;
 use crate::auth::Principal;
 use crate::sentinel::Report;
 use crate::tickets::{TicketHash, TicketId};
@@ -100,14 +99,7 @@ pub async fn list(handler: &Handler, session: &mut ServerSession) -> Result<(), 
 }
 
 fn operator(handler: &Handler, session: &ServerSession) -> Result<Principal, ApiError> {
-    let user = handler.authenticate(session)?;
-    handler.rate_limit(&user.name)?;
-    if !user.has_role(ADMIN_ROLE) {
-        return Err(ApiError::Forbidden(format!(
-            "breaches are for operators: a user with role {ADMIN_ROLE}"
-        )));
-    }
-    Ok(user)
+    handler.operator(session, "breaches")
 }
 
 fn parse_hash(hex_text: &str) -> Result<TicketHash, ApiError> {

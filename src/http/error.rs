@@ -36,6 +36,9 @@ pub enum ApiError {
     Forbidden(String),
     /// A policy refused a ticket.
     PolicyDenied(Box<Verdict>),
+    /// A reload was refused (the bundle in force stays); an `esq_admin`
+    /// sees why (which file, which test, which section).
+    ReloadRefused(String),
     /// The guard refused a statement.
     GuardDenied(std::sync::Arc<Denial>),
     /// The privacy budget cannot pay for this answer.
@@ -117,6 +120,12 @@ impl ApiError {
             ApiError::Forbidden(message) => {
                 (403, json!({"error": "forbidden", "message": message}))
             }
+            ApiError::ReloadRefused(reason) => (
+                422,
+                json!({"error": "reload refused",
+                       "message": "nothing changed: the users, catalog and policies in force stay",
+                       "reason": reason}),
+            ),
             ApiError::PolicyDenied(verdict) => (
                 403,
                 json!({

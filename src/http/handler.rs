@@ -115,6 +115,7 @@ impl Handler {
             ("POST", "/api/esq/breach") => super::breach::raise(self, session).await,
             ("GET", "/api/esq/breach") => super::breach::list(self, session).await,
             ("GET", "/api/esq/budget") => super::private::budget(self, session).await,
+            ("POST", "/api/esq/reload") => super::reload::reload(self, session).await,
             ("DELETE", p) if p.starts_with("/api/esq/ticket/") => {
                 let id = p.trim_start_matches("/api/esq/ticket/").to_string();
                 super::tickets::revoke(self, session, &id).await
@@ -122,7 +123,7 @@ impl Handler {
             (_, "/healthz" | "/readyz" | "/metrics" | "/api/esq/budget") => {
                 Err(ApiError::MethodNotAllowed("GET").into())
             }
-            (_, "/api/esq/ticket" | "/api/dta/query") => {
+            (_, "/api/esq/ticket" | "/api/dta/query" | "/api/esq/reload") => {
                 Err(ApiError::MethodNotAllowed("POST").into())
             }
             (_, "/api/esq/breach") => Err(ApiError::MethodNotAllowed("GET, POST").into()),
@@ -152,10 +153,25 @@ impl Handler {
                 "the Authorization header must be \"Bearer <token>\"",
             ))?;
         self.app()
+            .bundle()
             .users
             .authenticate_token(token)
             .cloned()
             .ok_or(ApiError::Unauthorized("unknown API token"))
+    }
+
+    /// The caller, who must be an operator (role `esq_admin`) to use
+    /// `what`.
+    pub fn operator(&self, session: &ServerSession, what: &str) -> Result<Principal, ApiError> {
+        let user = self.authenticate(session)?;
+        self.rate_limit(&user.name)?;
+        if !user.has_role(super::tickets::ADMIN_ROLE) {
+            return Err(ApiError::Forbidden(format!(
+                "{what} are for operators: a user with role {}",
+                super::tickets::ADMIN_ROLE
+            )));
+        }
+        Ok(user)
     }
 
     pub fn rate_limit(&self, user: &str) -> Result<(), ApiError> {

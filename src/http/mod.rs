@@ -24,6 +24,7 @@ pub mod ops;
 pub mod private;
 pub mod query;
 pub mod rate_limit;
+pub mod reload;
 pub mod rows;
 pub mod tickets;
 

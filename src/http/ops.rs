@@ -19,7 +19,7 @@ pub async fn readyz(handler: &Handler, session: &mut ServerSession) -> Result<()
     let app = handler.app();
     // Any lookup exercises the store; an unknown id costs nothing.
     let store = match TicketId::generate() {
-        Ok(probe) => match app.tickets.store.get(&probe, Utc::now()).await {
+        Ok(probe) => match app.ticket_store.get(&probe, Utc::now()).await {
             Ok(_) => true,
             Err(err) => {
                 tracing::warn!(%err, "not ready: the ticket store did not answer");

@@ -71,13 +71,14 @@ async fn query_in_span(
             limit: in_flight.limit(),
         })?;
     let body: QueryBody = handler.json_body(session).await?;
-    let dataset = app.catalog.dataset(&scope.dataset).ok_or_else(|| {
+    let bundle = app.bundle();
+    let dataset = bundle.catalog.dataset(&scope.dataset).ok_or_else(|| {
         ApiError::Internal(format!("ticket for unknown dataset {}", scope.dataset))
     })?;
     let sql = body.statement(dataset, &scope)?;
     crate::telemetry::record_statement(span, &sql, &app.config.log);
 
-    let roles = app
+    let roles = bundle
         .users
         .principal(&scope.user)
         .map(|p| p.roles.as_slice())

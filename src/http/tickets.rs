@@ -21,7 +21,11 @@ pub async fn issue(handler: &Handler, session: &mut ServerSession) -> Result<(),
     let user = handler.authenticate(session)?;
     handler.rate_limit(&user.name)?;
     let request: TicketRequest = handler.json_body(session).await?;
-    let result = app.tickets.issue(&user, &request, Utc::now()).await;
+    let result = app
+        .bundle()
+        .tickets
+        .issue(&user, &request, Utc::now())
+        .await;
     match result {
         Ok(issued) => {
             app.metrics.tickets_issued.inc();
@@ -102,7 +106,7 @@ pub async fn revoke(
     let hash = id.hash();
     let now = Utc::now();
     let store = |err: crate::tickets::StoreError| ApiError::store(err);
-    let Some(owner) = app.tickets.store.owner(&hash, now).await.map_err(store)? else {
+    let Some(owner) = app.ticket_store.owner(&hash, now).await.map_err(store)? else {
         return Err(ApiError::UnknownTicket.into());
     };
     if owner != user.name && !user.has_role(ADMIN_ROLE) {
@@ -111,7 +115,7 @@ pub async fn revoke(
         ))
         .into());
     }
-    let revoked = app.tickets.store.revoke(&hash, now).await.map_err(store)?;
+    let revoked = app.ticket_store.revoke(&hash, now).await.map_err(store)?;
     if revoked {
         app.metrics.tickets_revoked.inc();
     }

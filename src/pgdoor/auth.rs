@@ -46,7 +46,8 @@ pub async fn authenticate(
     if user == app.config.pg.ticket_user {
         return ticket_password(app, stream, frames).await;
     }
-    let verifier = app.users.scram_verifier(user).cloned();
+    let bundle = app.bundle();
+    let verifier = bundle.users.scram_verifier(user).cloned();
     // Unknown users and users without a verifier go through the same
     // exchange against a random verifier, so the answer does not tell
     // whether the user exists.
@@ -55,7 +56,7 @@ pub async fn authenticate(
         None => (decoy_verifier(), false),
     };
     let proven = scram(stream, frames, secret).await?;
-    match (proven, known, app.users.principal(user)) {
+    match (proven, known, bundle.users.principal(user)) {
         (Some(server_final), true, Some(principal)) => {
             let mut out = BytesMut::new();
             wire::authentication(&mut out, wire::AUTH_SASL_FINAL, server_final.as_bytes());
@@ -120,8 +121,9 @@ async fn ticket_password(
     let mut at = 0;
     let password = wire::cstr(&frame.body, &mut at)?;
     let ticket = TicketId::parse(password.trim()).map_err(|_| AuthError::TicketStale)?;
-    let principal = match app.tickets.store.get(&ticket, Utc::now()).await {
+    let principal = match app.ticket_store.get(&ticket, Utc::now()).await {
         Ok(Lookup::Valid(found)) => app
+            .bundle()
             .users
             .principal(&found.scope.user)
             .cloned()

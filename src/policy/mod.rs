@@ -46,6 +46,8 @@ pub struct PolicySet {
     /// Test packages with their source files and text (as loaded).
     test_packages: Vec<testing::TestSource>,
     files: Vec<PathBuf>,
+    /// The digest of the loaded files (see [`crate::digest`]).
+    digest: String,
 }
 
 impl std::fmt::Debug for PolicySet {
@@ -80,11 +82,13 @@ impl PolicySet {
         let mut packages = Vec::new();
         let mut package_files = Vec::new();
         let mut test_packages = Vec::new();
+        let mut digest = crate::digest::FilesDigest::default();
         for path in &files {
             let text = std::fs::read_to_string(path).map_err(|err| PolicyError::Structure {
                 path: path.clone(),
                 message: err.to_string(),
             })?;
+            digest.add(&crate::digest::file_name(path), text.as_bytes());
             let package = engine
                 .add_policy(path.display().to_string(), text.clone())
                 .map_err(|err| PolicyError::Syntax {
@@ -134,7 +138,13 @@ impl PolicySet {
             packages,
             test_packages,
             files,
+            digest: digest.finish(),
         })
+    }
+
+    /// SHA-256 over the files these policies were loaded from.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// The policy packages (`data.esq.policies.<name>`).

@@ -140,7 +140,8 @@ impl UpstreamPool {
     fn gauges(&self, door: Door) -> &PoolGauges {
         match door {
             Door::pg => &self.pg,
-            Door::http => &self.http,
+            // esq's own work (none takes a connection yet) counts with HTTP.
+            Door::http | Door::process => &self.http,
         }
     }
 

@@ -385,12 +385,14 @@ impl Esq {
     pub async fn ticket(&self, user: &str, request: serde_json::Value) -> String {
         let principal = self
             .app()
+            .bundle()
             .users
             .principal(user)
             .expect("known user")
             .clone();
         let request: TicketRequest = serde_json::from_value(request).expect("ticket request");
         self.app()
+            .bundle()
             .tickets
             .issue(&principal, &request, chrono::Utc::now())
             .await
@@ -409,8 +411,7 @@ impl Esq {
         let id = esq::tickets::TicketId::parse(ticket).expect("a well-formed ticket");
         let revoked = self
             .app()
-            .tickets
-            .store
+            .ticket_store
             .revoke(&id.hash(), chrono::Utc::now())
             .await
             .expect("the ticket store answers");

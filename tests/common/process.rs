@@ -80,9 +80,18 @@ impl Esq {
         // A port picked by binding :0 can be taken before esq binds it:
         // a binary that exits before it is ready gets fresh ports.
         let mut last = String::new();
+        let given = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.parse::<SocketAddr>().ok())
+        };
         for _ in 0..3 {
-            let pg_addr: SocketAddr = ([127, 0, 0, 1], super::free_port()).into();
-            let http_addr: SocketAddr = ([127, 0, 0, 1], super::free_port()).into();
+            // The caller's addresses when it names them (a sealed
+            // configuration covers them), else free ports.
+            let pg_addr = given("ESQ_SERVER__PG_LISTEN")
+                .unwrap_or_else(|| ([127, 0, 0, 1], super::free_port()).into());
+            let http_addr = given("ESQ_SERVER__HTTP_LISTEN")
+                .unwrap_or_else(|| ([127, 0, 0, 1], super::free_port()).into());
             let output = std::fs::File::create(&log).expect("a log file");
             let child = esq_command()
                 .arg("--config")
@@ -134,6 +143,11 @@ impl EsqProcess {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Still running.

@@ -1,0 +1,241 @@
+//! Seals: `esq seal` signs the bundle hash (and the digests it is made of)
+//! with the `[signing]` key; in production `esq serve` and every reload
+//! check that the bundle about to be served is the sealed one. A seal that
+//! does not verify, was made by another key, or names other digests than
+//! the files on disk is refused, and the message names what differs.
+//!
+//! The seal file is JSON; its signature covers
+//! `esq-seal/v1\nbundle <hash>\nsealed_at <time>\n`, and the bundle hash
+//! covers the three digests (see [`super::Parts::hash`]).
+
+use std::path::{Path, PathBuf};
+
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Parts;
+use crate::config::Config;
+use crate::signing::{KeyError, PublicKey, SigningKey};
+
+const FORMAT: &str = "esq-seal/v1";
+
+/// A seal as written to its file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Seal {
+    pub format: String,
+    pub bundle: String,
+    pub parts: Parts,
+    pub sealed_at: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("production needs a sealed bundle, and no key is configured to check the seal: set signing.key_file or signing.seal_public_key")]
+    NoKey,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("the seal {path} cannot be read ({reason}): run `esq seal` after reviewing config, catalog and policies")]
+    Missing { path: PathBuf, reason: String },
+    #[error("the seal {path} is not an esq seal: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error("the seal {path} does not verify: it was made by key {found} or altered, and key {expected} is the one trusted")]
+    Forged {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("the sealed bundle ({path}, sealed {sealed_at}) does not match what is on disk: {} changed since; refusing to serve an unsealed change (review it, then run `esq seal`)", differs.join(" and "))]
+    Differs {
+        path: PathBuf,
+        sealed_at: String,
+        differs: Vec<&'static str>,
+    },
+    #[error("cannot write the seal {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// Where the seal of `config` lives.
+pub fn seal_path(config: &Config) -> PathBuf {
+    config.signing.seal_file.clone().unwrap_or_else(|| {
+        let mut name = config.source.as_os_str().to_os_string();
+        name.push(".seal");
+        PathBuf::from(name)
+    })
+}
+
+/// Signs `parts` with `key` and writes the seal (replacing the file
+/// atomically).
+pub fn write(config: &Config, parts: &Parts, key: &SigningKey) -> Result<Seal, SealError> {
+    let bundle = parts.hash();
+    let sealed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let seal = Seal {
+        format: FORMAT.to_string(),
+        signature: key.sign(&message(&bundle, &sealed_at)),
+        bundle,
+        parts: parts.clone(),
+        sealed_at,
+        key_id: key.public().id().to_string(),
+    };
+    let path = seal_path(config);
+    let failed = |reason: String| SealError::Write {
+        path: path.clone(),
+        reason,
+    };
+    let mut text = serde_json::to_string_pretty(&seal).map_err(|e| failed(e.to_string()))?;
+    text.push('\n');
+    let temporary = path.with_extension("seal.tmp");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(seal)
+}
+
+/// Checks that `parts` are what the seal of `config` signed; the sealing
+/// key's id when they are.
+pub fn check(config: &Config, parts: &Parts) -> Result<String, SealError> {
+    let trusted = trusted_key(config)?;
+    let path = seal_path(config);
+    let text = std::fs::read_to_string(&path).map_err(|e| SealError::Missing {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let seal: Seal = serde_json::from_str(&text).map_err(|e| SealError::Malformed {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if seal.format != FORMAT {
+        return Err(SealError::Malformed {
+            path,
+            reason: format!("format {:?}, expected {FORMAT:?}", seal.format),
+        });
+    }
+    let verified = trusted
+        .verify(&message(&seal.bundle, &seal.sealed_at), &seal.signature)
+        .is_ok();
+    if !verified || seal.parts.hash() != seal.bundle {
+        return Err(SealError::Forged {
+            path,
+            found: seal.key_id,
+            expected: trusted.id().to_string(),
+        });
+    }
+    let mut differs = Vec::new();
+    if seal.parts.config != parts.config {
+        differs.push("the configuration (the file or its ESQ_… overrides)");
+    }
+    if seal.parts.catalog != parts.catalog {
+        differs.push("the catalog files");
+    }
+    if seal.parts.policies != parts.policies {
+        differs.push("the policy files");
+    }
+    if !differs.is_empty() {
+        return Err(SealError::Differs {
+            path,
+            sealed_at: seal.sealed_at,
+            differs,
+        });
+    }
+    Ok(trusted.id().to_string())
+}
+
+/// The key a seal must verify with.
+pub fn trusted_key(config: &Config) -> Result<PublicKey, SealError> {
+    let path: &Path = match (&config.signing.seal_public_key, &config.signing.key_file) {
+        (Some(public), _) => public,
+        (None, Some(private)) => private,
+        (None, None) => return Err(SealError::NoKey),
+    };
+    Ok(PublicKey::load(path)?)
+}
+
+fn message(bundle: &str, sealed_at: &str) -> Vec<u8> {
+    format!("{FORMAT}\nbundle {bundle}\nsealed_at {sealed_at}\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_in(dir: &Path, key: &Path) -> Config {
+        let path = dir.join("esq.toml");
+        let text = format!(
+            "[upstream]\nurl = \"postgres://esq@localhost/db\"\n[signing]\nkey_file = \"{}\"\n",
+            key.display()
+        );
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        Config::load_with_env(&path, []).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn parts(policies: &str) -> Parts {
+        Parts {
+            config: "c".repeat(64),
+            catalog: "d".repeat(64),
+            policies: policies.repeat(64),
+        }
+    }
+
+    #[test]
+    fn a_seal_verifies_only_for_the_sealed_parts_and_the_trusted_key() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key_path = dir.path().join("esq.key");
+        let key = SigningKey::generate();
+        key.write(&key_path).unwrap_or_else(|e| panic!("{e}"));
+        let config = config_in(dir.path(), &key_path);
+        assert_eq!(seal_path(&config), dir.path().join("esq.toml.seal"));
+
+        assert!(matches!(
+            check(&config, &parts("a")),
+            Err(SealError::Missing { .. })
+        ));
+        let sealed = write(&config, &parts("a"), &key).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sealed.bundle, parts("a").hash());
+        assert_eq!(
+            check(&config, &parts("a")).ok().as_deref(),
+            Some(key.public().id())
+        );
+
+        let changed = check(&config, &parts("b")).map(|_| ()).unwrap_err();
+        assert!(
+            changed.to_string().contains("the policy files"),
+            "{changed}"
+        );
+        assert!(!changed.to_string().contains("catalog"), "{changed}");
+
+        // Sealed by a key that is not the trusted one.
+        let stranger = SigningKey::generate();
+        write(&config, &parts("a"), &stranger).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            check(&config, &parts("a")),
+            Err(SealError::Forged { .. })
+        ));
+
+        // The trusted key's seal, edited to name other digests.
+        write(&config, &parts("a"), &key).unwrap_or_else(|e| panic!("{e}"));
+        let path = seal_path(&config);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, text.replace(&"a".repeat(64), &"b".repeat(64)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            check(&config, &parts("b")),
+            Err(SealError::Forged { .. })
+        ));
+        std::fs::write(&path, "{}").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            check(&config, &parts("a")),
+            Err(SealError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn without_a_key_nothing_can_be_checked() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("esq.toml");
+        std::fs::write(&path, "[upstream]\nurl = \"postgres://esq@localhost/db\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::load_with_env(&path, []).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(check(&config, &parts("a")), Err(SealError::NoKey)));
+    }
+}

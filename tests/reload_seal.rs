@@ -1,0 +1,350 @@
+//! Live reload and sealed serving end to end: a reload swaps users, catalog
+//! and policies only after they validate and their tests pass (over HTTP and
+//! SIGHUP, audited either way), sessions carry on through it, and in
+//! production a bundle that differs from its seal is neither started nor
+//! reloaded.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::esq::Esq;
+use common::http;
+use common::process::{esq_command, Run};
+use common::Doors;
+use serde_json::{json, Value};
+
+/// A copy of the shipped policies the test may edit.
+fn editable_policies(under: &Path) -> PathBuf {
+    let dir = under.join("policies");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    for entry in
+        std::fs::read_dir(common::repo().join("policies")).unwrap_or_else(|e| panic!("{e}"))
+    {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    dir
+}
+
+fn append(path: &Path, text: &str) {
+    let mut body = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+    body.push_str(text);
+    std::fs::write(path, body).unwrap_or_else(|e| panic!("{e}"));
+}
+
+async fn post_reload(
+    esq: &(impl common::Doors + ?Sized),
+    user: &str,
+) -> (reqwest::StatusCode, Value) {
+    let response = http::client()
+        .post(esq.url("/api/esq/reload"))
+        .bearer_auth(http::token(user))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    http::read(response).await
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn reload_records(path: &Path) -> Vec<Value> {
+    records(path)
+        .into_iter()
+        .filter(|r| r["kind"] == "reload")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_valid_policies_and_refuses_broken_ones() {
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let policies = editable_policies(scratch.path());
+    let esq = Esq::builder()
+        .env("ESQ_POLICY__DIR", policies.display().to_string())
+        .start()
+        .await;
+    let before = esq.app().bundle().hash.clone();
+    let ticket = esq.foia_ticket().await;
+    let session = common::pg_client::connect_with_ticket(&esq, &ticket).await;
+
+    // Only operators reload.
+    let (status, body) = post_reload(&esq, "journalist").await;
+    assert_eq!(status, 403, "{body}");
+
+    // A syntax error: refused, the bundle in force stays, and why is said.
+    let foia = policies.join("foia.rego");
+    let original = std::fs::read_to_string(&foia).unwrap_or_default();
+    append(&foia, "\nthis is not rego\n");
+    let (status, body) = post_reload(&esq, "admin").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "reload refused");
+    assert!(
+        body["reason"].as_str().unwrap_or("").contains("foia.rego"),
+        "{body}"
+    );
+    assert_eq!(esq.app().bundle().hash, before);
+
+    // A policy test that fails: refused too.
+    std::fs::write(&foia, &original).unwrap_or_else(|e| panic!("{e}"));
+    let failing = policies.join("zz_reload_test.rego");
+    std::fs::write(
+        &failing,
+        "package esq.policies.zz_reload_test\n\nimport rego.v1\n\ntest_always_fails if {\n\tfalse\n}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = post_reload(&esq, "admin").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap_or("").contains("test"),
+        "{body}"
+    );
+    assert_eq!(esq.app().bundle().hash, before);
+    std::fs::remove_file(&failing).unwrap_or_else(|e| panic!("{e}"));
+
+    // A valid change: in force at once, for the open session too.
+    append(&foia, "\n# reviewed 2026-12-07\n");
+    let (status, body) = post_reload(&esq, "admin").await;
+    assert_eq!(status, 200, "{body}");
+    let after = body["bundle"].as_str().unwrap_or("").to_string();
+    assert_eq!(body["previous"], before.as_str());
+    assert_ne!(after, before);
+    assert_eq!(esq.app().bundle().hash, after);
+    let rows = session
+        .query(
+            "SELECT state, count(*) FROM public.burial_2024 GROUP BY state",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the session carries on through a reload: {e}"));
+    assert!(!rows.is_empty());
+
+    // Audited: two refusals then the reload, each naming the bundles; the
+    // decision after it carries the new bundle hash.
+    let audit = esq.audit_path();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reloads = reload_records(&audit);
+    let outcomes: Vec<&str> = reloads
+        .iter()
+        .filter_map(|r| r["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["deny", "deny", "allow"], "{reloads:?}");
+    assert_eq!(reloads[2]["detail"]["bundle"], after.as_str());
+    assert_eq!(reloads[2]["user"], "admin");
+    let last_decision = records(&audit)
+        .into_iter()
+        .rev()
+        .find(|r| r["kind"] == "decision")
+        .unwrap_or_default();
+    assert_eq!(last_decision["bundle"], after.as_str(), "{last_decision}");
+    let metrics = http::metrics(&esq).await;
+    assert_eq!(
+        http::metric(&metrics, "esq_reloads_total{outcome=\"deny\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        http::metric(&metrics, "esq_reloads_total{outcome=\"allow\"}"),
+        Some(1.0)
+    );
+}
+
+/// The environment of a production esq over `esq`'s fixture: its own key,
+/// seal and editable policies under `dir`.
+fn production_env(esq: &Esq, dir: &Path) -> Vec<(String, String)> {
+    let key = dir.join("signing.key");
+    let run = Run::esq(&["keys", "generate", "--out", &key.display().to_string()]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("BEGIN PUBLIC KEY"), "{}", run.stdout);
+    let policies = editable_policies(dir);
+    let mut env: Vec<(String, String)> = esq.env().to_vec();
+    env.retain(|(k, _)| k != "ESQ_POLICY__DIR" && !k.starts_with("ESQ_SERVER__"));
+    // The seal covers every override: the addresses and the audit log
+    // too, so they are fixed here for `esq seal` and `esq serve` alike.
+    env.extend([
+        (
+            "ESQ_SERVER__PG_LISTEN".into(),
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        (
+            "ESQ_SERVER__HTTP_LISTEN".into(),
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        (
+            "ESQ_AUDIT__PATH".into(),
+            dir.join("audit.jsonl").display().to_string(),
+        ),
+        ("ESQ_SERVER__ENVIRONMENT".into(), "production".into()),
+        ("ESQ_SIGNING__KEY_FILE".into(), key.display().to_string()),
+        (
+            "ESQ_SIGNING__SEAL_FILE".into(),
+            dir.join("esq.seal").display().to_string(),
+        ),
+        ("ESQ_POLICY__DIR".into(), policies.display().to_string()),
+    ]);
+    env
+}
+
+fn esq_with(env: &[(String, String)], args: &[&str]) -> Run {
+    Run::of(
+        esq_command()
+            .arg("--config")
+            .arg(common::shipped_config())
+            .args(args)
+            .envs(env.iter().cloned()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_serves_only_the_sealed_bundle() {
+    let esq = Esq::builder().prepare().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let env = production_env(&esq, dir.path());
+    let as_pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+
+    // Unsealed: production refuses to start.
+    let run = esq_with(&env, &["serve"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("esq seal"), "{}", run.stderr);
+
+    let run = esq_with(&env, &["seal"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("sealed"), "{}", run.stdout);
+    assert_eq!(esq_with(&env, &["seal", "--check"]).status, 0);
+
+    let mut process = esq.spawn_binary(&as_pairs).await;
+    let ticket = http::ticket(&process, "journalist", common::tickets::foia_request("5m")).await;
+    let (status, _) = http::query(&process, &ticket, json!({"groupBy": "state"})).await;
+    assert_eq!(status, 200);
+
+    // Tampered: the reload is refused (HTTP and SIGHUP) and the sealed
+    // bundle keeps serving; a fresh start is refused.
+    let foia = dir.path().join("policies/foia.rego");
+    append(&foia, "\n# an unreviewed edit\n");
+    let (status, body) = post_reload(&process, "admin").await;
+    assert_eq!(status, 422, "{body}");
+    let reason = body["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("policy files") && reason.contains("sealed"),
+        "{body}"
+    );
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &process.pid().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        process.alive(),
+        "SIGHUP does not stop esq:\n{}",
+        process.log()
+    );
+    let (status, _) = http::query(&process, &ticket, json!({"groupBy": "state"})).await;
+    assert_eq!(status, 200);
+    let refusals = reload_records(&dir.path().join("audit.jsonl"));
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(refusals.iter().all(|r| r["outcome"] == "deny"));
+    assert!(refusals.iter().any(|r| r["user"] == "SIGHUP"));
+
+    // (a second esq on the same sealed config would also meet the lock on
+    // its audit log: the seal is checked first.)
+    let run = esq_with(&env, &["serve"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("policy files"), "{}", run.stderr);
+    assert_eq!(esq_with(&env, &["seal", "--check"]).status, 1);
+
+    // Resealed after review: the reload goes through.
+    assert_eq!(esq_with(&env, &["seal"]).status, 0);
+    let (status, body) = post_reload(&process, "admin").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["sealed_by"].is_string(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_pgbench_drop_no_session_and_lose_no_record() {
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let policies = editable_policies(scratch.path());
+    let esq = Esq::builder()
+        .rows(2_000)
+        .pgbench()
+        .env("ESQ_POLICY__DIR", policies.display().to_string())
+        .start()
+        .await;
+    let ticket = esq
+        .ticket(
+            "journalist",
+            json!({"dataset": "pgbench_accounts", "purpose": "benchmark",
+                   "fields": ["aid", "abalance"]}),
+        )
+        .await;
+    let script = common::repo().join("bench/pgbench_select_only.sql");
+    let bench = tokio::process::Command::new("pgbench")
+        .args([
+            "-n", "-c", "4", "-j", "2", "-T", "6", "-M", "extended", "-f",
+        ])
+        .arg(&script)
+        .arg(esq.libpq_url("journalist", "journalist"))
+        .env("PGOPTIONS", format!("-c esq.ticket={ticket}"))
+        .output();
+    let reloads = async {
+        let foia = policies.join("foia.rego");
+        let mut applied = 0;
+        for round in 0..8 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            append(&foia, &format!("\n# round {round}\n"));
+            let (status, body) = post_reload(&esq, "admin").await;
+            assert_eq!(status, 200, "{body}");
+            applied += 1;
+        }
+        applied
+    };
+    let (out, applied) = tokio::join!(bench, reloads);
+    let out = out.unwrap_or_else(|e| panic!("pgbench runs: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
+    let processed: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|n| n.split('/').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(processed > 0, "{stdout}");
+
+    // Every statement pgbench ran is a record, in an intact chain.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = esq.audit_path();
+    let all = records(&audit);
+    let allowed_selects = all
+        .iter()
+        .filter(|r| r["kind"] == "decision" && r["user"] == "journalist" && r["rows"].is_u64())
+        .count() as u64;
+    assert!(
+        allowed_selects >= processed,
+        "{allowed_selects} answered statements recorded for {processed} transactions"
+    );
+    assert_eq!(reload_records(&audit).len(), applied);
+    let run = Run::esq(&["audit", "verify", &audit.display().to_string()]);
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    let bundles: std::collections::BTreeSet<&str> =
+        all.iter().filter_map(|r| r["bundle"].as_str()).collect();
+    assert!(
+        bundles.len() > applied / 2,
+        "records name the bundles in force: {bundles:?}"
+    );
+}
