@@ -367,3 +367,43 @@ fn unknown_profiles_are_refused() {
         run.stderr
     );
 }
+
+/// The positive path exists: what a production deployment has (TLS on
+/// every hop, a restricted service role, signed checkpoints, an https
+/// webhook) meets FedRAMP Moderate, with only SC-28 left to attest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_like_deployment_meets_fedramp_moderate() {
+    let fixture = Esq::builder().rows(50).tls_only_upstream().prepare().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("esq.key");
+    let run = esq(&["keys", "generate", "--out", key.to_str().unwrap()], &[]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let mut env: Vec<(&str, String)> = fixture
+        .env()
+        .iter()
+        .filter(|(k, _)| k != "ESQ_AUDIT__PATH")
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    env.extend(door_tls(dir.path()));
+    env.extend([
+        (
+            "ESQ_AUDIT__PATH",
+            dir.path().join("audit.jsonl").display().to_string(),
+        ),
+        ("ESQ_SIGNING__KEY_FILE", key.display().to_string()),
+        (
+            "ESQ_SENTINEL__WEBHOOK",
+            "https://hooks.example/esq".to_string(),
+        ),
+    ]);
+    write_audit_log(&env, 5);
+    let run = esq(&["check", "--profile", "FedRAMP-Moderate"], &env);
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("profile   FedRAMP-Moderate: 11 of 11 required controls met"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("attest    SC-28"), "{}", run.stdout);
+}

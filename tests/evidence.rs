@@ -99,6 +99,13 @@ async fn the_evidence_bundle_is_complete_and_self_checking() {
         );
     }
     assert_eq!(manifest["policies_sha256"].as_str().unwrap().len(), 64);
+    // The bundle every record names, as served.
+    let bundle_hash = esq.app().bundle().hash.clone();
+    assert_eq!(manifest["bundle"]["hash"], bundle_hash.as_str());
+    assert!(esq
+        .audit_records()
+        .iter()
+        .all(|r| r["bundle"] == bundle_hash.as_str()));
     let ssp: Value =
         serde_json::from_slice(&files.iter().find(|(n, _)| n == "SSP.json").unwrap().1).unwrap();
     assert!(ssp["controls"].as_array().is_some_and(|c| !c.is_empty()));

@@ -52,6 +52,9 @@ pub struct Manifest {
     pub checkpoint_files: Vec<String>,
     /// The id of the key that signs the checkpoints (`signing/public.pem`).
     pub signing_key_id: Option<String>,
+    /// The bundle in force (what every audit record names) and whether its
+    /// seal verifies; the seal itself is `seal/esq.seal` when there is one.
+    pub bundle: super::ssp::BundleSummary,
     pub config_sha256: String,
     pub catalog_sha256: String,
     pub policies_sha256: String,
@@ -161,6 +164,9 @@ pub fn write_bundle(
     if let Ok(config) = std::fs::read(config_path) {
         contents.push(("config/esq.toml".into(), config));
     }
+    if let Ok(seal) = std::fs::read(crate::bundle::seal::seal_path(&app.config)) {
+        contents.push(("seal/esq.seal".into(), seal));
+    }
 
     let policy_files = hashed_files(&app.config.policy.dir);
     let manifest = Manifest {
@@ -171,6 +177,7 @@ pub fn write_bundle(
         audit_files,
         checkpoint_files,
         signing_key_id: public.as_ref().map(|k| k.id().to_string()),
+        bundle: super::ssp::bundle_summary(app),
         config_sha256: file_sha256(config_path),
         catalog_sha256: dir_sha256(&app.config.catalog.dir),
         policies_sha256: dir_sha256(&app.config.policy.dir),
