@@ -495,6 +495,11 @@ async fn a_second_esq_serve_on_the_same_log_exits_naming_the_log_and_pid() {
 /// `esq evidence` on the log of `log` (signed with its key): exit status,
 /// stderr and the zip's files.
 fn evidence(log: &SignedLog) -> (i32, String, Vec<(String, Vec<u8>)>) {
+    evidence_with(log, &[])
+}
+
+/// As [`evidence`], with more environment variables.
+fn evidence_with(log: &SignedLog, env: &[(&str, &Path)]) -> (i32, String, Vec<(String, Vec<u8>)>) {
     use std::io::Read;
     let out = log.dir.path().join("evidence.zip");
     let _ = std::fs::remove_file(&out);
@@ -505,7 +510,8 @@ fn evidence(log: &SignedLog) -> (i32, String, Vec<(String, Vec<u8>)>) {
             .args(["evidence", "--since", "1h", "--out"])
             .arg(&out)
             .env("ESQ_AUDIT__PATH", log.base())
-            .env("ESQ_SIGNING__KEY_FILE", log.dir.path().join("esq.key")),
+            .env("ESQ_SIGNING__KEY_FILE", log.dir.path().join("esq.key"))
+            .envs(env.iter().map(|(k, v)| (*k, *v))),
     );
     let mut archive = zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
     let files = (0..archive.len())
@@ -557,6 +563,86 @@ fn the_evidence_bundle_carries_and_checks_the_checkpoints() {
     assert_eq!(json_of(&files, "manifest.json")["chain_intact"], false);
     let verification = json_of(&files, "audit-verification.json");
     let what = verification["report"]["checkpoints"]["problem"]["what"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(what.contains("are missing"), "{verification}");
+}
+
+/// esq itself will not append to a log that ends before its own signed
+/// checkpoints: the new records would hide the cut under a valid tail.
+#[test]
+fn esq_will_not_continue_a_log_cut_or_rewritten_below_its_checkpoints() {
+    let log = signed_log();
+    let newest = log.files().last().unwrap().clone();
+    let original = std::fs::read_to_string(&newest).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines.len() >= 2, "{original}");
+
+    // The last record (seq 23, checkpointed at shutdown) removed.
+    let cut: String = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&newest, cut).unwrap();
+    let refused = AuditLog::open(&log.base(), &log.options(), &Metrics::new())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("covers record 23, but the log ends at record 22")
+            && refused.contains("will not continue"),
+        "{refused}"
+    );
+
+    // The last record rewritten in place (same seq, other content).
+    let mut rewritten: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let last = rewritten.len() - 1;
+    rewritten[last] = rewritten[last].replace("user-22", "user-XX");
+    assert_ne!(rewritten[last], lines[last]);
+    std::fs::write(&newest, rewritten.join("\n") + "\n").unwrap();
+    let refused = AuditLog::open(&log.base(), &log.options(), &Metrics::new())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("the log's end was rewritten"), "{refused}");
+
+    // Restored, it opens and continues.
+    std::fs::write(&newest, original).unwrap();
+    assert!(AuditLog::open(&log.base(), &log.options(), &Metrics::new()).is_ok());
+}
+
+/// A log cut together with the checkpoints beside it still fails against
+/// the copy (another disk): the evidence bundle says so.
+#[test]
+fn the_evidence_bundle_checks_the_checkpoint_copy_too() {
+    let log = signed_log();
+    let copy = log.dir.path().join("copy.checkpoints");
+    std::fs::copy(log.checkpoints(), &copy).unwrap();
+    // The newest file gone, and the local checkpoints trimmed to match.
+    let newest = log.files().pop().unwrap();
+    std::fs::remove_file(&newest).unwrap();
+    let left = log.lines().len() as u64;
+    let trimmed: String = std::fs::read_to_string(log.checkpoints())
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+                <= left
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(log.checkpoints(), trimmed).unwrap();
+    let (status, stderr, _) = evidence(&log);
+    assert_eq!(status, 0, "without the copy the cut goes unseen: {stderr}");
+
+    let (status, stderr, files) = evidence_with(&log, &[("ESQ_AUDIT__CHECKPOINT_COPY", &copy)]);
+    assert_eq!(status, 1, "{stderr}");
+    assert_eq!(json_of(&files, "manifest.json")["chain_intact"], false);
+    let verification = json_of(&files, "audit-verification.json");
+    let what = verification["copy_report"]["checkpoints"]["problem"]["what"]
         .as_str()
         .unwrap_or_default()
         .to_string();

@@ -14,6 +14,7 @@ use std::path::Path;
 use common::esq::Esq;
 use common::postgres::describe;
 use common::process::{esq_command, Run};
+use common::Doors;
 use serde_json::Value;
 
 /// `esq <args>` in the repository root with more environment variables.
@@ -170,6 +171,42 @@ async fn ac6_names_a_superuser_a_writable_table_and_an_ungoverned_read() {
         "{ac6}"
     );
     superuser_sql(&fixture, &format!("ALTER ROLE {role} NOSUPERUSER")).await;
+
+    // A SECURITY DEFINER function of the superuser's that writes, which
+    // PUBLIC may execute by default: a write path no table grant shows.
+    superuser_sql(
+        &fixture,
+        "CREATE FUNCTION public.wipe(n int) RETURNS void LANGUAGE sql SECURITY DEFINER
+           AS 'DELETE FROM public.burial_2024 WHERE id = n'",
+    )
+    .await;
+    let definer = plan(&fixture, &[]).await;
+    let ac6 = control(&definer, "AC-6");
+    assert_eq!(ac6["status"], "not_satisfied", "{ac6}");
+    assert!(
+        reason(ac6).contains("can execute public.wipe(n integer) (owned by "),
+        "{ac6}"
+    );
+    assert_eq!(check(ac6, "SECURITY DEFINER")["passed"], false);
+    superuser_sql(&fixture, "DROP FUNCTION public.wipe(int)").await;
+
+    // Temporary tables: something the role can create.
+    let database = fixture.database().to_string();
+    superuser_sql(
+        &fixture,
+        &format!("GRANT TEMPORARY ON DATABASE \"{database}\" TO {role}"),
+    )
+    .await;
+    let temporary = plan(&fixture, &[]).await;
+    let ac6 = control(&temporary, "AC-6");
+    assert_eq!(ac6["status"], "not_satisfied", "{ac6}");
+    assert!(
+        check(ac6, "create no schema or object")["observed"]
+            .as_str()
+            .unwrap()
+            .contains("temporary tables"),
+        "{ac6}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,6 +184,11 @@ fn production_env(esq: &Esq, dir: &Path) -> Vec<(String, String)> {
         ),
         ("ESQ_SERVER__ENVIRONMENT".into(), "production".into()),
         ("ESQ_SIGNING__KEY_FILE".into(), key.display().to_string()),
+        // The key seals must verify with, from outside the configuration.
+        (
+            "ESQ_SEAL_KEY".into(),
+            dir.join("signing.key.pub").display().to_string(),
+        ),
         (
             "ESQ_SIGNING__SEAL_FILE".into(),
             dir.join("esq.seal").display().to_string(),
@@ -266,6 +271,51 @@ async fn production_serves_only_the_sealed_bundle() {
     let (status, body) = post_reload(&process, "admin").await;
     assert_eq!(status, 200, "{body}");
     assert!(body["sealed_by"].is_string(), "{body}");
+
+    // Whoever edits the configuration cannot re-anchor the seal: a key of
+    // their own in [signing], and a seal made with it, is not the key esq
+    // trusts (ESQ_SEAL_KEY).
+    let evil = dir.path().join("evil.key");
+    assert_eq!(
+        Run::esq(&["keys", "generate", "--out", evil.to_str().unwrap()]).status,
+        0
+    );
+    let with = |changes: &[(&str, &str)]| {
+        let mut changed = env.clone();
+        for (name, value) in changes {
+            changed.retain(|(k, _)| k != name);
+            if !value.is_empty() {
+                changed.push((name.to_string(), value.to_string()));
+            }
+        }
+        changed
+    };
+    let rewired = with(&[("ESQ_SIGNING__KEY_FILE", evil.to_str().unwrap())]);
+    let run = esq_with(&rewired, &["seal"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("esq will not serve it"),
+        "{}",
+        run.stderr
+    );
+    let run = esq_with(&rewired, &["serve"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("does not verify"), "{}", run.stderr);
+    // Nor does renaming the environment turn sealing off while a seal key
+    // is given.
+    assert_eq!(esq_with(&env, &["seal"]).status, 0);
+    let run = esq_with(
+        &with(&[("ESQ_SERVER__ENVIRONMENT", "development")]),
+        &["serve"],
+    );
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("does not match"), "{}", run.stderr);
+    // And production without a key from outside the configuration does not
+    // serve at all.
+    let run = esq_with(&with(&[("ESQ_SEAL_KEY", "")]), &["serve"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("ESQ_SEAL_KEY"), "{}", run.stderr);
+    drop(process);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,4 +400,64 @@ async fn reloads_under_pgbench_drop_no_session_and_lose_no_record() {
         bundles.len() > applied / 2,
         "records name the bundles in force: {bundles:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_before_a_reload_runs_only_as_the_new_bundle_decides_it() {
+    let esq = Esq::builder().start().await;
+    let ticket = esq
+        .ticket("clinician", common::tickets::clinician_request())
+        .await;
+    let client = common::pg_client::connect_with_ticket(&esq, &ticket).await;
+    let reads_county = client
+        .prepare("SELECT state, county FROM burial_2024 WHERE county = $1")
+        .await
+        .unwrap();
+    let reads_state = client
+        .prepare("SELECT state FROM burial_2024 WHERE state = $1")
+        .await
+        .unwrap();
+    client.query(&reads_county, &[&"Kern"]).await.unwrap();
+
+    // The catalog no longer describes `county`: the guard now decides the
+    // first statement differently, the second one the same.
+    let catalog = esq.catalog_path().join("burial_2024.yaml");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    let narrowed: String = text
+        .lines()
+        .filter(|l| !l.contains("name: county"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(narrowed, text, "the catalog describes county");
+    std::fs::write(&catalog, narrowed).unwrap();
+    let (status, body) = post_reload(&esq, "admin").await;
+    assert_eq!(status, 200, "{body}");
+
+    let refused = client
+        .query(&reads_county, &[&"Kern"])
+        .await
+        .expect_err("decided before the reload, decided differently now");
+    assert_eq!(common::pg_client::sqlstate(&refused), "0A000");
+    assert!(
+        refused
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("reloaded")),
+        "{refused:?}"
+    );
+    client
+        .query(&reads_state, &[&"CA"])
+        .await
+        .unwrap_or_else(|e| panic!("decided the same way, it still runs: {e}"));
+    // Prepared again, it is decided by the bundle in force.
+    let again = client
+        .prepare("SELECT state, county FROM burial_2024 WHERE county = $1")
+        .await;
+    if let Ok(statement) = again {
+        let rows = client.query(&statement, &[&"Kern"]).await;
+        if let Ok(rows) = rows {
+            assert!(rows
+                .iter()
+                .all(|r| r.columns().iter().all(|c| c.name() != "county")));
+        }
+    }
 }

@@ -162,6 +162,58 @@ pub fn read(path: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
     Ok(found)
 }
 
+/// Refuses to continue a log whose end is behind its own signed
+/// checkpoints (beside it, or the copy): records were removed, or the log
+/// replaced, and appending would hide that under a new, valid-looking tail.
+/// Only checkpoints this key signed count (a key rotation leaves old ones
+/// behind). A rewrite further back is for `esq audit verify` to find.
+pub fn check_not_cut(
+    base: &Path,
+    options: &CheckpointOptions,
+    last_seq: u64,
+    last_hash: &str,
+) -> Result<(), String> {
+    let public = options.key.public();
+    let beside = super::files::checkpoints_path(base);
+    for path in std::iter::once(beside).chain(options.copy.clone()) {
+        // Only files: a copy may be a device or a pipe (never read whole).
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let checkpoints = read(&path).map_err(|e| e.to_string())?;
+        let newest = checkpoints
+            .iter()
+            .filter(|c| c.verify(public).is_ok())
+            .max_by_key(|c| c.seq);
+        let Some(newest) = newest else { continue };
+        let refuse = |what: String| {
+            Err(format!(
+                "{what}; esq will not continue a cut or rewritten log: investigate (esq audit verify --checkpoints), then move the log and its checkpoints aside to start a new one"
+            ))
+        };
+        if newest.seq > last_seq {
+            return refuse(format!(
+                "the signed checkpoint at {} line {} ({}) covers record {}, but the log ends at record {last_seq}: records {}..{} were removed or the log replaced",
+                path.display(),
+                newest.line,
+                newest.time,
+                newest.seq,
+                last_seq + 1,
+                newest.seq
+            ));
+        }
+        if newest.seq == last_seq && newest.hash != last_hash {
+            return refuse(format!(
+                "record {last_seq} differs from the signed checkpoint at {} line {} ({}): the log's end was rewritten",
+                path.display(),
+                newest.line,
+                newest.time
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// How the writer checkpoints (from `[signing]` and `[audit]`).
 #[derive(Debug, Clone)]
 pub struct CheckpointOptions {

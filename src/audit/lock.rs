@@ -10,6 +10,13 @@
 //! releases it when the writer exits, even on `kill -9`, so a lock file
 //! left behind never blocks a restart. A second open in the same process
 //! is refused too (each open is a file description of its own).
+//!
+//! A lock file is found by its path, and two paths can name one log (a
+//! symlink, a hard link, another spelling). So the writer also locks the
+//! log's files themselves, which are the same inode under every name: file
+//! 0 for the log's life, and each rotated file while it is the one being
+//! written (see `writer.rs`). What is left: a hard link to a rotated file
+//! that is no longer written, named as another esq's file 0.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
@@ -21,6 +28,8 @@ use super::{files, AuditError};
 #[derive(Debug)]
 pub struct LogLock {
     _file: File,
+    /// File 0 of the log, locked under whatever name it is reached by.
+    _log: File,
     path: PathBuf,
 }
 
@@ -62,12 +71,51 @@ impl LogLock {
             .and_then(|()| writeln!(file, "{}", std::process::id()))
             .and_then(|()| file.flush())
             .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
-        Ok(LogLock { _file: file, path })
+        let log = lock_log_file(base)?;
+        Ok(LogLock {
+            _file: file,
+            _log: log,
+            path,
+        })
     }
 
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Locks file 0 of the log itself (created if new).
+fn lock_log_file(base: &Path) -> Result<File, AuditError> {
+    let failed = |reason: String| AuditError::Failed {
+        path: base.display().to_string(),
+        reason,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(base)
+        .map_err(|e| failed(format!("cannot open {}: {e}", base.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(AuditError::InUse {
+            path: base.display().to_string(),
+            holder: "through another path to the same file".into(),
+        }),
+        Err(TryLockError::Error(e)) => Err(failed(format!("cannot lock {}: {e}", base.display()))),
+    }
+}
+
+/// Locks a rotated file the writer is about to append to: another esq may
+/// reach the same file under another name.
+pub fn lock_rotated(file: &File, path: &Path) -> Result<(), String> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(format!(
+            "{} is being written by another esq (through another path to the same file): one writer per log",
+            path.display()
+        )),
+        Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
 }
 
@@ -99,5 +147,26 @@ mod tests {
         drop(first);
         let again = LogLock::acquire(&base);
         assert!(again.is_ok(), "released on drop: {again:?}");
+    }
+
+    #[test]
+    fn a_log_reached_through_a_link_is_locked_too() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let base = dir.path().join("audit.jsonl");
+        let _first = LogLock::acquire(&base).unwrap_or_else(|e| panic!("{e}"));
+        type Link = fn(&Path, &Path) -> std::io::Result<()>;
+        let hard: Link = |a, b| std::fs::hard_link(a, b);
+        let soft: Link = |a, b| std::os::unix::fs::symlink(a, b);
+        for (name, link) in [("hard", hard), ("soft", soft)] {
+            let other = dir.path().join(name);
+            std::fs::create_dir(&other).unwrap_or_else(|e| panic!("{e}"));
+            let alias = other.join("audit.jsonl");
+            link(&base, &alias).unwrap_or_else(|e| panic!("{e}"));
+            let second = LogLock::acquire(&alias).map(|_| ());
+            assert!(
+                matches!(&second, Err(AuditError::InUse { holder, .. }) if holder.contains("another path")),
+                "{name} link: {second:?}"
+            );
+        }
     }
 }

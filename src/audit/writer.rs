@@ -158,6 +158,8 @@ impl AuditLog {
         let active = Active::resume(base, options.rotate_bytes).map_err(failed)?;
         let checkpointer = match &options.checkpoints {
             Some(checkpoints) => {
+                super::checkpoint::check_not_cut(base, checkpoints, active.last_seq, &active.prev)
+                    .map_err(failed)?;
                 Some(Checkpointer::open(base, checkpoints, active.last_seq).map_err(failed)?)
             }
             None => None,
@@ -495,7 +497,7 @@ impl Active {
             .map(|e| (e.seq, e.hash))
             .unwrap_or((0, GENESIS.to_string()));
         let path = files::numbered(base, number);
-        let (file, identity, size) = open_append(&path)?;
+        let (file, identity, size) = open_append(&path, number)?;
         Ok(Active {
             base: base.to_path_buf(),
             number,
@@ -590,7 +592,7 @@ impl Active {
         self.check_identity()?;
         self.number += 1;
         self.path = files::numbered(&self.base, self.number);
-        let (file, identity, size) = open_append(&self.path)?;
+        let (file, identity, size) = open_append(&self.path, self.number)?;
         self.file = file;
         self.identity = identity;
         self.size = size;
@@ -599,13 +601,17 @@ impl Active {
 }
 
 /// Opens (creating) `path` for appending, and makes its directory entry
-/// durable.
-fn open_append(path: &Path) -> Result<(File, (u64, u64), u64), String> {
+/// durable. A rotated file (`number > 0`) is locked while it is written;
+/// file 0 is locked for the log's life by [`LogLock`].
+fn open_append(path: &Path, number: u32) -> Result<(File, (u64, u64), u64), String> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if number > 0 {
+        super::lock::lock_rotated(&file, path)?;
+    }
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;

@@ -97,8 +97,8 @@ impl Bundle {
             catalog: catalog.digest().to_string(),
             policies: policies.digest().to_string(),
         };
-        let sealed_by = if serving && is_production(config) {
-            Some(seal::check(config, &parts)?)
+        let sealed_by = if serving && seal_required(config) {
+            Some(seal::check_for_serving(config, &parts)?)
         } else {
             None
         };
@@ -131,9 +131,20 @@ impl Bundle {
     }
 }
 
-/// `server.environment = "production"`: only a sealed bundle is served.
+/// `server.environment = "production"` (any case, spaces around ignored).
 pub fn is_production(config: &Config) -> bool {
-    config.server.environment.eq_ignore_ascii_case("production")
+    config
+        .server
+        .environment
+        .trim()
+        .eq_ignore_ascii_case("production")
+}
+
+/// Only a sealed bundle is served: in production, and wherever a seal key
+/// is given (`ESQ_SEAL_KEY`), so that no configuration change — the
+/// environment's name included — turns sealing off.
+pub fn seal_required(config: &Config) -> bool {
+    is_production(config) || config.seal_key.is_some()
 }
 
 #[cfg(test)]

@@ -4,6 +4,13 @@
 //! does not verify, was made by another key, or names other digests than
 //! the files on disk is refused, and the message names what differs.
 //!
+//! Whose key counts: the one in `ESQ_SEAL_KEY` — from the environment
+//! esq is started with, never from the configuration, since a
+//! configuration that names the key vouching for it vouches for itself.
+//! Serving sealed requires it. Commands that only report (`esq seal
+//! --check`, the SSP) fall back to the public half of `signing.key_file`
+//! when it is not set, and say so.
+//!
 //! The seal file is JSON; its signature covers
 //! `esq-seal/v1\nbundle <hash>\nsealed_at <time>\n`, and the bundle hash
 //! covers the three digests (see [`super::Parts::hash`]).
@@ -32,8 +39,10 @@ pub struct Seal {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("production needs a sealed bundle, and no key is configured to check the seal: set signing.key_file or signing.seal_public_key")]
+    #[error("no key to check the seal with: set ESQ_SEAL_KEY to the public half of the sealing key (or signing.key_file)")]
     NoKey,
+    #[error("esq serves only a sealed bundle here, and the key to check the seal with must come from outside the configuration it protects: set ESQ_SEAL_KEY to the public half of the sealing key (`esq keys generate` writes it to FILE.pub)")]
+    NoAnchoredKey,
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("the seal {path} cannot be read ({reason}): run `esq seal` after reviewing config, catalog and policies")]
@@ -92,6 +101,14 @@ pub fn write(config: &Config, parts: &Parts, key: &SigningKey) -> Result<Seal, S
     Ok(seal)
 }
 
+/// As [`check`], for serving: only with the key from `ESQ_SEAL_KEY`.
+pub fn check_for_serving(config: &Config, parts: &Parts) -> Result<String, SealError> {
+    if config.seal_key.is_none() {
+        return Err(SealError::NoAnchoredKey);
+    }
+    check(config, parts)
+}
+
 /// Checks that `parts` are what the seal of `config` signed; the sealing
 /// key's id when they are.
 pub fn check(config: &Config, parts: &Parts) -> Result<String, SealError> {
@@ -141,9 +158,10 @@ pub fn check(config: &Config, parts: &Parts) -> Result<String, SealError> {
     Ok(trusted.id().to_string())
 }
 
-/// The key a seal must verify with.
+/// The key a seal must verify with: `ESQ_SEAL_KEY`, else (for reports
+/// only) the public half of `signing.key_file`.
 pub fn trusted_key(config: &Config) -> Result<PublicKey, SealError> {
-    let path: &Path = match (&config.signing.seal_public_key, &config.signing.key_file) {
+    let path: &Path = match (&config.seal_key, &config.signing.key_file) {
         (Some(public), _) => public,
         (None, Some(private)) => private,
         (None, None) => return Err(SealError::NoKey),
@@ -227,6 +245,45 @@ mod tests {
             check(&config, &parts("a")),
             Err(SealError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn serving_trusts_only_the_key_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let release = SigningKey::generate();
+        let release_path = dir.path().join("release.key");
+        let release_public = release
+            .write(&release_path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let node_path = dir.path().join("node.key");
+        let node = SigningKey::generate();
+        node.write(&node_path).unwrap_or_else(|e| panic!("{e}"));
+
+        // The configuration's own key: fine for a report, not for serving.
+        let mut config = config_in(dir.path(), &node_path);
+        write(&config, &parts("a"), &node).unwrap_or_else(|e| panic!("{e}"));
+        assert!(check(&config, &parts("a")).is_ok());
+        assert!(matches!(
+            check_for_serving(&config, &parts("a")),
+            Err(SealError::NoAnchoredKey)
+        ));
+
+        // ESQ_SEAL_KEY names the release key: a seal made with the key the
+        // configuration names (which whoever edits it can change) fails.
+        config.seal_key = Some(release_public);
+        assert!(matches!(
+            check_for_serving(&config, &parts("a")),
+            Err(SealError::Forged { .. })
+        ));
+        write(&config, &parts("a"), &release).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            check_for_serving(&config, &parts("a")).ok().as_deref(),
+            Some(release.public().id())
+        );
+        assert!(
+            crate::bundle::seal_required(&config),
+            "a seal key requires a seal"
+        );
     }
 
     #[test]

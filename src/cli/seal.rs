@@ -41,9 +41,14 @@ pub fn generate(args: GenerateArgs) -> u8 {
 #[derive(Debug, Args)]
 pub struct SealArgs {
     /// Only check the existing seal against the files on disk (exit 1 when
-    /// it does not verify or they differ).
+    /// it does not verify or they differ), with the key in ESQ_SEAL_KEY
+    /// (else the public half of signing.key_file).
     #[arg(long)]
     pub check: bool,
+    /// Seal with this private key (a release key kept off the serving
+    /// host) instead of signing.key_file.
+    #[arg(long, value_name = "FILE", conflicts_with = "check")]
+    pub key: Option<PathBuf>,
 }
 
 pub fn run(config_path: &Path, args: SealArgs) -> u8 {
@@ -74,11 +79,31 @@ pub fn run(config_path: &Path, args: SealArgs) -> u8 {
         eprintln!("error: the policy tests must exist and pass before a bundle is sealed (run `esq check`)");
         return EXIT_FAILED;
     }
-    let Some(key) = &app.signing else {
-        eprintln!("error: signing.key_file is not set: make a key with `esq keys generate --out FILE` and name it in [signing]");
-        return EXIT_BAD_INPUT;
+    let key = match (&args.key, &app.signing) {
+        (Some(path), _) => match SigningKey::load(path) {
+            Ok(key) => std::sync::Arc::new(key),
+            Err(err) => {
+                eprintln!("error: --key: {err}");
+                return EXIT_BAD_INPUT;
+            }
+        },
+        (None, Some(key)) => key.clone(),
+        (None, None) => {
+            eprintln!("error: no key to seal with: give --key FILE or set signing.key_file (make one with `esq keys generate --out FILE`)");
+            return EXIT_BAD_INPUT;
+        }
     };
-    match seal::write(&app.config, &bundle.parts, key) {
+    if let Some(trusted) = &app.config.seal_key {
+        match crate::signing::PublicKey::load(trusted) {
+            Ok(public) if public.id() != key.public().id() => eprintln!(
+                "warning: ESQ_SEAL_KEY is key {}, and this seal is made with key {}: esq will not serve it",
+                public.id(),
+                key.public().id()
+            ),
+            _ => {}
+        }
+    }
+    match seal::write(&app.config, &bundle.parts, &key) {
         Ok(sealed) => {
             println!(
                 "sealed    {}: bundle {} (config {}, catalog {}, policies {}) with key {}",

@@ -100,7 +100,21 @@ pub fn write_bundle(
             verify::verify_files(&log_files).map_err(|e| EvidenceError::Encode(e.to_string()))?,
         ),
     };
-    let chain_intact = report.as_ref().is_some_and(verify::VerifyReport::ok);
+    // The copy of the checkpoints (another disk): a log cut and re-grown
+    // together with the checkpoints beside it still shows against it.
+    let copy_report = match (&public, &app.config.audit.checkpoint_copy) {
+        (Some(key), Some(copy))
+            if !log_files.is_empty() && std::fs::metadata(copy).is_ok_and(|m| m.is_file()) =>
+        {
+            Some(
+                verify::verify_with_checkpoints(&log_files, copy, key)
+                    .map_err(|e| EvidenceError::Encode(e.to_string()))?,
+            )
+        }
+        _ => None,
+    };
+    let chain_intact = report.as_ref().is_some_and(verify::VerifyReport::ok)
+        && copy_report.as_ref().is_none_or(verify::VerifyReport::ok);
 
     // The files holding records of the period: a file is included when its
     // last record is at or after `since` (whole files, so they verify).
@@ -150,7 +164,8 @@ pub fn write_bundle(
         pretty(&VerificationFile {
             files: log_files.iter().map(|p| p.display().to_string()).collect(),
             report: report.as_ref(),
-            note: "esq audit verify over every file of the log (with its signed checkpoints when esq has a signing key), not only those in this bundle",
+            copy_report: copy_report.as_ref(),
+            note: "esq audit verify over every file of the log (with its signed checkpoints when esq has a signing key, and again with their copy, audit.checkpoint_copy), not only those in this bundle",
         })?,
     ));
     let (ssp, _) = system_security_plan_blocking(
@@ -203,6 +218,8 @@ pub fn write_bundle(
 struct VerificationFile<'a> {
     files: Vec<String>,
     report: Option<&'a verify::VerifyReport>,
+    /// The same log against the checkpoints' copy.
+    copy_report: Option<&'a verify::VerifyReport>,
     note: &'static str,
 }
 

@@ -14,6 +14,8 @@ use super::Config;
 
 pub const ENV_PREFIX: &str = "ESQ_";
 pub const ENV_SEPARATOR: &str = "__";
+/// The public key seals must verify with (see [`super::Config::seal_key`]).
+pub const SEAL_KEY_VAR: &str = "ESQ_SEAL_KEY";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -72,6 +74,11 @@ pub(super) fn load(
     let mut config = deserialize_with_overrides(table, &overrides, path)?;
     config.digest = digest;
     config.source = path.to_path_buf();
+    config.seal_key = env
+        .iter()
+        .find(|(name, _)| name == SEAL_KEY_VAR)
+        .map(|(_, value)| PathBuf::from(value))
+        .filter(|path| !path.as_os_str().is_empty());
     config.env = env
         .into_iter()
         .map(|(name, value)| (name, super::Secret::new(value)))
@@ -279,7 +286,6 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         config.audit.checkpoint_copy.as_mut(),
         config.signing.key_file.as_mut(),
         config.signing.seal_file.as_mut(),
-        config.signing.seal_public_key.as_mut(),
     ]
     .into_iter()
     .flatten()

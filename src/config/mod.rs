@@ -76,6 +76,12 @@ pub struct Config {
     /// The file this configuration was loaded from.
     #[serde(skip)]
     pub source: PathBuf,
+    /// The public key seals must verify with: `ESQ_SEAL_KEY`, from the
+    /// environment only (a configuration must not name the key that vouches
+    /// for it). When set, esq serves only a sealed bundle, whatever
+    /// `server.environment` says.
+    #[serde(skip)]
+    pub seal_key: Option<PathBuf>,
     /// The `ESQ_…` environment it was loaded with (a reload re-reads the
     /// file with the same environment). Values may be secrets.
     #[serde(skip)]
@@ -94,11 +100,6 @@ pub struct SigningConfig {
     /// config file's path with `.seal` added (`esq.toml.seal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal_file: Option<PathBuf>,
-    /// The public key a seal must verify with, when the bundle is sealed by
-    /// someone other than this node (a release key kept offline). Default:
-    /// the public half of `key_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seal_public_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

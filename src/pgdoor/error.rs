@@ -28,6 +28,9 @@ pub enum DoorError {
     FastPath,
     /// An `Execute` of a private portal with a row limit.
     PrivateRowLimit,
+    /// A statement prepared before a reload that the policies, catalog or
+    /// users now in force decide differently.
+    DecidedBeforeReload,
     /// The session is refused or ends.
     Fatal(Fatal),
 }
@@ -144,6 +147,13 @@ impl DoorError {
                 format!("portal \"{name}\" does not exist"),
                 "",
                 "",
+            ),
+            DoorError::DecidedBeforeReload => shown(
+                Error,
+                code::FEATURE_NOT_SUPPORTED,
+                "this prepared statement was decided before esq reloaded its policies, and they now decide it differently",
+                "a statement runs only as the policies in force allow it",
+                "prepare the statement again (or reconnect)",
             ),
             DoorError::PrivateRowLimit => shown(
                 Error,

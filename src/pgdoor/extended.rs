@@ -12,7 +12,7 @@ use super::completion::Expect;
 use super::dispatch::{Step, Turn};
 use super::error::DoorError;
 use super::message::Message;
-use super::names::{Prepared, Space};
+use super::names::{DecidedUnder, Prepared, Space};
 use super::private::PrivateRun;
 use super::relay::Substitution;
 use super::wire::{put_cstr, put_message};
@@ -33,6 +33,8 @@ pub async fn parse(
         put_parse(turn, name, &marker, types);
         return Ok(Step::Continue);
     }
+    // Read before the decision: a reload during it makes Bind decide again.
+    let bundle = turn.view.app.bundle().hash.clone();
     let prepared = match turn.view.ask(sql, Timing::Prepared).await {
         Asked::TicketStatement(TicketStatement::Show) => {
             let marker = turn.stand_in(DoorError::ShowTicketExtended);
@@ -50,6 +52,7 @@ pub async fn parse(
                 prepared_drops: Vec::new(),
                 private: None,
                 bound: None,
+                decided: None,
             })
         }
         Asked::Forward(forward) => {
@@ -60,7 +63,7 @@ pub async fn parse(
                 .any(|s| matches!(s, Substitution::Error { .. }));
             turn.substitute(forward.substitutions);
             put_parse(turn, name, &forward.sql, types);
-            (!refused).then_some(Prepared {
+            (!refused).then(|| Prepared {
                 ticket,
                 ticket_statement: None,
                 fingerprint: crate::sentinel::fingerprint(sql),
@@ -68,6 +71,11 @@ pub async fn parse(
                 prepared_drops: forward.prepared_drops,
                 private: forward.private,
                 bound: None,
+                decided: Some(Arc::new(DecidedUnder {
+                    bundle,
+                    sql: sql.to_string(),
+                    rewritten: forward.sql,
+                })),
             })
         }
     };
@@ -257,8 +265,8 @@ async fn private_run(
 }
 
 /// Why a statement or portal must not run: esq does not know it (never
-/// prepared, or refused), or the ticket it was prepared under is no longer
-/// live.
+/// prepared, or refused), the ticket it was prepared under is no longer
+/// live, or a reload since changed how it is decided.
 async fn refusal(
     view: &SessionView<'_>,
     prepared: Option<&Prepared>,
@@ -271,12 +279,33 @@ async fn refusal(
             Space::Portal => DoorError::NoSuchPortal(name.to_string()),
         });
     };
-    let ticket = prepared.ticket.as_ref()?;
-    let check = SessionView {
-        ticket: Some(ticket),
-        ..*view
+    if let Some(ticket) = prepared.ticket.as_ref() {
+        let check = SessionView {
+            ticket: Some(ticket),
+            ..*view
+        };
+        if let Err(error) = check.usable().await {
+            return Some(error);
+        }
+    }
+    let decided = prepared.decided.as_ref()?;
+    let bundle = view.app.bundle();
+    if bundle.hash == decided.bundle {
+        return None;
+    }
+    // Reloaded since it was prepared: it runs only as the bundle in force
+    // would decide it now.
+    let scope = match prepared.ticket.as_ref() {
+        Some(ticket) => match crate::decide::check_ticket(view.checks, ticket).await {
+            Ok(scope) => Some(scope),
+            Err(refusal) => return Some(DoorError::Refused(refusal)),
+        },
+        None => None,
     };
-    check.usable().await.err()
+    match bundle.guard.decide(scope.as_ref(), &decided.sql) {
+        crate::guard::Decision::Allow(allowed) if allowed.sql == decided.rewritten => None,
+        _ => Some(DoorError::DecidedBeforeReload),
+    }
 }
 
 fn put_parse(turn: &mut Turn<'_, '_>, name: &str, sql: &str, types: &[u8]) {

@@ -34,6 +34,23 @@ pub struct Prepared {
     /// A portal's parameters and result formats (private answers are keyed
     /// on them).
     pub bound: Option<crate::decide::private::Bound>,
+    /// The bundle that decided it, and how: checked again at every Bind and
+    /// Execute after a reload.
+    pub decided: Option<std::sync::Arc<DecidedUnder>>,
+}
+
+/// What a statement was prepared as, under which bundle. After a reload the
+/// statement runs only if the bundle now in force decides it the same way
+/// (the same rewritten SQL); otherwise it must be prepared again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecidedUnder {
+    /// The hash of the bundle in force when it was decided (read before the
+    /// decision, so a reload during it errs towards deciding again).
+    pub bundle: String,
+    /// The client's statement text.
+    pub sql: String,
+    /// The SQL prepared upstream (the guard's rewrite).
+    pub rewritten: String,
 }
 
 /// Messages that answer (Parse, Bind, Close, Describe, Execute) allowed
@@ -202,6 +219,7 @@ mod tests {
             prepared_drops: Vec::new(),
             private: None,
             bound: None,
+            decided: None,
         })
     }
 

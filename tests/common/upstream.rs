@@ -80,6 +80,7 @@ impl Upstream {
             "DROP ROLE IF EXISTS {role};
              CREATE ROLE {role} LOGIN PASSWORD '{SERVICE_PASSWORD}' NOSUPERUSER NOCREATEDB NOCREATEROLE;
              ALTER ROLE {role} SET default_transaction_read_only = on;
+             REVOKE TEMPORARY ON DATABASE \"{database}\" FROM PUBLIC;
              GRANT USAGE ON SCHEMA public TO {role};
              GRANT SELECT ON public.burial_2024 TO {role};"
         );

@@ -196,6 +196,18 @@ fn grant_checks(checks: &mut Checks, seen: &UpstreamFacts, governed: &BTreeSet<S
             )
         },
     );
+    checks.must(
+        "the service role can run no other role's SECURITY DEFINER function",
+        seen.definer_functions.is_empty(),
+        if seen.definer_functions.is_empty() {
+            "no SECURITY DEFINER function of another role is executable".to_string()
+        } else {
+            format!(
+                "the service role {role} can execute {}, which run with their owners' rights (REVOKE EXECUTE … FROM PUBLIC)",
+                list(&seen.definer_functions)
+            )
+        },
+    );
     let mut creates: Vec<String> = seen
         .create_schemas
         .iter()
@@ -204,11 +216,17 @@ fn grant_checks(checks: &mut Checks, seen: &UpstreamFacts, governed: &BTreeSet<S
     if seen.create_in_database {
         creates.insert(0, "the database (new schemas)".to_string());
     }
+    if seen.temporary {
+        creates.push(
+            "temporary tables (TEMPORARY on the database, PUBLIC's by default: REVOKE TEMPORARY ON DATABASE … FROM PUBLIC)"
+                .to_string(),
+        );
+    }
     checks.must(
         "the service role can create no schema or object",
         creates.is_empty(),
         if creates.is_empty() {
-            "no CREATE privilege on the database or any schema".to_string()
+            "no CREATE or TEMPORARY privilege on the database, no CREATE on any schema".to_string()
         } else {
             format!("the service role {role} can create in {}", list(&creates))
         },

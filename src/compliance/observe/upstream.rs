@@ -51,6 +51,13 @@ pub struct UpstreamFacts {
     pub readable: Vec<String>,
     /// Schemas the role can create objects in.
     pub create_schemas: Vec<String>,
+    /// The role may create temporary tables (`TEMPORARY` on the database,
+    /// granted to PUBLIC by default).
+    pub temporary: bool,
+    /// SECURITY DEFINER functions owned by another role that the role can
+    /// execute: each runs with its owner's rights (a write path the grants
+    /// on tables do not show).
+    pub definer_functions: Vec<String>,
     /// `default_transaction_read_only` of esq's session.
     pub read_only_session: bool,
     /// This connection is encrypted, and with what (`TLSv1.3`).
@@ -65,8 +72,19 @@ const ROLE: &str = "SELECT r.rolname, r.rolsuper, r.rolbypassrls, r.rolcreaterol
      pg_catalog.has_database_privilege(current_user, pg_catalog.current_database(), 'CREATE'), \
      pg_catalog.current_setting('default_transaction_read_only') = 'on', \
      coalesce((SELECT s.ssl FROM pg_catalog.pg_stat_ssl s WHERE s.pid = pg_catalog.pg_backend_pid()), false), \
-     coalesce((SELECT s.version FROM pg_catalog.pg_stat_ssl s WHERE s.pid = pg_catalog.pg_backend_pid()), '') \
+     coalesce((SELECT s.version FROM pg_catalog.pg_stat_ssl s WHERE s.pid = pg_catalog.pg_backend_pid()), ''), \
+     pg_catalog.has_database_privilege(current_user, pg_catalog.current_database(), 'TEMPORARY') \
      FROM pg_catalog.pg_roles r WHERE r.rolname = current_user";
+
+/// SECURITY DEFINER functions outside the system schemas, owned by another
+/// role, that the role can execute.
+const DEFINERS: &str = "SELECT n.nspname || '.' || p.proname || '(' || \
+     pg_catalog.pg_get_function_identity_arguments(p.oid) || ') (owned by ' || \
+     pg_catalog.pg_get_userbyid(p.proowner) || ')' \
+     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     WHERE p.prosecdef AND p.proowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user) \
+     AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+     AND pg_catalog.has_function_privilege(current_user, p.oid, 'EXECUTE') ORDER BY 1";
 
 /// Roles the service role can act as that hold a privileged attribute, and
 /// privileged predefined roles it is a member of.
@@ -151,6 +169,7 @@ async fn read_facts(
     facts.read_only_session = flag(row, 7);
     facts.ssl = flag(row, 8);
     facts.ssl_version = text(row, 9);
+    facts.temporary = flag(row, 10);
 
     for row in rows(conn, MEMBERSHIPS).await? {
         let held: Vec<&str> = [
@@ -180,6 +199,11 @@ async fn read_facts(
             facts.readable.push(table);
         }
     }
+    facts.definer_functions = rows(conn, DEFINERS)
+        .await?
+        .iter()
+        .map(|row| text(row, 0))
+        .collect();
     facts.create_schemas = rows(conn, CREATE_SCHEMAS)
         .await?
         .iter()
