@@ -443,4 +443,23 @@ async fn a_production_like_deployment_meets_fedramp_moderate() {
         run.stdout
     );
     assert!(run.stdout.contains("attest    SC-28"), "{}", run.stdout);
+
+    // CM-14: not without a seal key from outside the configuration; then
+    // satisfied once the bundle is sealed with that key.
+    env.push((
+        "ESQ_SIGNING__SEAL_FILE",
+        dir.path().join("esq.seal").display().to_string(),
+    ));
+    let unsealed = ssp(dir.path(), &env);
+    assert_eq!(control(&unsealed, "CM-14")["status"], "not_satisfied");
+    env.push(("ESQ_SEAL_KEY", format!("{}.pub", key.display())));
+    let run = esq(&["seal"], &env);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let sealed = ssp(dir.path(), &env);
+    let cm14 = control(&sealed, "CM-14");
+    assert_eq!(cm14["status"], "satisfied", "{cm14}");
+    assert!(sealed["system"]["bundle"]["seal"]
+        .as_str()
+        .unwrap()
+        .starts_with("verified with key"));
 }

@@ -8,6 +8,7 @@
 //! (45 CFR 164.312, plus incident procedures and activity review from
 //! 164.308) mapped to 800-53 as in NIST SP 800-66r2. Deliberate omissions:
 //! - AU-10 (non-repudiation) is in the high baseline only;
+//! - CM-14 (signed components) is in no baseline: reported, required by none;
 //! - AC-6 and SC-8 are not in the low baseline; SC-28 is not either;
 //! - MP-6: the baselines' MP-6 is sanitizing storage media before reuse or
 //!   disposal, a duty of the hosts that store the data (esq streams and

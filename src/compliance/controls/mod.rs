@@ -119,6 +119,7 @@ const CONTROLS: &[(&str, &str, Evaluate)] = &[
     ("AU-3", "Content of Audit Records", audit::content),
     ("AU-9", "Protection of Audit Information", audit::protection),
     ("AU-10", "Non-repudiation", audit::non_repudiation),
+    ("CM-14", "Signed Components", operations::signed_components),
     (
         "IA-2",
         "Identification and Authentication (Organizational Users)",

@@ -1,5 +1,6 @@
 //! Operations: IR-4 (the sentinel revokes and alerts), SI-4 (the sentinel
-//! watches with rules) and MP-6 (right-to-delete, not built yet).
+//! watches with rules), MP-6 (right-to-delete, not built yet) and CM-14
+//! (the bundle that decides is sealed with a key from outside it).
 
 use serde_json::{json, Value};
 
@@ -148,5 +149,42 @@ pub(super) fn monitoring(app: &App, _: &Observations) -> Finding {
     checks.verdict(
         facts,
         "the breach sentinel watches ticket use against its rules and trips on abuse; decisions, latencies and pool state are exported as metrics",
+    )
+}
+
+pub(super) fn signed_components(app: &App, _: &Observations) -> Finding {
+    let bundle = app.bundle();
+    let facts = Facts::from([
+        ("bundle.hash", json!(bundle.hash)),
+        (
+            "bundle.seal_file",
+            json!(crate::bundle::seal::seal_path(&app.config)),
+        ),
+        ("ESQ_SEAL_KEY", json!(app.config.seal_key)),
+    ]);
+    let mut checks = Checks::default();
+    let anchored = checks.must(
+        "the key seals must verify with comes from outside the configuration",
+        app.config.seal_key.is_some(),
+        match &app.config.seal_key {
+            Some(path) => format!("ESQ_SEAL_KEY = {}", path.display()),
+            None => "ESQ_SEAL_KEY is not set: nothing outside the configuration vouches for it"
+                .to_string(),
+        },
+    );
+    if anchored {
+        let verified = crate::bundle::seal::check_for_serving(&app.config, &bundle.parts);
+        checks.must(
+            "the bundle in force is the sealed one",
+            verified.is_ok(),
+            match &verified {
+                Ok(key_id) => format!("bundle {} sealed with key {key_id}", bundle.hash),
+                Err(error) => error.to_string(),
+            },
+        );
+    }
+    checks.verdict(
+        facts,
+        "the configuration, catalog and policies that decide are the bundle a release key sealed after review; esq serves no other",
     )
 }
