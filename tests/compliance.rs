@@ -190,6 +190,45 @@ async fn ac6_names_a_superuser_a_writable_table_and_an_ungoverned_read() {
     assert_eq!(check(ac6, "SECURITY DEFINER")["passed"], false);
     superuser_sql(&fixture, "DROP FUNCTION public.wipe(int)").await;
 
+    // A sequence it may advance (setval): a write.
+    superuser_sql(
+        &fixture,
+        &format!(
+            "CREATE SEQUENCE public.counter; GRANT UPDATE ON SEQUENCE public.counter TO {role}"
+        ),
+    )
+    .await;
+    let sequence = plan(&fixture, &[]).await;
+    let ac6 = control(&sequence, "AC-6");
+    assert_eq!(ac6["status"], "not_satisfied", "{ac6}");
+    assert!(
+        reason(ac6).contains(&format!("the service role {role} can write public.counter")),
+        "{ac6}"
+    );
+    superuser_sql(&fixture, "DROP SEQUENCE public.counter").await;
+
+    // Large objects: creatable by PUBLIC unless revoked.
+    superuser_sql(
+        &fixture,
+        "GRANT EXECUTE ON FUNCTION lo_from_bytea(oid, bytea) TO PUBLIC",
+    )
+    .await;
+    let large = plan(&fixture, &[]).await;
+    let ac6 = control(&large, "AC-6");
+    assert_eq!(ac6["status"], "not_satisfied", "{ac6}");
+    assert!(
+        check(ac6, "create no schema or object")["observed"]
+            .as_str()
+            .unwrap()
+            .contains("large objects"),
+        "{ac6}"
+    );
+    superuser_sql(
+        &fixture,
+        "REVOKE EXECUTE ON FUNCTION lo_from_bytea(oid, bytea) FROM PUBLIC",
+    )
+    .await;
+
     // Temporary tables: something the role can create.
     let database = fixture.database().to_string();
     superuser_sql(

@@ -233,6 +233,9 @@ async fn production_serves_only_the_sealed_bundle() {
     // Tampered: the reload is refused (HTTP and SIGHUP) and the sealed
     // bundle keeps serving; a fresh start is refused.
     let foia = dir.path().join("policies/foia.rego");
+    // The first release, kept to try a rollback later.
+    let first_policy = std::fs::read_to_string(&foia).unwrap();
+    let first_seal = std::fs::read(dir.path().join("esq.seal")).unwrap();
     append(&foia, "\n# an unreviewed edit\n");
     let (status, body) = post_reload(&process, "admin").await;
     assert_eq!(status, 422, "{body}");
@@ -266,11 +269,23 @@ async fn production_serves_only_the_sealed_bundle() {
     assert!(run.stderr.contains("policy files"), "{}", run.stderr);
     assert_eq!(esq_with(&env, &["seal", "--check"]).status, 1);
 
-    // Resealed after review: the reload goes through.
+    // Resealed after review (a later second): the reload goes through.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(esq_with(&env, &["seal"]).status, 0);
     let (status, body) = post_reload(&process, "admin").await;
     assert_eq!(status, 200, "{body}");
     assert!(body["sealed_by"].is_string(), "{body}");
+
+    // The first release's files and seal put back: its seal still
+    // verifies, but seals only move forward.
+    std::fs::write(&foia, &first_policy).unwrap();
+    std::fs::write(dir.path().join("esq.seal"), &first_seal).unwrap();
+    let (status, body) = post_reload(&process, "admin").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap_or("").contains("rollback"),
+        "{body}"
+    );
 
     // Whoever edits the configuration cannot re-anchor the seal: a key of
     // their own in [signing], and a seal made with it, is not the key esq

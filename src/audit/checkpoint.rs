@@ -254,6 +254,16 @@ impl Checkpointer {
         let mut targets = Vec::new();
         let beside = super::files::checkpoints_path(base);
         for path in std::iter::once(beside).chain(options.copy.clone()) {
+            // Opening a pipe for writing waits for a reader: refuse it.
+            if std::fs::metadata(&path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_fifo() || m.file_type().is_socket()
+            }) {
+                return Err(format!(
+                    "the checkpoints file {} is a pipe or socket: give a file",
+                    path.display()
+                ));
+            }
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -351,6 +361,24 @@ mod tests {
             assert!(changed.verify(key.public()).is_err(), "{changed:?}");
         }
         assert!(made.signed_text().starts_with("esq-audit-checkpoint/v1\n"));
+    }
+
+    #[test]
+    fn a_pipe_as_the_copy_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fifo = dir.path().join("copy.checkpoints");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let options = CheckpointOptions {
+            key: Arc::new(SigningKey::generate()),
+            interval: Duration::from_secs(3600),
+            records: 2,
+            copy: Some(fifo),
+        };
+        let refused = Checkpointer::open(&dir.path().join("audit.jsonl"), &options, 0)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(refused.contains("is a pipe or socket"), "{refused}");
     }
 
     #[test]

@@ -55,8 +55,8 @@ pub struct Bundle {
     pub guard: Arc<Guard>,
     /// Issues tickets under these policies.
     pub tickets: TicketIssuer,
-    /// The key id of the seal that verified, when one was checked.
-    pub sealed_by: Option<String>,
+    /// The seal that verified, when one was checked.
+    pub sealed: Option<seal::Verified>,
     pub loaded_at: DateTime<Utc>,
 }
 
@@ -97,7 +97,7 @@ impl Bundle {
             catalog: catalog.digest().to_string(),
             policies: policies.digest().to_string(),
         };
-        let sealed_by = if serving && seal_required(config) {
+        let sealed = if serving && seal_required(config) {
             Some(seal::check_for_serving(config, &parts)?)
         } else {
             None
@@ -125,7 +125,7 @@ impl Bundle {
             user_configs: config.users.clone(),
             guard,
             tickets,
-            sealed_by,
+            sealed,
             loaded_at: Utc::now(),
         })
     }

@@ -56,6 +56,8 @@ pub enum ReloadError {
     NoTests,
     #[error("[{}] changed: only users, catalog and policies reload; restart esq for the rest", .0.join("], ["))]
     NeedsRestart(Vec<String>),
+    #[error("the seal on disk (sealed {found}) is older than the one in force (sealed {in_force}): a rollback to an earlier release is refused; restart esq to serve an older release on purpose")]
+    Rollback { found: String, in_force: String },
     #[error("the reload could not be audited, so it was not applied")]
     Unaudited,
     #[error("the reload stopped unexpectedly")]
@@ -67,7 +69,8 @@ pub async fn reload(app: &Arc<App>, trigger: Trigger<'_>) -> Result<Reloaded, Re
     let _one_at_a_time = app.reloading.lock().await;
     let previous = app.bundle();
     let loading = app.clone();
-    let loaded = tokio::task::spawn_blocking(move || prepare(&loading))
+    let in_force = previous.sealed.clone();
+    let loaded = tokio::task::spawn_blocking(move || prepare(&loading, in_force.as_ref()))
         .await
         .map_err(|_| ReloadError::Interrupted)
         .and_then(|r| r);
@@ -83,7 +86,7 @@ pub async fn reload(app: &Arc<App>, trigger: Trigger<'_>) -> Result<Reloaded, Re
         unchanged: bundle.hash == previous.hash,
         bundle: bundle.hash.clone(),
         previous: previous.hash.clone(),
-        sealed_by: bundle.sealed_by.clone(),
+        sealed_by: bundle.sealed.as_ref().map(|s| s.key_id.clone()),
         policy_tests: tests,
     };
     // The record names the new bundle before anything is decided by it.
@@ -107,7 +110,10 @@ pub async fn reload(app: &Arc<App>, trigger: Trigger<'_>) -> Result<Reloaded, Re
 }
 
 /// Loads and checks the new bundle without touching the running one.
-fn prepare(app: &App) -> Result<(Bundle, usize), ReloadError> {
+fn prepare(
+    app: &App,
+    in_force: Option<&super::seal::Verified>,
+) -> Result<(Bundle, usize), ReloadError> {
     let env = app.config.env.iter();
     let env = env.map(|(name, value)| (name.clone(), value.expose().to_string()));
     let config = Config::load_with_env(&app.config.source, env)?;
@@ -116,6 +122,16 @@ fn prepare(app: &App) -> Result<(Bundle, usize), ReloadError> {
         return Err(ReloadError::NeedsRestart(sections));
     }
     let bundle = Bundle::load(&config, app.ticket_store.clone(), true)?;
+    // Seals only move forward: an old release's seal still verifies, and
+    // must not bring back what a later release took away.
+    if let (Some(found), Some(in_force)) = (&bundle.sealed, in_force) {
+        if found.time() < in_force.time() {
+            return Err(ReloadError::Rollback {
+                found: found.sealed_at.clone(),
+                in_force: in_force.sealed_at.clone(),
+            });
+        }
+    }
     let report = bundle.policies.run_tests();
     let failed: Vec<String> = report.failed().map(|t| t.name.clone()).collect();
     if !failed.is_empty() {

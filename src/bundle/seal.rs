@@ -101,17 +101,37 @@ pub fn write(config: &Config, parts: &Parts, key: &SigningKey) -> Result<Seal, S
     Ok(seal)
 }
 
+/// A seal that verified: by which key, and when it was made (signed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub key_id: String,
+    pub sealed_at: String,
+}
+
+impl Verified {
+    /// When it was sealed (`None` if the signed time does not parse).
+    pub fn time(&self) -> Option<chrono::DateTime<Utc>> {
+        chrono::DateTime::parse_from_rfc3339(&self.sealed_at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
 /// As [`check`], for serving: only with the key from `ESQ_SEAL_KEY`.
-pub fn check_for_serving(config: &Config, parts: &Parts) -> Result<String, SealError> {
+pub fn check_for_serving(config: &Config, parts: &Parts) -> Result<Verified, SealError> {
     if config.seal_key.is_none() {
         return Err(SealError::NoAnchoredKey);
     }
-    check(config, parts)
+    verify(config, parts)
 }
 
 /// Checks that `parts` are what the seal of `config` signed; the sealing
 /// key's id when they are.
 pub fn check(config: &Config, parts: &Parts) -> Result<String, SealError> {
+    verify(config, parts).map(|verified| verified.key_id)
+}
+
+fn verify(config: &Config, parts: &Parts) -> Result<Verified, SealError> {
     let trusted = trusted_key(config)?;
     let path = seal_path(config);
     let text = std::fs::read_to_string(&path).map_err(|e| SealError::Missing {
@@ -155,7 +175,10 @@ pub fn check(config: &Config, parts: &Parts) -> Result<String, SealError> {
             differs,
         });
     }
-    Ok(trusted.id().to_string())
+    Ok(Verified {
+        key_id: trusted.id().to_string(),
+        sealed_at: seal.sealed_at,
+    })
 }
 
 /// The key a seal must verify with: `ESQ_SEAL_KEY`, else (for reports
@@ -277,7 +300,10 @@ mod tests {
         ));
         write(&config, &parts("a"), &release).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            check_for_serving(&config, &parts("a")).ok().as_deref(),
+            check_for_serving(&config, &parts("a"))
+                .ok()
+                .map(|v| v.key_id)
+                .as_deref(),
             Some(release.public().id())
         );
         assert!(

@@ -81,6 +81,7 @@ impl Upstream {
              CREATE ROLE {role} LOGIN PASSWORD '{SERVICE_PASSWORD}' NOSUPERUSER NOCREATEDB NOCREATEROLE;
              ALTER ROLE {role} SET default_transaction_read_only = on;
              REVOKE TEMPORARY ON DATABASE \"{database}\" FROM PUBLIC;
+             REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea) FROM PUBLIC;
              GRANT USAGE ON SCHEMA public TO {role};
              GRANT SELECT ON public.burial_2024 TO {role};"
         );

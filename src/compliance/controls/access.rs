@@ -216,6 +216,12 @@ fn grant_checks(checks: &mut Checks, seen: &UpstreamFacts, governed: &BTreeSet<S
     if seen.create_in_database {
         creates.insert(0, "the database (new schemas)".to_string());
     }
+    if seen.large_objects {
+        creates.push(
+            "large objects (lo_create, lo_creat and lo_from_bytea are PUBLIC's by default: REVOKE EXECUTE ON FUNCTION … FROM PUBLIC)"
+                .to_string(),
+        );
+    }
     if seen.temporary {
         creates.push(
             "temporary tables (TEMPORARY on the database, PUBLIC's by default: REVOKE TEMPORARY ON DATABASE … FROM PUBLIC)"

@@ -178,7 +178,10 @@ pub(super) fn signed_components(app: &App, _: &Observations) -> Finding {
             "the bundle in force is the sealed one",
             verified.is_ok(),
             match &verified {
-                Ok(key_id) => format!("bundle {} sealed with key {key_id}", bundle.hash),
+                Ok(verified) => format!(
+                    "bundle {} sealed with key {} at {}",
+                    bundle.hash, verified.key_id, verified.sealed_at
+                ),
                 Err(error) => error.to_string(),
             },
         );

@@ -54,6 +54,9 @@ pub struct UpstreamFacts {
     /// The role may create temporary tables (`TEMPORARY` on the database,
     /// granted to PUBLIC by default).
     pub temporary: bool,
+    /// The role may create large objects (`lo_create`, `lo_creat`,
+    /// `lo_from_bytea`: PUBLIC's by default).
+    pub large_objects: bool,
     /// SECURITY DEFINER functions owned by another role that the role can
     /// execute: each runs with its owner's rights (a write path the grants
     /// on tables do not show).
@@ -73,7 +76,10 @@ const ROLE: &str = "SELECT r.rolname, r.rolsuper, r.rolbypassrls, r.rolcreaterol
      pg_catalog.current_setting('default_transaction_read_only') = 'on', \
      coalesce((SELECT s.ssl FROM pg_catalog.pg_stat_ssl s WHERE s.pid = pg_catalog.pg_backend_pid()), false), \
      coalesce((SELECT s.version FROM pg_catalog.pg_stat_ssl s WHERE s.pid = pg_catalog.pg_backend_pid()), ''), \
-     pg_catalog.has_database_privilege(current_user, pg_catalog.current_database(), 'TEMPORARY') \
+     pg_catalog.has_database_privilege(current_user, pg_catalog.current_database(), 'TEMPORARY'), \
+     pg_catalog.has_function_privilege(current_user, 'pg_catalog.lo_from_bytea(oid, bytea)', 'EXECUTE') \
+       OR pg_catalog.has_function_privilege(current_user, 'pg_catalog.lo_create(oid)', 'EXECUTE') \
+       OR pg_catalog.has_function_privilege(current_user, 'pg_catalog.lo_creat(integer)', 'EXECUTE') \
      FROM pg_catalog.pg_roles r WHERE r.rolname = current_user";
 
 /// SECURITY DEFINER functions outside the system schemas, owned by another
@@ -98,15 +104,20 @@ const MEMBERSHIPS: &str = "SELECT r.rolname, r.rolsuper, r.rolbypassrls, r.rolcr
                            'pg_execute_server_program', 'pg_write_all_data', 'pg_read_all_data')) \
      ORDER BY 1";
 
-/// Tables, views, materialized views and foreign tables outside the system
-/// schemas that the role can write or read.
+/// Tables, views, materialized views, foreign tables and sequences outside
+/// the system schemas that the role can write (a sequence: `setval`) or
+/// read.
 const RELATIONS: &str = "SELECT nspname, relname, writable, readable FROM ( \
      SELECT n.nspname, c.relname, \
-     pg_catalog.has_table_privilege(current_user, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') \
-       OR pg_catalog.has_any_column_privilege(current_user, c.oid, 'INSERT, UPDATE') AS writable, \
-     pg_catalog.has_any_column_privilege(current_user, c.oid, 'SELECT') AS readable \
+     CASE WHEN c.relkind = 'S' \
+       THEN pg_catalog.has_sequence_privilege(current_user, c.oid, 'UPDATE') \
+       ELSE pg_catalog.has_table_privilege(current_user, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') \
+         OR pg_catalog.has_any_column_privilege(current_user, c.oid, 'INSERT, UPDATE') END AS writable, \
+     CASE WHEN c.relkind = 'S' \
+       THEN pg_catalog.has_sequence_privilege(current_user, c.oid, 'SELECT') \
+       ELSE pg_catalog.has_any_column_privilege(current_user, c.oid, 'SELECT') END AS readable \
      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
      AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
      ) AS r WHERE writable OR readable ORDER BY 1, 2";
 
@@ -170,6 +181,7 @@ async fn read_facts(
     facts.ssl = flag(row, 8);
     facts.ssl_version = text(row, 9);
     facts.temporary = flag(row, 10);
+    facts.large_objects = flag(row, 11);
 
     for row in rows(conn, MEMBERSHIPS).await? {
         let held: Vec<&str> = [
