@@ -60,7 +60,7 @@ pub fn run(config_path: &Path, args: CheckArgs) -> u8 {
         report.outcomes.len()
     );
     let summary = crate::compliance::bundle_summary(&app);
-    println!("bundle    {}: seal {}", summary.hash, summary.seal);
+    println!("bundle    {}: {}", summary.hash, summary.seal);
     let mut status = 0;
     for failure in report.failed() {
         eprintln!(

@@ -72,6 +72,12 @@ pub fn bundle_summary(app: &App) -> BundleSummary {
     let seal = match crate::bundle::seal::check(&app.config, &bundle.parts) {
         Ok(key_id) => format!("verified with key {key_id}"),
         Err(crate::bundle::SealError::NoKey) => "not sealed (no signing key)".to_string(),
+        Err(crate::bundle::SealError::Missing { path, .. }) => {
+            format!(
+                "not sealed ({} does not exist: `esq seal` makes it)",
+                path.display()
+            )
+        }
         Err(error) => error.to_string(),
     };
     BundleSummary {
