@@ -86,6 +86,10 @@ impl App {
         // Commands that serve nothing check no seal (`esq seal` itself,
         // `esq check` on a change about to be sealed); serving does.
         let bundle = Bundle::load(&config, store.clone(), open_audit_log)?;
+        if let (true, Some(sealed)) = (open_audit_log && config.audit.enabled, &bundle.sealed) {
+            crate::bundle::seal::not_older_than_served(&config.audit.path, sealed)
+                .map_err(BundleError::from)?;
+        }
         let signing = match &config.signing.key_file {
             Some(path) => Some(Arc::new(SigningKey::load(path)?)),
             None => None,

@@ -66,6 +66,7 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
         app.sentinel.start(watch_shutdown.clone()),
         tokio::spawn(count_active_tickets(app.clone(), watch_shutdown.clone())),
     ];
+    record_start(&app, pg_addr, http_addr).await;
     tracing::info!(%pg_addr, tls = tls.is_some(), "PostgreSQL door listening");
     tracing::info!(%http_addr, tls = tls.is_some(), "HTTP door listening");
     Ok(Running {
@@ -87,6 +88,30 @@ impl Running {
             let _ = task.await;
         }
         self.upstream.close_idle();
+    }
+}
+
+/// The start's audit record: which bundle is served, and its seal (what
+/// the next start compares with, so a restart cannot roll back).
+async fn record_start(app: &App, pg_addr: SocketAddr, http_addr: SocketAddr) {
+    let bundle = app.bundle();
+    let event = crate::audit::AuditEvent {
+        detail: Some(serde_json::json!({
+            "bundle": bundle.hash,
+            "sealed_at": bundle.sealed.as_ref().map(|s| s.sealed_at.as_str()),
+            "sealed_by": bundle.sealed.as_ref().map(|s| s.key_id.as_str()),
+            "pg_listen": pg_addr.to_string(),
+            "http_listen": http_addr.to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })),
+        ..crate::audit::AuditEvent::event(
+            crate::audit::AuditKind::Serve,
+            crate::metrics::Door::process,
+            "esq",
+        )
+    };
+    if let Err(err) = crate::audit::record_durably(app.audit.as_ref(), &event).await {
+        tracing::error!(%err, "the start could not be audited");
     }
 }
 

@@ -330,7 +330,24 @@ async fn production_serves_only_the_sealed_bundle() {
     let run = esq_with(&with(&[("ESQ_SEAL_KEY", "")]), &["serve"]);
     assert_eq!(run.status, 2, "{}", run.stderr);
     assert!(run.stderr.contains("ESQ_SEAL_KEY"), "{}", run.stderr);
+
+    // A restart cannot roll back either: the audit log remembers the seal
+    // esq served last. (`timeout`: a start that wrongly succeeds ends.)
     drop(process);
+    std::fs::write(&foia, &first_policy).unwrap();
+    std::fs::write(dir.path().join("esq.seal"), &first_seal).unwrap();
+    let run = Run::of(
+        std::process::Command::new("timeout")
+            .arg("30")
+            .arg(env!("CARGO_BIN_EXE_esq"))
+            .arg("--config")
+            .arg(common::shipped_config())
+            .arg("serve")
+            .env_remove("ESQ_CONFIG")
+            .envs(env.iter().cloned()),
+    );
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("rollback"), "{}", run.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,6 +163,35 @@ pub fn tail(path: &Path) -> std::io::Result<Tail> {
     }
 }
 
+/// The seal esq served last, as its newest start or reload record says
+/// (`detail.sealed_at`), with that record's `seq`: what a new start must
+/// not go back behind. Reads the log from its newest file backwards.
+pub fn last_served_seal(base: &Path) -> std::io::Result<Option<(u64, String)>> {
+    #[derive(serde::Deserialize)]
+    struct Served {
+        seq: u64,
+        #[serde(default)]
+        detail: Option<Detail>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        sealed_at: Option<String>,
+    }
+    for (_, path) in existing(base)?.iter().rev() {
+        let bytes = std::fs::read(path)?;
+        for line in bytes.split(|b| *b == b'\n').rev() {
+            let Ok(served) = serde_json::from_slice::<Served>(line) else {
+                continue;
+            };
+            if let Some(at) = served.detail.and_then(|d| d.sealed_at) {
+                return Ok(Some((served.seq, at)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

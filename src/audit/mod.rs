@@ -46,6 +46,8 @@ pub enum AuditKind {
     /// A reload of users, catalog and policies: `allow` applied, `deny`
     /// refused (the detail says why).
     Reload,
+    /// esq started serving a bundle (the detail names it and its seal).
+    Serve,
 }
 
 /// One decision or event, as the doors report it. For kinds other than

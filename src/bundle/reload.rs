@@ -91,7 +91,7 @@ pub async fn reload(app: &Arc<App>, trigger: Trigger<'_>) -> Result<Reloaded, Re
     };
     // The record names the new bundle before anything is decided by it.
     app.audit.set_bundle(&bundle.hash);
-    if !record(app, trigger, &previous.hash, Some(&bundle.hash), None).await {
+    if !record(app, trigger, &previous.hash, Some(&bundle), None).await {
         app.audit.set_bundle(&previous.hash);
         return Err(ReloadError::Unaudited);
     }
@@ -165,7 +165,7 @@ async fn record(
     app: &App,
     trigger: Trigger<'_>,
     previous: &str,
-    bundle: Option<&str>,
+    bundle: Option<&Bundle>,
     error: Option<&ReloadError>,
 ) -> bool {
     let (door, user) = match trigger {
@@ -186,7 +186,9 @@ async fn record(
         },
         detail: Some(serde_json::json!({
             "previous": previous,
-            "bundle": bundle,
+            "bundle": bundle.map(|b| b.hash.as_str()),
+            // What the next start compares its seal with (no rollback).
+            "sealed_at": bundle.and_then(|b| b.sealed.as_ref()).map(|s| s.sealed_at.as_str()),
             "reason": error.map(ToString::to_string),
         })),
         ..AuditEvent::event(AuditKind::Reload, door, user)

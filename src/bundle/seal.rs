@@ -63,6 +63,14 @@ pub enum SealError {
     },
     #[error("cannot write the seal {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error("the seal on disk (sealed {sealed_at}) is older than the one esq last served (sealed {served}, audit record {seq}): a rollback to an earlier release is refused; to serve it on purpose, review and seal it again")]
+    Rollback {
+        sealed_at: String,
+        served: String,
+        seq: u64,
+    },
+    #[error("cannot read the audit log {path} to compare seals: {reason}")]
+    AuditUnreadable { path: PathBuf, reason: String },
 }
 
 /// Where the seal of `config` lives.
@@ -179,6 +187,30 @@ fn verify(config: &Config, parts: &Parts) -> Result<Verified, SealError> {
         key_id: trusted.id().to_string(),
         sealed_at: seal.sealed_at,
     })
+}
+
+/// Refuses a start whose seal is older than the one the audit log says
+/// esq served last (a restart must not roll back to an earlier release).
+pub fn not_older_than_served(audit_base: &Path, sealed: &Verified) -> Result<(), SealError> {
+    let last = crate::audit::files::last_served_seal(audit_base).map_err(|e| {
+        SealError::AuditUnreadable {
+            path: audit_base.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
+    let Some((seq, served)) = last else {
+        return Ok(());
+    };
+    let served_time = chrono::DateTime::parse_from_rfc3339(&served).ok();
+    let this_time = chrono::DateTime::parse_from_rfc3339(&sealed.sealed_at).ok();
+    if this_time < served_time {
+        return Err(SealError::Rollback {
+            sealed_at: sealed.sealed_at.clone(),
+            served,
+            seq,
+        });
+    }
+    Ok(())
 }
 
 /// The key a seal must verify with: `ESQ_SEAL_KEY`, else (for reports
