@@ -517,24 +517,14 @@ async fn openapi_yaml_matches_the_live_server() {
             held.push(socket);
         }
     });
-    let hanging_policies = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(common::repo().join("policies")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(
-            &path,
-            hanging_policies.path().join(path.file_name().unwrap()),
-        )
-        .unwrap();
-    }
+    let scratch = tempfile::tempdir().unwrap();
+    let hanging_policies = common::editable_policies(scratch.path());
     let hanging = builder()
         .upstream_url(&format!(
             "postgres://esq_service@127.0.0.1:{silent_port}/postgres"
         ))
         .env("ESQ_HTTP__REQUEST_TIMEOUT", "3s")
-        .env(
-            "ESQ_POLICY__DIR",
-            hanging_policies.path().display().to_string(),
-        )
+        .env("ESQ_POLICY__DIR", hanging_policies.display().to_string())
         .start()
         .await;
     let servers = Servers {
@@ -543,7 +533,7 @@ async fn openapi_yaml_matches_the_live_server() {
         dead,
         hanging,
         storeless,
-        hanging_policies: hanging_policies.path().to_path_buf(),
+        hanging_policies,
     };
     // The limited server's one request per minute goes to this ticket.
     let limited_ticket = new_ticket(&servers.limited, "journalist").await;

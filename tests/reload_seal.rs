@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::esq::Esq;
@@ -15,21 +15,6 @@ use common::http;
 use common::process::{esq_command, Run};
 use common::Doors;
 use serde_json::{json, Value};
-
-/// A copy of the shipped policies the test may edit.
-fn editable_policies(under: &Path) -> PathBuf {
-    let dir = under.join("policies");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    for entry in
-        std::fs::read_dir(common::repo().join("policies")).unwrap_or_else(|e| panic!("{e}"))
-    {
-        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
-        if let Some(name) = path.file_name() {
-            std::fs::copy(&path, dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
-    dir
-}
 
 fn append(path: &Path, text: &str) {
     let mut body = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
@@ -68,7 +53,7 @@ fn reload_records(path: &Path) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_valid_policies_and_refuses_broken_ones() {
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let policies = editable_policies(scratch.path());
+    let policies = common::editable_policies(scratch.path());
     let esq = Esq::builder()
         .env("ESQ_POLICY__DIR", policies.display().to_string())
         .start()
@@ -164,7 +149,7 @@ fn production_env(esq: &Esq, dir: &Path) -> Vec<(String, String)> {
     let run = Run::esq(&["keys", "generate", "--out", &key.display().to_string()]);
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert!(run.stdout.contains("BEGIN PUBLIC KEY"), "{}", run.stdout);
-    let policies = editable_policies(dir);
+    let policies = common::editable_policies(dir);
     let mut env: Vec<(String, String)> = esq.env().to_vec();
     env.retain(|(k, _)| k != "ESQ_POLICY__DIR" && !k.starts_with("ESQ_SERVER__"));
     // The seal covers every override: the addresses and the audit log
@@ -353,7 +338,7 @@ async fn production_serves_only_the_sealed_bundle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_pgbench_drop_no_session_and_lose_no_record() {
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let policies = editable_policies(scratch.path());
+    let policies = common::editable_policies(scratch.path());
     let esq = Esq::builder()
         .rows(2_000)
         .pgbench()

@@ -177,7 +177,7 @@ pub fn check_not_cut(
     let beside = super::files::checkpoints_path(base);
     for path in std::iter::once(beside).chain(options.copy.clone()) {
         // Only files: a copy may be a device or a pipe (never read whole).
-        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        if !super::files::is_regular_file(&path) {
             continue;
         }
         let checkpoints = read(&path).map_err(|e| e.to_string())?;

@@ -163,6 +163,12 @@ pub fn tail(path: &Path) -> std::io::Result<Tail> {
     }
 }
 
+/// Whether `path` is a regular file: what esq reads whole (a checkpoints
+/// file, a copy of it). A pipe would block the read, a device never end it.
+pub fn is_regular_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// The seal esq served last, as its newest start or reload record says
 /// (`detail.sealed_at`), with that record's `seq`: what a new start must
 /// not go back behind. Reads the log from its newest file backwards.

@@ -92,7 +92,7 @@ pub fn write_bundle(
     let public = app.signing.as_ref().map(|key| key.public().clone());
     let report = match (&public, log_files.is_empty()) {
         (_, true) => None,
-        (Some(key), false) if checkpoints.exists() => Some(
+        (Some(key), false) if files::is_regular_file(&checkpoints) => Some(
             verify::verify_with_checkpoints(&log_files, &checkpoints, key)
                 .map_err(|e| EvidenceError::Encode(e.to_string()))?,
         ),
@@ -103,14 +103,10 @@ pub fn write_bundle(
     // The copy of the checkpoints (another disk): a log cut and re-grown
     // together with the checkpoints beside it still shows against it.
     let copy_report = match (&public, &app.config.audit.checkpoint_copy) {
-        (Some(key), Some(copy))
-            if !log_files.is_empty() && std::fs::metadata(copy).is_ok_and(|m| m.is_file()) =>
-        {
-            Some(
-                verify::verify_with_checkpoints(&log_files, copy, key)
-                    .map_err(|e| EvidenceError::Encode(e.to_string()))?,
-            )
-        }
+        (Some(key), Some(copy)) if !log_files.is_empty() && files::is_regular_file(copy) => Some(
+            verify::verify_with_checkpoints(&log_files, copy, key)
+                .map_err(|e| EvidenceError::Encode(e.to_string()))?,
+        ),
         _ => None,
     };
     let chain_intact = report.as_ref().is_some_and(verify::VerifyReport::ok)
@@ -140,7 +136,7 @@ pub fn write_bundle(
     let mut checkpoint_files = Vec::new();
     let copy = app.config.audit.checkpoint_copy.as_ref();
     for (dir, path) in [("audit", Some(&checkpoints)), ("audit/copy", copy)] {
-        let Some(path) = path.filter(|p| p.exists()) else {
+        let Some(path) = path.filter(|p| files::is_regular_file(p)) else {
             continue;
         };
         let bytes = std::fs::read(path).map_err(|source| EvidenceError::Audit {

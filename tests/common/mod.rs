@@ -46,6 +46,20 @@ pub fn shipped_config() -> PathBuf {
     repo().join("config/esq.toml")
 }
 
+/// A copy of the shipped policies in `under/policies`, for a test to edit
+/// (a reload's input).
+pub fn editable_policies(under: &std::path::Path) -> PathBuf {
+    let dir = under.join("policies");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    for entry in std::fs::read_dir(repo().join("policies")).unwrap_or_else(|e| panic!("{e}")) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    dir
+}
+
 /// Loads the shipped config, catalog and policies (no audit log opened).
 pub fn shipped_app() -> ::esq::app::App {
     ::esq::app::App::load_without_audit_log(&shipped_config())

@@ -118,7 +118,9 @@ pub fn observe(app: &App) -> AuditFacts {
     let key = app.signing.as_ref().map(|k| k.public());
     let beside = files::checkpoints_path(&log);
     let report = match key {
-        Some(key) if beside.exists() => Some(verify::verify_with_checkpoints(&paths, &beside, key)),
+        Some(key) if files::is_regular_file(&beside) => {
+            Some(verify::verify_with_checkpoints(&paths, &beside, key))
+        }
         _ if paths.is_empty() => None,
         _ => Some(verify::verify_files(&paths)),
     };
@@ -200,7 +202,7 @@ fn checkpoint_facts(
             file: beside.to_path_buf(),
         },
     };
-    let Some(copy) = copy.filter(|c| c.exists()) else {
+    let Some(copy) = copy.filter(|c| files::is_regular_file(c)) else {
         return main;
     };
     let copied = match verify::verify_with_checkpoints(paths, copy, key) {
