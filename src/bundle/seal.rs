@@ -345,6 +345,31 @@ mod tests {
     }
 
     #[test]
+    fn a_seal_key_that_cannot_be_read_is_named() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let node_path = dir.path().join("node.key");
+        SigningKey::generate()
+            .write(&node_path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut config = config_in(dir.path(), &node_path);
+        let missing = dir.path().join("release.key.pub");
+        config.seal_key = Some(missing.clone());
+        let error = check_for_serving(&config, &parts("a"))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(error, SealError::Key(_)), "{error:?}");
+        assert!(
+            error.to_string().contains(&missing.display().to_string()),
+            "{error}"
+        );
+        std::fs::write(&missing, "not a key").unwrap_or_else(|e| panic!("{e}"));
+        let error = check_for_serving(&config, &parts("a"))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(error.to_string().contains("esq keys generate"), "{error}");
+    }
+
+    #[test]
     fn without_a_key_nothing_can_be_checked() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("esq.toml");
