@@ -11,6 +11,8 @@ use arc_swap::ArcSwap;
 use crate::audit::{AuditError, AuditLog, AuditSink, DisabledAudit, TracingAudit};
 use crate::bundle::{Bundle, BundleError};
 use crate::config::{Config, ConfigError};
+use crate::lifecycle::subject::SubjectKeyError;
+use crate::lifecycle::{LifecycleMetrics, SubjectKeys, Tombstones};
 use crate::metrics::Metrics;
 use crate::privacy::Releaser;
 use crate::sentinel::Sentinel;
@@ -30,6 +32,8 @@ pub enum LoadError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    SubjectKey(#[from] SubjectKeyError),
 }
 
 pub struct App {
@@ -46,6 +50,13 @@ pub struct App {
     pub ticket_store: Arc<dyn TicketStore>,
     /// Signs audit checkpoints, seals and receipts (`[signing] key_file`).
     pub signing: Option<Arc<SigningKey>>,
+    /// Names forgotten subjects and seals their keys (`None`: neither
+    /// `lifecycle.subject_key_file` nor a signing key, so no forgetting).
+    pub subject_keys: Option<Arc<SubjectKeys>>,
+    /// Forgotten subjects the guard hides (shared by every bundle).
+    pub tombstones: Arc<Tombstones>,
+    /// Purges, forgets and tombstones, for Prometheus.
+    pub lifecycle_metrics: LifecycleMetrics,
     /// Releases private answers and keeps privacy budgets, in the ticket
     /// store's place (memory, or the same Redis, shared by replicas).
     pub privacy: Arc<Releaser>,
@@ -85,7 +96,15 @@ impl App {
         };
         // Commands that serve nothing check no seal (`esq seal` itself,
         // `esq check` on a change about to be sealed); serving does.
-        let bundle = Bundle::load(&config, store.clone(), open_audit_log)?;
+        // Serving with a maintenance role: whom to hide is read from the
+        // database (`esq serve` does, and refuses datasets with subjects
+        // until then). Without one, esq has deleted no one.
+        let tombstones = Arc::new(if open_audit_log && config.maintenance.is_some() {
+            Tombstones::unread()
+        } else {
+            Tombstones::none()
+        });
+        let bundle = Bundle::load(&config, store.clone(), tombstones.clone(), open_audit_log)?;
         if let (true, Some(sealed)) = (open_audit_log && config.audit.enabled, &bundle.sealed) {
             crate::bundle::seal::not_older_than_served(&config.audit.path, sealed)
                 .map_err(BundleError::from)?;
@@ -93,6 +112,11 @@ impl App {
         let signing = match &config.signing.key_file {
             Some(path) => Some(Arc::new(SigningKey::load(path)?)),
             None => None,
+        };
+        let subject_keys = match SubjectKeys::from_config(&config, signing.as_deref()) {
+            Ok(keys) => Some(Arc::new(keys)),
+            Err(SubjectKeyError::Missing) => None,
+            Err(err) => return Err(err.into()),
         };
         let privacy = Arc::new(match &redis {
             Some(redis) => Releaser::redis(redis.clone()),
@@ -135,12 +159,16 @@ impl App {
             "Live tickets (unexpired, unrevoked) in the ticket store",
             tickets_active.clone(),
         );
+        let lifecycle_metrics = LifecycleMetrics::register(&metrics);
         Ok(App {
+            lifecycle_metrics,
             config,
             bundle: ArcSwap::from_pointee(bundle),
             reloading: tokio::sync::Mutex::new(()),
             ticket_store: store,
             signing,
+            subject_keys,
+            tombstones,
             privacy,
             metrics,
             audit,

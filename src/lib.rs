@@ -29,6 +29,7 @@ pub mod decide;
 pub mod digest;
 pub mod guard;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod per_user;
 pub mod pgdoor;

@@ -1,7 +1,9 @@
 //! Deterministic synthetic sample data for demos, docs and integration tests.
 //!
 //! This module generates `public.burial_2024`, a realistic-looking but entirely
-//! fictional table of veteran burial records (no real person is described).
+//! fictional table of veteran burial records (no real person is described),
+//! and `public.staff_notes`, notes linked to some of them (the catalog's
+//! `links`, which right-to-delete follows).
 //! It exists so that esq's guards have something meaningful to bite on:
 //!
 //! * PII columns (`name`, `ssn`, `dob`) that must be masked or forbidden;
@@ -581,9 +583,37 @@ pub fn write_sql<W: Write>(out: &mut W, rows: u64, seed: u64) -> io::Result<()> 
         "CREATE INDEX burial_2024_burial_date_idx ON {TABLE} (burial_date);"
     )?;
     writeln!(out, "ANALYZE {TABLE};")?;
+    writeln!(out, "{}", STAFF_NOTES_SQL)?;
     writeln!(out, "COMMIT;")?;
     out.flush()
 }
+
+/// Table of the dataset linked to `burial_2024` (right-to-delete follows
+/// the link).
+pub const STAFF_NOTES: &str = "public.staff_notes";
+
+/// `public.staff_notes`: a cemetery's notes about some burials (one in
+/// five, a second note for one in fifteen), derived from the burials so
+/// the script stays short. `veteran_id` holds `burial_2024.id`: the
+/// catalog links it, so forgetting a veteran deletes and hides their
+/// notes too.
+const STAFF_NOTES_SQL: &str = "DROP TABLE IF EXISTS public.staff_notes;
+CREATE TABLE public.staff_notes (
+    id bigserial PRIMARY KEY,
+    veteran_id bigint NOT NULL,
+    topic text NOT NULL,
+    note_date date NOT NULL,
+    note text NOT NULL
+);
+INSERT INTO public.staff_notes (veteran_id, topic, note_date, note)
+SELECT id, (ARRAY['headstone','flag','family visit','records request'])[1 + id % 4],
+       burial_date, 'note about ' || name
+FROM public.burial_2024 WHERE id % 5 = 0
+UNION ALL
+SELECT id, 'headstone', burial_date + 30, 'second note about ' || name
+FROM public.burial_2024 WHERE id % 15 = 0;
+CREATE INDEX staff_notes_veteran_idx ON public.staff_notes (veteran_id);
+ANALYZE public.staff_notes;";
 
 /// Convenience: the whole script from [`write_sql`] as a `String`.
 pub fn sql(rows: u64, seed: u64) -> String {
@@ -610,7 +640,8 @@ mod tests {
     #[test]
     fn row_count_and_batches() {
         let s = sql(2_500, 7);
-        assert_eq!(s.matches("INSERT INTO").count(), 3);
+        assert_eq!(s.matches(&format!("INSERT INTO {TABLE}")).count(), 3);
+        assert_eq!(s.matches(&format!("INSERT INTO {STAFF_NOTES}")).count(), 1);
         assert_eq!(rows(2_500, 7).count(), 2_500);
         assert_eq!(rows(2_500, 7).len(), 2_500);
         let ids: Vec<u64> = rows(2_500, 7).map(|r| r.id).collect();
@@ -620,7 +651,7 @@ mod tests {
         assert!(!s.contains("COPY"));
         // Empty dataset still yields a valid script.
         let empty = sql(0, 1);
-        assert!(!empty.contains("INSERT"));
+        assert!(!empty.contains(&format!("INSERT INTO {TABLE}")));
         assert!(empty.contains("CREATE TABLE"));
     }
 

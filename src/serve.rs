@@ -65,6 +65,14 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
         tokio::spawn(http.run(watch_shutdown.clone(), app.config.pg.shutdown_grace)),
         app.sentinel.start(watch_shutdown.clone()),
         tokio::spawn(count_active_tickets(app.clone(), watch_shutdown.clone())),
+        tokio::spawn(crate::lifecycle::watch::run(
+            app.clone(),
+            watch_shutdown.clone(),
+        )),
+        tokio::spawn(crate::lifecycle::schedule::run(
+            app.clone(),
+            watch_shutdown.clone(),
+        )),
     ];
     record_start(&app, pg_addr, http_addr).await;
     tracing::info!(%pg_addr, tls = tls.is_some(), "PostgreSQL door listening");

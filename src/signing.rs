@@ -108,6 +108,18 @@ impl SigningKey {
         &self.public
     }
 
+    /// A 32-byte secret for another purpose (`label` names it), derived
+    /// from this key with HMAC-SHA256: one key file to keep, and nothing
+    /// derived reveals the key or another label's secret.
+    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac =
+            <hmac::Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(&self.key.to_bytes())
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The base64 Ed25519 signature of `message`.
     pub fn sign(&self, message: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.key.sign(message).to_bytes())

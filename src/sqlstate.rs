@@ -28,6 +28,9 @@ pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const SYNTAX_ERROR: &str = "42601";
 /// `42P05` duplicate_prepared_statement.
 pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+/// `55000` object_not_in_prerequisite_state: esq cannot answer yet (its
+/// tombstones are not read).
+pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 /// `53300` too_many_connections: a user's or the pool's share is full.
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// `57014` query_canceled: a statement time-out or a cancel request.

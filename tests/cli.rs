@@ -35,7 +35,7 @@ fn check_passes_on_what_ships() {
     let run = Run::esq(&["check"]);
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.contains("1 datasets (burial_2024)"),
+        run.stdout.contains("2 datasets (burial_2024, staff_notes)"),
         "{}",
         run.stdout
     );

@@ -200,6 +200,8 @@ struct Servers {
     storeless: Esq,
     /// The hanging server's policy directory (a copy the test may break).
     hanging_policies: std::path::PathBuf,
+    /// A maintenance role, a signing key and schema esq (right-to-delete).
+    lifecycle: Esq,
 }
 
 /// esq over 5,000 rows of sample data.
@@ -209,6 +211,25 @@ fn builder() -> EsqBuilder {
 
 fn foia() -> Value {
     foia_request("5m")
+}
+
+/// `POST /api/esq/forget` of burial_2024's `subject`, as `user`.
+fn forget(esq: &Esq, user: Option<&str>, subject: Value) -> RequestBuilder {
+    let request = http().post(esq.url("/api/esq/forget")).json(&json!({
+        "dataset": "burial_2024", "subject": subject, "reason": "GDPR art. 17", "requested_by": "family"}));
+    match user {
+        Some(user) => request.bearer_auth(token(user)),
+        None => request,
+    }
+}
+
+/// `GET /api/esq/subject?QUERY`, as `user`.
+fn subject(esq: &Esq, user: Option<&str>, query: &str) -> RequestBuilder {
+    let request = http().get(esq.url(&format!("/api/esq/subject?{query}")));
+    match user {
+        Some(user) => request.bearer_auth(token(user)),
+        None => request,
+    }
 }
 
 /// `GET /api/esq/budget` under `ticket`.
@@ -409,6 +430,43 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
         ("/api/esq/budget", "GET", 403) => vec![send(budget(m, &format!("T-{}", "D".repeat(32)))).await],
         ("/api/esq/budget", "GET", 429) => vec![send(budget(&s.limited, limited_ticket)).await],
         ("/api/esq/budget", "GET", 503) => vec![send(budget(&s.storeless, &format!("T-{}", "C".repeat(32)))).await],
+        ("/api/esq/forget", "POST", 200) => {
+            let _first = send(forget(&s.lifecycle, Some("privacy"), json!(4))).await;
+            vec![send(forget(&s.lifecycle, Some("privacy"), json!(4))).await]
+        }
+        ("/api/esq/forget", "POST", 201) => vec![send(forget(&s.lifecycle, Some("privacy"), json!("3"))).await],
+        ("/api/esq/forget", "POST", 400) => vec![
+            send(forget(&s.lifecycle, Some("privacy"), json!("x"))).await,
+            send(http().post(s.lifecycle.url("/api/esq/forget")).bearer_auth(token("privacy")).json(&json!({"dataset": "nope"}))).await,
+        ],
+        ("/api/esq/forget", "POST", 401) => vec![send(forget(&s.lifecycle, None, json!(3))).await],
+        ("/api/esq/forget", "POST", 403) => vec![send(forget(&s.lifecycle, Some("journalist"), json!(3))).await],
+        ("/api/esq/forget", "POST", 429) => {
+            let _first = send(forget(&s.limited, Some("privacy"), json!(3))).await;
+            vec![send(forget(&s.limited, Some("privacy"), json!(3))).await]
+        }
+        ("/api/esq/forget", "POST", 500) => {
+            // The maintenance role may not delete: nothing is done.
+            let role = s.lifecycle.upstream().maintenance_role.clone().unwrap();
+            let admin = s.lifecycle.pg().connect().await;
+            admin.batch_execute(&format!("REVOKE DELETE ON public.burial_2024 FROM {role}")).await.unwrap();
+            let refused = send(forget(&s.lifecycle, Some("privacy"), json!(5))).await;
+            admin.batch_execute(&format!("GRANT DELETE ON public.burial_2024 TO {role}")).await.unwrap();
+            vec![refused]
+        }
+        ("/api/esq/forget", "POST", 503) => vec![send(forget(m, Some("privacy"), json!(3))).await],
+        ("/api/esq/subject", "GET", 200) => vec![
+            send(subject(&s.lifecycle, Some("privacy"), "dataset=burial_2024&subject=3")).await,
+            send(subject(&s.lifecycle, Some("privacy"), "dataset=burial_2024&subject=999999")).await,
+        ],
+        ("/api/esq/subject", "GET", 400) => vec![send(subject(&s.lifecycle, Some("privacy"), "dataset=burial_2024")).await],
+        ("/api/esq/subject", "GET", 401) => vec![send(subject(&s.lifecycle, None, "dataset=burial_2024&subject=3")).await],
+        ("/api/esq/subject", "GET", 403) => vec![send(subject(&s.lifecycle, Some("admin"), "dataset=burial_2024&subject=3")).await],
+        ("/api/esq/subject", "GET", 429) => {
+            let _first = send(subject(&s.limited, Some("privacy"), "dataset=burial_2024&subject=3")).await;
+            vec![send(subject(&s.limited, Some("privacy"), "dataset=burial_2024&subject=3")).await]
+        }
+        ("/api/esq/subject", "GET", 503) => vec![send(subject(m, Some("privacy"), "dataset=burial_2024&subject=3")).await],
         other => panic!("openapi.yaml documents {other:?}, but this test has no scenario for it"),
     }
 }
@@ -466,6 +524,20 @@ const SCENARIOS: &[(&str, &str, u16)] = &[
     ("/api/esq/budget", "GET", 403),
     ("/api/esq/budget", "GET", 429),
     ("/api/esq/budget", "GET", 503),
+    ("/api/esq/forget", "POST", 200),
+    ("/api/esq/forget", "POST", 201),
+    ("/api/esq/forget", "POST", 400),
+    ("/api/esq/forget", "POST", 401),
+    ("/api/esq/forget", "POST", 403),
+    ("/api/esq/forget", "POST", 429),
+    ("/api/esq/forget", "POST", 500),
+    ("/api/esq/forget", "POST", 503),
+    ("/api/esq/subject", "GET", 200),
+    ("/api/esq/subject", "GET", 400),
+    ("/api/esq/subject", "GET", 401),
+    ("/api/esq/subject", "GET", 403),
+    ("/api/esq/subject", "GET", 429),
+    ("/api/esq/subject", "GET", 503),
 ];
 
 #[tokio::test]
@@ -527,7 +599,9 @@ async fn openapi_yaml_matches_the_live_server() {
         .env("ESQ_POLICY__DIR", hanging_policies.display().to_string())
         .start()
         .await;
+    let lifecycle = builder().lifecycle().start().await;
     let servers = Servers {
+        lifecycle,
         main,
         limited,
         dead,
@@ -555,9 +629,10 @@ async fn openapi_yaml_matches_the_live_server() {
         dead,
         hanging,
         storeless,
+        lifecycle,
         ..
     } = servers;
-    for mut esq in [storeless, hanging, dead, limited, main] {
+    for mut esq in [lifecycle, storeless, hanging, dead, limited, main] {
         esq.stop().await;
     }
 }

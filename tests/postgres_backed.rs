@@ -14,8 +14,52 @@ use common::process::{esq_command, Run};
 use common::upstream::load_sample_data;
 
 fn check_against(url: &str) -> (i32, String, String) {
-    let run = Run::esq(&["check", "--against", url]);
+    check_against_as(url, &[])
+}
+
+/// `esq check --against url` with `env` (`ESQ_…` overrides naming the roles).
+fn check_against_as(url: &str, env: &[(String, String)]) -> (i32, String, String) {
+    let run = esq_with(env, &["check", "--against", url]);
     (run.status, run.stdout, run.stderr)
+}
+
+fn esq_with(env: &[(String, String)], args: &[&str]) -> Run {
+    let mut command = esq_command();
+    command.current_dir(common::repo()).args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Run::of(&mut command)
+}
+
+/// A read-only service role (as README documents it) and, with
+/// `maintenance`, a maintenance role; the `ESQ_…` overrides naming them.
+async fn roles(pg: &TestPostgres, maintenance: bool) -> Vec<(String, String)> {
+    let n = std::process::id();
+    let url: tokio_postgres::Config = pg.url().parse().unwrap();
+    let database = url.get_dbname().unwrap().to_string();
+    let service = format!("esq_check_service_{n}");
+    let mut sql = format!(
+        "DROP ROLE IF EXISTS {service};
+         CREATE ROLE {service} LOGIN;
+         GRANT USAGE ON SCHEMA public TO {service};
+         GRANT SELECT ON public.burial_2024, public.staff_notes TO {service};"
+    );
+    pg.drop_role_with_database(&service);
+    let at = |role: &str| format!("postgres://{role}@127.0.0.1:{}/{database}", pg.port());
+    let mut env = vec![("ESQ_UPSTREAM__URL".to_string(), at(&service))];
+    if maintenance {
+        let role = format!("esq_check_maint_{n}");
+        sql.push_str(&common::upstream::maintenance_grants(&role, &database));
+        pg.drop_role_with_database(&role);
+        env.push(("ESQ_MAINTENANCE__URL".into(), at(&role)));
+        env.push((
+            "ESQ_MAINTENANCE__PASSWORD".into(),
+            common::upstream::MAINTENANCE_PASSWORD.into(),
+        ));
+    }
+    pg.connect().await.batch_execute(&sql).await.unwrap();
+    env
 }
 
 #[tokio::test]
@@ -35,7 +79,8 @@ async fn sample_data_loads_and_check_against_compares_catalog_and_schema() {
         "some states stay under k=11 so suppression shows"
     );
 
-    let (status, stdout, stderr) = check_against(&pg.url());
+    let env = roles(&pg, false).await;
+    let (status, stdout, stderr) = check_against_as(&pg.url(), &env);
     assert_eq!(status, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stdout.contains("every catalog table and field exists"),
@@ -47,7 +92,7 @@ async fn sample_data_loads_and_check_against_compares_catalog_and_schema() {
         .batch_execute("ALTER TABLE public.burial_2024 ADD COLUMN notes text")
         .await
         .expect("alter");
-    let (status, stdout, _) = check_against(&pg.url());
+    let (status, stdout, _) = check_against_as(&pg.url(), &env);
     assert_eq!(status, 0);
     assert!(
         stdout.contains("public.burial_2024.notes: not in the catalog, forbidden by default"),
@@ -59,7 +104,7 @@ async fn sample_data_loads_and_check_against_compares_catalog_and_schema() {
         .batch_execute("ALTER TABLE public.burial_2024 DROP COLUMN county")
         .await
         .expect("alter");
-    let (status, _, stderr) = check_against(&pg.url());
+    let (status, _, stderr) = check_against_as(&pg.url(), &env);
     assert_eq!(status, 1);
     assert!(stderr.contains("burial_2024.yaml"), "{stderr}");
     assert!(stderr.contains("\"county\" is not a column"), "{stderr}");
@@ -72,6 +117,78 @@ async fn sample_data_loads_and_check_against_compares_catalog_and_schema() {
     assert_eq!(status, 1);
     assert!(
         stderr.contains("does not exist in the database"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_against_verifies_what_each_role_may_do() {
+    let pg = TestPostgres::start().await;
+    let admin = load_sample_data(&pg, 500).await;
+    let env = roles(&pg, true).await;
+    let service = env[0].1.split(['/', '@']).nth(2).unwrap().to_string();
+    let maintenance = env[1].1.split(['/', '@']).nth(2).unwrap().to_string();
+
+    // Before `esq migrate` there is no schema esq for the maintenance role to own.
+    let (status, _, stderr) = check_against_as(&pg.url(), &env);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{maintenance}: owns schema esq: NOT MET")),
+        "{stderr}"
+    );
+    let migrated = esq_with(&env, &["migrate"]);
+    assert_eq!(migrated.status, 0, "{}", migrated.stderr);
+    assert!(
+        migrated.stdout.contains("applied V1__lifecycle"),
+        "{}",
+        migrated.stdout
+    );
+    let again = esq_with(&env, &["migrate"]);
+    assert!(again.stdout.contains("is current"), "{}", again.stdout);
+    let (status, stdout, stderr) = check_against_as(&pg.url(), &env);
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("grants    {service}:")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("grants    {maintenance}:")),
+        "{stdout}"
+    );
+
+    // A service role that can write, or read schema esq, is refused.
+    admin
+        .batch_execute(&format!(
+            "GRANT INSERT ON public.burial_2024 TO {service}; GRANT USAGE ON SCHEMA esq TO {service};"
+        ))
+        .await
+        .unwrap();
+    let (status, _, stderr) = check_against_as(&pg.url(), &env);
+    assert_eq!(status, 1);
+    assert!(
+        stderr.contains("cannot write public.burial_2024 (service role stays read-only): NOT MET")
+            && stderr.contains(&format!(
+                "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON public.burial_2024 FROM {service};"
+            )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot read schema esq"), "{stderr}");
+    admin
+        .batch_execute(&format!(
+            "REVOKE INSERT ON public.burial_2024 FROM {service}; REVOKE USAGE ON SCHEMA esq FROM {service};
+             REVOKE DELETE ON public.staff_notes FROM {maintenance};"
+        ))
+        .await
+        .unwrap();
+    // A maintenance role that cannot delete linked rows cannot forget.
+    let (status, _, stderr) = check_against_as(&pg.url(), &env);
+    assert_eq!(status, 1);
+    assert!(
+        stderr.contains(
+            "may SELECT and DELETE public.staff_notes (purges, right-to-delete): NOT MET"
+        ) && stderr.contains(&format!(
+            "GRANT SELECT, DELETE ON public.staff_notes TO {maintenance};"
+        )),
         "{stderr}"
     );
 }

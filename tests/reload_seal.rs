@@ -458,7 +458,7 @@ async fn a_statement_prepared_before_a_reload_runs_only_as_the_new_bundle_decide
     assert!(
         refused
             .as_db_error()
-            .is_some_and(|e| e.message().contains("reloaded")),
+            .is_some_and(|e| e.message().contains("a reload")),
         "{refused:?}"
     );
     client

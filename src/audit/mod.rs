@@ -41,7 +41,11 @@ pub enum AuditKind {
     SentinelTrip,
     BreachReported,
     Purge,
+    /// Right-to-delete: a forget, its refusal, a `--reapply`.
     Forget,
+    /// A privacy officer's subject lookup (DSAR): it reveals whether a
+    /// subject was forgotten, so it is recorded like any answer.
+    SubjectLookup,
     Export,
     /// A reload of users, catalog and policies: `allow` applied, `deny`
     /// refused (the detail says why).
@@ -141,6 +145,13 @@ pub trait AuditSink: Send + Sync + 'static {
     /// Waits until the record numbered `seq` (and every one before it) is
     /// on disk.
     async fn durable(&self, seq: u64) -> Result<(), AuditError>;
+
+    /// Records `event`, waits until it is durable, and returns its `seq`
+    /// and the hash of its line, for a document that cites it (a deletion
+    /// receipt). Only a real log can: other sinks refuse.
+    async fn record_cited(&self, _event: &AuditEvent<'_>) -> Result<(u64, String), AuditError> {
+        Err(AuditError::NotQueued)
+    }
 
     /// Whether records can be written now: a door checks this before it runs
     /// anything, so nothing runs unaudited.

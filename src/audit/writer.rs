@@ -83,6 +83,9 @@ struct Queued {
     backlog: Gauge,
     path: String,
     sync: SyncPolicy,
+    /// Hashes of the lines of cited records, by `seq`, until their
+    /// [`AuditSink::record_cited`] takes them.
+    cited: Mutex<std::collections::HashMap<u64, String>>,
     /// Whoever holds this writes: the thread, or (with
     /// [`SyncPolicy::Within`]) a door waiting for its record. Taken before
     /// `queue`, so batches reach the file in `seq` order.
@@ -110,6 +113,8 @@ struct Pending {
     time: DateTime<Utc>,
     bundle: Arc<str>,
     event: Vec<u8>,
+    /// Keep the hash of this record's line for [`AuditSink::record_cited`].
+    cited: bool,
 }
 
 /// When the writer syncs what it wrote.
@@ -187,6 +192,7 @@ impl AuditLog {
             backlog,
             path: base.display().to_string(),
             sync,
+            cited: Mutex::new(std::collections::HashMap::new()),
             writer: Mutex::new(Writer {
                 active,
                 buf: Vec::with_capacity(64 * 1024),
@@ -211,28 +217,10 @@ impl AuditLog {
     pub fn durable_seq(&self) -> u64 {
         self.durable.borrow().seq
     }
-}
 
-impl Drop for AuditLog {
-    /// Writes what is queued (and the shutdown checkpoint), then stops the
-    /// writer; the lock goes last.
-    fn drop(&mut self) {
-        lock(&self.shared.queue).closed = true;
-        self.shared.wake.notify_all();
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(writer) = writer {
-            let _ = writer.join();
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[async_trait::async_trait]
-impl AuditSink for AuditLog {
-    fn record(&self, event: &AuditEvent<'_>) -> Option<u64> {
+    /// Queues one record (see [`AuditSink::record`]); `cited`: keep the
+    /// hash of its line for [`AuditSink::record_cited`].
+    fn queue(&self, event: &AuditEvent<'_>, cited: bool) -> Option<u64> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return None;
         }
@@ -255,6 +243,7 @@ impl AuditSink for AuditLog {
             time: Utc::now(),
             bundle,
             event,
+            cited,
         });
         let first = queue.items.len() == 1;
         drop(queue);
@@ -264,6 +253,39 @@ impl AuditSink for AuditLog {
             self.shared.wake.notify_one();
         }
         Some(seq)
+    }
+}
+
+impl Drop for AuditLog {
+    /// Writes what is queued (and the shutdown checkpoint), then stops the
+    /// writer; the lock goes last.
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.wake.notify_all();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait::async_trait]
+impl AuditSink for AuditLog {
+    fn record(&self, event: &AuditEvent<'_>) -> Option<u64> {
+        self.queue(event, false)
+    }
+
+    async fn record_cited(&self, event: &AuditEvent<'_>) -> Result<(u64, String), AuditError> {
+        let seq = self.queue(event, true).ok_or(AuditError::NotQueued)?;
+        self.durable(seq).await?;
+        lock(&self.shared.cited)
+            .remove(&seq)
+            .map(|hash| (seq, hash))
+            .ok_or(AuditError::NotQueued)
     }
 
     async fn durable(&self, seq: u64) -> Result<(), AuditError> {
@@ -423,6 +445,9 @@ impl Writer {
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.records.inc_by(batch.len() as u64);
                 self.metrics.backlog.dec_by(batch.len() as i64);
+                if !self.active.cited.is_empty() {
+                    lock(&shared.cited).extend(self.active.cited.drain(..));
+                }
                 self.publish.send_modify(|d| d.seq = last);
                 true
             }
@@ -460,6 +485,8 @@ struct Active {
     prev: String,
     /// Written since the last fsync.
     unsynced: bool,
+    /// Hashes of cited records written and not yet handed over.
+    cited: Vec<(u64, String)>,
 }
 
 impl Active {
@@ -509,6 +536,7 @@ impl Active {
             last_seq,
             prev,
             unsynced: false,
+            cited: Vec::new(),
         })
     }
 
@@ -554,6 +582,9 @@ impl Active {
             }
             self.prev = hash_line(&line);
             self.last_seq = pending.seq;
+            if pending.cited {
+                self.cited.push((pending.seq, self.prev.clone()));
+            }
             buf.extend_from_slice(&line);
             buf.push(b'\n');
         }

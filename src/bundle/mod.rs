@@ -85,6 +85,7 @@ impl Bundle {
     pub fn load(
         config: &Config,
         store: Arc<dyn TicketStore>,
+        tombstones: Arc<crate::lifecycle::Tombstones>,
         serving: bool,
     ) -> Result<Bundle, BundleError> {
         let catalog = Arc::new(Catalog::load_dir(&config.catalog.dir)?);
@@ -104,7 +105,11 @@ impl Bundle {
         };
         // Both doors run private counts through the release step, so the
         // guard may allow them.
-        let guard = Arc::new(Guard::new(catalog.clone()).serving_private_answers());
+        let guard = Arc::new(
+            Guard::new(catalog.clone())
+                .serving_private_answers()
+                .with_tombstones(tombstones),
+        );
         let tickets = TicketIssuer {
             catalog: catalog.clone(),
             policies: policies.clone(),

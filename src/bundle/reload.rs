@@ -121,7 +121,12 @@ fn prepare(
     if !sections.is_empty() {
         return Err(ReloadError::NeedsRestart(sections));
     }
-    let bundle = Bundle::load(&config, app.ticket_store.clone(), true)?;
+    let bundle = Bundle::load(
+        &config,
+        app.ticket_store.clone(),
+        app.tombstones.clone(),
+        true,
+    )?;
     // Seals only move forward: an old release's seal still verifies, and
     // must not bring back what a later release took away.
     if let (Some(found), Some(in_force)) = (&bundle.sealed, in_force) {

@@ -49,7 +49,16 @@ struct RawDataset {
     min_group_size: Option<Spanned<u32>>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    links: Vec<Spanned<RawLink>>,
     fields: Spanned<Vec<Spanned<RawField>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    dataset: String,
+    field: String,
 }
 
 #[derive(Deserialize)]
@@ -113,8 +122,41 @@ pub(super) fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
         }
         catalog.insert(dataset);
     }
+    check_links(&catalog)?;
     catalog.digest = digest.finish();
     Ok(catalog)
+}
+
+/// Every link names a dataset of the catalog (not the subject's own) and
+/// one of its fields.
+fn check_links(catalog: &Catalog) -> Result<(), CatalogError> {
+    for dataset in catalog.datasets() {
+        for link in &dataset.links {
+            let error = |message: String| CatalogError::File {
+                path: dataset.source.clone(),
+                message: format!("links: {message}"),
+            };
+            let Some(target) = catalog.dataset(&link.dataset) else {
+                return Err(error(format!(
+                    "dataset {:?} is not in the catalog",
+                    link.dataset
+                )));
+            };
+            if target.id == dataset.id {
+                return Err(error(format!(
+                    "dataset {:?} links to itself (its subject_key already covers it)",
+                    link.dataset
+                )));
+            }
+            if target.field(&link.field).is_none() {
+                return Err(error(format!(
+                    "{:?} is not a field of dataset {:?}",
+                    link.field, link.dataset
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates one dataset file.
@@ -236,6 +278,27 @@ pub fn parse_dataset(path: &Path, text: &str) -> Result<Dataset, CatalogError> {
         }
     }
     let _ = raw.description;
+    let mut links = Vec::new();
+    for link in &raw.links {
+        let at = line(&link.referenced);
+        if subject_key.is_none() {
+            return Err(invalid(
+                at,
+                "links: a dataset with links needs a subject_key (the links hold its values)"
+                    .into(),
+            ));
+        }
+        if !is_plain_identifier(&link.value.dataset) || !is_plain_identifier(&link.value.field) {
+            return Err(invalid(
+                at,
+                "links: dataset and field use lower-case letters, digits and '_'".into(),
+            ));
+        }
+        links.push(super::Link {
+            dataset: link.value.dataset.clone(),
+            field: link.value.field.clone(),
+        });
+    }
     Ok(Dataset {
         id,
         table,
@@ -247,6 +310,7 @@ pub fn parse_dataset(path: &Path, text: &str) -> Result<Dataset, CatalogError> {
         retention_years: raw.retention_years,
         retention_field,
         min_group_size: raw.min_group_size.map(|k| k.value),
+        links,
         fields,
         source: path.to_path_buf(),
     })

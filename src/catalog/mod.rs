@@ -41,6 +41,14 @@ pub struct Field {
     pub description: Option<String>,
 }
 
+/// A field of another dataset that holds this dataset's subject keys
+/// (`links: [{dataset: staff_notes, field: veteran_id}]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub dataset: String,
+    pub field: String,
+}
+
 /// One governed table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Dataset {
@@ -60,6 +68,10 @@ pub struct Dataset {
     pub retention_field: Option<String>,
     /// The dataset's own `k`; the effective `k` is never below the config's.
     pub min_group_size: Option<u32>,
+    /// Rows of other datasets that belong to this dataset's subjects:
+    /// right-to-delete deletes and hides them too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
     pub fields: Vec<Field>,
     /// The file this dataset was read from (for messages).
     #[serde(skip)]
@@ -122,6 +134,21 @@ impl Catalog {
 
     pub fn datasets(&self) -> impl Iterator<Item = &Arc<Dataset>> {
         self.datasets.values()
+    }
+
+    /// The subjects whose rows `dataset` holds: its own subject key, and
+    /// each dataset linking to it with the field of `dataset` that holds
+    /// that dataset's keys. Right-to-delete and tombstones follow these.
+    pub fn subject_fields<'a>(&'a self, dataset: &'a Dataset) -> Vec<(&'a Dataset, &'a str)> {
+        let own = dataset.subject_key.as_deref().map(|key| (dataset, key));
+        let linked = self.datasets.values().flat_map(move |subject| {
+            subject
+                .links
+                .iter()
+                .filter(move |link| link.dataset == dataset.id)
+                .map(move |link| (subject.as_ref(), link.field.as_str()))
+        });
+        own.into_iter().chain(linked).collect()
     }
 
     pub fn len(&self) -> usize {

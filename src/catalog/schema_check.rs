@@ -105,6 +105,7 @@ mod tests {
             retention_years: None,
             retention_field: None,
             min_group_size: None,
+            links: Vec::new(),
             fields: fields
                 .iter()
                 .map(|f| Field {

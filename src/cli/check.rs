@@ -108,6 +108,9 @@ fn check_against(app: &App, url: &str) -> Result<bool, String> {
         let report = schema_check::compare(&app.bundle().catalog, &client)
             .await
             .map_err(|err| format!("cannot read the database schema: {err}"))?;
+        let grants = crate::lifecycle::grants::check(&client, &app.config, &app.bundle().catalog)
+            .await
+            .map_err(|err| format!("cannot read the roles' privileges: {err}"))?;
         drop(client);
         let _ = connection.await;
         for error in &report.errors {
@@ -119,6 +122,25 @@ fn check_against(app: &App, url: &str) -> Result<bool, String> {
         if report.is_ok() {
             println!("schema    every catalog table and field exists in the database");
         }
-        Ok(report.is_ok())
+        let mut roles: Vec<&str> = grants.iter().map(|g| g.role.as_str()).collect();
+        roles.dedup();
+        for role in roles {
+            let mine: Vec<_> = grants.iter().filter(|g| g.role == role).collect();
+            let missing: Vec<_> = mine.iter().filter(|g| !g.ok).collect();
+            if missing.is_empty() {
+                println!(
+                    "grants    {role}: {} of {} as required",
+                    mine.len(),
+                    mine.len()
+                );
+            }
+            for check in missing {
+                eprintln!(
+                    "grants    {role}: {}: NOT MET; fix: {}",
+                    check.requirement, check.fix
+                );
+            }
+        }
+        Ok(report.is_ok() && grants.iter().all(|g| g.ok))
     })
 }

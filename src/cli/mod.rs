@@ -1,6 +1,7 @@
 //! The command line: `esq check`, `esq passwd`, `esq token`,
 //! `esq ticket issue`, `esq explain`, `esq sample-data`, `esq ssp`,
-//! `esq audit verify`, `esq evidence`, `esq keys generate`, `esq seal`. Each subcommand lives in its own
+//! `esq audit verify`, `esq evidence`, `esq keys generate`, `esq seal`,
+//! `esq migrate`, `esq purge`, `esq forget`, `esq receipt verify`. Each subcommand lives in its own
 //! file; this one parses and dispatches. Exit status: 0 success, 1 a check
 //! failed or a request was denied, 2 bad input or configuration.
 
@@ -8,6 +9,9 @@ mod audit;
 mod check;
 mod evidence;
 mod explain;
+mod forget;
+mod lifecycle;
+mod purge;
 mod seal;
 mod secrets;
 mod serve;
@@ -77,6 +81,24 @@ pub enum Command {
     /// Sign the bundle (config without secrets, catalog, policies) with
     /// the `[signing]` key; production serves only a sealed bundle.
     Seal(seal::SealArgs),
+    /// Create or upgrade schema `esq` (esq's own tables) in the upstream
+    /// database, as the `[maintenance]` role.
+    Migrate(lifecycle::MigrateArgs),
+    /// Delete rows past their dataset's retention, in short batches.
+    Purge(purge::PurgeArgs),
+    /// Right-to-delete: delete a subject's rows (and linked rows), keep a
+    /// tombstone, print a signed receipt; or `--reapply` the tombstones.
+    Forget(forget::ForgetArgs),
+    /// Deletion receipts.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCommand {
+    /// Check a receipt's signature and, with --audit, that the audit log
+    /// holds the record it cites. Exit status 0 valid, 1 not.
+    Verify(forget::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +156,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Evidence(args) => evidence::run(&cli.config, args),
         Command::Keys(KeysCommand::Generate(args)) => seal::generate(args),
         Command::Seal(args) => seal::run(&cli.config, args),
+        Command::Migrate(args) => lifecycle::migrate(&cli.config, args),
+        Command::Purge(args) => purge::run(&cli.config, args),
+        Command::Forget(args) => forget::run(&cli.config, args),
+        Command::Receipt(ReceiptCommand::Verify(args)) => forget::verify(&cli.config, args),
     };
     ExitCode::from(status)
 }

@@ -15,6 +15,11 @@
 //!   stores no governed rows). esq's own MP-6 entry reports the
 //!   right-to-delete (`esq forget`), which no shipped profile demands; it
 //!   is reported in every SSP, required by none.
+//! - SI-12 (information retention) is in every baseline, but for the whole
+//!   organisation's records schedules; esq reports its part (governed
+//!   datasets hidden past retention and purged on schedule) and no shipped
+//!   profile requires it of esq, so a profile check does not fail on a
+//!   deployment that keeps its retention elsewhere.
 
 use serde::Serialize;
 

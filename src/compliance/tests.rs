@@ -201,12 +201,22 @@ fn sentinel_and_webhook_decide_si4_and_ir4() {
 }
 
 #[test]
-fn at_rest_is_never_satisfied_and_right_to_delete_is_not_built() {
+fn at_rest_is_never_satisfied_and_the_lifecycle_needs_a_maintenance_role() {
     let dir = tempfile::tempdir().unwrap();
     let found = controls(&app(dir.path(), &[]));
     assert_eq!(control(&found, "SC-28").status, Status::External);
-    assert_eq!(control(&found, "MP-6").status, Status::NotSatisfied);
-    assert!(Profile::ALL.iter().all(|p| !p.requires("MP-6")));
+    for id in ["MP-6", "SI-12"] {
+        let lifecycle = control(&found, id);
+        assert_eq!(lifecycle.status, Status::NotSatisfied, "{id}");
+        assert!(
+            lifecycle
+                .reason
+                .contains("no [maintenance] role is configured"),
+            "{id}: {}",
+            lifecycle.reason
+        );
+        assert!(Profile::ALL.iter().all(|p| !p.requires(id)), "{id}");
+    }
 }
 
 #[test]

@@ -156,15 +156,17 @@ struct Override {
 }
 
 fn reject_secrets_in_file(table: &toml::Table) -> Result<(), String> {
-    let has_password = table
-        .get("upstream")
-        .and_then(|u| u.as_table())
-        .is_some_and(|u| u.contains_key("password"));
-    if has_password {
-        return Err(format!(
-            "upstream.password: secrets do not belong in the config file; set {} or upstream.password_file",
-            env_var_for("upstream.password")
-        ));
+    for section in ["upstream", "maintenance"] {
+        let has_password = table
+            .get(section)
+            .and_then(|u| u.as_table())
+            .is_some_and(|u| u.contains_key("password"));
+        if has_password {
+            return Err(format!(
+                "{section}.password: secrets do not belong in the config file; set {} or {section}.password_file",
+                env_var_for(&format!("{section}.password"))
+            ));
+        }
     }
     Ok(())
 }
@@ -176,8 +178,10 @@ fn reject_secrets_in_file(table: &toml::Table) -> Result<(), String> {
 fn digest(table: &toml::Table) -> String {
     use sha2::{Digest, Sha256};
     let mut table = table.clone();
-    if let Some(toml::Value::Table(upstream)) = table.get_mut("upstream") {
-        upstream.remove("password");
+    for section in ["upstream", "maintenance"] {
+        if let Some(toml::Value::Table(section)) = table.get_mut(section) {
+            section.remove("password");
+        }
     }
     let canonical = serde_json::to_vec(&table).unwrap_or_default();
     hex::encode(Sha256::digest(&canonical))
@@ -282,6 +286,16 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     if let Some(file) = config.upstream.password_file.as_mut() {
         resolve(file);
     }
+    if let Some(file) = config
+        .maintenance
+        .as_mut()
+        .and_then(|m| m.password_file.as_mut())
+    {
+        resolve(file);
+    }
+    if let Some(file) = config.lifecycle.subject_key_file.as_mut() {
+        resolve(file);
+    }
     for path in [
         config.audit.checkpoint_copy.as_mut(),
         config.signing.key_file.as_mut(),
@@ -316,18 +330,25 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 fn read_password_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
-    if config.upstream.password.is_some() {
-        return Ok(());
-    }
-    let Some(file) = &config.upstream.password_file else {
-        return Ok(());
+    let read = |key: &str, file: &Path| {
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            message: format!("cannot read {}: {err}", file.display()),
+        })?;
+        Ok::<_, ConfigError>(super::Secret::new(text.lines().next().unwrap_or("")))
     };
-    let text = std::fs::read_to_string(file).map_err(|err| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        key: "upstream.password_file".into(),
-        message: format!("cannot read {}: {err}", file.display()),
-    })?;
-    let password = text.lines().next().unwrap_or("").to_string();
-    config.upstream.password = Some(super::Secret::new(password));
+    if config.upstream.password.is_none() {
+        if let Some(file) = &config.upstream.password_file {
+            config.upstream.password = Some(read("upstream.password_file", file)?);
+        }
+    }
+    if let Some(maintenance) = config.maintenance.as_mut() {
+        if maintenance.password.is_none() {
+            if let Some(file) = &maintenance.password_file {
+                maintenance.password = Some(read("maintenance.password_file", file)?);
+            }
+        }
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! the environment or from a file named in the config.
 
 mod duration;
+mod lifecycle;
 mod load;
 mod validate;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sensitivity::Sensitivity;
 
+pub use lifecycle::{LifecycleConfig, MaintenanceConfig, PurgeSchedule};
 pub use load::{env_var_for, ConfigError, ENV_PREFIX, ENV_SEPARATOR};
 
 /// The whole configuration, as loaded from the file plus environment overrides.
@@ -65,6 +67,13 @@ pub struct Config {
     /// policies).
     #[serde(default)]
     pub signing: SigningConfig,
+    /// The credentials that may delete (purges, right-to-delete) and own
+    /// schema `esq`; without them esq deletes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceConfig>,
+    /// Retention purges and tombstones.
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
     /// The people and services allowed to use esq, keyed by user name.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
@@ -753,6 +762,12 @@ impl Config {
 
     pub fn upstream_password(&self) -> Option<&Secret> {
         self.upstream.password.as_ref()
+    }
+
+    /// The maintenance password, from `ESQ_MAINTENANCE__PASSWORD` or
+    /// `maintenance.password_file` (resolved at load time).
+    pub fn maintenance_password(&self) -> Option<&Secret> {
+        self.maintenance.as_ref()?.password.as_ref()
     }
 }
 

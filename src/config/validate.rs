@@ -44,6 +44,7 @@ pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
         ));
     }
     validate_doors(config)?;
+    validate_maintenance(config)?;
     tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .map_err(|err| invalid("log.filter", format!("not a tracing filter: {err}")))?;
     validate_users(config)
@@ -272,4 +273,40 @@ fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c))
+}
+
+fn validate_maintenance(config: &Config) -> Result<(), Invalid> {
+    if config.lifecycle.purge_batch_rows == 0 {
+        return Err(invalid("lifecycle.purge_batch_rows", "must be at least 1"));
+    }
+    if config.lifecycle.tombstone_check < std::time::Duration::from_secs(1) {
+        return Err(invalid("lifecycle.tombstone_check", "must be at least 1s"));
+    }
+    let Some(maintenance) = &config.maintenance else {
+        return Ok(());
+    };
+    let parsed: tokio_postgres::Config = maintenance
+        .url
+        .parse()
+        .map_err(|err| invalid("maintenance.url", format!("not a PostgreSQL URL: {err}")))?;
+    if parsed.get_password().is_some() {
+        return Err(invalid(
+            "maintenance.url",
+            "must not contain a password; use ESQ_MAINTENANCE__PASSWORD or maintenance.password_file",
+        ));
+    }
+    let Some(role) = parsed.get_user() else {
+        return Err(invalid(
+            "maintenance.url",
+            "must name the maintenance role (postgres://ROLE@host/db)",
+        ));
+    };
+    let service: Option<tokio_postgres::Config> = config.upstream.url.parse().ok();
+    if service.as_ref().and_then(|s| s.get_user()) == Some(role) {
+        return Err(invalid(
+            "maintenance.url",
+            "must name a role other than the service role: the query doors' role stays read-only",
+        ));
+    }
+    Ok(())
 }

@@ -16,8 +16,11 @@ pub(super) struct DecisionCache {
     max_bytes: usize,
 }
 
+/// A decision and the tombstone generation it was made under.
+type Entry = (u64, Decision);
+
 struct Entries {
-    lru: LruCache<Key, Decision>,
+    lru: LruCache<Key, Entry>,
     bytes: usize,
 }
 
@@ -45,16 +48,18 @@ impl DecisionCache {
         }
     }
 
-    pub fn get(&self, scope: &str, sql: &str) -> Option<Decision> {
+    /// The decision for (scope, text) if it was made under `generation`.
+    pub fn get(&self, scope: &str, sql: &str, generation: u64) -> Option<Decision> {
         let entries = self.entries.as_ref()?;
         let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .lru
             .get(&KeyRef { scope, sql } as &dyn AsKey)
-            .cloned()
+            .filter(|(made_under, _)| *made_under == generation)
+            .map(|(_, decision)| decision.clone())
     }
 
-    pub fn put(&self, scope: &str, sql: &str, decision: Decision) {
+    pub fn put(&self, scope: &str, sql: &str, generation: u64, decision: Decision) {
         let Some(entries) = self.entries.as_ref() else {
             return;
         };
@@ -67,7 +72,7 @@ impl DecisionCache {
             scope: scope.into(),
             sql: sql.into(),
         };
-        if let Some((old, _)) = entries.lru.push(key, decision) {
+        if let Some((old, _)) = entries.lru.push(key, (generation, decision)) {
             entries.bytes -= old.scope.len() + old.sql.len();
         }
         entries.bytes += size;
@@ -155,28 +160,33 @@ mod tests {
     #[test]
     fn hits_return_what_was_put_for_the_same_scope_only() {
         let cache = DecisionCache::new(10);
-        cache.put("S-1", "SELECT 1", decision());
-        assert_eq!(cache.get("S-1", "SELECT 1"), Some(decision()));
-        assert_eq!(cache.get("S-2", "SELECT 1"), None);
-        assert_eq!(cache.get("S-1", "SELECT 2"), None);
+        cache.put("S-1", "SELECT 1", 0, decision());
+        assert_eq!(cache.get("S-1", "SELECT 1", 0), Some(decision()));
+        assert_eq!(cache.get("S-2", "SELECT 1", 0), None);
+        assert_eq!(
+            cache.get("S-1", "SELECT 1", 1),
+            None,
+            "a decision made before the tombstones changed is made again"
+        );
+        assert_eq!(cache.get("S-1", "SELECT 2", 0), None);
     }
 
     #[test]
     fn the_cache_is_bounded_by_entries_and_by_bytes() {
         let cache = DecisionCache::with_max_bytes(4, 1_600);
         for i in 0..10 {
-            cache.put("S", &format!("SELECT {i}"), decision());
+            cache.put("S", &format!("SELECT {i}"), 0, decision());
         }
         assert_eq!(cache.held().0, 4, "entry bound");
         let long = "x".repeat(90);
         for i in 0..40 {
-            cache.put("S", &format!("{long}{i:03}"), decision());
+            cache.put("S", &format!("{long}{i:03}"), 0, decision());
         }
         let (_, bytes) = cache.held();
         assert!(bytes <= 1_600, "{bytes} bytes held");
-        cache.put("S", &"y".repeat(1_000), decision());
+        cache.put("S", &"y".repeat(1_000), 0, decision());
         assert_eq!(
-            cache.get("S", &"y".repeat(1_000)),
+            cache.get("S", &"y".repeat(1_000), 0),
             None,
             "huge statements are not cached"
         );
@@ -185,7 +195,7 @@ mod tests {
     #[test]
     fn a_zero_sized_cache_caches_nothing() {
         let cache = DecisionCache::new(0);
-        cache.put("S", "SELECT 1", decision());
-        assert_eq!(cache.get("S", "SELECT 1"), None);
+        cache.put("S", "SELECT 1", 0, decision());
+        assert_eq!(cache.get("S", "SELECT 1", 0), None);
     }
 }

@@ -48,11 +48,12 @@ pub mod ticket_statement;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use serde::Serialize;
 use sqlparser::ast::Statement;
 
 use crate::catalog::{Catalog, Dataset, TableName};
+use crate::lifecycle::tombstones::{Tombstones, Unknown};
 use crate::privacy::PrivatePlan;
 use crate::sensitivity::Sensitivity;
 use crate::tickets::Scope;
@@ -97,6 +98,8 @@ pub struct Guard {
     /// ticket's counts are refused: sending the database's rows would
     /// release exact counts without even `k`.
     private_release: bool,
+    /// Forgotten subjects, hidden from every answer (shared by bundles).
+    tombstones: Arc<Tombstones>,
 }
 
 /// Everything one decision reads: the scope, its dataset, the row filters.
@@ -105,8 +108,8 @@ pub(crate) struct GuardContext<'a> {
     pub dataset: &'a Dataset,
     /// Rows before this date (by the dataset's retention field) are hidden.
     pub retention_cutoff: Option<NaiveDate>,
-    /// A SQL condition hiding right-to-delete tombstones (a later issue
-    /// fills it; `None` until then).
+    /// A SQL condition hiding right-to-delete tombstones (`None`: no one
+    /// of this dataset's subjects is forgotten).
     pub tombstone_filter: Option<&'a str>,
     /// Derived tables already built for a scope.
     pub derived: &'a rewrite::DerivedTableCache,
@@ -126,7 +129,21 @@ impl Guard {
             cache: cache::DecisionCache::new(entries),
             derived: rewrite::DerivedTableCache::default(),
             private_release: false,
+            tombstones: Arc::new(Tombstones::none()),
         }
+    }
+
+    /// Hides the subjects `tombstones` holds from every answer; decisions
+    /// are remade when they change ([`Guard::tombstone_generation`]).
+    pub fn with_tombstones(mut self, tombstones: Arc<Tombstones>) -> Guard {
+        self.tombstones = tombstones;
+        self
+    }
+
+    /// Moves whenever the tombstones change: a decision made under another
+    /// generation may not hide everyone it must.
+    pub fn tombstone_generation(&self) -> u64 {
+        self.tombstones.generation()
     }
 
     /// Declares that every caller runs [`Allowed::private`] answers through
@@ -141,7 +158,8 @@ impl Guard {
     /// holding `scope` (`None`: no ticket). Cached per (scope id, text).
     pub fn decide(&self, scope: Option<&Scope>, sql: &str) -> Decision {
         let scope_id = scope.map(|s| s.id.as_str()).unwrap_or("");
-        if let Some(hit) = self.cache.get(scope_id, sql) {
+        let generation = self.tombstones.generation();
+        if let Some(hit) = self.cache.get(scope_id, sql, generation) {
             return hit;
         }
         let decision = match self.decide_uncached(scope, sql) {
@@ -156,7 +174,7 @@ impl Guard {
                 Decision::Deny(Arc::new(denial))
             }
         };
-        self.cache.put(scope_id, sql, decision.clone());
+        self.cache.put(scope_id, sql, generation, decision.clone());
         decision
     }
 
@@ -184,11 +202,15 @@ impl Guard {
             };
             let scope = scope.ok_or_else(no_ticket)?;
             let dataset = self.dataset_of(scope)?;
+            let tombstone_filter = self
+                .tombstones
+                .filter_for(&self.catalog, dataset)
+                .map_err(tombstones_unknown)?;
             let ctx = GuardContext {
                 scope,
                 dataset,
                 retention_cutoff: retention_cutoff(scope, dataset),
-                tombstone_filter: None,
+                tombstone_filter: tombstone_filter.as_deref(),
                 derived: &self.derived,
             };
             let mut resolver = resolve::Resolver::new(&ctx);
@@ -335,10 +357,7 @@ fn render(statements: &[Statement]) -> Result<String, Denial> {
 /// decision depends only on its inputs.
 fn retention_cutoff(scope: &Scope, dataset: &Dataset) -> Option<NaiveDate> {
     let from_catalog = dataset.retention_years.and_then(|years| {
-        let today = scope.issued_at.date_naive();
-        let year = today.year() - i32::try_from(years).ok()?;
-        NaiveDate::from_ymd_opt(year, today.month(), today.day())
-            .or_else(|| NaiveDate::from_ymd_opt(year, today.month(), 28))
+        crate::lifecycle::purge::retention_cutoff(years, scope.issued_at.date_naive())
     });
     scope.retention_cutoff.max(from_catalog)
 }
@@ -353,6 +372,21 @@ fn classify_answer(ctx: &GuardContext<'_>, fields_read: &BTreeSet<String>) -> Se
         .map(|f| ctx.dataset.field_sensitivity(f))
         .max()
         .unwrap_or(Sensitivity::Public)
+}
+
+/// Whom to hide is not known: nothing of the dataset is answered.
+fn tombstones_unknown(unknown: Unknown) -> Denial {
+    let detail = match unknown {
+        Unknown::NotRead => "esq has not yet read its right-to-delete tombstones from the database, so it cannot hide forgotten subjects".to_string(),
+        Unknown::Unreadable(_) => "some right-to-delete tombstones cannot be read with esq's key, so it cannot hide every forgotten subject".to_string(),
+    };
+    Denial {
+        code: crate::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+        reason: "this dataset cannot be answered now".into(),
+        detail,
+        hint: "try again shortly; if it persists, tell esq's operator".into(),
+        policy_id: None,
+    }
 }
 
 fn private_not_served() -> Denial {

@@ -116,14 +116,16 @@ impl Handler {
             ("GET", "/api/esq/breach") => super::breach::list(self, session).await,
             ("GET", "/api/esq/budget") => super::private::budget(self, session).await,
             ("POST", "/api/esq/reload") => super::reload::reload(self, session).await,
+            ("POST", "/api/esq/forget") => super::lifecycle::forget(self, session).await,
+            ("GET", "/api/esq/subject") => super::lifecycle::subject(self, session).await,
             ("DELETE", p) if p.starts_with("/api/esq/ticket/") => {
                 let id = p.trim_start_matches("/api/esq/ticket/").to_string();
                 super::tickets::revoke(self, session, &id).await
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/api/esq/budget") => {
+            (_, "/healthz" | "/readyz" | "/metrics" | "/api/esq/budget" | "/api/esq/subject") => {
                 Err(ApiError::MethodNotAllowed("GET").into())
             }
-            (_, "/api/esq/ticket" | "/api/dta/query" | "/api/esq/reload") => {
+            (_, "/api/esq/ticket" | "/api/dta/query" | "/api/esq/reload" | "/api/esq/forget") => {
                 Err(ApiError::MethodNotAllowed("POST").into())
             }
             (_, "/api/esq/breach") => Err(ApiError::MethodNotAllowed("GET, POST").into()),

@@ -20,6 +20,7 @@
 pub mod breach;
 pub mod error;
 pub mod handler;
+pub mod lifecycle;
 pub mod ops;
 pub mod private;
 pub mod query;

@@ -151,8 +151,8 @@ impl DoorError {
             DoorError::DecidedBeforeReload => shown(
                 Error,
                 code::FEATURE_NOT_SUPPORTED,
-                "this prepared statement was decided before esq reloaded its policies, and they now decide it differently",
-                "a statement runs only as the policies in force allow it",
+                "this prepared statement was decided before esq's rules changed (a reload, or a subject forgotten), and they now decide it differently",
+                "a statement runs only as the policies and tombstones in force allow it",
                 "prepare the statement again (or reconnect)",
             ),
             DoorError::PrivateRowLimit => shown(

@@ -35,6 +35,7 @@ pub async fn parse(
     }
     // Read before the decision: a reload during it makes Bind decide again.
     let bundle = turn.view.app.bundle().hash.clone();
+    let tombstones = turn.view.app.tombstones.generation();
     let prepared = match turn.view.ask(sql, Timing::Prepared).await {
         Asked::TicketStatement(TicketStatement::Show) => {
             let marker = turn.stand_in(DoorError::ShowTicketExtended);
@@ -73,6 +74,7 @@ pub async fn parse(
                 bound: None,
                 decided: Some(Arc::new(DecidedUnder {
                     bundle,
+                    tombstones,
                     sql: sql.to_string(),
                     rewritten: forward.sql,
                 })),
@@ -290,11 +292,11 @@ async fn refusal(
     }
     let decided = prepared.decided.as_ref()?;
     let bundle = view.app.bundle();
-    if bundle.hash == decided.bundle {
+    if bundle.hash == decided.bundle && view.app.tombstones.generation() == decided.tombstones {
         return None;
     }
-    // Reloaded since it was prepared: it runs only as the bundle in force
-    // would decide it now.
+    // Reloaded (or someone forgotten) since it was prepared: it runs only
+    // as the bundle and tombstones in force would decide it now.
     let scope = match prepared.ticket.as_ref() {
         Some(ticket) => match crate::decide::check_ticket(view.checks, ticket).await {
             Ok(scope) => Some(scope),

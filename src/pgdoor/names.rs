@@ -47,6 +47,8 @@ pub struct DecidedUnder {
     /// The hash of the bundle in force when it was decided (read before the
     /// decision, so a reload during it errs towards deciding again).
     pub bundle: String,
+    /// The tombstone generation then (a forget changes what is hidden).
+    pub tombstones: u64,
     /// The client's statement text.
     pub sql: String,
     /// The SQL prepared upstream (the guard's rewrite).

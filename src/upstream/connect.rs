@@ -118,7 +118,7 @@ async fn connect_inner(params: &ConnectParams) -> Result<UpstreamConn, UpstreamE
     }
 }
 
-async fn start_tls(
+pub(crate) async fn start_tls(
     mut tcp: TcpStream,
     config: Arc<rustls::ClientConfig>,
     name: rustls::pki_types::ServerName<'static>,

@@ -12,6 +12,9 @@
 
 mod connect;
 mod params;
+
+pub(crate) use connect::start_tls;
+pub(crate) use params::client_tls;
 pub mod query;
 pub mod redact;
 mod share;

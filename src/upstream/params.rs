@@ -62,7 +62,7 @@ pub fn connect_params(config: &Config) -> Result<ConnectParams, UpstreamError> {
     })
 }
 
-fn client_tls(
+pub(crate) fn client_tls(
     config: &Config,
     host: &str,
 ) -> Result<

@@ -124,6 +124,14 @@ impl EsqBuilder {
         self
     }
 
+    /// The lifecycle set up as README "Lifecycle" says: a maintenance role
+    /// (`ESQ_MAINTENANCE__…`), a signing key (`ESQ_SIGNING__KEY_FILE`, in
+    /// the audit directory) and schema `esq` migrated, before esq starts.
+    pub fn lifecycle(mut self) -> Self {
+        self.upstream.maintenance = true;
+        self
+    }
+
     /// esq reads `url`; no PostgreSQL is started (so [`Esq::pg`] panics).
     pub fn upstream_url(mut self, url: &str) -> Self {
         self.source = Source::Url(url.to_string());
@@ -185,6 +193,14 @@ impl EsqBuilder {
                 if let Some(ca) = upstream.ca_file() {
                     set(&mut env, "ESQ_UPSTREAM__CA_FILE", ca.display().to_string());
                 }
+                if let Some(url) = upstream.maintenance_url() {
+                    set(&mut env, "ESQ_MAINTENANCE__URL", url);
+                    set(
+                        &mut env,
+                        "ESQ_MAINTENANCE__PASSWORD",
+                        super::upstream::MAINTENANCE_PASSWORD.into(),
+                    );
+                }
                 let database = upstream.database.clone();
                 let catalog = upstream.catalog_files();
                 (Some(upstream), database, catalog)
@@ -193,7 +209,10 @@ impl EsqBuilder {
                 let parsed: tokio_postgres::Config = url.parse().expect("a postgres:// URL");
                 let database = parsed.get_dbname().unwrap_or("postgres").to_string();
                 set(&mut env, "ESQ_UPSTREAM__URL", url);
-                let catalog = vec![super::repo().join("catalog/burial_2024.yaml")];
+                let catalog = vec![
+                    super::repo().join("catalog/burial_2024.yaml"),
+                    super::repo().join("catalog/staff_notes.yaml"),
+                ];
                 (None, database, catalog)
             }
             Source::Shared {
@@ -247,8 +266,21 @@ impl EsqBuilder {
             let dir = k_only_policies(audit_dir.path());
             set(&mut env, "ESQ_POLICY__DIR", dir.display().to_string());
         }
+        if self.upstream.maintenance {
+            let key = audit_dir.path().join("signing.key");
+            esq::signing::SigningKey::generate()
+                .write(&key)
+                .expect("a signing key");
+            set(&mut env, "ESQ_SIGNING__KEY_FILE", key.display().to_string());
+            // No purge at 03:00 UTC under a test's feet; a test that wants
+            // the schedule sets it.
+            set(&mut env, "ESQ_LIFECYCLE__PURGE_SCHEDULE", "off".into());
+        }
         for (k, v) in self.env {
             set(&mut env, &k, v);
+        }
+        if self.upstream.maintenance {
+            migrate(&env).await;
         }
         Esq {
             upstream,
@@ -261,6 +293,18 @@ impl EsqBuilder {
             audit_dir,
         }
     }
+}
+
+/// `esq migrate`, in this process, with the fixture's configuration.
+async fn migrate(env: &[(String, String)]) {
+    let config = esq::config::Config::load_with_env(&super::shipped_config(), env.to_vec())
+        .expect("test config loads");
+    let mut maintenance = esq::lifecycle::Maintenance::connect(&config)
+        .await
+        .expect("the maintenance role connects");
+    esq::lifecycle::migrate::migrate(&mut maintenance.client)
+        .await
+        .expect("schema esq migrates");
 }
 
 /// The shipped policies without the FOIA privacy obligation, in `under`.

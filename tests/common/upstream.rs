@@ -19,6 +19,9 @@ pub const SAMPLE_ROWS: u64 = 20_000;
 /// esq is configured as in production, with `ESQ_UPSTREAM__PASSWORD`).
 pub const SERVICE_PASSWORD: &str = "service-secret";
 
+/// The maintenance role's password (`ESQ_MAINTENANCE__PASSWORD`).
+pub const MAINTENANCE_PASSWORD: &str = "maintenance-secret";
+
 static NEXT_ROLE: AtomicU64 = AtomicU64::new(0);
 
 /// What the sample database holds and how esq may reach it.
@@ -33,6 +36,9 @@ pub struct UpstreamOptions {
     pub private: bool,
     /// The service role may log in over TLS only (implies `private`).
     pub tls_only: bool,
+    /// Also a maintenance role (owns schema `esq` once `esq migrate` ran,
+    /// may delete from the sample tables), as in README "Lifecycle".
+    pub maintenance: bool,
 }
 
 impl Default for UpstreamOptions {
@@ -42,6 +48,7 @@ impl Default for UpstreamOptions {
             pgbench: false,
             private: false,
             tls_only: false,
+            maintenance: false,
         }
     }
 }
@@ -53,6 +60,8 @@ pub struct Upstream {
     pub pg: TestPostgres,
     /// esq's service role, unique to this database.
     pub role: String,
+    /// The maintenance role, when asked for.
+    pub maintenance_role: Option<String>,
     pub database: String,
     /// Loaded with pgbench's tables.
     pub pgbench: bool,
@@ -83,8 +92,13 @@ impl Upstream {
              REVOKE TEMPORARY ON DATABASE \"{database}\" FROM PUBLIC;
              REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea) FROM PUBLIC;
              GRANT USAGE ON SCHEMA public TO {role};
-             GRANT SELECT ON public.burial_2024 TO {role};"
+             GRANT SELECT ON public.burial_2024, public.staff_notes TO {role};"
         );
+        let maintenance_role = options.maintenance.then(|| {
+            let maintenance = format!("{}_maint", role.replace("esq_service_", "esq_m_"));
+            grants.push_str(&maintenance_grants(&maintenance, &database));
+            maintenance
+        });
         if options.pgbench {
             load_pgbench(&pg).await;
             grants.push_str(&format!(
@@ -92,6 +106,9 @@ impl Upstream {
             ));
         }
         pg.drop_role_with_database(&role);
+        if let Some(maintenance) = &maintenance_role {
+            pg.drop_role_with_database(maintenance);
+        }
         client
             .batch_execute(&grants)
             .await
@@ -99,6 +116,7 @@ impl Upstream {
         let mut upstream = Upstream {
             pg,
             role,
+            maintenance_role,
             database,
             pgbench: options.pgbench,
             tls: None,
@@ -150,6 +168,17 @@ impl Upstream {
         url
     }
 
+    /// The maintenance role's URL (plain TCP: its pg_hba rule is `host`).
+    pub fn maintenance_url(&self) -> Option<String> {
+        self.maintenance_role.as_ref().map(|role| {
+            format!(
+                "postgres://{role}@127.0.0.1:{}/{}",
+                self.pg.port(),
+                self.database
+            )
+        })
+    }
+
     /// The CA that signed a TLS-only upstream's certificate.
     pub fn ca_file(&self) -> Option<&Path> {
         self.tls.as_ref().map(|(_, certs)| certs.ca_cert.as_path())
@@ -157,12 +186,27 @@ impl Upstream {
 
     /// The catalog files of the datasets this database holds.
     pub fn catalog_files(&self) -> Vec<PathBuf> {
-        let mut files = vec![super::repo().join("catalog/burial_2024.yaml")];
+        let mut files = vec![
+            super::repo().join("catalog/burial_2024.yaml"),
+            super::repo().join("catalog/staff_notes.yaml"),
+        ];
         if self.pgbench {
             files.push(super::repo().join("bench/catalog/pgbench_accounts.yaml"));
         }
         files
     }
+}
+
+/// The maintenance role as README "Lifecycle" documents it: it may create
+/// schema `esq` (and so owns it), read and delete the governed tables.
+pub fn maintenance_grants(role: &str, database: &str) -> String {
+    format!(
+        "DROP ROLE IF EXISTS {role};
+         CREATE ROLE {role} LOGIN PASSWORD '{MAINTENANCE_PASSWORD}' NOSUPERUSER NOCREATEDB NOCREATEROLE;
+         GRANT CREATE ON DATABASE \"{database}\" TO {role};
+         GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT, DELETE ON public.burial_2024, public.staff_notes TO {role};"
+    )
 }
 
 /// Loads `rows` of sample data into `pg` (deterministic: the default seed)

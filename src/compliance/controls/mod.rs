@@ -1,6 +1,7 @@
 //! Each control's status, from the loaded [`App`] and the live
 //! [`Observations`]: one function per control, grouped by family
-//! ([`access`], [`audit`], [`transmission`], [`operations`]). A control
+//! ([`access`], [`audit`], [`transmission`], [`operations`],
+//! [`lifecycle`]). A control
 //! records every check it made ([`Checks`]) and its status follows from
 //! them: `satisfied` only when there is at least one check and all passed;
 //! otherwise the worst failure decides (`not_satisfied` for a check the
@@ -10,6 +11,7 @@
 
 mod access;
 mod audit;
+mod lifecycle;
 mod operations;
 mod transmission;
 
@@ -129,7 +131,7 @@ const CONTROLS: &[(&str, &str, Evaluate)] = &[
     (
         "MP-6",
         "Media Sanitization (right to delete)",
-        operations::right_to_delete,
+        lifecycle::right_to_delete,
     ),
     (
         "SC-8",
@@ -147,6 +149,11 @@ const CONTROLS: &[(&str, &str, Evaluate)] = &[
         transmission::at_rest,
     ),
     ("SI-4", "System Monitoring", operations::monitoring),
+    (
+        "SI-12",
+        "Information Management and Retention",
+        lifecycle::retention,
+    ),
 ];
 
 pub fn evaluate(app: &App, observed: &Observations) -> Vec<Control> {

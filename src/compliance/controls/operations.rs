@@ -1,5 +1,5 @@
 //! Operations: IR-4 (the sentinel revokes and alerts), SI-4 (the sentinel
-//! watches with rules), MP-6 (right-to-delete, not built yet) and CM-14
+//! watches with rules) and CM-14
 //! (the bundle that decides is sealed with a key from outside it).
 
 use serde_json::{json, Value};
@@ -97,24 +97,6 @@ pub(super) fn incident_handling(app: &App, _: &Observations) -> Finding {
         facts,
         "a sentinel trip revokes the ticket, is audited and is POSTed to the incident webhook (retried)",
     )
-}
-
-pub(super) fn right_to_delete(app: &App, _: &Observations) -> Finding {
-    let bundle = app.bundle();
-    let keyed: Vec<&str> = bundle
-        .catalog
-        .datasets()
-        .filter(|d| d.subject_key.is_some())
-        .map(|d| d.id.as_str())
-        .collect();
-    let facts = Facts::from([("catalog.datasets_with_subject_key", json!(keyed))]);
-    let mut checks = Checks::default();
-    checks.must(
-        "right-to-delete is built",
-        false,
-        "right-to-delete (`esq forget`, tombstones hidden from every answer) is not built yet",
-    );
-    checks.verdict(facts, "")
 }
 
 pub(super) fn monitoring(app: &App, _: &Observations) -> Finding {

@@ -12,11 +12,13 @@
 //! ("could not verify: …"), and the controls that need it are not met.
 
 pub mod audit;
+pub mod lifecycle;
 pub mod upstream;
 
 use chrono::{DateTime, Utc};
 
 pub use audit::{AuditFacts, ChainFacts, CheckpointFacts, NewestRecord};
+pub use lifecycle::LifecycleFacts;
 pub use upstream::UpstreamFacts;
 
 use crate::app::App;
@@ -29,17 +31,21 @@ pub struct Observations {
     /// asked ("could not verify: …", naming only `host:port`).
     pub upstream: Result<UpstreamFacts, String>,
     pub audit: AuditFacts,
+    /// The lifecycle as the maintenance role sees it, or why not.
+    pub lifecycle: Result<LifecycleFacts, String>,
 }
 
 /// Gathers the facts (connects upstream, reads the audit log).
 pub async fn observe(app: &App) -> Observations {
     let upstream = upstream::observe(app).await;
+    let lifecycle = lifecycle::observe(app).await;
     // Reads every audit file; the callers are commands, not a door.
     let audit = audit::observe(app);
     Observations {
         at: Utc::now(),
         upstream,
         audit,
+        lifecycle,
     }
 }
 
@@ -59,14 +65,16 @@ pub fn observe_blocking(app: &App) -> Observations {
             Ok(Ok(observations)) => observations,
             Ok(Err(reason)) => Observations {
                 at: Utc::now(),
-                upstream: Err(reason),
+                upstream: Err(reason.clone()),
                 audit: audit::observe(app),
+                lifecycle: Err(reason),
             },
             Err(_) => {
                 let reason = "could not verify: the observation failed".to_string();
                 Observations {
                     at: Utc::now(),
                     upstream: Err(reason.clone()),
+                    lifecycle: Err(reason.clone()),
                     audit: AuditFacts {
                         log: app.config.audit.path.clone(),
                         chain: ChainFacts::Unreadable(reason.clone()),

@@ -1,0 +1,87 @@
+//! The lifecycle's Prometheus series: what purges deleted and how long
+//! they took, forgets, tombstones held and tombstoned rows still present
+//! (a restored backup that `esq forget --reapply` has not cleaned yet).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use crate::metrics::{DatasetLabels, Metrics};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForgetLabels {
+    /// `forgotten`, `already_forgotten` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct LifecycleMetrics {
+    /// Rows deleted past retention, per dataset.
+    pub purged_rows: Family<DatasetLabels, Counter>,
+    /// How long one dataset's purge run took.
+    pub purge_seconds: Family<DatasetLabels, Histogram>,
+    /// Purge runs that failed, per dataset.
+    pub purge_failures: Family<DatasetLabels, Counter>,
+    pub forgets: Family<ForgetLabels, Counter>,
+    /// Tombstones in force, per subject dataset.
+    pub tombstones: Family<DatasetLabels, Gauge>,
+    /// Rows of forgotten subjects found in the database, per dataset.
+    pub tombstoned_rows_present: Family<DatasetLabels, Gauge>,
+}
+
+impl LifecycleMetrics {
+    pub fn register(metrics: &Metrics) -> LifecycleMetrics {
+        let lifecycle = LifecycleMetrics {
+            purged_rows: Family::default(),
+            purge_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 4.0, 10))
+            }),
+            purge_failures: Family::default(),
+            forgets: Family::default(),
+            tombstones: Family::default(),
+            tombstoned_rows_present: Family::default(),
+        };
+        let mut registry = metrics.registry();
+        registry.register(
+            "purged_rows",
+            "Rows deleted because they were past their dataset's retention",
+            lifecycle.purged_rows.clone(),
+        );
+        registry.register(
+            "purge_seconds",
+            "Duration of one dataset's retention purge run",
+            lifecycle.purge_seconds.clone(),
+        );
+        registry.register(
+            "purge_failures",
+            "Retention purge runs that failed (the next run resumes)",
+            lifecycle.purge_failures.clone(),
+        );
+        registry.register(
+            "forgets",
+            "Right-to-delete requests: forgotten, already_forgotten or failed",
+            lifecycle.forgets.clone(),
+        );
+        registry.register(
+            "tombstones",
+            "Right-to-delete tombstones in force, per subject dataset",
+            lifecycle.tombstones.clone(),
+        );
+        registry.register(
+            "tombstoned_rows_present",
+            "Rows of forgotten subjects present in the database (hidden from every answer; esq forget --reapply deletes them)",
+            lifecycle.tombstoned_rows_present.clone(),
+        );
+        drop(registry);
+        lifecycle
+    }
+}
+
+/// The label set for `dataset`.
+pub fn dataset(dataset: &str) -> DatasetLabels {
+    DatasetLabels {
+        dataset: dataset.to_string(),
+    }
+}

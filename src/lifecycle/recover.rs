@@ -1,0 +1,175 @@
+//! Tombstones back from the audit log: for a restore of schema `esq`
+//! itself (a whole-database backup older than some forgets), which would
+//! otherwise take those tombstones with it. Every forget's audit record
+//! carries what its tombstone holds — the keyed hash, and the key sealed
+//! (or as it is, where the catalog does not mark it PII) — so `esq forget
+//! --reapply --audit FILE…` re-creates each tombstone the table lacks,
+//! with its receipt rebuilt from the record (Ed25519 is deterministic:
+//! the same fields signed by the same key give the same signature), then
+//! deletes the rows as any reapply does.
+//!
+//! Only a log whose chain verifies is read, and a sealed key must open
+//! with esq's own key: whoever can edit the log cannot make esq delete
+//! someone else's rows with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use base64::Engine as _;
+
+use super::forget::ForgetError;
+use super::receipt::Receipt;
+use super::subject::SubjectKeys;
+use super::Maintenance;
+use crate::audit::record::hash_line;
+use crate::audit::verify::verify_files;
+use crate::signing::SigningKey;
+
+/// The part of a forget's audit detail that re-creates its tombstone.
+pub fn tombstone_detail(sealed: Option<&[u8]>, plain: Option<&str>) -> serde_json::Value {
+    match (sealed, plain) {
+        (Some(sealed), _) => serde_json::json!({
+            "subject_sealed": base64::engine::general_purpose::STANDARD.encode(sealed)
+        }),
+        (None, Some(plain)) => serde_json::json!({ "subject_key": plain }),
+        (None, None) => serde_json::Value::Null,
+    }
+}
+
+/// One forget as its audit record tells it.
+struct Recorded {
+    receipt: Receipt,
+    plain: Option<String>,
+    sealed: Option<Vec<u8>>,
+}
+
+/// Re-creates the tombstones of `files`' forgets that `esq.tombstones`
+/// lacks; how many, per dataset.
+pub async fn recover(
+    maintenance: &Maintenance,
+    files: &[PathBuf],
+    keys: &SubjectKeys,
+    signing: &SigningKey,
+) -> Result<BTreeMap<String, usize>, ForgetError> {
+    let bad = |message: String| ForgetError::BadInput {
+        field: "audit",
+        message,
+    };
+    let report = verify_files(files).map_err(|err| bad(err.to_string()))?;
+    if let Some(problem) = &report.problem {
+        return Err(bad(format!(
+            "the audit log does not verify ({} line {}: {}): no tombstone is taken from it",
+            problem.at.file.display(),
+            problem.at.line,
+            problem.what
+        )));
+    }
+    let mut recovered = BTreeMap::new();
+    for recorded in forgets(files).map_err(bad)? {
+        let Recorded {
+            mut receipt,
+            plain,
+            sealed,
+        } = recorded;
+        let opens = match &sealed {
+            Some(sealed) => keys
+                .open(&receipt.dataset, sealed)
+                .is_ok_and(|key| keys.hash(&receipt.dataset, &key) == receipt.subject_hash),
+            None => plain
+                .as_deref()
+                .is_some_and(|key| keys.hash(&receipt.dataset, key) == receipt.subject_hash),
+        };
+        if !opens {
+            tracing::warn!(
+                receipt = receipt.receipt_id,
+                "a forget record's key does not match its subject hash under this esq's key: skipped"
+            );
+            continue;
+        }
+        receipt.sign(signing);
+        let stored = serde_json::to_string(&receipt)
+            .map_err(|err| ForgetError::NotSetUp(format!("serialising a receipt: {err}")))?;
+        let inserted = maintenance
+            .client
+            .execute(
+                "INSERT INTO esq.tombstones (dataset, subject_hash, subject_key, subject_sealed, receipt) \
+                 VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT DO NOTHING",
+                &[&receipt.dataset, &receipt.subject_hash, &plain, &sealed, &stored],
+            )
+            .await
+            .map_err(|e| ForgetError::database("re-creating a tombstone", e))?;
+        if inserted > 0 {
+            *recovered.entry(receipt.dataset.clone()).or_insert(0) += 1;
+        }
+    }
+    Ok(recovered)
+}
+
+/// The forgets `files` record (allowed, not rolled back afterwards).
+fn forgets(files: &[PathBuf]) -> Result<Vec<Recorded>, String> {
+    let mut found = Vec::new();
+    let mut rolled_back = BTreeSet::new();
+    for path in files {
+        let bytes =
+            std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(record) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            if record["kind"] != "forget" {
+                continue;
+            }
+            let detail = &record["detail"];
+            if detail["action"] == "rolled_back" {
+                if let Some(id) = detail["receipt_id"].as_str() {
+                    rolled_back.insert(id.to_string());
+                }
+                continue;
+            }
+            if record["outcome"] != "allow" || detail["action"] != "forget" {
+                continue;
+            }
+            if let Some(recorded) = recorded(&record, line) {
+                found.push(recorded);
+            }
+        }
+    }
+    found.retain(|r| !rolled_back.contains(&r.receipt.receipt_id));
+    Ok(found)
+}
+
+fn recorded(record: &serde_json::Value, line: &[u8]) -> Option<Recorded> {
+    let detail = &record["detail"];
+    let text = |value: &serde_json::Value| value.as_str().map(str::to_string);
+    let sealed = match detail["subject_sealed"].as_str() {
+        Some(encoded) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()?,
+        ),
+        None => None,
+    };
+    let plain = text(&detail["subject_key"]);
+    if sealed.is_none() && plain.is_none() {
+        return None; // a forget recorded before tombstones were kept in the log
+    }
+    let receipt = Receipt {
+        receipt_id: text(&detail["receipt_id"])?,
+        dataset: text(&record["dataset"])?,
+        subject_hash: text(&detail["subject_hash"])?,
+        rows_deleted: serde_json::from_value(detail["rows_deleted"].clone()).ok()?,
+        requested_by: text(&detail["requested_by"])?,
+        reason: text(&detail["reason"])?,
+        at: text(&detail["at"])?,
+        audit_seq: record["seq"].as_u64()?,
+        audit_hash: hash_line(line),
+        key_id: String::new(),
+        signature: String::new(),
+        status: None,
+    };
+    Some(Recorded {
+        receipt,
+        plain,
+        sealed,
+    })
+}

@@ -1,0 +1,169 @@
+//! Inside `esq serve`: keeps the tombstones current and looks for the
+//! rows they hide. Every `lifecycle.tombstone_check` it reads
+//! `esq.tombstones` (forgets made by other replicas), then counts the rows
+//! of forgotten subjects still in the database — a restored backup brings
+//! them back — and reports them as `esq_tombstoned_rows_present` and a
+//! warning: they reach no one (the guard hides them), and `esq forget
+//! --reapply` deletes them. Until the first read succeeds it retries every
+//! few seconds, and datasets with subjects are refused meanwhile.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::metrics::dataset as labels;
+use super::tombstones::{any_of, load, quote_ident};
+use super::{Maintenance, MaintenanceError};
+use crate::app::App;
+
+/// Retry delay while the tombstones have never been read.
+const FIRST_READ_RETRY: Duration = Duration::from_secs(2);
+
+/// Runs until shutdown (does nothing without `[maintenance]`).
+pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    if app.config.maintenance.is_none() {
+        return;
+    }
+    let mut warned_unreadable = false;
+    let mut recovered = false;
+    loop {
+        if !recovered {
+            recovered = recover_from_own_log(&app).await;
+        }
+        let wait = match check(&app).await {
+            Ok(()) => app.config.lifecycle.tombstone_check,
+            Err(err) => {
+                if !app.tombstones.is_read() || !warned_unreadable {
+                    tracing::error!(%err, "cannot read right-to-delete tombstones; datasets with subjects are refused until esq can");
+                    warned_unreadable = true;
+                }
+                if app.tombstones.is_read() {
+                    app.config.lifecycle.tombstone_check
+                } else {
+                    FIRST_READ_RETRY
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Before the first read: re-creates from this esq's own audit log the
+/// tombstones of its forgets that `esq.tombstones` lacks (schema `esq`
+/// restored from a backup), so a restart after such a restore still hides
+/// everyone it forgot. `false` when it should be tried again.
+async fn recover_from_own_log(app: &App) -> bool {
+    let (Some(keys), Some(signing)) = (&app.subject_keys, &app.signing) else {
+        return true;
+    };
+    if !app.config.audit.enabled {
+        return true;
+    }
+    let files: Vec<std::path::PathBuf> = match crate::audit::files::existing(&app.config.audit.path)
+    {
+        Ok(found) => found.into_iter().map(|(_, path)| path).collect(),
+        Err(err) => {
+            tracing::warn!(%err, "cannot list the audit log's files to recover tombstones from");
+            return true;
+        }
+    };
+    let maintenance = match Maintenance::connect(&app.config).await {
+        Ok(maintenance) => maintenance,
+        Err(_) => return false, // the first read reports it
+    };
+    if maintenance.require_current_schema().await.is_err() {
+        return false;
+    }
+    match super::recover::recover(&maintenance, &files, keys, signing).await {
+        Ok(recovered) if recovered.is_empty() => true,
+        Ok(recovered) => {
+            tracing::warn!(?recovered, "re-created tombstones missing from esq.tombstones from the audit log (schema esq was restored from a backup?); run `esq forget --reapply` to delete their rows");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot recover tombstones from the audit log");
+            true
+        }
+    }
+}
+
+/// One round: read the tombstones, then count what they hide.
+pub async fn check(app: &App) -> Result<(), MaintenanceError> {
+    let keys = app.subject_keys.as_ref().ok_or_else(|| {
+        MaintenanceError::Config(crate::lifecycle::subject::SubjectKeyError::Missing.to_string())
+    })?;
+    let maintenance = Maintenance::connect(&app.config).await?;
+    maintenance.require_current_schema().await?;
+    let loaded = load(&maintenance.client, keys).await?;
+    for (dataset, held) in app.tombstones.counts() {
+        let stored = loaded.keys.get(&dataset).map_or(0, |k| k.len());
+        if stored < held {
+            tracing::warn!(
+                dataset,
+                missing = held - stored,
+                "tombstones esq holds are missing from esq.tombstones (schema esq restored from a backup?): esq still hides those subjects; run `esq forget --reapply --audit <audit log files>` to re-create them"
+            );
+        }
+    }
+    app.tombstones.merge(loaded);
+    for (dataset, count) in app.tombstones.counts() {
+        app.lifecycle_metrics
+            .tombstones
+            .get_or_create(&labels(&dataset))
+            .set(count as i64);
+    }
+    for (dataset, present) in present_rows(app, &maintenance).await? {
+        app.lifecycle_metrics
+            .tombstoned_rows_present
+            .get_or_create(&labels(&dataset))
+            .set(present);
+        if present > 0 {
+            tracing::warn!(
+                dataset,
+                rows = present,
+                "rows of forgotten subjects are back in the database (a restored backup?): they are hidden from every answer; run `esq forget --reapply` to delete them"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Rows of forgotten subjects per governed dataset (its own subjects and
+/// those of the datasets linking to it).
+pub async fn present_rows(
+    app: &App,
+    maintenance: &Maintenance,
+) -> Result<BTreeMap<String, i64>, MaintenanceError> {
+    let bundle = app.bundle();
+    let mut present = BTreeMap::new();
+    for dataset in bundle.catalog.datasets() {
+        let mut conditions = Vec::new();
+        for (subject, field) in bundle.catalog.subject_fields(dataset) {
+            let keys = app.tombstones.keys(&subject.id);
+            if !keys.is_empty() {
+                conditions.push(any_of(field, &keys));
+            }
+        }
+        if conditions.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "SELECT count(*) FROM {}.{} WHERE {}",
+            quote_ident(&dataset.table.schema),
+            quote_ident(&dataset.table.name),
+            conditions.join(" OR ")
+        );
+        let row = maintenance
+            .client
+            .query_one(&sql, &[])
+            .await
+            .map_err(MaintenanceError::database)?;
+        present.insert(dataset.id.clone(), row.get::<_, i64>(0));
+    }
+    Ok(present)
+}

@@ -1,0 +1,222 @@
+//! A backup of the whole database — schema `esq` included — restored after
+//! a forget brings back the subject's rows *and* takes the tombstone away.
+//! The forget's audit record keeps what the tombstone held, so `esq forget
+//! --reapply --audit FILE…` re-creates it (with the very receipt the forget
+//! signed) and deletes the rows again; a log whose chain does not verify is
+//! refused and re-creates nothing. `esq serve` does the same from its own
+//! log before it first reads the tombstones, so a restart after such a
+//! restore still hides the subject.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::esq::Esq;
+use common::process::{esq_command, Run};
+use common::{http, Doors};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn started() -> Esq {
+    let esq = Esq::builder()
+        .lifecycle()
+        .rows(2_000)
+        .env("ESQ_SENTINEL__ENABLED", "false")
+        .start()
+        .await;
+    for _ in 0..300 {
+        if esq.app().tombstones.is_read() {
+            return esq;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("esq never read its tombstones");
+}
+
+async fn count(esq: &Esq, sql: &str, id: i64) -> i64 {
+    let client = esq.pg().connect().await;
+    client.query_one(sql, &[&id]).await.unwrap().get(0)
+}
+
+async fn rows_of(esq: &Esq, id: i64) -> (i64, i64, i64) {
+    (
+        count(esq, "SELECT count(*) FROM burial_2024 WHERE id = $1", id).await,
+        count(
+            esq,
+            "SELECT count(*) FROM staff_notes WHERE veteran_id = $1",
+            id,
+        )
+        .await,
+        esq.pg()
+            .connect()
+            .await
+            .query_one("SELECT count(*) FROM esq.tombstones", &[])
+            .await
+            .unwrap()
+            .get(0),
+    )
+}
+
+/// `pg_dump -Fc ARGS` to `file`, or `pg_restore --clean` of it.
+fn pg_tool(esq: &Esq, file: &Path, dump: &[&str]) {
+    let url = esq.pg().url();
+    let file = file.display().to_string();
+    let out = if dump.is_empty() {
+        Command::new("pg_restore")
+            .args(["--clean", "--if-exists", "-d", &url, &file])
+            .output()
+    } else {
+        Command::new("pg_dump")
+            .arg("-Fc")
+            .args(dump)
+            .args(["-f", &file, &url])
+            .output()
+    }
+    .expect("pg_dump and pg_restore are installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `esq forget --reapply --json --audit FILES` with the fixture's
+/// configuration (esq itself is stopped: the CLI writes the fixture's log).
+async fn reapply(esq: &Esq, audit: &[PathBuf]) -> Run {
+    let mut command: Command = esq_command();
+    command
+        .arg("--config")
+        .arg(common::shipped_config())
+        .args(["forget", "--reapply", "--json", "--audit"])
+        .args(audit)
+        .envs(esq.env().iter().cloned())
+        .env("RUST_LOG", "warn");
+    tokio::task::spawn_blocking(move || Run::of(&mut command))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_restored_schema_esq_gets_its_tombstones_back_from_the_audit_log() {
+    let mut esq = started().await;
+    let id: i64 = esq
+        .pg()
+        .connect()
+        .await
+        .query_one("SELECT min(veteran_id) FROM staff_notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (tables, schema) = (esq.dir().join("tables.dump"), esq.dir().join("esq.dump"));
+    pg_tool(
+        &esq,
+        &tables,
+        &["-t", "public.burial_2024", "-t", "public.staff_notes"],
+    );
+    pg_tool(&esq, &schema, &["-n", "esq"]);
+
+    let request = http::client()
+        .post(esq.url("/api/esq/forget"))
+        .bearer_auth(http::token("privacy"))
+        .json(&json!({"dataset": "burial_2024", "subject": id.to_string(),
+                      "reason": "deletion request", "requested_by": "the family"}));
+    let (status, receipt) = http::read(request.send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    assert_eq!(rows_of(&esq, id).await, (0, 0, 1));
+    let sealed = esq
+        .audit_records()
+        .into_iter()
+        .find(|r| r["kind"] == "forget" && r["detail"]["receipt_id"] == receipt["receipt_id"]);
+    let sealed = sealed.expect("the forget's audit record");
+    let kept = sealed["detail"]["subject_sealed"].as_str().unwrap_or("");
+    assert!(
+        !kept.is_empty() && sealed["detail"]["subject_key"].is_null(),
+        "the record keeps the PII key sealed only: {sealed}"
+    );
+
+    // The whole backup is restored: rows back, tombstone gone.
+    esq.stop().await;
+    pg_tool(&esq, &tables, &[]);
+    pg_tool(&esq, &schema, &[]);
+    let (burials, notes, tombstones) = rows_of(&esq, id).await;
+    assert!(
+        burials == 1 && notes > 0 && tombstones == 0,
+        "{burials} {notes} {tombstones}"
+    );
+
+    // A log whose chain does not verify re-creates nothing.
+    let log = esq.audit_path();
+    let tampered = esq.dir().join("tampered.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("\"serve\""),
+        "the log starts with the serve record"
+    );
+    std::fs::write(&tampered, text.replacen("\"serve\"", "\"sErve\"", 1)).unwrap();
+    let refused = reapply(&esq, &[tampered]).await;
+    assert_ne!(refused.status, 0, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("does not verify"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(rows_of(&esq, id).await, (burials, notes, 0));
+
+    let done = reapply(&esq, &[log]).await;
+    assert_eq!(done.status, 0, "{}{}", done.stdout, done.stderr);
+    let report: Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(report["recovered"]["burial_2024"], 1, "{report}");
+    assert_eq!(report["rows_deleted"]["burial_2024"], 1, "{report}");
+    assert_eq!(report["rows_deleted"]["staff_notes"], notes, "{report}");
+    assert_eq!(rows_of(&esq, id).await, (0, 0, 1));
+
+    // The tombstone holds the receipt the forget signed, byte for byte.
+    let stored: String = esq
+        .pg()
+        .connect()
+        .await
+        .query_one("SELECT receipt::text FROM esq.tombstones", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut original = receipt.clone();
+    original.as_object_mut().unwrap().remove("status");
+    assert_eq!(serde_json::from_str::<Value>(&stored).unwrap(), original);
+
+    // Restored once more, then served: esq re-creates the tombstone from
+    // its own audit log before it answers anything of the dataset.
+    pg_tool(&esq, &tables, &[]);
+    pg_tool(&esq, &schema, &[]);
+    assert_eq!(rows_of(&esq, id).await.2, 0, "the tombstone is gone again");
+    esq.restart().await;
+    for _ in 0..300 {
+        if esq.app().tombstones.is_read() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        esq.app()
+            .tombstones
+            .keys("burial_2024")
+            .contains(&id.to_string()),
+        "the restarted esq hides the subject"
+    );
+    assert_eq!(rows_of(&esq, id).await.2, 1, "the tombstone is re-created");
+    assert_eq!(forget_again(&esq, id).await, StatusCode::OK);
+}
+
+/// Forgetting the subject again says it is already forgotten.
+async fn forget_again(esq: &Esq, id: i64) -> StatusCode {
+    let request = http::client()
+        .post(esq.url("/api/esq/forget"))
+        .bearer_auth(http::token("privacy"))
+        .json(&json!({"dataset": "burial_2024", "subject": id.to_string(),
+                      "reason": "deletion request", "requested_by": "the family"}));
+    let (status, body) = http::read(request.send().await.unwrap()).await;
+    assert_eq!(body["status"], "already_forgotten", "{body}");
+    status
+}
