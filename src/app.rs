@@ -160,6 +160,7 @@ impl App {
             tickets_active.clone(),
         );
         let lifecycle_metrics = LifecycleMetrics::register(&metrics);
+        lifecycle_metrics.preset(&bundle.catalog);
         Ok(App {
             lifecycle_metrics,
             config,

@@ -12,7 +12,7 @@ use crate::metrics::{DatasetLabels, Metrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ForgetLabels {
-    /// `forgotten`, `already_forgotten` or `failed`.
+    /// `forgotten`, `already_forgotten`, `bad_input` or `failed`.
     pub outcome: String,
 }
 
@@ -76,6 +76,33 @@ impl LifecycleMetrics {
         );
         drop(registry);
         lifecycle
+    }
+}
+
+impl LifecycleMetrics {
+    /// Creates every series at zero (each dataset's purge and tombstone
+    /// series, each forget outcome), so dashboards and alerts see them
+    /// before the first purge or forget.
+    pub fn preset(&self, catalog: &crate::catalog::Catalog) {
+        for data in catalog.datasets() {
+            let labels = dataset(&data.id);
+            if data.retention_years.is_some() {
+                self.purged_rows.get_or_create(&labels);
+                self.purge_seconds.get_or_create(&labels);
+                self.purge_failures.get_or_create(&labels);
+            }
+            if data.subject_key.is_some() {
+                self.tombstones.get_or_create(&labels);
+            }
+            if !catalog.subject_fields(data).is_empty() {
+                self.tombstoned_rows_present.get_or_create(&labels);
+            }
+        }
+        for outcome in ["forgotten", "already_forgotten", "bad_input", "failed"] {
+            self.forgets.get_or_create(&ForgetLabels {
+                outcome: outcome.into(),
+            });
+        }
     }
 }
 
