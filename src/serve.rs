@@ -25,6 +25,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("upstream: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("{0}")]
+    Lifecycle(String),
 }
 
 /// A running esq: both doors, until [`Running::stop`].
@@ -40,6 +42,7 @@ pub struct Running {
 
 /// Binds both doors and starts serving in the current tokio runtime.
 pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
+    check_tombstones_enforced(&app)?;
     let tls = crate::tls::server_config(&app.config.tls)?;
     let upstream = Arc::new(UpstreamPool::new(&app.config, app.metrics.clone())?);
     let (shutdown, watch_shutdown) = watch::channel(false);
@@ -97,6 +100,37 @@ impl Running {
         }
         self.upstream.close_idle();
     }
+}
+
+/// Without `[maintenance]` esq cannot read the right-to-delete tombstones,
+/// so it hides no forgotten subject: a restored backup would show them.
+/// Production refuses that when the catalog names subjects; elsewhere it
+/// is a loud warning (a query-only demo or test).
+fn check_tombstones_enforced(app: &App) -> Result<(), ServeError> {
+    if app.config.maintenance.is_some() {
+        return Ok(());
+    }
+    let bundle = app.bundle();
+    let with_subjects: Vec<&str> = bundle
+        .catalog
+        .datasets()
+        .filter(|d| !bundle.catalog.subject_fields(d).is_empty())
+        .map(|d| d.id.as_str())
+        .collect();
+    if with_subjects.is_empty() {
+        return Ok(());
+    }
+    let problem = format!(
+        "no [maintenance] role: esq cannot read the right-to-delete tombstones, so forgotten subjects of {} would show if a backup brought their rows back",
+        with_subjects.join(", ")
+    );
+    if crate::bundle::is_production(&app.config) {
+        return Err(ServeError::Lifecycle(format!(
+            "{problem}; production needs [maintenance] url (README \"Lifecycle\")"
+        )));
+    }
+    tracing::warn!("{problem} (refused in production)");
+    Ok(())
 }
 
 /// The start's audit record: which bundle is served, and its seal (what
@@ -172,5 +206,39 @@ async fn serve_signals(app: &Arc<App>) {
                 let _ = crate::bundle::reload::reload(app, crate::bundle::reload::Trigger::Signal).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(env: &[(&str, &str)]) -> App {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/esq.toml");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = crate::config::Config::load_with_env(&path, env).unwrap();
+        App::without_audit_log(config).unwrap()
+    }
+
+    #[test]
+    fn production_does_not_serve_subjects_it_cannot_hide() {
+        let production = ("ESQ_SERVER__ENVIRONMENT", "production");
+        let refused = check_tombstones_enforced(&app(&[production]));
+        let Err(ServeError::Lifecycle(message)) = refused else {
+            panic!("production without [maintenance] must not serve: {refused:?}");
+        };
+        assert!(
+            message.contains("burial_2024") && message.contains("[maintenance]"),
+            "{message}"
+        );
+        assert!(
+            check_tombstones_enforced(&app(&[])).is_ok(),
+            "development warns"
+        );
+        let maintenance = (
+            "ESQ_MAINTENANCE__URL",
+            "postgres://esq_maintenance@127.0.0.1/db",
+        );
+        assert!(check_tombstones_enforced(&app(&[production, maintenance])).is_ok());
     }
 }

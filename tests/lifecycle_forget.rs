@@ -12,108 +12,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::esq::Esq;
-use common::process::{esq_command, Run};
-use common::{http, pg_client, Doors};
+use common::lifecycle::{
+    audit_of, esq_run, fixture, forget_body, forget_http, present, pubkey, subject_http,
+    subject_with_notes, tombstones,
+};
+use common::process::Run;
+use common::{http, pg_client};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const ROWS: u64 = 2_000;
-
-async fn fixture(start: bool) -> Esq {
-    let builder = Esq::builder()
-        .lifecycle()
-        .rows(ROWS)
-        .k_only_counts()
-        .env("ESQ_LIFECYCLE__PURGE_SCHEDULE", "off")
-        .env("ESQ_SENTINEL__ENABLED", "false");
-    if !start {
-        return builder.prepare().await;
-    }
-    let esq = builder.start().await;
-    for _ in 0..300 {
-        if esq.app().tombstones.is_read() {
-            return esq;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("esq never read its tombstones");
-}
-
-/// A veteran with two notes, buried inside the retention window.
-async fn subject_with_notes(esq: &Esq) -> i64 {
-    esq.pg()
-        .connect()
-        .await
-        .query_one(
-            "SELECT min(id) FROM burial_2024 WHERE id % 15 = 0 AND burial_date >= current_date - interval '9 years'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// The subject's rows in burial_2024 and staff_notes, as the superuser sees them.
-async fn present(esq: &Esq, id: i64) -> (i64, i64) {
-    let client = esq.pg().connect().await;
-    let count = |sql: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one(sql, &[&id])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
-    };
-    (
-        count("SELECT count(*) FROM burial_2024 WHERE id = $1").await,
-        count("SELECT count(*) FROM staff_notes WHERE veteran_id = $1").await,
-    )
-}
-
-async fn tombstones(esq: &Esq) -> i64 {
-    let client = esq.pg().connect().await;
-    client
-        .query_one("SELECT count(*) FROM esq.tombstones", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// `esq ARGS` on the fixture's configuration, with an audit log of its own
-/// (`<tag>.jsonl`: an in-process esq holds the fixture's).
-async fn esq_run(esq: &Esq, tag: &str, args: &[&str]) -> Run {
-    let mut command: Command = esq_command();
-    command
-        .arg("--config")
-        .arg(common::shipped_config())
-        .args(args)
-        .envs(
-            esq.env()
-                .iter()
-                .filter(|(k, _)| k != "ESQ_AUDIT__PATH")
-                .cloned(),
-        )
-        .env("ESQ_AUDIT__PATH", audit_of(esq, tag))
-        .env("RUST_LOG", "warn");
-    tokio::task::spawn_blocking(move || Run::of(&mut command))
-        .await
-        .unwrap()
-}
-
-fn audit_of(esq: &Esq, tag: &str) -> PathBuf {
-    esq.dir().join(format!("{tag}.jsonl"))
-}
-
-fn pubkey(esq: &Esq) -> PathBuf {
-    esq.dir().join("signing.key.pub")
-}
 
 async fn verify(esq: &Esq, receipt: &Value, audit: Option<&Path>, key: bool) -> Run {
     let path = esq.dir().join(format!("receipt-{}.json", rand_tag()));
@@ -146,29 +56,6 @@ fn without_status(receipt: &Value) -> Value {
     let mut receipt = receipt.clone();
     receipt.as_object_mut().unwrap().remove("status");
     receipt
-}
-
-async fn forget_http(esq: &impl Doors, user: Option<&str>, body: Value) -> (StatusCode, Value) {
-    let mut request = http::client().post(esq.url("/api/esq/forget")).json(&body);
-    if let Some(user) = user {
-        request = request.bearer_auth(http::token(user));
-    }
-    http::read(request.send().await.unwrap()).await
-}
-
-async fn subject_http(esq: &impl Doors, user: &str, query: &str) -> (StatusCode, Value) {
-    let response = http::client()
-        .get(esq.url(&format!("/api/esq/subject?{query}")))
-        .bearer_auth(http::token(user))
-        .send()
-        .await
-        .unwrap();
-    http::read(response).await
-}
-
-fn forget_body(subject: Value) -> Value {
-    json!({"dataset": "burial_2024", "subject": subject,
-           "reason": "GDPR art. 17 request", "requested_by": "the veteran's family"})
 }
 
 #[tokio::test]
@@ -595,6 +482,21 @@ async fn a_restored_backup_shows_nothing_through_either_door_until_reapply_delet
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The audit log keeps the rewrites with a count, never the key.
+    let rewrites: Vec<String> = esq
+        .audit_records()
+        .iter()
+        .filter_map(|r| r["rewritten"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        rewrites.iter().any(|r| r.contains("'{<1 forgotten>}'")),
+        "{rewrites:?}"
+    );
+    assert!(
+        rewrites.iter().all(|r| !r.contains(&format!("\"{id}\""))),
+        "a forgotten key reached the audit log: {rewrites:?}"
+    );
 
     // Reapply deletes them again.
     let run = esq_run(&esq, "reapply", &["forget", "--reapply", "--json"]).await;

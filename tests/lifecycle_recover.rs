@@ -20,22 +20,6 @@ use common::{http, Doors};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn started() -> Esq {
-    let esq = Esq::builder()
-        .lifecycle()
-        .rows(2_000)
-        .env("ESQ_SENTINEL__ENABLED", "false")
-        .start()
-        .await;
-    for _ in 0..300 {
-        if esq.app().tombstones.is_read() {
-            return esq;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("esq never read its tombstones");
-}
-
 async fn count(esq: &Esq, sql: &str, id: i64) -> i64 {
     let client = esq.pg().connect().await;
     client.query_one(sql, &[&id]).await.unwrap().get(0)
@@ -101,7 +85,7 @@ async fn reapply(esq: &Esq, audit: &[PathBuf]) -> Run {
 
 #[tokio::test]
 async fn a_restored_schema_esq_gets_its_tombstones_back_from_the_audit_log() {
-    let mut esq = started().await;
+    let mut esq = common::lifecycle::fixture(true).await;
     let id: i64 = esq
         .pg()
         .connect()

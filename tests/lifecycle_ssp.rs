@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::esq::Esq;
-use common::process::{esq_command, Run};
+use common::lifecycle::esq_run;
 use serde_json::Value;
 
 async fn plan(fixture: &Esq, env: &[(&str, &str)]) -> Value {
@@ -37,19 +35,6 @@ fn control<'a>(ssp: &'a Value, id: &str) -> (&'a str, &'a str) {
         found["status"].as_str().unwrap(),
         found["reason"].as_str().unwrap(),
     )
-}
-
-/// `esq ARGS` on the fixture's configuration, with an audit log of its own.
-fn esq_run(fixture: &Esq, args: &[&str]) -> Run {
-    let mut command: Command = esq_command();
-    command
-        .arg("--config")
-        .arg(common::shipped_config())
-        .args(args)
-        .envs(fixture.env().iter().cloned())
-        .env("ESQ_AUDIT__PATH", fixture.dir().join("cli.jsonl"))
-        .env("RUST_LOG", "warn");
-    Run::of(&mut command)
 }
 
 async fn superuser(fixture: &Esq, sql: &str) {
@@ -83,7 +68,7 @@ async fn mp6_and_si12_follow_what_the_lifecycle_did() {
     assert_eq!(status, "not_satisfied");
     assert!(reason.contains("burial_2024 (never purged)"), "{reason}");
 
-    let purged = esq_run(&fixture, &["purge"]);
+    let purged = esq_run(&fixture, "cli", &["purge"]).await;
     assert_eq!(purged.status, 0, "{}{}", purged.stdout, purged.stderr);
     let after = plan(&fixture, &[("ESQ_LIFECYCLE__PURGE_SCHEDULE", "03:00")]).await;
     assert_eq!(
@@ -139,6 +124,7 @@ async fn mp6_and_si12_follow_what_the_lifecycle_did() {
     let subject = id.to_string();
     let forgot = esq_run(
         &fixture,
+        "cli",
         &[
             "forget",
             "--dataset",
@@ -150,7 +136,8 @@ async fn mp6_and_si12_follow_what_the_lifecycle_did() {
             "--requested-by",
             "family",
         ],
-    );
+    )
+    .await;
     assert_eq!(forgot.status, 0, "{}{}", forgot.stdout, forgot.stderr);
     superuser(&fixture, "INSERT INTO burial_2024 SELECT * FROM saved").await;
     let back = plan(&fixture, &[("ESQ_LIFECYCLE__PURGE_SCHEDULE", "03:00")]).await;
@@ -160,7 +147,7 @@ async fn mp6_and_si12_follow_what_the_lifecycle_did() {
         reason.contains("1 rows of forgotten subjects are back") && reason.contains("--reapply"),
         "{reason}"
     );
-    let reapplied = esq_run(&fixture, &["forget", "--reapply"]);
+    let reapplied = esq_run(&fixture, "cli", &["forget", "--reapply"]).await;
     assert_eq!(
         reapplied.status, 0,
         "{}{}",

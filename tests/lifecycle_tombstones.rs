@@ -168,3 +168,25 @@ async fn the_rewrite_hides_restored_rows_on_a_real_database() {
         .get(0);
     assert!(present > 0, "the database holds the hidden notes");
 }
+
+#[test]
+fn thousands_of_forgotten_keys_fit_and_never_reach_the_audit_text() {
+    let tombstones = Arc::new(Tombstones::none());
+    for id in 1..=10_000u32 {
+        tombstones.add("burial_2024", &(1_000_000 + id).to_string());
+    }
+    let guard = Guard::new(catalog()).with_tombstones(tombstones);
+    let clinician = common::tickets::guard_scope("clinician").unwrap();
+    let Decision::Allow(allowed) =
+        guard.decide(Some(&clinician), "SELECT id, name FROM burial_2024")
+    else {
+        panic!("ten thousand tombstones must not make the dataset unanswerable");
+    };
+    assert!(allowed.sql.len() > 64 * 1024, "{}", allowed.sql.len());
+    assert!(allowed.sql.contains("\"1004242\""));
+    let recorded = allowed.recorded();
+    assert!(
+        !recorded.contains("1004242") && recorded.contains("'{<10000 forgotten>}'"),
+        "the audit text keeps the count, not the keys: {recorded}"
+    );
+}

@@ -151,7 +151,15 @@ fn production_env(esq: &Esq, dir: &Path) -> Vec<(String, String)> {
     assert!(run.stdout.contains("BEGIN PUBLIC KEY"), "{}", run.stdout);
     let policies = common::editable_policies(dir);
     let mut env: Vec<(String, String)> = esq.env().to_vec();
-    env.retain(|(k, _)| k != "ESQ_POLICY__DIR" && !k.starts_with("ESQ_SERVER__"));
+    env.retain(|(k, _)| {
+        ![
+            "ESQ_POLICY__DIR",
+            "ESQ_SIGNING__KEY_FILE",
+            "ESQ_AUDIT__PATH",
+        ]
+        .contains(&k.as_str())
+            && !k.starts_with("ESQ_SERVER__")
+    });
     // The seal covers every override: the addresses and the audit log
     // too, so they are fixed here for `esq seal` and `esq serve` alike.
     env.extend([
@@ -195,7 +203,7 @@ fn esq_with(env: &[(String, String)], args: &[&str]) -> Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_serves_only_the_sealed_bundle() {
-    let esq = Esq::builder().prepare().await;
+    let esq = Esq::builder().lifecycle().prepare().await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let env = production_env(&esq, dir.path());
     let as_pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -290,7 +290,7 @@ impl Record<'_> {
             dataset: self.scope.map(|s| s.dataset.clone()),
             outcome,
             fingerprint: fingerprint(self.sql),
-            rewritten: allowed.sql.clone(),
+            rewritten: allowed.recorded().to_string(),
             classification: Some(allowed.classification.to_string()),
             policy_id: self.scope.and_then(|s| s.policy_ids.first().cloned()),
         });

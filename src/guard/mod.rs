@@ -73,6 +73,10 @@ pub enum Decision {
 pub struct Allowed {
     /// The rendered, rewritten SQL: the only text ever forwarded.
     pub sql: String,
+    /// `sql` as the audit log keeps it, when it differs: the key lists of
+    /// forgotten subjects replaced by their counts (see [`Allowed::recorded`]).
+    #[serde(skip)]
+    pub recorded: Option<String>,
     /// Select-list items removed because they read forbidden fields.
     pub dropped: Vec<String>,
     /// The answer's classification (see [`Guard`]).
@@ -86,6 +90,14 @@ pub struct Allowed {
     /// not send the database's rows, but pass them through
     /// [`crate::privacy::Releaser::release`] with this plan.
     pub private: Option<PrivatePlan>,
+}
+
+impl Allowed {
+    /// The rewritten SQL for the audit log and logs: never a forgotten
+    /// subject's key.
+    pub fn recorded(&self) -> &str {
+        self.recorded.as_deref().unwrap_or(&self.sql)
+    }
 }
 
 /// The guard over one catalog. Cheap to share (`Arc`).
@@ -193,6 +205,7 @@ impl Guard {
         let mut dropped = Vec::new();
         let mut classification = Sensitivity::Public;
         let mut private = None;
+        let mut hidings = Vec::new();
         for (statement, kind) in statements.iter_mut().zip(&kinds) {
             if *kind == Kind::Session {
                 continue;
@@ -202,15 +215,15 @@ impl Guard {
             };
             let scope = scope.ok_or_else(no_ticket)?;
             let dataset = self.dataset_of(scope)?;
-            let tombstone_filter = self
+            let hiding = self
                 .tombstones
-                .filter_for(&self.catalog, dataset)
+                .hiding(&self.catalog, dataset)
                 .map_err(tombstones_unknown)?;
             let ctx = GuardContext {
                 scope,
                 dataset,
                 retention_cutoff: retention_cutoff(scope, dataset),
-                tombstone_filter: tombstone_filter.as_deref(),
+                tombstone_filter: hiding.as_ref().map(|h| h.condition.as_str()),
                 derived: &self.derived,
             };
             let mut resolver = resolve::Resolver::new(&ctx);
@@ -244,11 +257,18 @@ impl Guard {
             tables.extend(resolver.relations.iter().cloned());
             dropped.extend(resolver.dropped.iter().cloned());
             classification = classification.max(classify_answer(&ctx, &resolver.fields_read));
+            hidings.extend(hiding);
         }
         confirm::agree(&pg, &kinds, &tables)?;
         let rendered = render(&statements)?;
+        let recorded = (!hidings.is_empty()).then(|| {
+            hidings
+                .iter()
+                .fold(rendered.clone(), |sql, hiding| hiding.redact(&sql))
+        });
         Ok(Allowed {
             sql: rendered,
+            recorded,
             dropped,
             classification,
             scope_id: scope.map(|s| s.id.clone()),
@@ -318,6 +338,7 @@ fn metadata_answer(
     metadata::check(&rendered)?;
     Ok(Allowed {
         sql: rendered,
+        recorded: None,
         dropped: Vec::new(),
         classification: Sensitivity::Public,
         scope_id: scope.map(|s| s.id.clone()),
@@ -334,8 +355,8 @@ fn render(statements: &[Statement]) -> Result<String, Denial> {
         .map(|s| s.to_string())
         .collect::<Vec<_>>()
         .join("; ");
-    let reparsed =
-        parse::parse(&sql).map_err(|_| Denial::syntax("esq's rewrite did not parse again"))?;
+    let reparsed = parse::parse_rewrite(&sql)
+        .map_err(|_| Denial::syntax("esq's rewrite did not parse again"))?;
     if reparsed.len() != statements.len() {
         return Err(Denial::syntax(
             "esq's rewrite changed the number of statements",

@@ -11,11 +11,24 @@ use super::denial::{Checked, Denial};
 pub const RECURSION_LIMIT: usize = 64;
 /// Longer statements are refused (a guard decision must stay cheap).
 pub const MAX_SQL_BYTES: usize = 64 * 1024;
+/// esq's own rewrite of a statement may be longer: it adds the derived
+/// tables and the tombstones' key lists (thousands of forgotten subjects
+/// are one string literal each table, cheap to parse).
+pub const MAX_REWRITE_BYTES: usize = 16 * 1024 * 1024;
 
 pub fn parse(sql: &str) -> Checked<Vec<Statement>> {
-    if sql.len() > MAX_SQL_BYTES {
+    parse_at_most(sql, MAX_SQL_BYTES)
+}
+
+/// Parses esq's rendered rewrite (see [`MAX_REWRITE_BYTES`]).
+pub fn parse_rewrite(sql: &str) -> Checked<Vec<Statement>> {
+    parse_at_most(sql, MAX_REWRITE_BYTES)
+}
+
+fn parse_at_most(sql: &str, limit: usize) -> Checked<Vec<Statement>> {
+    if sql.len() > limit {
         return Err(Denial::unsupported(
-            format!("statements longer than {MAX_SQL_BYTES} bytes"),
+            format!("statements longer than {limit} bytes"),
             "split the statement",
         ));
     }

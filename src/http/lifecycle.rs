@@ -88,7 +88,7 @@ pub async fn subject(handler: &Handler, session: &mut ServerSession) -> Result<(
             return Err(err.into());
         }
     };
-    let found = match forget::lookup(handler.app(), &dataset, &subject).await {
+    let found = match crate::lifecycle::lookup::lookup(handler.app(), &dataset, &subject).await {
         Ok(found) => found,
         Err(err) => {
             tracing::warn!(dataset, %err, "a subject lookup failed");

@@ -364,17 +364,23 @@ fn text(field: &'static str, value: &str) -> Result<String, ForgetError> {
             format!("required: 1 to {MAX_TEXT} characters"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return Err(ForgetError::bad(
             field,
-            "must not contain control characters",
+            "must not contain control or text-direction characters",
         ));
     }
     Ok(value.to_string())
 }
 
+/// Unicode's text-direction controls: in a receipt they would make the
+/// text read differently from what is signed (`evil` shown as `live`).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}')
+}
+
 /// A subject key as given: not empty, no control characters.
-fn check_key(key: &str) -> Result<(), ForgetError> {
+pub(super) fn check_key(key: &str) -> Result<(), ForgetError> {
     if key.is_empty() || key.chars().count() > MAX_KEY {
         return Err(ForgetError::bad(
             "subject",
@@ -409,7 +415,7 @@ pub fn subject_dataset<'c>(
 
 /// The subject-hash key and the signing key: without them nothing can be
 /// forgotten (no tombstone name, no receipt).
-fn secrets(app: &App) -> Result<(&SubjectKeys, &SigningKey), ForgetError> {
+pub(super) fn secrets(app: &App) -> Result<(&SubjectKeys, &SigningKey), ForgetError> {
     let keys = app.subject_keys.as_deref().ok_or_else(|| {
         ForgetError::NotSetUp(super::subject::SubjectKeyError::Missing.to_string())
     })?;
@@ -498,82 +504,9 @@ async fn stored_receipt(
     dataset: &str,
     subject_hash: &str,
 ) -> Result<Option<Receipt>, ForgetError> {
-    Ok(tombstone(client, dataset, subject_hash)
+    Ok(super::lookup::tombstone(client, dataset, subject_hash)
         .await?
         .map(|found| found.receipt))
-}
-
-/// A tombstone as the subject lookup shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Tombstone {
-    pub forgotten_at: String,
-    pub receipt: Receipt,
-}
-
-/// The tombstone of (dataset, subject hash), if any.
-pub async fn tombstone(
-    client: &impl tokio_postgres::GenericClient,
-    dataset: &str,
-    subject_hash: &str,
-) -> Result<Option<Tombstone>, ForgetError> {
-    let row = client
-        .query_opt(
-            "SELECT receipt::text, \
-                    to_char(forgotten_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
-             FROM esq.tombstones WHERE dataset = $1 AND subject_hash = $2",
-            &[&dataset, &subject_hash],
-        )
-        .await
-        .map_err(|e| ForgetError::database("reading the tombstone", e))?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let text: String = row.get(0);
-    let receipt = Receipt::parse(&text).map_err(|err| ForgetError::Database {
-        what: "reading the tombstone".into(),
-        detail: format!("its receipt is not a receipt: {err}"),
-    })?;
-    Ok(Some(Tombstone {
-        forgotten_at: row.get(1),
-        receipt,
-    }))
-}
-
-/// What esq knows of one subject (DSAR): only its hash, its tombstone and
-/// receipts, and the exports that held it (issue 18: none yet).
-#[derive(Debug, Clone, Serialize)]
-pub struct Subject {
-    pub dataset: String,
-    pub subject_hash: String,
-    pub tombstone: Option<Tombstone>,
-    pub receipts: Vec<Receipt>,
-    pub exports: Vec<serde_json::Value>,
-}
-
-/// Looks a subject up (the caller audits the lookup).
-pub async fn lookup(app: &App, dataset: &str, subject: &str) -> Result<Subject, ForgetError> {
-    check_key(subject)?;
-    let bundle = app.bundle();
-    let dataset = subject_dataset(&bundle.catalog, dataset)?;
-    let (keys, _) = secrets(app)?;
-    let maintenance = Maintenance::connect(&app.config)
-        .await
-        .map_err(ForgetError::Maintenance)?;
-    maintenance
-        .require_current_schema()
-        .await
-        .map_err(ForgetError::Maintenance)?;
-    let key = canonical_key(&maintenance.client, dataset, subject).await?;
-    let subject_hash = keys.hash(&dataset.id, &key);
-    let tombstone = tombstone(&maintenance.client, &dataset.id, &subject_hash).await?;
-    let receipts = tombstone.iter().map(|t| t.receipt.clone()).collect();
-    Ok(Subject {
-        dataset: dataset.id.clone(),
-        subject_hash,
-        tombstone,
-        receipts,
-        exports: Vec::new(),
-    })
 }
 
 /// `"schema"."table"`.

@@ -27,7 +27,8 @@ pub struct LifecycleMetrics {
     pub forgets: Family<ForgetLabels, Counter>,
     /// Tombstones in force, per subject dataset.
     pub tombstones: Family<DatasetLabels, Gauge>,
-    /// Rows of forgotten subjects found in the database, per dataset.
+    /// 1 when rows of forgotten subjects are in the dataset's table (the
+    /// count goes to esq's log), per dataset.
     pub tombstoned_rows_present: Family<DatasetLabels, Gauge>,
 }
 
@@ -71,7 +72,7 @@ impl LifecycleMetrics {
         );
         registry.register(
             "tombstoned_rows_present",
-            "Rows of forgotten subjects present in the database (hidden from every answer; esq forget --reapply deletes them)",
+            "1 when rows of forgotten subjects are back in the dataset's table (hidden from every answer; esq forget --reapply deletes them; the count is in esq's log)",
             lifecycle.tombstoned_rows_present.clone(),
         );
         drop(registry);
@@ -87,19 +88,19 @@ impl LifecycleMetrics {
         for data in catalog.datasets() {
             let labels = dataset(&data.id);
             if data.retention_years.is_some() {
-                self.purged_rows.get_or_create(&labels);
-                self.purge_seconds.get_or_create(&labels);
-                self.purge_failures.get_or_create(&labels);
+                let _ = self.purged_rows.get_or_create(&labels);
+                let _ = self.purge_seconds.get_or_create(&labels);
+                let _ = self.purge_failures.get_or_create(&labels);
             }
             if data.subject_key.is_some() {
-                self.tombstones.get_or_create(&labels);
+                let _ = self.tombstones.get_or_create(&labels);
             }
             if !catalog.subject_fields(data).is_empty() {
-                self.tombstoned_rows_present.get_or_create(&labels);
+                let _ = self.tombstoned_rows_present.get_or_create(&labels);
             }
         }
         for outcome in ["forgotten", "already_forgotten", "bad_input", "failed"] {
-            self.forgets.get_or_create(&ForgetLabels {
+            let _ = self.forgets.get_or_create(&ForgetLabels {
                 outcome: outcome.into(),
             });
         }

@@ -8,6 +8,7 @@
 
 pub mod forget;
 pub mod grants;
+pub mod lookup;
 pub mod maintenance;
 pub mod metrics;
 pub mod migrate;

@@ -328,8 +328,8 @@ async fn purge_one(
         Ok(_) => {
             report.status = Status::Skipped;
             report.error = Some("another esq is purging this dataset".into());
-            report.seconds = started.elapsed().as_secs_f64();
-            return report;
+            // Audited too: who tried, and that another run had it.
+            return finish(app, report, started, options).await;
         }
         Err(err) => {
             report.status = Status::Failed;
@@ -489,7 +489,9 @@ async fn finish(
     report.seconds = seconds;
     let metrics = &app.lifecycle_metrics;
     let label = labels(&report.dataset);
-    metrics.purge_seconds.get_or_create(&label).observe(seconds);
+    if report.status != Status::Skipped {
+        metrics.purge_seconds.get_or_create(&label).observe(seconds);
+    }
     if report.status == Status::Failed {
         metrics.purge_failures.get_or_create(&label).inc();
     }

@@ -56,6 +56,10 @@ impl std::fmt::Debug for SubjectKeys {
 }
 
 const NONCE_BYTES: usize = 12;
+/// Sealed keys are padded to a multiple of this, so a sealed key's length
+/// does not tell the key's length (keys hold no NUL: PostgreSQL text
+/// cannot).
+const PAD_TO: usize = 64;
 
 impl SubjectKeys {
     /// From `lifecycle.subject_key_file`, else from the signing key.
@@ -115,8 +119,10 @@ impl SubjectKeys {
             let hash = self.hash(dataset, key);
             nonce.copy_from_slice(&hex::decode(&hash[..NONCE_BYTES * 2]).unwrap_or_default());
         }
+        let mut padded = key.as_bytes().to_vec();
+        padded.resize(padded.len().div_ceil(PAD_TO).max(1) * PAD_TO, 0);
         let payload = Payload {
-            msg: key.as_bytes(),
+            msg: &padded,
             aad: dataset.as_bytes(),
         };
         let mut out = nonce.to_vec();
@@ -145,7 +151,8 @@ impl SubjectKeys {
                 },
             )
             .map_err(|_| SealBroken)?;
-        String::from_utf8(plain).map_err(|_| SealBroken)
+        let end = plain.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        String::from_utf8(plain[..end].to_vec()).map_err(|_| SealBroken)
     }
 }
 
@@ -193,5 +200,12 @@ mod tests {
         flipped[last] ^= 1;
         assert!(keys.open("burial_2024", &flipped).is_err());
         assert_ne!(keys.seal("burial_2024", "1234567"), sealed, "fresh nonce");
+        assert_eq!(
+            keys.seal("burial_2024", "5").len(),
+            keys.seal("burial_2024", "12345678901234").len(),
+            "a sealed key's length does not tell the key's"
+        );
+        let long = "k".repeat(100);
+        assert_eq!(keys.open("d", &keys.seal("d", &long)).unwrap(), long);
     }
 }

@@ -159,6 +159,14 @@ impl Tombstones {
         catalog: &Catalog,
         dataset: &Dataset,
     ) -> Result<Option<String>, Unknown> {
+        Ok(self
+            .hiding(catalog, dataset)?
+            .map(|hiding| hiding.condition))
+    }
+
+    /// [`Tombstones::filter_for`], with the key lists it holds (for
+    /// [`Hiding::redact`]).
+    pub fn hiding(&self, catalog: &Catalog, dataset: &Dataset) -> Result<Option<Hiding>, Unknown> {
         let subjects = catalog.subject_fields(dataset);
         if subjects.is_empty() {
             return Ok(None);
@@ -168,27 +176,49 @@ impl Tombstones {
             return Err(Unknown::NotRead);
         }
         let mut conditions = Vec::new();
+        let mut literals = Vec::new();
         for (subject, field) in subjects {
             if state.unreadable.contains(&subject.id) {
                 return Err(Unknown::Unreadable(subject.id.clone()));
             }
             if let Some(keys) = state.keys.get(&subject.id).filter(|k| !k.is_empty()) {
-                conditions.push(not_any(field, keys));
+                let literal = array_literal(keys);
+                conditions.push(format!(
+                    "({} <> ALL ({literal})) IS NOT FALSE",
+                    quote_ident(field)
+                ));
+                literals.push((literal, keys.len()));
             }
         }
-        Ok((!conditions.is_empty()).then(|| conditions.join(" AND ")))
+        Ok((!conditions.is_empty()).then(|| Hiding {
+            condition: conditions.join(" AND "),
+            literals,
+        }))
     }
 }
 
-/// `("field" <> ALL ('{"k1","k2"}')) IS NOT FALSE`: the untyped array
-/// literal takes the column's type, so PostgreSQL probes a hash table per
-/// row; rows whose field is NULL stay.
-fn not_any(field: &str, keys: &BTreeSet<String>) -> String {
-    format!(
-        "({} <> ALL ({})) IS NOT FALSE",
-        quote_ident(field),
-        array_literal(keys)
-    )
+/// The condition hiding a dataset's forgotten subjects:
+/// `("field" <> ALL ('{"k1","k2"}')) IS NOT FALSE` per subject field. The
+/// untyped array literal takes the column's type, so PostgreSQL probes a
+/// hash table per row; rows whose field is NULL stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hiding {
+    pub condition: String,
+    /// Each key list as it appears in the SQL, and how many keys it holds.
+    literals: Vec<(String, usize)>,
+}
+
+impl Hiding {
+    /// `sql` (a statement holding this condition) with every key list
+    /// replaced by a count, for the audit log and logs: the keys are of
+    /// people who asked to be forgotten.
+    pub fn redact(&self, sql: &str) -> String {
+        self.literals
+            .iter()
+            .fold(sql.to_string(), |sql, (literal, count)| {
+                sql.replace(literal.as_str(), &format!("'{{<{count} forgotten>}}'"))
+            })
+    }
 }
 
 /// `"field" = ANY ('{"k1","k2"}')`: the rows of these subjects (to count

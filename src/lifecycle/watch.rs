@@ -121,7 +121,9 @@ pub async fn check(app: &App) -> Result<(), MaintenanceError> {
         app.lifecycle_metrics
             .tombstoned_rows_present
             .get_or_create(&labels(&dataset))
-            .set(present);
+            // 1 or 0, not the count: /metrics is unauthenticated, and with
+            // one tombstone the count would be that person's rows.
+            .set(i64::from(present > 0));
         if present > 0 {
             tracing::warn!(
                 dataset,

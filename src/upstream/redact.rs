@@ -6,9 +6,11 @@
 
 use bytes::{BufMut, BytesMut};
 
-/// Fields kept: severity (localized and not), SQLSTATE, message (redacted),
-/// statement position.
-const KEPT: &[u8] = b"SVCMP";
+/// Fields kept: severity (localized and not), SQLSTATE, message
+/// (redacted). Not the statement position: it counts characters of esq's
+/// rewrite, whose length tells how many subjects were forgotten and how
+/// long their keys are (and means nothing in the client's own text).
+const KEPT: &[u8] = b"SVCM";
 
 /// Rewrites one ErrorResponse/NoticeResponse body into `out` as a whole
 /// message with `tag`. A malformed body becomes a bare internal error.
@@ -138,6 +140,7 @@ mod tests {
             (b'W', "SQL function \"f\" statement 1 'x'"),
             (b'q', "select '123-45-6789'"),
             (b'c', "ssn"),
+            (b'P', "4242"),
         ]);
         let mut out = BytesMut::new();
         sanitized(b'E', &raw, &mut out);
@@ -146,6 +149,10 @@ mod tests {
         assert!(text.contains("22P02"));
         assert!(text.contains("invalid input syntax for type integer: …"));
         assert!(!text.contains("ssn"));
+        assert!(
+            !text.contains("4242"),
+            "no position in esq's rewrite: {text}"
+        );
     }
 
     #[test]

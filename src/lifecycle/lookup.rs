@@ -1,0 +1,84 @@
+//! The subject lookup (DSAR): what esq knows of one subject — its keyed
+//! hash, its tombstone with the receipt, and (from issue 18) the exports
+//! that contained it. It reads schema `esq` as the maintenance role and
+//! shows no key: the caller (a privacy officer) gave it.
+
+use serde::Serialize;
+
+use super::forget::{canonical_key, check_key, secrets, subject_dataset, ForgetError};
+use super::receipt::Receipt;
+use super::Maintenance;
+use crate::app::App;
+
+/// A tombstone as the subject lookup shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tombstone {
+    pub forgotten_at: String,
+    pub receipt: Receipt,
+}
+
+/// The tombstone of (dataset, subject hash), if any.
+pub async fn tombstone(
+    client: &impl tokio_postgres::GenericClient,
+    dataset: &str,
+    subject_hash: &str,
+) -> Result<Option<Tombstone>, ForgetError> {
+    let row = client
+        .query_opt(
+            "SELECT receipt::text, \
+                    to_char(forgotten_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+             FROM esq.tombstones WHERE dataset = $1 AND subject_hash = $2",
+            &[&dataset, &subject_hash],
+        )
+        .await
+        .map_err(|e| ForgetError::database("reading the tombstone", e))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let text: String = row.get(0);
+    let receipt = Receipt::parse(&text).map_err(|err| ForgetError::Database {
+        what: "reading the tombstone".into(),
+        detail: format!("its receipt is not a receipt: {err}"),
+    })?;
+    Ok(Some(Tombstone {
+        forgotten_at: row.get(1),
+        receipt,
+    }))
+}
+
+/// What esq knows of one subject (DSAR): only its hash, its tombstone and
+/// receipts, and the exports that held it (issue 18: none yet).
+#[derive(Debug, Clone, Serialize)]
+pub struct Subject {
+    pub dataset: String,
+    pub subject_hash: String,
+    pub tombstone: Option<Tombstone>,
+    pub receipts: Vec<Receipt>,
+    pub exports: Vec<serde_json::Value>,
+}
+
+/// Looks a subject up (the caller audits the lookup).
+pub async fn lookup(app: &App, dataset: &str, subject: &str) -> Result<Subject, ForgetError> {
+    check_key(subject)?;
+    let bundle = app.bundle();
+    let dataset = subject_dataset(&bundle.catalog, dataset)?;
+    let (keys, _) = secrets(app)?;
+    let maintenance = Maintenance::connect(&app.config)
+        .await
+        .map_err(ForgetError::Maintenance)?;
+    maintenance
+        .require_current_schema()
+        .await
+        .map_err(ForgetError::Maintenance)?;
+    let key = canonical_key(&maintenance.client, dataset, subject).await?;
+    let subject_hash = keys.hash(&dataset.id, &key);
+    let tombstone = tombstone(&maintenance.client, &dataset.id, &subject_hash).await?;
+    let receipts = tombstone.iter().map(|t| t.receipt.clone()).collect();
+    Ok(Subject {
+        dataset: dataset.id.clone(),
+        subject_hash,
+        tombstone,
+        receipts,
+        exports: Vec::new(),
+    })
+}
