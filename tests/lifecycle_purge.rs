@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::esq::{Esq, EsqBuilder};
-use common::process::{esq_command, Run};
+use common::process::Run;
 use common::{http, pg_client, Doors};
 use serde_json::{json, Value};
 
@@ -35,21 +35,8 @@ fn fixture(batch_rows: u32, pause: &str) -> EsqBuilder {
 /// `esq purge ARGS` on the fixture's configuration, with an audit log of
 /// its own (`purge-<tag>.jsonl`: the in-process esq holds the fixture's).
 fn purge(esq: &Esq, tag: &str, args: &[&str]) -> Command {
-    let mut command = esq_command();
-    command
-        .arg("--config")
-        .arg(common::shipped_config())
-        .arg("purge")
-        .args(args)
-        .envs(
-            esq.env()
-                .iter()
-                .filter(|(k, _)| k != "ESQ_AUDIT__PATH")
-                .cloned(),
-        )
-        .env("ESQ_AUDIT__PATH", purge_audit(esq, tag))
-        .env("RUST_LOG", "warn");
-    command
+    let args: Vec<&str> = ["purge"].into_iter().chain(args.iter().copied()).collect();
+    common::lifecycle::cli(esq, &purge_audit(esq, tag), &args)
 }
 
 fn purge_audit(esq: &Esq, tag: &str) -> PathBuf {

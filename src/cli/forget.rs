@@ -71,12 +71,9 @@ pub fn run(config_path: &Path, args: ForgetArgs) -> u8 {
         Ok(app) => app,
         Err(status) => return status,
     };
-    let runtime = match super::runtime() {
+    let runtime = match super::runtime_or_exit() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start runtime: {err}");
-            return EXIT_FAILED;
-        }
+        Err(status) => return status,
     };
     let user = std::env::var("USER").unwrap_or_else(|_| "esq".into());
     let caller = Caller {

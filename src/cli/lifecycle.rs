@@ -24,12 +24,9 @@ pub fn migrate(config_path: &Path, args: MigrateArgs) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    let runtime = match super::runtime() {
+    let runtime = match super::runtime_or_exit() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start runtime: {err}");
-            return EXIT_FAILED;
-        }
+        Err(status) => return status,
     };
     let outcome = runtime.block_on(async {
         let mut maintenance = Maintenance::connect(&config).await?;

@@ -230,6 +230,14 @@ fn parse_where(
         .collect()
 }
 
+/// [`runtime`], or the exit status after saying why there is none.
+fn runtime_or_exit() -> Result<tokio::runtime::Runtime, u8> {
+    runtime().map_err(|err| {
+        eprintln!("error: cannot start runtime: {err}");
+        EXIT_FAILED
+    })
+}
+
 /// A current-thread runtime for the commands that talk to a database.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

@@ -41,12 +41,9 @@ pub fn run(config_path: &Path, args: PurgeArgs) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    let runtime = match super::runtime() {
+    let runtime = match super::runtime_or_exit() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start runtime: {err}");
-            return EXIT_FAILED;
-        }
+        Err(status) => return status,
     };
     let options = Options::new(&app, args.dry_run, Trigger::Cli);
     // Nothing stops a command-line purge but the end of its work (or a kill:

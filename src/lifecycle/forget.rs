@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
 use super::metrics::ForgetLabels;
@@ -226,11 +225,7 @@ async fn run(app: &App, caller: Caller<'_>, request: &Request) -> Result<Forgott
     let bundle = app.bundle();
     let dataset = subject_dataset(&bundle.catalog, &request.dataset)?;
     let (keys, signing) = secrets(app)?;
-    let mut maintenance = Maintenance::connect(&app.config)
-        .await
-        .map_err(ForgetError::Maintenance)?;
-    maintenance
-        .require_current_schema()
+    let mut maintenance = Maintenance::connect_current(&app.config)
         .await
         .map_err(ForgetError::Maintenance)?;
     let key = canonical_key(&maintenance.client, dataset, &request.subject).await?;
@@ -520,10 +515,7 @@ pub fn qualified(table: &TableName) -> String {
 
 /// The advisory lock of one subject's forget (every esq computes the same).
 fn lock_key(dataset: &str, subject_hash: &str) -> i64 {
-    let digest = Sha256::digest(format!("esq forget\0{dataset}\0{subject_hash}").as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
+    super::lock_key(&format!("esq forget\0{dataset}\0{subject_hash}"))
 }
 
 #[cfg(test)]

@@ -63,11 +63,7 @@ pub async fn lookup(app: &App, dataset: &str, subject: &str) -> Result<Subject, 
     let bundle = app.bundle();
     let dataset = subject_dataset(&bundle.catalog, dataset)?;
     let (keys, _) = secrets(app)?;
-    let maintenance = Maintenance::connect(&app.config)
-        .await
-        .map_err(ForgetError::Maintenance)?;
-    maintenance
-        .require_current_schema()
+    let maintenance = Maintenance::connect_current(&app.config)
         .await
         .map_err(ForgetError::Maintenance)?;
     let key = canonical_key(&maintenance.client, dataset, subject).await?;

@@ -123,6 +123,13 @@ impl Maintenance {
         })
     }
 
+    /// [`Maintenance::connect`], then [`Maintenance::require_current_schema`].
+    pub async fn connect_current(config: &Config) -> Result<Maintenance, MaintenanceError> {
+        let maintenance = Maintenance::connect(config).await?;
+        maintenance.require_current_schema().await?;
+        Ok(maintenance)
+    }
+
     /// Fails unless schema `esq` is at the version this esq was built with.
     pub async fn require_current_schema(&self) -> Result<(), MaintenanceError> {
         let needed = super::migrate::latest_version();

@@ -22,6 +22,16 @@ pub mod tombstones;
 pub mod watch;
 
 pub use maintenance::{Maintenance, MaintenanceError};
+
+/// A PostgreSQL advisory lock key for `label` (every esq computes the
+/// same, so replicas exclude each other).
+pub fn lock_key(label: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(label.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
 pub use metrics::LifecycleMetrics;
 pub use subject::SubjectKeys;
 pub use tombstones::Tombstones;

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::metrics::dataset as labels;
@@ -546,10 +545,7 @@ fn qualified(table: &TableName) -> String {
 
 /// The advisory lock key of a dataset's purge (every esq computes the same).
 pub fn lock_key(dataset: &str) -> i64 {
-    let digest = Sha256::digest(format!("esq purge\0{dataset}").as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
+    super::lock_key(&format!("esq purge\0{dataset}"))
 }
 
 #[cfg(test)]

@@ -62,11 +62,7 @@ pub async fn reapply(
     let keys = app.subject_keys.as_deref().ok_or_else(|| {
         ForgetError::NotSetUp(super::subject::SubjectKeyError::Missing.to_string())
     })?;
-    let maintenance = Maintenance::connect(&app.config)
-        .await
-        .map_err(ForgetError::Maintenance)?;
-    maintenance
-        .require_current_schema()
+    let maintenance = Maintenance::connect_current(&app.config)
         .await
         .map_err(ForgetError::Maintenance)?;
     let recovered = if audit.is_empty() {

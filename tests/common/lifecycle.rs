@@ -82,6 +82,15 @@ pub async fn tombstones(esq: &Esq) -> i64 {
 /// `esq ARGS` on the fixture's configuration, with an audit log of its own
 /// (`<tag>.jsonl`: an in-process esq holds the fixture's).
 pub async fn esq_run(esq: &Esq, tag: &str, args: &[&str]) -> Run {
+    let mut command = cli(esq, &audit_of(esq, tag), args);
+    tokio::task::spawn_blocking(move || Run::of(&mut command))
+        .await
+        .unwrap()
+}
+
+/// The `esq ARGS` command on the fixture's configuration, writing its
+/// audit records to `audit` (an in-process esq holds the fixture's log).
+pub fn cli(esq: &Esq, audit: &std::path::Path, args: &[&str]) -> Command {
     let mut command: Command = esq_command();
     command
         .arg("--config")
@@ -93,11 +102,9 @@ pub async fn esq_run(esq: &Esq, tag: &str, args: &[&str]) -> Run {
                 .filter(|(k, _)| k != "ESQ_AUDIT__PATH")
                 .cloned(),
         )
-        .env("ESQ_AUDIT__PATH", audit_of(esq, tag))
+        .env("ESQ_AUDIT__PATH", audit)
         .env("RUST_LOG", "warn");
-    tokio::task::spawn_blocking(move || Run::of(&mut command))
-        .await
-        .unwrap()
+    command
 }
 
 pub fn audit_of(esq: &Esq, tag: &str) -> PathBuf {
