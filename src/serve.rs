@@ -107,23 +107,10 @@ impl Running {
 /// Production refuses that when the catalog names subjects; elsewhere it
 /// is a loud warning (a query-only demo or test).
 fn check_tombstones_enforced(app: &App) -> Result<(), ServeError> {
-    if app.config.maintenance.is_some() {
+    let Some(problem) = crate::lifecycle::tombstones_unenforced(&app.config, &app.bundle().catalog)
+    else {
         return Ok(());
-    }
-    let bundle = app.bundle();
-    let with_subjects: Vec<&str> = bundle
-        .catalog
-        .datasets()
-        .filter(|d| !bundle.catalog.subject_fields(d).is_empty())
-        .map(|d| d.id.as_str())
-        .collect();
-    if with_subjects.is_empty() {
-        return Ok(());
-    }
-    let problem = format!(
-        "no [maintenance] role: esq cannot read the right-to-delete tombstones, so forgotten subjects of {} would show if a backup brought their rows back",
-        with_subjects.join(", ")
-    );
+    };
     if crate::bundle::is_production(&app.config) {
         return Err(ServeError::Lifecycle(format!(
             "{problem}; production needs [maintenance] url (README \"Lifecycle\")"

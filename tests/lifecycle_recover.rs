@@ -149,7 +149,7 @@ async fn a_restored_schema_esq_gets_its_tombstones_back_from_the_audit_log() {
     );
     assert_eq!(rows_of(&esq, id).await, (burials, notes, 0));
 
-    let done = reapply(&esq, &[log]).await;
+    let done = reapply(&esq, std::slice::from_ref(&log)).await;
     assert_eq!(done.status, 0, "{}{}", done.stdout, done.stderr);
     let report: Value = serde_json::from_str(&done.stdout).unwrap();
     assert_eq!(report["recovered"]["burial_2024"], 1, "{report}");
@@ -191,6 +191,34 @@ async fn a_restored_schema_esq_gets_its_tombstones_back_from_the_audit_log() {
     );
     assert_eq!(rows_of(&esq, id).await.2, 1, "the tombstone is re-created");
     assert_eq!(forget_again(&esq, id).await, StatusCode::OK);
+
+    // A log that no longer verifies still hides its forgets (a tampered log
+    // can make esq hide more, never less), but re-creates nothing.
+    esq.stop().await;
+    pg_tool(&esq, &tables, &[]);
+    pg_tool(&esq, &schema, &[]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, text.replacen("\"serve\"", "\"sErve\"", 1)).unwrap();
+    esq.restart().await;
+    wait_until_read(&esq).await;
+    assert!(
+        esq.app()
+            .tombstones
+            .keys("burial_2024")
+            .contains(&id.to_string()),
+        "a broken chain must not un-hide the subject"
+    );
+    assert_eq!(rows_of(&esq, id).await.2, 0, "nothing re-created from it");
+}
+
+async fn wait_until_read(esq: &Esq) {
+    for _ in 0..300 {
+        if esq.app().tombstones.is_read() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("esq never read its tombstones");
 }
 
 /// Forgetting the subject again says it is already forgotten.

@@ -42,6 +42,9 @@ async fn roles(pg: &TestPostgres, maintenance: bool) -> Vec<(String, String)> {
     let mut sql = format!(
         "DROP ROLE IF EXISTS {service};
          CREATE ROLE {service} LOGIN;
+         ALTER ROLE {service} SET log_statement = none;
+         ALTER ROLE {service} SET log_min_error_statement = panic;
+         ALTER ROLE {service} SET log_min_duration_statement = -1;
          GRANT USAGE ON SCHEMA public TO {service};
          GRANT SELECT ON public.burial_2024, public.staff_notes TO {service};"
     );
@@ -173,6 +176,27 @@ async fn check_against_verifies_what_each_role_may_do() {
         "{stderr}"
     );
     assert!(stderr.contains("cannot read schema esq"), "{stderr}");
+    // Its statements kept out of PostgreSQL's log, or the keys of forgotten
+    // subjects (in esq's rewrites) would land there.
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {service} RESET log_min_error_statement"
+        ))
+        .await
+        .unwrap();
+    let (_, _, stderr) = check_against_as(&pg.url(), &env);
+    assert!(
+        stderr.contains(&format!(
+            "ALTER ROLE {service} SET log_min_error_statement = panic;"
+        )),
+        "{stderr}"
+    );
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {service} SET log_min_error_statement = panic"
+        ))
+        .await
+        .unwrap();
     admin
         .batch_execute(&format!(
             "REVOKE INSERT ON public.burial_2024 FROM {service}; REVOKE USAGE ON SCHEMA esq FROM {service};

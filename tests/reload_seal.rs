@@ -486,3 +486,48 @@ async fn a_statement_prepared_before_a_reload_runs_only_as_the_new_bundle_decide
         }
     }
 }
+
+/// A production esq without a maintenance role serves a catalog naming no
+/// subjects; a reload that would make it name some is refused (esq could
+/// not hide a forgotten subject there), and so is a fresh start with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_does_not_take_subjects_it_cannot_hide_by_reload() {
+    let esq = Esq::builder().prepare().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let env = production_env(&esq, dir.path());
+    assert!(env.iter().all(|(k, _)| !k.starts_with("ESQ_MAINTENANCE__")));
+    let catalog = esq.catalog_path().join("burial_2024.yaml");
+    let with_subjects = std::fs::read_to_string(&catalog).unwrap();
+    let without: String = with_subjects
+        .lines()
+        .filter(|l| {
+            !l.starts_with("subject_key:")
+                && !l.starts_with("links:")
+                && !l.contains("dataset: staff_notes")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&catalog, without).unwrap();
+    assert_eq!(esq_with(&env, &["seal"]).status, 0);
+    let as_pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let process = esq.spawn_binary(&as_pairs).await;
+
+    std::fs::write(&catalog, &with_subjects).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(esq_with(&env, &["seal"]).status, 0);
+    let (status, body) = post_reload(&process, "admin").await;
+    assert_eq!(status, 422, "{body}");
+    let reason = body["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("[maintenance]") && reason.contains("burial_2024"),
+        "{body}"
+    );
+    drop(process); // its audit log is free again
+    let run = esq_with(&env, &["serve"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no [maintenance] role"),
+        "{}",
+        run.stderr
+    );
+}

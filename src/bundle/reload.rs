@@ -58,6 +58,8 @@ pub enum ReloadError {
     NeedsRestart(Vec<String>),
     #[error("the seal on disk (sealed {found}) is older than the one in force (sealed {in_force}): a rollback to an earlier release is refused; restart esq to serve an older release on purpose")]
     Rollback { found: String, in_force: String },
+    #[error("{0}; production needs [maintenance] url before the catalog names subjects")]
+    TombstonesUnenforced(String),
     #[error("the reload could not be audited, so it was not applied")]
     Unaudited,
     #[error("the reload stopped unexpectedly")]
@@ -127,6 +129,13 @@ fn prepare(
         app.tombstones.clone(),
         true,
     )?;
+    // A catalog that now names subjects esq cannot hide (as at a start).
+    if let Some(problem) = crate::lifecycle::tombstones_unenforced(&config, &bundle.catalog) {
+        if super::is_production(&config) {
+            return Err(ReloadError::TombstonesUnenforced(problem));
+        }
+        tracing::warn!("{problem} (refused in production)");
+    }
     // Seals only move forward: an old release's seal still verifies, and
     // must not bring back what a later release took away.
     if let (Some(found), Some(in_force)) = (&bundle.sealed, in_force) {

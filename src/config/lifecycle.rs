@@ -40,8 +40,8 @@ pub struct LifecycleConfig {
     #[serde(default = "default_purge_batch_pause", with = "duration")]
     pub purge_batch_pause: Duration,
     /// How often `esq serve` re-reads the tombstones (forgets made by other
-    /// replicas) and counts tombstoned rows still present (a restored
-    /// backup). Default `1m`.
+    /// replicas or the CLI); every sixth time it also counts tombstoned rows
+    /// still present (a restored backup). Default `10s`.
     #[serde(default = "default_tombstone_check", with = "duration")]
     pub tombstone_check: Duration,
     /// A file holding at least 32 random bytes (any encoding) that keys the
@@ -49,6 +49,11 @@ pub struct LifecycleConfig {
     /// itself in tombstones. Default: derived from `[signing] key_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_key_file: Option<PathBuf>,
+    /// Audit logs besides `audit.path` (e.g. the one `esq forget` runs
+    /// with) whose forgets `esq serve` re-creates at start when schema
+    /// `esq` lacks their tombstones. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recover_from: Vec<PathBuf>,
 }
 
 impl Default for LifecycleConfig {
@@ -59,6 +64,7 @@ impl Default for LifecycleConfig {
             purge_batch_pause: default_purge_batch_pause(),
             tombstone_check: default_tombstone_check(),
             subject_key_file: None,
+            recover_from: Vec::new(),
         }
     }
 }
@@ -73,7 +79,7 @@ fn default_purge_batch_pause() -> Duration {
     Duration::from_millis(20)
 }
 fn default_tombstone_check() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_secs(10)
 }
 
 /// When scheduled purges run.

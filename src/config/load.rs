@@ -296,6 +296,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     if let Some(file) = config.lifecycle.subject_key_file.as_mut() {
         resolve(file);
     }
+    for log in config.lifecycle.recover_from.iter_mut() {
+        resolve(log);
+    }
     for path in [
         config.audit.checkpoint_copy.as_mut(),
         config.signing.key_file.as_mut(),

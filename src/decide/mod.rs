@@ -317,7 +317,11 @@ impl Record<'_> {
 
     fn denied(&self, denial: Arc<Denial>) -> Verdict {
         let (app, asker) = (self.app, self.asker);
-        app.sentinel.decided(asker.user, self.ticket, true);
+        // esq not ready (its tombstones unread) is not the asker probing:
+        // it does not count towards a denial streak.
+        if denial.code != crate::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE {
+            app.sentinel.decided(asker.user, self.ticket, true);
+        }
         app.metrics.decision(asker.door, Outcome::deny);
         crate::telemetry::record_outcome(Outcome::deny);
         let seq = app.audit.record(&AuditEvent {

@@ -359,7 +359,7 @@ fn text(field: &'static str, value: &str) -> Result<String, ForgetError> {
             format!("required: 1 to {MAX_TEXT} characters"),
         ));
     }
-    if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+    if value.chars().any(|c| c.is_control() || misleads(c)) {
         return Err(ForgetError::bad(
             field,
             "must not contain control or text-direction characters",
@@ -368,10 +368,28 @@ fn text(field: &'static str, value: &str) -> Result<String, ForgetError> {
     Ok(value.to_string())
 }
 
-/// Unicode's text-direction controls: in a receipt they would make the
-/// text read differently from what is signed (`evil` shown as `live`).
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}')
+/// Characters that make a receipt read differently from what is signed:
+/// text-direction controls (`evil` shown as `live`), invisible format
+/// characters (zero-width space, soft hyphen, byte-order mark, tags) and
+/// line or paragraph separators (a second, fake line).
+fn misleads(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 /// A subject key as given: not empty, no control characters.
@@ -525,7 +543,18 @@ mod tests {
     #[test]
     fn texts_and_keys_are_checked_without_echoing_them() {
         assert_eq!(text("reason", "  GDPR  ").unwrap(), "GDPR");
-        for bad in ["", "   ", "a\nb", "a\u{0}b"] {
+        for bad in [
+            "",
+            "   ",
+            "a\nb",
+            "a\u{0}b",
+            "\u{202E} evil",
+            "ok\u{2028}status: revoked",
+            "a\u{200B}b",
+            "\u{FEFF}x",
+            "soft\u{00AD}hyphen",
+            "tag\u{E0041}",
+        ] {
             let err = text("reason", bad).unwrap_err().to_string();
             assert!(err.starts_with("reason: "), "{err}");
         }

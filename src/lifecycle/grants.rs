@@ -63,6 +63,17 @@ pub async fn check(
                     ),
                 });
             }
+            let logged = unlogged_settings(client, &service).await?;
+            checks.push(GrantCheck {
+                role: service.clone(),
+                requirement: "statements are not written to PostgreSQL's log (esq's rewrites carry the keys of forgotten subjects; esq audits every statement itself)".into(),
+                ok: logged.is_empty(),
+                fix: logged
+                    .iter()
+                    .map(|(name, value)| format!("ALTER ROLE {service} SET {name} = {value};"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            });
             if esq_schema {
                 let usage: bool = client
                     .query_one(
@@ -134,6 +145,32 @@ pub async fn check(
         },
     });
     Ok(checks)
+}
+
+/// The role settings that keep `role`'s statements out of PostgreSQL's
+/// log, and which of them the role lacks (name, value to set).
+const UNLOGGED: [(&str, &str); 3] = [
+    ("log_statement", "none"),
+    ("log_min_error_statement", "panic"),
+    ("log_min_duration_statement", "-1"),
+];
+
+async fn unlogged_settings(
+    client: &Client,
+    role: &str,
+) -> Result<Vec<(&'static str, &'static str)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+             WHERE r.rolname = $1 AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))",
+            &[&role],
+        )
+        .await?;
+    let set: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    Ok(UNLOGGED
+        .into_iter()
+        .filter(|(name, value)| !set.iter().any(|s| *s == format!("{name}={value}")))
+        .collect())
 }
 
 async fn exists(client: &Client, role: &str) -> Result<bool, tokio_postgres::Error> {

@@ -23,6 +23,29 @@ pub mod watch;
 
 pub use maintenance::{Maintenance, MaintenanceError};
 
+/// Why esq could not hide forgotten subjects with this configuration and
+/// catalog: no `[maintenance]` role to read tombstones with, while the
+/// catalog names subjects. `None`: nothing to say.
+pub fn tombstones_unenforced(
+    config: &crate::config::Config,
+    catalog: &crate::catalog::Catalog,
+) -> Option<String> {
+    if config.maintenance.is_some() {
+        return None;
+    }
+    let with_subjects: Vec<&str> = catalog
+        .datasets()
+        .filter(|d| !catalog.subject_fields(d).is_empty())
+        .map(|d| d.id.as_str())
+        .collect();
+    (!with_subjects.is_empty()).then(|| {
+        format!(
+            "no [maintenance] role: esq cannot read the right-to-delete tombstones, so forgotten subjects of {} would show if a backup brought their rows back",
+            with_subjects.join(", ")
+        )
+    })
+}
+
 /// A PostgreSQL advisory lock key for `label` (every esq computes the
 /// same, so replicas exclude each other).
 pub fn lock_key(label: &str) -> i64 {

@@ -44,7 +44,8 @@ struct Recorded {
 }
 
 /// Re-creates the tombstones of `files`' forgets that `esq.tombstones`
-/// lacks; how many, per dataset.
+/// lacks; how many, per dataset. The files' chain must verify: these
+/// tombstones are kept, and `--reapply` deletes their rows.
 pub async fn recover(
     maintenance: &Maintenance,
     files: &[PathBuf],
@@ -55,37 +56,89 @@ pub async fn recover(
         field: "audit",
         message,
     };
-    let report = verify_files(files).map_err(|err| bad(err.to_string()))?;
-    if let Some(problem) = &report.problem {
+    if let Some(problem) = chain_problem(files).map_err(bad)? {
         return Err(bad(format!(
-            "the audit log does not verify ({} line {}: {}): no tombstone is taken from it",
+            "the audit log does not verify ({problem}): no tombstone is taken from it"
+        )));
+    }
+    persist(maintenance, found(files, keys).map_err(bad)?, signing).await
+}
+
+/// Why `files` do not chain (`None`: they verify).
+pub fn chain_problem(files: &[PathBuf]) -> Result<Option<String>, String> {
+    let report = verify_files(files).map_err(|err| err.to_string())?;
+    Ok(report.problem.map(|problem| {
+        format!(
+            "{} line {}: {}",
             problem.at.file.display(),
             problem.at.line,
             problem.what
-        )));
+        )
+    }))
+}
+
+/// A forget whose key opens with esq's key and matches its hash.
+pub struct Found {
+    receipt: Receipt,
+    plain: Option<String>,
+    sealed: Option<Vec<u8>>,
+    /// The key (opened when sealed).
+    pub key: String,
+}
+
+impl Found {
+    pub fn dataset(&self) -> &str {
+        &self.receipt.dataset
     }
-    let mut recovered = BTreeMap::new();
-    for recorded in forgets(files).map_err(bad)? {
-        let Recorded {
-            mut receipt,
-            plain,
-            sealed,
-        } = recorded;
-        let opens = match &sealed {
-            Some(sealed) => keys
-                .open(&receipt.dataset, sealed)
-                .is_ok_and(|key| keys.hash(&receipt.dataset, &key) == receipt.subject_hash),
-            None => plain
-                .as_deref()
-                .is_some_and(|key| keys.hash(&receipt.dataset, key) == receipt.subject_hash),
+}
+
+/// The forgets of `files` whose keys check out (a record that does not is
+/// skipped with a warning: it cannot have come from this esq's forget).
+pub fn found(files: &[PathBuf], keys: &SubjectKeys) -> Result<Vec<Found>, String> {
+    let mut checked = Vec::new();
+    for Recorded {
+        receipt,
+        plain,
+        sealed,
+    } in forgets(files)?
+    {
+        let key = match (&sealed, &plain) {
+            (Some(sealed), _) => keys.open(&receipt.dataset, sealed).ok(),
+            (None, plain) => plain.clone(),
         };
-        if !opens {
-            tracing::warn!(
+        match key {
+            Some(key) if keys.hash(&receipt.dataset, &key) == receipt.subject_hash => {
+                checked.push(Found {
+                    receipt,
+                    plain,
+                    sealed,
+                    key,
+                })
+            }
+            _ => tracing::warn!(
                 receipt = receipt.receipt_id,
                 "a forget record's key does not match its subject hash under this esq's key: skipped"
-            );
-            continue;
+            ),
         }
+    }
+    Ok(checked)
+}
+
+/// Inserts the tombstones `esq.tombstones` lacks, each with its receipt
+/// signed again (the same signature: Ed25519 is deterministic).
+pub async fn persist(
+    maintenance: &Maintenance,
+    found: Vec<Found>,
+    signing: &SigningKey,
+) -> Result<BTreeMap<String, usize>, ForgetError> {
+    let mut recovered = BTreeMap::new();
+    for Found {
+        mut receipt,
+        plain,
+        sealed,
+        ..
+    } in found
+    {
         receipt.sign(signing);
         let stored = serde_json::to_string(&receipt)
             .map_err(|err| ForgetError::NotSetUp(format!("serialising a receipt: {err}")))?;

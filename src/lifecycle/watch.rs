@@ -1,7 +1,7 @@
 //! Inside `esq serve`: keeps the tombstones current and looks for the
 //! rows they hide. Every `lifecycle.tombstone_check` it reads
-//! `esq.tombstones` (forgets made by other replicas), then counts the rows
-//! of forgotten subjects still in the database — a restored backup brings
+//! `esq.tombstones` (forgets made by other replicas), and every sixth time
+//! it counts the rows of forgotten subjects still in the database — a restored backup brings
 //! them back — and reports them as `esq_tombstoned_rows_present` and a
 //! warning: they reach no one (the guard hides them), and `esq forget
 //! --reapply` deletes them. Until the first read succeeds it retries every
@@ -15,11 +15,14 @@ use tokio::sync::watch;
 
 use super::metrics::dataset as labels;
 use super::tombstones::{any_of, load, quote_ident};
-use super::{Maintenance, MaintenanceError};
+use super::{recover, Maintenance, MaintenanceError};
 use crate::app::App;
 
 /// Retry delay while the tombstones have never been read.
 const FIRST_READ_RETRY: Duration = Duration::from_secs(2);
+/// Rows of forgotten subjects are counted every this many checks (the
+/// count scans the governed tables; re-reading tombstones is cheap).
+const COUNT_EVERY: u64 = 6;
 
 /// Runs until shutdown (does nothing without `[maintenance]`).
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
@@ -28,11 +31,21 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
     let mut warned_unreadable = false;
     let mut recovered = false;
+    let mut round: u64 = 0;
     loop {
         if !recovered {
-            recovered = recover_from_own_log(&app).await;
+            recovered = recover_from_logs(&app).await;
+            if !recovered {
+                // Not a first read before the logs' forgets are known.
+                tokio::select! {
+                    _ = tokio::time::sleep(FIRST_READ_RETRY) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
         }
-        let wait = match check(&app).await {
+        let count_present = round.is_multiple_of(COUNT_EVERY);
+        round += 1;
+        let wait = match check(&app, count_present).await {
             Ok(()) => app.config.lifecycle.tombstone_check,
             Err(err) => {
                 if !app.tombstones.is_read() || !warned_unreadable {
@@ -53,47 +66,71 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Before the first read: re-creates from this esq's own audit log the
-/// tombstones of its forgets that `esq.tombstones` lacks (schema `esq`
-/// restored from a backup), so a restart after such a restore still hides
-/// everyone it forgot. `false` when it should be tried again.
-async fn recover_from_own_log(app: &App) -> bool {
+/// Before the first read: re-creates from this esq's audit log (and the
+/// logs `lifecycle.recover_from` names, e.g. the CLI's) the tombstones of
+/// forgets that `esq.tombstones` lacks (schema `esq` restored from a
+/// backup), so a restart after such a restore still hides everyone it
+/// forgot. A log whose chain does not verify still hides its forgets —
+/// in memory only, a tampered log can make esq hide more, never less —
+/// but re-creates nothing. `false`: try again (datasets with subjects
+/// stay refused meanwhile).
+async fn recover_from_logs(app: &App) -> bool {
     let (Some(keys), Some(signing)) = (&app.subject_keys, &app.signing) else {
         return true;
     };
-    if !app.config.audit.enabled {
-        return true;
+    let mut bases = app.config.lifecycle.recover_from.clone();
+    if app.config.audit.enabled {
+        bases.push(app.config.audit.path.clone());
     }
-    let files: Vec<std::path::PathBuf> = match crate::audit::files::existing(&app.config.audit.path)
+    let mut files = Vec::new();
+    for base in &bases {
+        match crate::audit::files::existing(base) {
+            Ok(found) => files.extend(found.into_iter().map(|(_, path)| path)),
+            Err(err) => {
+                tracing::error!(log = %base.display(), %err, "cannot list an audit log to recover tombstones from; datasets with subjects stay refused");
+                return false;
+            }
+        }
+    }
+    let (found, problem) = match recover::found(&files, keys)
+        .and_then(|found| Ok((found, recover::chain_problem(&files)?)))
     {
-        Ok(found) => found.into_iter().map(|(_, path)| path).collect(),
+        Ok(read) => read,
         Err(err) => {
-            tracing::warn!(%err, "cannot list the audit log's files to recover tombstones from");
-            return true;
+            tracing::error!(%err, "cannot read the audit log to recover tombstones; datasets with subjects stay refused");
+            return false;
         }
     };
-    let maintenance = match Maintenance::connect(&app.config).await {
-        Ok(maintenance) => maintenance,
-        Err(_) => return false, // the first read reports it
-    };
-    if maintenance.require_current_schema().await.is_err() {
-        return false;
+    if let Some(problem) = problem {
+        tracing::error!(
+            problem,
+            forgets = found.len(),
+            "the audit log does not verify: the forgets it records are hidden (in memory) but no tombstone is re-created from it; check it with `esq audit verify`"
+        );
+        for forget in &found {
+            app.tombstones.add(forget.dataset(), &forget.key);
+        }
+        return true;
     }
-    match super::recover::recover(&maintenance, &files, keys, signing).await {
+    let Ok(maintenance) = Maintenance::connect_current(&app.config).await else {
+        return false; // the first read reports why
+    };
+    match recover::persist(&maintenance, found, signing).await {
         Ok(recovered) if recovered.is_empty() => true,
         Ok(recovered) => {
             tracing::warn!(?recovered, "re-created tombstones missing from esq.tombstones from the audit log (schema esq was restored from a backup?); run `esq forget --reapply` to delete their rows");
             true
         }
         Err(err) => {
-            tracing::warn!(%err, "cannot recover tombstones from the audit log");
-            true
+            tracing::error!(%err, "cannot re-create tombstones from the audit log");
+            false
         }
     }
 }
 
-/// One round: read the tombstones, then count what they hide.
-pub async fn check(app: &App) -> Result<(), MaintenanceError> {
+/// One round: read the tombstones, then (with `count_present`) count the
+/// rows they hide.
+pub async fn check(app: &App, count_present: bool) -> Result<(), MaintenanceError> {
     let keys = app.subject_keys.as_ref().ok_or_else(|| {
         MaintenanceError::Config(crate::lifecycle::subject::SubjectKeyError::Missing.to_string())
     })?;
@@ -116,6 +153,9 @@ pub async fn check(app: &App) -> Result<(), MaintenanceError> {
             .tombstones
             .get_or_create(&labels(&dataset))
             .set(count as i64);
+    }
+    if !count_present {
+        return Ok(());
     }
     for (dataset, present) in present_rows(app, &maintenance).await? {
         app.lifecycle_metrics

@@ -89,6 +89,9 @@ impl Upstream {
             "DROP ROLE IF EXISTS {role};
              CREATE ROLE {role} LOGIN PASSWORD '{SERVICE_PASSWORD}' NOSUPERUSER NOCREATEDB NOCREATEROLE;
              ALTER ROLE {role} SET default_transaction_read_only = on;
+             ALTER ROLE {role} SET log_statement = none;
+             ALTER ROLE {role} SET log_min_error_statement = panic;
+             ALTER ROLE {role} SET log_min_duration_statement = -1;
              REVOKE TEMPORARY ON DATABASE \"{database}\" FROM PUBLIC;
              REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea) FROM PUBLIC;
              GRANT USAGE ON SCHEMA public TO {role};

@@ -102,6 +102,17 @@ pub(super) fn right_to_delete(app: &App, observations: &Observations) -> Finding
             json!(found.rows_present),
         );
         may_delete(&mut checks, found, app, &cleaned);
+        let logged: Vec<&str> = found
+            .grants
+            .iter()
+            .filter(|g| !g.ok && g.requirement.starts_with("statements are not written"))
+            .map(|g| g.fix.as_str())
+            .collect();
+        checks.must(
+            "the service role's statements stay out of PostgreSQL's log (they carry forgotten keys)",
+            logged.is_empty(),
+            format!("the service role's statements may be logged: {}", logged.join(" ")),
+        );
         checks.must(
             "every tombstone opens with esq's key (so its subject stays hidden)",
             found.unreadable.is_empty(),
