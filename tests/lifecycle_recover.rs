@@ -232,3 +232,62 @@ async fn forget_again(esq: &Esq, id: i64) -> StatusCode {
     assert_eq!(body["status"], "already_forgotten", "{body}");
     status
 }
+
+/// A forget made by the CLI (its own audit log, named by
+/// `lifecycle.recover_from`) comes back too: each log is its own chain.
+#[tokio::test]
+async fn forgets_made_by_the_cli_come_back_from_the_log_recover_from_names() {
+    let mut esq = common::lifecycle::fixture(true).await;
+    let id: i64 = esq
+        .pg()
+        .connect()
+        .await
+        .query_one("SELECT max(veteran_id) FROM staff_notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let schema = esq.dir().join("esq.dump");
+    pg_tool(&esq, &schema, &["-n", "esq"]);
+    let subject = id.to_string();
+    let forgot = common::lifecycle::esq_run(
+        &esq,
+        "cli",
+        &[
+            "forget",
+            "--dataset",
+            "burial_2024",
+            "--subject",
+            &subject,
+            "--reason",
+            "request",
+            "--requested-by",
+            "family",
+        ],
+    )
+    .await;
+    assert_eq!(forgot.status, 0, "{}{}", forgot.stdout, forgot.stderr);
+    esq.stop().await;
+    pg_tool(&esq, &schema, &[]);
+    assert_eq!(
+        rows_of(&esq, id).await.2,
+        0,
+        "the restore took the tombstone"
+    );
+
+    let cli_log = common::lifecycle::audit_of(&esq, "cli");
+    esq.set_env(
+        "ESQ_LIFECYCLE__RECOVER_FROM",
+        format!("[{:?}]", cli_log.display().to_string()),
+    );
+    esq.restart().await;
+    wait_until_read(&esq).await;
+    assert!(
+        esq.app().tombstones.keys("burial_2024").contains(&subject),
+        "the restarted esq hides the CLI's forget"
+    );
+    assert_eq!(
+        rows_of(&esq, id).await.2,
+        1,
+        "re-created from the CLI's log"
+    );
+}

@@ -82,36 +82,44 @@ async fn recover_from_logs(app: &App) -> bool {
     if app.config.audit.enabled {
         bases.push(app.config.audit.path.clone());
     }
-    let mut files = Vec::new();
+    // Each log is its own chain: checked, and trusted, one by one.
+    let mut trusted = Vec::new();
     for base in &bases {
-        match crate::audit::files::existing(base) {
-            Ok(found) => files.extend(found.into_iter().map(|(_, path)| path)),
+        let files: Vec<std::path::PathBuf> = match crate::audit::files::existing(base) {
+            Ok(found) => found.into_iter().map(|(_, path)| path).collect(),
             Err(err) => {
                 tracing::error!(log = %base.display(), %err, "cannot list an audit log to recover tombstones from; datasets with subjects stay refused");
                 return false;
             }
+        };
+        if files.is_empty() {
+            continue;
+        }
+        let (found, problem) = match recover::found(&files, keys)
+            .and_then(|found| Ok((found, recover::chain_problem(&files)?)))
+        {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::error!(log = %base.display(), %err, "cannot read an audit log to recover tombstones; datasets with subjects stay refused");
+                return false;
+            }
+        };
+        match problem {
+            None => trusted.extend(found),
+            Some(problem) => {
+                tracing::error!(
+                    log = %base.display(),
+                    problem,
+                    forgets = found.len(),
+                    "an audit log does not verify: the forgets it records are hidden (in memory) but no tombstone is re-created from it; check it with `esq audit verify`"
+                );
+                for forget in &found {
+                    app.tombstones.add(forget.dataset(), &forget.key);
+                }
+            }
         }
     }
-    let (found, problem) = match recover::found(&files, keys)
-        .and_then(|found| Ok((found, recover::chain_problem(&files)?)))
-    {
-        Ok(read) => read,
-        Err(err) => {
-            tracing::error!(%err, "cannot read the audit log to recover tombstones; datasets with subjects stay refused");
-            return false;
-        }
-    };
-    if let Some(problem) = problem {
-        tracing::error!(
-            problem,
-            forgets = found.len(),
-            "the audit log does not verify: the forgets it records are hidden (in memory) but no tombstone is re-created from it; check it with `esq audit verify`"
-        );
-        for forget in &found {
-            app.tombstones.add(forget.dataset(), &forget.key);
-        }
-        return true;
-    }
+    let found = trusted;
     let Ok(maintenance) = Maintenance::connect_current(&app.config).await else {
         return false; // the first read reports why
     };
