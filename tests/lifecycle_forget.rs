@@ -427,6 +427,18 @@ async fn a_restored_backup_shows_nothing_through_either_door_until_reapply_delet
         (1, 2),
         "the restore brought the rows back"
     );
+    // /metrics (unauthenticated) says that rows are back, not how many:
+    // with one tombstone the count would be that person's rows.
+    esq::lifecycle::watch::check(esq.app(), true).await.unwrap();
+    let exposition = http::metrics(&esq).await;
+    for dataset in ["burial_2024", "staff_notes"] {
+        let series = format!("esq_tombstoned_rows_present{{dataset=\"{dataset}\"}}");
+        assert_eq!(
+            http::metric(&exposition, &series),
+            Some(1.0),
+            "{exposition}"
+        );
+    }
 
     // HTTP door: rows and counts.
     let (status, rows) = http::query(&esq, &clinician, row_sql).await;
