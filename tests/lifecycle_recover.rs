@@ -291,3 +291,52 @@ async fn forgets_made_by_the_cli_come_back_from_the_log_recover_from_names() {
         "re-created from the CLI's log"
     );
 }
+
+/// Where the catalog does not mark the subject key as PII, the tombstone
+/// and the audit record keep the key as it is (nothing to seal), and it
+/// hides the subject the same way.
+#[tokio::test]
+async fn a_key_that_is_not_pii_is_kept_as_it_is() {
+    let mut esq = common::lifecycle::fixture(false).await;
+    let catalog = esq.catalog_path().join("burial_2024.yaml");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    let marked = "{ name: id,             pii: true,";
+    assert!(text.contains(marked), "the catalog marks id as PII");
+    std::fs::write(
+        &catalog,
+        text.replace(marked, "{ name: id,             pii: false,"),
+    )
+    .unwrap();
+    esq.restart().await;
+    wait_until_read(&esq).await;
+    let request = http::client()
+        .post(esq.url("/api/esq/forget"))
+        .bearer_auth(http::token("privacy"))
+        .json(&json!({"dataset": "burial_2024", "subject": " 0042",
+                      "reason": "deletion request", "requested_by": "the family"}));
+    let (status, receipt) = http::read(request.send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    let row = esq
+        .pg()
+        .connect()
+        .await
+        .query_one(
+            "SELECT subject_key, subject_sealed IS NULL FROM esq.tombstones",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("42"));
+    assert!(row.get::<_, bool>(1), "nothing sealed");
+    let record = esq
+        .audit_records()
+        .into_iter()
+        .find(|r| r["kind"] == "forget" && r["detail"]["receipt_id"] == receipt["receipt_id"])
+        .unwrap();
+    assert_eq!(record["detail"]["subject_key"], "42", "{record}");
+    assert!(esq
+        .app()
+        .tombstones
+        .keys("burial_2024")
+        .contains(&"42".to_string()));
+}
