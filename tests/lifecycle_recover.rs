@@ -197,10 +197,23 @@ async fn a_restored_schema_esq_gets_its_tombstones_back_from_the_audit_log() {
     esq.stop().await;
     pg_tool(&esq, &tables, &[]);
     pg_tool(&esq, &schema, &[]);
+    // (and a forged record saying the forget was rolled back)
     let text = std::fs::read_to_string(&log).unwrap();
-    std::fs::write(&log, text.replacen("\"serve\"", "\"sErve\"", 1)).unwrap();
+    let forged = json!({"seq": 999_999, "kind": "forget", "outcome": "deny",
+        "detail": {"action": "rolled_back", "receipt_id": receipt["receipt_id"]}});
+    std::fs::write(
+        &log,
+        format!("{}{forged}\n", text.replacen("\"serve\"", "\"sErve\"", 1)),
+    )
+    .unwrap();
     esq.restart().await;
     wait_until_read(&esq).await;
+    let exposition = http::metrics(&esq).await;
+    assert_eq!(
+        http::metric(&exposition, "esq_tombstone_recovery_unverified"),
+        Some(1.0),
+        "{exposition}"
+    );
     assert!(
         esq.app()
             .tombstones
@@ -289,6 +302,19 @@ async fn forgets_made_by_the_cli_come_back_from_the_log_recover_from_names() {
         rows_of(&esq, id).await.2,
         1,
         "re-created from the CLI's log"
+    );
+
+    // A log recover_from names that is not there is not "nothing to
+    // recover": datasets with subjects stay refused.
+    esq.set_env(
+        "ESQ_LIFECYCLE__RECOVER_FROM",
+        "[\"/nonexistent/cli.jsonl\"]",
+    );
+    esq.restart().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !esq.app().tombstones.is_read(),
+        "a missing recovery log must keep esq from answering"
     );
 }
 

@@ -371,7 +371,8 @@ fn text(field: &'static str, value: &str) -> Result<String, ForgetError> {
 /// Characters that make a receipt read differently from what is signed:
 /// text-direction controls (`evil` shown as `live`), invisible format
 /// characters (zero-width space, soft hyphen, byte-order mark, tags) and
-/// line or paragraph separators (a second, fake line).
+/// line or paragraph separators (a second, fake line), and private-use
+/// characters (anything a font may draw).
 fn misleads(c: char) -> bool {
     matches!(
         c,
@@ -387,8 +388,15 @@ fn misleads(c: char) -> bool {
             | '\u{2066}'..='\u{206F}'
             | '\u{FEFF}'
             | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
             | '\u{E0001}'
             | '\u{E0020}'..='\u{E007F}'
+            | '\u{E000}'..='\u{F8FF}'
+            | '\u{F0000}'..='\u{10FFFF}'
     )
 }
 

@@ -27,6 +27,9 @@ pub struct LifecycleMetrics {
     pub forgets: Family<ForgetLabels, Counter>,
     /// Tombstones in force, per subject dataset.
     pub tombstones: Family<DatasetLabels, Gauge>,
+    /// 1 when an audit log tombstones were recovered from at start did not
+    /// verify (its forgets are hidden in memory; what it lost is unknown).
+    pub recovery_unverified: Gauge,
     /// 1 when rows of forgotten subjects are in the dataset's table (the
     /// count goes to esq's log), per dataset.
     pub tombstoned_rows_present: Family<DatasetLabels, Gauge>,
@@ -43,6 +46,7 @@ impl LifecycleMetrics {
             forgets: Family::default(),
             tombstones: Family::default(),
             tombstoned_rows_present: Family::default(),
+            recovery_unverified: Gauge::default(),
         };
         let mut registry = metrics.registry();
         registry.register(
@@ -74,6 +78,11 @@ impl LifecycleMetrics {
             "tombstoned_rows_present",
             "1 when rows of forgotten subjects are back in the dataset's table (hidden from every answer; esq forget --reapply deletes them; the count is in esq's log)",
             lifecycle.tombstoned_rows_present.clone(),
+        );
+        registry.register(
+            "tombstone_recovery_unverified",
+            "1 when an audit log esq recovered tombstones from at start did not verify (its forgets are hidden in memory only; check it with esq audit verify)",
+            lifecycle.recovery_unverified.clone(),
         );
         drop(registry);
         lifecycle

@@ -95,12 +95,16 @@ impl Found {
 /// The forgets of `files` whose keys check out (a record that does not is
 /// skipped with a warning: it cannot have come from this esq's forget).
 pub fn found(files: &[PathBuf], keys: &SubjectKeys) -> Result<Vec<Found>, String> {
+    checked(forgets(files)?, keys)
+}
+
+fn checked(recorded: Vec<Recorded>, keys: &SubjectKeys) -> Result<Vec<Found>, String> {
     let mut checked = Vec::new();
     for Recorded {
         receipt,
         plain,
         sealed,
-    } in forgets(files)?
+    } in recorded
     {
         let key = match (&sealed, &plain) {
             (Some(sealed), _) => keys.open(&receipt.dataset, sealed).ok(),
@@ -160,6 +164,16 @@ pub async fn persist(
 
 /// The forgets `files` record (allowed, not rolled back afterwards).
 fn forgets(files: &[PathBuf]) -> Result<Vec<Recorded>, String> {
+    forgets_honouring(files, true)
+}
+
+/// As [`found`], for a log whose chain does not verify: a `rolled_back`
+/// record there may be forged to un-hide someone, so every forget counts.
+pub fn found_unverified(files: &[PathBuf], keys: &SubjectKeys) -> Result<Vec<Found>, String> {
+    checked(forgets_honouring(files, false)?, keys)
+}
+
+fn forgets_honouring(files: &[PathBuf], rollbacks: bool) -> Result<Vec<Recorded>, String> {
     let mut found = Vec::new();
     let mut rolled_back = BTreeSet::new();
     for path in files {
@@ -187,7 +201,9 @@ fn forgets(files: &[PathBuf]) -> Result<Vec<Recorded>, String> {
             }
         }
     }
-    found.retain(|r| !rolled_back.contains(&r.receipt.receipt_id));
+    if rollbacks {
+        found.retain(|r| !rolled_back.contains(&r.receipt.receipt_id));
+    }
     Ok(found)
 }
 

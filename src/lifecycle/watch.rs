@@ -93,11 +93,19 @@ async fn recover_from_logs(app: &App) -> bool {
             }
         };
         if files.is_empty() {
+            if base != &app.config.audit.path {
+                tracing::error!(log = %base.display(), "lifecycle.recover_from names a log that does not exist; datasets with subjects stay refused until it does (or is no longer named)");
+                return false;
+            }
             continue;
         }
-        let (found, problem) = match recover::found(&files, keys)
-            .and_then(|found| Ok((found, recover::chain_problem(&files)?)))
-        {
+        let (found, problem) = match recover::chain_problem(&files).and_then(|problem| {
+            let found = match problem {
+                None => recover::found(&files, keys)?,
+                Some(_) => recover::found_unverified(&files, keys)?,
+            };
+            Ok((found, problem))
+        }) {
             Ok(read) => read,
             Err(err) => {
                 tracing::error!(log = %base.display(), %err, "cannot read an audit log to recover tombstones; datasets with subjects stay refused");
@@ -116,6 +124,7 @@ async fn recover_from_logs(app: &App) -> bool {
                 for forget in &found {
                     app.tombstones.add(forget.dataset(), &forget.key);
                 }
+                app.lifecycle_metrics.recovery_unverified.set(1);
             }
         }
     }
