@@ -551,9 +551,11 @@ async fn a_restored_backup_shows_nothing_through_either_door_until_reapply_delet
         .ends_with('Z'));
     assert_eq!(found["receipts"], json!([without_status(&receipt)]));
     assert_eq!(found["exports"], json!([]));
+    assert_eq!(found["hidden"], true);
     let (status, other) = subject_http(&esq, "privacy", "dataset=burial_2024&subject=1").await;
     assert_eq!(status, StatusCode::OK, "{other}");
     assert_eq!(other["tombstone"], Value::Null);
+    assert_eq!(other["hidden"], false);
     assert_eq!(other["receipts"], json!([]));
     assert!(!other.to_string().contains("\"subject\""), "{other}");
 }

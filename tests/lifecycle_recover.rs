@@ -222,6 +222,20 @@ async fn a_restored_schema_esq_gets_its_tombstones_back_from_the_audit_log() {
         "a broken chain must not un-hide the subject"
     );
     assert_eq!(rows_of(&esq, id).await.2, 0, "nothing re-created from it");
+    // The lookup says the subject is hidden, though schema esq lost its
+    // tombstone.
+    let lookup = http::client()
+        .get(esq.url(&format!(
+            "/api/esq/subject?dataset=burial_2024&subject={id}"
+        )))
+        .bearer_auth(http::token("privacy"))
+        .send()
+        .await
+        .unwrap();
+    let (status, found) = http::read(lookup).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["hidden"], true, "{found}");
+    assert_eq!(found["tombstone"], Value::Null, "{found}");
 }
 
 async fn wait_until_read(esq: &Esq) {

@@ -45,6 +45,8 @@ async fn roles(pg: &TestPostgres, maintenance: bool) -> Vec<(String, String)> {
          ALTER ROLE {service} SET log_statement = none;
          ALTER ROLE {service} SET log_min_error_statement = panic;
          ALTER ROLE {service} SET log_min_duration_statement = -1;
+         ALTER ROLE {service} SET log_min_duration_sample = -1;
+         ALTER ROLE {service} SET log_transaction_sample_rate = 0;
          GRANT USAGE ON SCHEMA public TO {service};
          GRANT SELECT ON public.burial_2024, public.staff_notes TO {service};"
     );
@@ -194,6 +196,30 @@ async fn check_against_verifies_what_each_role_may_do() {
     admin
         .batch_execute(&format!(
             "ALTER ROLE {service} SET log_min_error_statement = panic"
+        ))
+        .await
+        .unwrap();
+    // A setting for the role in this database overrides the role's own.
+    let database: String = admin
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {service} IN DATABASE \"{database}\" SET log_min_error_statement = error"
+        ))
+        .await
+        .unwrap();
+    let (status, _, stderr) = check_against_as(&pg.url(), &env);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains("log_min_error_statement = panic"),
+        "{stderr}"
+    );
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {service} IN DATABASE \"{database}\" RESET log_min_error_statement"
         ))
         .await
         .unwrap();

@@ -148,28 +148,42 @@ pub async fn check(
 }
 
 /// The role settings that keep `role`'s statements out of PostgreSQL's
-/// log, and which of them the role lacks (name, value to set).
-const UNLOGGED: [(&str, &str); 3] = [
+/// log (name, value), and which of them are not in force for the role in
+/// this database: the most specific setting wins (the role in this
+/// database, then the role everywhere), so a database-specific setting
+/// that logs again counts against it.
+const UNLOGGED: [(&str, &str); 5] = [
     ("log_statement", "none"),
     ("log_min_error_statement", "panic"),
     ("log_min_duration_statement", "-1"),
+    ("log_min_duration_sample", "-1"),
+    ("log_transaction_sample_rate", "0"),
 ];
 
 async fn unlogged_settings(
     client: &Client,
     role: &str,
 ) -> Result<Vec<(&'static str, &'static str)>, tokio_postgres::Error> {
+    // (setting, specific to this database), most specific first.
     let rows = client
         .query(
-            "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
-             WHERE r.rolname = $1 AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))",
+            "SELECT unnest(setconfig), s.setdatabase <> 0 FROM pg_db_role_setting s
+             JOIN pg_roles r ON r.oid = s.setrole
+             WHERE r.rolname = $1
+               AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+             ORDER BY 2 DESC",
             &[&role],
         )
         .await?;
-    let set: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    let settings: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
     Ok(UNLOGGED
         .into_iter()
-        .filter(|(name, value)| !set.iter().any(|s| *s == format!("{name}={value}")))
+        .filter(|(name, value)| {
+            let in_force = settings
+                .iter()
+                .find_map(|s| s.strip_prefix(&format!("{name}=")));
+            in_force != Some(value)
+        })
         .collect())
 }
 

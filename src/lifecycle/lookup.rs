@@ -52,6 +52,9 @@ pub async fn tombstone(
 pub struct Subject {
     pub dataset: String,
     pub subject_hash: String,
+    /// Whether esq hides the subject now: also when only its memory holds
+    /// the tombstone (recovered from a log that did not verify).
+    pub hidden: bool,
     pub tombstone: Option<Tombstone>,
     pub receipts: Vec<Receipt>,
     pub exports: Vec<serde_json::Value>,
@@ -70,9 +73,11 @@ pub async fn lookup(app: &App, dataset: &str, subject: &str) -> Result<Subject, 
     let subject_hash = keys.hash(&dataset.id, &key);
     let tombstone = tombstone(&maintenance.client, &dataset.id, &subject_hash).await?;
     let receipts = tombstone.iter().map(|t| t.receipt.clone()).collect();
+    let hidden = tombstone.is_some() || app.tombstones.keys(&dataset.id).contains(&key);
     Ok(Subject {
         dataset: dataset.id.clone(),
         subject_hash,
+        hidden,
         tombstone,
         receipts,
         exports: Vec::new(),

@@ -92,6 +92,8 @@ impl Upstream {
              ALTER ROLE {role} SET log_statement = none;
              ALTER ROLE {role} SET log_min_error_statement = panic;
              ALTER ROLE {role} SET log_min_duration_statement = -1;
+             ALTER ROLE {role} SET log_min_duration_sample = -1;
+             ALTER ROLE {role} SET log_transaction_sample_rate = 0;
              REVOKE TEMPORARY ON DATABASE \"{database}\" FROM PUBLIC;
              REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea) FROM PUBLIC;
              GRANT USAGE ON SCHEMA public TO {role};
