@@ -623,6 +623,7 @@ async fn metrics_health_and_readiness() {
     assert_eq!(response.status(), StatusCode::OK);
     let ready: Value = response.json().await.unwrap();
     assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["tombstones"], "ok", "{ready}");
 
     let response = http.get(esq.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);

@@ -318,8 +318,8 @@ async fn forgets_made_by_the_cli_come_back_from_the_log_recover_from_names() {
         "re-created from the CLI's log"
     );
 
-    // A log recover_from names that is not there is not "nothing to
-    // recover": datasets with subjects stay refused.
+    // A log recover_from names in a directory that is not there is not
+    // "nothing to recover": datasets with subjects stay refused.
     esq.set_env(
         "ESQ_LIFECYCLE__RECOVER_FROM",
         "[\"/nonexistent/cli.jsonl\"]",
@@ -330,6 +330,10 @@ async fn forgets_made_by_the_cli_come_back_from_the_log_recover_from_names() {
         !esq.app().tombstones.is_read(),
         "a missing recovery log must keep esq from answering"
     );
+    let response = http::client().get(esq.url("/readyz")).send().await.unwrap();
+    let (status, ready) = http::read(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["tombstones"]["error"], "unavailable", "{ready}");
 }
 
 /// Where the catalog does not mark the subject key as PII, the tombstone

@@ -1,5 +1,6 @@
 //! Operations endpoints: `GET /healthz` (the process answers), `GET /readyz`
-//! (the ticket store and the upstream database answer) and `GET /metrics`
+//! (the ticket store and the upstream database answer, the tombstones are
+//! read) and `GET /metrics`
 //! (Prometheus text exposition).
 
 use bytes::Bytes;
@@ -46,11 +47,14 @@ pub async fn readyz(handler: &Handler, session: &mut ServerSession) -> Result<()
             json!({"error": "unavailable"})
         }
     };
-    let ready = store && upstream;
+    // Until esq knows whom to hide, datasets with subjects are refused.
+    let tombstones = app.tombstones.is_read();
+    let ready = store && upstream && tombstones;
     let mut body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "ticket_store": state(store),
         "upstream": state(upstream),
+        "tombstones": state(tombstones),
     });
     if !ready {
         body["error"] = json!("not ready");

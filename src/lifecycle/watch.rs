@@ -93,11 +93,21 @@ async fn recover_from_logs(app: &App) -> bool {
             }
         };
         if files.is_empty() {
-            if base != &app.config.audit.path {
-                tracing::error!(log = %base.display(), "lifecycle.recover_from names a log that does not exist; datasets with subjects stay refused until it does (or is no longer named)");
-                return false;
+            if base == &app.config.audit.path {
+                continue;
             }
-            continue;
+            // No file yet in an existing directory: nothing recorded there
+            // yet (the CLI has not run). A directory that is not there is
+            // a wrong path, not "nothing to recover".
+            let dir_exists = base
+                .parent()
+                .is_none_or(|dir| dir.as_os_str().is_empty() || dir.is_dir());
+            if dir_exists {
+                tracing::warn!(log = %base.display(), "lifecycle.recover_from names a log that does not exist yet: no forget recorded there");
+                continue;
+            }
+            tracing::error!(log = %base.display(), "lifecycle.recover_from names a log in a directory that does not exist; datasets with subjects stay refused until the path is right");
+            return false;
         }
         let (found, problem) = match recover::chain_problem(&files).and_then(|problem| {
             let found = match problem {
