@@ -275,24 +275,7 @@ async fn forgets_made_by_the_cli_come_back_from_the_log_recover_from_names() {
         .get(0);
     let schema = esq.dir().join("esq.dump");
     pg_tool(&esq, &schema, &["-n", "esq"]);
-    let subject = id.to_string();
-    let forgot = common::lifecycle::esq_run(
-        &esq,
-        "cli",
-        &[
-            "forget",
-            "--dataset",
-            "burial_2024",
-            "--subject",
-            &subject,
-            "--reason",
-            "request",
-            "--requested-by",
-            "family",
-        ],
-    )
-    .await;
-    assert_eq!(forgot.status, 0, "{}{}", forgot.stdout, forgot.stderr);
+    common::lifecycle::forget_cli(&esq, "cli", id).await;
     esq.stop().await;
     pg_tool(&esq, &schema, &[]);
     assert_eq!(
@@ -309,7 +292,10 @@ async fn forgets_made_by_the_cli_come_back_from_the_log_recover_from_names() {
     esq.restart().await;
     wait_until_read(&esq).await;
     assert!(
-        esq.app().tombstones.keys("burial_2024").contains(&subject),
+        esq.app()
+            .tombstones
+            .keys("burial_2024")
+            .contains(&id.to_string()),
         "the restarted esq hides the CLI's forget"
     );
     assert_eq!(

@@ -121,24 +121,7 @@ async fn mp6_and_si12_follow_what_the_lifecycle_did() {
         &format!("CREATE TABLE saved AS SELECT * FROM burial_2024 WHERE id = {id}"),
     )
     .await;
-    let subject = id.to_string();
-    let forgot = esq_run(
-        &fixture,
-        "cli",
-        &[
-            "forget",
-            "--dataset",
-            "burial_2024",
-            "--subject",
-            &subject,
-            "--reason",
-            "request",
-            "--requested-by",
-            "family",
-        ],
-    )
-    .await;
-    assert_eq!(forgot.status, 0, "{}{}", forgot.stdout, forgot.stderr);
+    common::lifecycle::forget_cli(&fixture, "cli", id).await;
     superuser(&fixture, "INSERT INTO burial_2024 SELECT * FROM saved").await;
     let back = plan(&fixture, &[("ESQ_LIFECYCLE__PURGE_SCHEDULE", "03:00")]).await;
     let (status, reason) = control(&back, "MP-6");

@@ -88,6 +88,26 @@ pub async fn esq_run(esq: &Esq, tag: &str, args: &[&str]) -> Run {
         .unwrap()
 }
 
+/// `esq forget` of `subject` in burial_2024 by the CLI (audit log
+/// `<tag>.jsonl`), which must succeed.
+pub async fn forget_cli(esq: &Esq, tag: &str, subject: i64) -> Run {
+    let subject = subject.to_string();
+    let args = [
+        "forget",
+        "--dataset",
+        "burial_2024",
+        "--subject",
+        &subject,
+        "--reason",
+        "request",
+        "--requested-by",
+        "family",
+    ];
+    let run = esq_run(esq, tag, &args).await;
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    run
+}
+
 /// The `esq ARGS` command on the fixture's configuration, writing its
 /// audit records to `audit` (an in-process esq holds the fixture's log).
 pub fn cli(esq: &Esq, audit: &std::path::Path, args: &[&str]) -> Command {
