@@ -63,19 +63,8 @@ fn unmet(run: &Run) -> Vec<String> {
         .collect()
 }
 
-/// The plan of `fixture`'s configuration (its database, service role,
-/// catalog and audit log) plus `env`, observed in this process.
 async fn plan(fixture: &Esq, env: &[(&str, String)]) -> Value {
-    let mut vars = fixture.env().to_vec();
-    for (k, v) in env {
-        vars.retain(|(name, _)| name != k);
-        vars.push((k.to_string(), v.clone()));
-    }
-    let config = esq::config::Config::load_with_env(&common::shipped_config(), vars).unwrap();
-    let app = esq::app::App::without_audit_log(config).unwrap();
-    let (ssp, _) =
-        esq::compliance::system_security_plan(&app, &esq::compliance::SspInputs::default()).await;
-    serde_json::to_value(&ssp).unwrap()
+    fixture.plan(env).await
 }
 
 /// `esq certs dev` into `dir`, and the overrides for TLS-only doors.

@@ -12,16 +12,8 @@ use common::lifecycle::esq_run;
 use serde_json::Value;
 
 async fn plan(fixture: &Esq, env: &[(&str, &str)]) -> Value {
-    let mut vars = fixture.env().to_vec();
-    for (k, v) in env {
-        vars.retain(|(name, _)| name != k);
-        vars.push((k.to_string(), v.to_string()));
-    }
-    let config = esq::config::Config::load_with_env(&common::shipped_config(), vars).unwrap();
-    let app = esq::app::App::without_audit_log(config).unwrap();
-    let (ssp, _) =
-        esq::compliance::system_security_plan(&app, &esq::compliance::SspInputs::default()).await;
-    serde_json::to_value(&ssp).unwrap()
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    fixture.plan(&env).await
 }
 
 fn control<'a>(ssp: &'a Value, id: &str) -> (&'a str, &'a str) {

@@ -23,6 +23,14 @@ pub struct TableName {
     pub name: String,
 }
 
+impl TableName {
+    /// `"schema"."name"`, quoted for SQL that esq writes itself.
+    pub fn quoted(&self) -> String {
+        let quote = |part: &str| format!("\"{}\"", part.replace('"', "\"\""));
+        format!("{}.{}", quote(&self.schema), quote(&self.name))
+    }
+}
+
 impl std::fmt::Display for TableName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.schema, self.name)

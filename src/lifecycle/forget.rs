@@ -26,7 +26,7 @@ use tokio_postgres::Client;
 
 use super::metrics::ForgetLabels;
 use super::receipt::{self, Receipt, ALREADY_FORGOTTEN, FORGOTTEN};
-use super::tombstones::{any_of, quote_ident};
+use super::tombstones::any_of;
 use super::{Maintenance, MaintenanceError, SubjectKeys};
 use crate::app::App;
 use crate::audit::{fingerprint, record_durably, AuditError, AuditEvent, AuditKind};
@@ -254,7 +254,7 @@ async fn run(app: &App, caller: Caller<'_>, request: &Request) -> Result<Forgott
     for (id, table, field) in &targets {
         let sql = format!(
             "DELETE FROM {} WHERE {}",
-            qualified(table),
+            table.quoted(),
             any_of(field, [&key])
         );
         let deleted = tx
@@ -480,7 +480,7 @@ pub async fn canonical_key(
 ) -> Result<String, ForgetError> {
     check_key(key)?;
     let field = dataset.subject_key.as_deref().unwrap_or_default();
-    let table = qualified(&dataset.table);
+    let table = dataset.table.quoted();
     let row = client
         .query_opt(
             "SELECT format_type(a.atttypid, NULL) FROM pg_attribute a \
@@ -528,15 +528,6 @@ async fn stored_receipt(
     Ok(super::lookup::tombstone(client, dataset, subject_hash)
         .await?
         .map(|found| found.receipt))
-}
-
-/// `"schema"."table"`.
-pub fn qualified(table: &TableName) -> String {
-    format!(
-        "{}.{}",
-        quote_ident(&table.schema),
-        quote_ident(&table.name)
-    )
 }
 
 /// The advisory lock of one subject's forget (every esq computes the same).

@@ -230,7 +230,7 @@ async fn preflight(
         &["SELECT", "DELETE"]
     };
     for target in targets {
-        let table = qualified(&target.table);
+        let table = target.table.quoted();
         let exists = maintenance
             .client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
@@ -392,7 +392,7 @@ impl Job<'_> {
         if self.options.dry_run {
             let sql = format!(
                 "SELECT count(*) FROM {} WHERE {} < $1::text::date",
-                qualified(&target.table),
+                target.table.quoted(),
                 quote_ident(&target.field)
             );
             let row = client.query_one(&sql, &[&cutoff]).await.map_err(db)?;
@@ -418,7 +418,7 @@ impl Job<'_> {
         run_id: i64,
         report: &mut DatasetReport,
     ) -> Result<(), String> {
-        let table = qualified(&self.target.table);
+        let table = self.target.table.quoted();
         let field = quote_ident(&self.target.field);
         // One statement: the batch and its count commit together or not at all.
         let sql = format!(
@@ -532,15 +532,6 @@ async fn finish(
         }
     }
     report
-}
-
-/// `"schema"."table"`.
-fn qualified(table: &TableName) -> String {
-    format!(
-        "{}.{}",
-        quote_ident(&table.schema),
-        quote_ident(&table.name)
-    )
 }
 
 /// The advisory lock key of a dataset's purge (every esq computes the same).

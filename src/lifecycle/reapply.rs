@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::forget::{qualified, subject_dataset, Caller, ForgetError};
+use super::forget::{subject_dataset, Caller, ForgetError};
 use super::tombstones::{any_of, load};
 use super::{Maintenance, MaintenanceError};
 use crate::app::App;
@@ -154,15 +154,11 @@ async fn delete_all(
         let mut targets: Vec<(String, String, String)> = Vec::new();
         for link in &dataset.links {
             if let Some(linked) = bundle.catalog.dataset(&link.dataset) {
-                targets.push((
-                    linked.id.clone(),
-                    qualified(&linked.table),
-                    link.field.clone(),
-                ));
+                targets.push((linked.id.clone(), linked.table.quoted(), link.field.clone()));
             }
         }
         if let Some(field) = &dataset.subject_key {
-            targets.push((dataset.id.clone(), qualified(&dataset.table), field.clone()));
+            targets.push((dataset.id.clone(), dataset.table.quoted(), field.clone()));
         }
         let keys: Vec<&String> = keys.iter().collect();
         for (id, table, field) in &targets {

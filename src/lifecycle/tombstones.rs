@@ -153,19 +153,8 @@ impl Tombstones {
 
     /// The SQL condition that hides every forgotten subject from the rows
     /// of `dataset` (its own subject key and the fields that link it to
-    /// other datasets' subjects); `Ok(None)` when nothing is to be hidden.
-    pub fn filter_for(
-        &self,
-        catalog: &Catalog,
-        dataset: &Dataset,
-    ) -> Result<Option<String>, Unknown> {
-        Ok(self
-            .hiding(catalog, dataset)?
-            .map(|hiding| hiding.condition))
-    }
-
-    /// [`Tombstones::filter_for`], with the key lists it holds (for
-    /// [`Hiding::redact`]).
+    /// other datasets' subjects), with the key lists it holds (for
+    /// [`Hiding::redact`]); `Ok(None)` when nothing is to be hidden.
     pub fn hiding(&self, catalog: &Catalog, dataset: &Dataset) -> Result<Option<Hiding>, Unknown> {
         let subjects = catalog.subject_fields(dataset);
         if subjects.is_empty() {
@@ -280,6 +269,18 @@ pub async fn load(client: &Client, keys: &SubjectKeys) -> Result<Loaded, Mainten
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Tombstones {
+        fn filter_for(
+            &self,
+            catalog: &Catalog,
+            dataset: &Dataset,
+        ) -> Result<Option<String>, Unknown> {
+            Ok(self
+                .hiding(catalog, dataset)?
+                .map(|hiding| hiding.condition))
+        }
+    }
 
     fn catalog() -> Catalog {
         let dir = tempfile::tempdir().unwrap();

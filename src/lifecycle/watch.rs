@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::metrics::dataset as labels;
-use super::tombstones::{any_of, load, quote_ident};
+use super::tombstones::{any_of, load};
 use super::{recover, Maintenance, MaintenanceError};
 use crate::app::App;
 
@@ -222,9 +222,8 @@ pub async fn present_rows(
             continue;
         }
         let sql = format!(
-            "SELECT count(*) FROM {}.{} WHERE {}",
-            quote_ident(&dataset.table.schema),
-            quote_ident(&dataset.table.name),
+            "SELECT count(*) FROM {} WHERE {}",
+            dataset.table.quoted(),
             conditions.join(" OR ")
         );
         let row = maintenance

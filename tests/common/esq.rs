@@ -421,6 +421,23 @@ impl Esq {
     }
 
     /// Sets an override for the next [`Esq::restart`] or binary.
+    /// The System Security Plan (JSON) of this fixture's configuration
+    /// (its database, roles, catalog and audit log) plus `env`, observed
+    /// in this process.
+    pub async fn plan(&self, env: &[(&str, String)]) -> serde_json::Value {
+        let mut vars = self.env.clone();
+        for (name, value) in env {
+            set(&mut vars, name, value.clone());
+        }
+        let config = esq::config::Config::load_with_env(&super::shipped_config(), vars)
+            .expect("test config loads");
+        let app = esq::app::App::without_audit_log(config).expect("app loads");
+        let (ssp, _) =
+            esq::compliance::system_security_plan(&app, &esq::compliance::SspInputs::default())
+                .await;
+        serde_json::to_value(&ssp).expect("the plan is JSON")
+    }
+
     pub fn set_env(&mut self, name: &str, value: impl Into<String>) {
         set(&mut self.env, name, value.into());
     }
