@@ -59,6 +59,7 @@ fn scope(aggregate: bool) -> Scope {
             .with_ymd_and_hms(2026, 11, 25, 18, 5, 0)
             .single()
             .expect("time"),
+        exception: None,
     }
 }
 

@@ -38,6 +38,7 @@ fn scope(privacy: Option<Privacy>) -> Scope {
         policy_ids: vec![],
         issued_at: Utc.with_ymd_and_hms(2026, 11, 25, 18, 0, 0).unwrap(),
         expires_at: Utc.with_ymd_and_hms(2026, 11, 25, 18, 5, 0).unwrap(),
+        exception: None,
     };
     scope.id = scope.compute_id();
     scope

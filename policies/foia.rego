@@ -156,12 +156,18 @@ privacy := {
 	"max_groups_per_unit": smaller("max_groups_per_unit"),
 }
 
+# On a denial, what still holds if a data steward's exception waives it
+# (DESIGN 3.9: a waiver lifts a denial, never an obligation): counts stay
+# differentially private and k-suppressed.
 obligations := {
 	"aggregate": "count",
 	"min_group_size": min_group_size,
 	"max_ttl_seconds": 3600,
 	"privacy": privacy,
-} if allow else := {}
+} if allow else := {
+	"min_group_size": min_group_size,
+	"privacy": privacy,
+} if lib.aggregate == "count" else := {}
 
 decision := {
 	"allow": allow,

@@ -95,6 +95,14 @@ test_denies_row_level_request if {
 	d.obligations == {}
 }
 
+test_a_denied_count_keeps_privacy_for_a_waiver if {
+	d := foia.decision with input as with_request({"fields": ["state", "dob"]})
+	d.allow == false
+	d.obligations.min_group_size == 11
+	d.obligations.privacy.epsilon_per_query == 0.5
+	not d.obligations.aggregate
+}
+
 test_denies_aggregate_other_than_count if {
 	d := foia.decision with input as with_request({"aggregate": "sum"})
 	d.allow == false

@@ -9,6 +9,7 @@
 # the dataset has a field named "state". Allowed with obligation
 # row_filter {"state": <user's state>}; denied when request.where.state is
 # present and names another state (a list must name only the user's state).
+# The row filter is stated on a denial too, for a waiver to keep.
 package esq.policies.state_scope
 
 import data.esq.lib
@@ -51,7 +52,9 @@ alternatives contains msg if {
 
 allow := count(reasons) == 0
 
-obligations := {"row_filter": {"state": user_state}} if allow else := {}
+# Also on a denial: an exception waiving it still sees only the user's
+# state (a waiver lifts a denial, never an obligation).
+obligations := {"row_filter": {"state": user_state}}
 
 decision := {
 	"allow": allow,

@@ -48,7 +48,7 @@ test_denies_where_on_another_state if {
 		`drop "state" from "where": rows are limited to your state anyway`,
 		`use "where": {"state": "CA"}`,
 	]
-	d.obligations == {}
+	d.obligations == {"row_filter": {"state": "CA"}}
 }
 
 test_denies_where_list_naming_another_state if {

@@ -57,6 +57,10 @@ pub struct App {
     pub tombstones: Arc<Tombstones>,
     /// Purges, forgets and tombstones, for Prometheus.
     pub lifecycle_metrics: LifecycleMetrics,
+    /// Export jobs and bundles, for Prometheus.
+    pub export_metrics: crate::exports::metrics::ExportMetrics,
+    /// Exception waivers requested, decided, used and open, for Prometheus.
+    pub exception_metrics: crate::exceptions::ExceptionMetrics,
     /// Releases private answers and keeps privacy budgets, in the ticket
     /// store's place (memory, or the same Redis, shared by replicas).
     pub privacy: Arc<Releaser>,
@@ -163,6 +167,8 @@ impl App {
         lifecycle_metrics.preset(&bundle.catalog);
         Ok(App {
             lifecycle_metrics,
+            export_metrics: crate::exports::metrics::ExportMetrics::register(&metrics),
+            exception_metrics: crate::exceptions::ExceptionMetrics::register(&metrics),
             config,
             bundle: ArcSwap::from_pointee(bundle),
             reloading: tokio::sync::Mutex::new(()),

@@ -27,6 +27,8 @@ pub mod config;
 pub mod credentials;
 pub mod decide;
 pub mod digest;
+pub mod exceptions;
+pub mod exports;
 pub mod guard;
 pub mod http;
 pub mod lifecycle;

@@ -27,6 +27,8 @@ pub enum ServeError {
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("{0}")]
     Lifecycle(String),
+    #[error("exports: {0}")]
+    Exports(String),
 }
 
 /// A running esq: both doors, until [`Running::stop`].
@@ -63,7 +65,9 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
             source,
         })?;
     let http_addr = http.local_addr();
-    let tasks = vec![
+    let exports = crate::exports::runner::start(&app, &upstream, &watch_shutdown)
+        .map_err(ServeError::Exports)?;
+    let mut tasks = vec![
         tokio::spawn(pg.run(watch_shutdown.clone())),
         tokio::spawn(http.run(watch_shutdown.clone(), app.config.pg.shutdown_grace)),
         app.sentinel.start(watch_shutdown.clone()),
@@ -76,7 +80,12 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
             app.clone(),
             watch_shutdown.clone(),
         )),
+        tokio::spawn(crate::exceptions::sweep::run(
+            app.clone(),
+            watch_shutdown.clone(),
+        )),
     ];
+    tasks.extend(exports);
     record_start(&app, pg_addr, http_addr).await;
     tracing::info!(%pg_addr, tls = tls.is_some(), "PostgreSQL door listening");
     tracing::info!(%http_addr, tls = tls.is_some(), "HTTP door listening");

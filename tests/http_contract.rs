@@ -232,6 +232,49 @@ fn subject(esq: &Esq, user: Option<&str>, query: &str) -> RequestBuilder {
     }
 }
 
+/// `METHOD /api/esq/exception…` on `esq`, as `user`, with `body`.
+fn exception(
+    esq: &Esq,
+    method: reqwest::Method,
+    path: &str,
+    user: Option<&str>,
+    body: Option<Value>,
+) -> RequestBuilder {
+    let mut request = http().request(method, esq.url(path));
+    if let Some(user) = user {
+        request = request.bearer_auth(token(user));
+    }
+    match body {
+        Some(body) => request.json(&body),
+        None => request,
+    }
+}
+
+/// An exception request of the journalist's.
+fn waiver() -> Value {
+    json!({"dataset": "burial_2024", "fields": ["state", "county"], "purpose": "contract",
+           "justification": "the contract test", "duration": "1d"})
+}
+
+/// A new pending exception of the journalist's on `esq`: its id.
+async fn pending_exception(esq: &Esq) -> String {
+    let response = exception(
+        esq,
+        reqwest::Method::POST,
+        "/api/esq/exception",
+        Some("journalist"),
+        Some(waiver()),
+    )
+    .send()
+    .await
+    .unwrap();
+    let body: Value = response.json().await.unwrap();
+    body["exception"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_string()
+}
+
 /// `GET /api/esq/budget` under `ticket`.
 fn budget(esq: &Esq, ticket: &str) -> RequestBuilder {
     http()
@@ -467,6 +510,93 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
             vec![send(subject(&s.limited, Some("privacy"), "dataset=burial_2024&subject=3")).await]
         }
         ("/api/esq/subject", "GET", 503) => vec![send(subject(m, Some("privacy"), "dataset=burial_2024&subject=3")).await],
+        ("/api/esq/exception", method, status) => {
+            let method: reqwest::Method = method.parse().unwrap();
+            let body = (method == reqwest::Method::POST).then(waiver);
+            let call = |esq: &Esq, user: Option<&str>, body: Option<Value>| {
+                exception(esq, method.clone(), "/api/esq/exception", user, body)
+            };
+            match status {
+                400 => vec![
+                    send(call(&s.lifecycle, Some("journalist"), Some(json!({"dataset": "burial_2024", "fields": ["state"], "purpose": "p", "justification": "j", "duration": "31d"})))).await,
+                    send(call(&s.lifecycle, Some("journalist"), Some(json!({"dataset": "nope", "x": 1})))).await,
+                ],
+                401 => vec![send(call(&s.lifecycle, None, body)).await],
+                429 => {
+                    let _first = send(call(&s.limited, Some("steward"), body.clone())).await;
+                    vec![send(call(&s.limited, Some("steward"), body)).await]
+                }
+                503 => vec![send(call(m, Some("journalist"), body)).await],
+                _ => vec![send(call(&s.lifecycle, Some("steward"), body)).await],
+            }
+        }
+        ("/api/esq/exception/{id}", "GET", status) => {
+            let get = |esq: &Esq, id: &str, user: Option<&str>| {
+                exception(esq, reqwest::Method::GET, &format!("/api/esq/exception/{id}"), user, None)
+            };
+            let unknown = format!("X-{}", "A".repeat(16));
+            match status {
+                200 => {
+                    let id = pending_exception(&s.lifecycle).await;
+                    vec![send(get(&s.lifecycle, &id, Some("journalist"))).await]
+                }
+                404 => {
+                    let id = pending_exception(&s.lifecycle).await;
+                    vec![
+                        send(get(&s.lifecycle, &id, Some("clinician"))).await,
+                        send(get(&s.lifecycle, &unknown, Some("steward"))).await,
+                    ]
+                }
+                401 => vec![send(get(&s.lifecycle, &unknown, None)).await],
+                429 => {
+                    let _first = send(get(&s.limited, &unknown, Some("clinician"))).await;
+                    vec![send(get(&s.limited, &unknown, Some("clinician"))).await]
+                }
+                _ => vec![send(get(m, &unknown, Some("journalist"))).await],
+            }
+        }
+        (path @ ("/api/esq/exception/{id}/approve" | "/api/esq/exception/{id}/deny"), "POST", status) => {
+            let verb = path.rsplit('/').next().unwrap();
+            let decide = |esq: &Esq, id: &str, user: Option<&str>, comment: &str| {
+                exception(
+                    esq,
+                    reqwest::Method::POST,
+                    &format!("/api/esq/exception/{id}/{verb}"),
+                    user,
+                    Some(json!({"comment": comment})),
+                )
+            };
+            let unknown = format!("X-{}", "A".repeat(16));
+            match status {
+                200 => {
+                    let id = pending_exception(&s.lifecycle).await;
+                    vec![send(decide(&s.lifecycle, &id, Some("steward"), "ok")).await]
+                }
+                400 => {
+                    let id = pending_exception(&s.lifecycle).await;
+                    vec![send(decide(&s.lifecycle, &id, Some("steward"), " ")).await]
+                }
+                401 => vec![send(decide(&s.lifecycle, &unknown, None, "ok")).await],
+                403 => {
+                    let id = pending_exception(&s.lifecycle).await;
+                    vec![
+                        send(decide(&s.lifecycle, &id, Some("journalist"), "ok")).await,
+                        send(decide(&s.lifecycle, &id, Some("admin"), "ok")).await,
+                    ]
+                }
+                404 => vec![send(decide(&s.lifecycle, &unknown, Some("steward"), "ok")).await],
+                409 => {
+                    let id = pending_exception(&s.lifecycle).await;
+                    let _first = send(decide(&s.lifecycle, &id, Some("steward"), "ok")).await;
+                    vec![send(decide(&s.lifecycle, &id, Some("steward"), "again")).await]
+                }
+                429 => {
+                    let _first = send(decide(&s.limited, &unknown, Some("privacy"), "ok")).await;
+                    vec![send(decide(&s.limited, &unknown, Some("privacy"), "ok")).await]
+                }
+                _ => vec![send(decide(m, &unknown, Some("steward"), "ok")).await],
+            }
+        }
         other => panic!("openapi.yaml documents {other:?}, but this test has no scenario for it"),
     }
 }
@@ -538,6 +668,36 @@ const SCENARIOS: &[(&str, &str, u16)] = &[
     ("/api/esq/subject", "GET", 403),
     ("/api/esq/subject", "GET", 429),
     ("/api/esq/subject", "GET", 503),
+    ("/api/esq/exception", "POST", 201),
+    ("/api/esq/exception", "POST", 400),
+    ("/api/esq/exception", "POST", 401),
+    ("/api/esq/exception", "POST", 429),
+    ("/api/esq/exception", "POST", 503),
+    ("/api/esq/exception", "GET", 200),
+    ("/api/esq/exception", "GET", 401),
+    ("/api/esq/exception", "GET", 429),
+    ("/api/esq/exception", "GET", 503),
+    ("/api/esq/exception/{id}", "GET", 200),
+    ("/api/esq/exception/{id}", "GET", 401),
+    ("/api/esq/exception/{id}", "GET", 404),
+    ("/api/esq/exception/{id}", "GET", 429),
+    ("/api/esq/exception/{id}", "GET", 503),
+    ("/api/esq/exception/{id}/approve", "POST", 200),
+    ("/api/esq/exception/{id}/approve", "POST", 400),
+    ("/api/esq/exception/{id}/approve", "POST", 401),
+    ("/api/esq/exception/{id}/approve", "POST", 403),
+    ("/api/esq/exception/{id}/approve", "POST", 404),
+    ("/api/esq/exception/{id}/approve", "POST", 409),
+    ("/api/esq/exception/{id}/approve", "POST", 429),
+    ("/api/esq/exception/{id}/approve", "POST", 503),
+    ("/api/esq/exception/{id}/deny", "POST", 200),
+    ("/api/esq/exception/{id}/deny", "POST", 400),
+    ("/api/esq/exception/{id}/deny", "POST", 401),
+    ("/api/esq/exception/{id}/deny", "POST", 403),
+    ("/api/esq/exception/{id}/deny", "POST", 404),
+    ("/api/esq/exception/{id}/deny", "POST", 409),
+    ("/api/esq/exception/{id}/deny", "POST", 429),
+    ("/api/esq/exception/{id}/deny", "POST", 503),
 ];
 
 #[tokio::test]

@@ -47,6 +47,7 @@ fn input() -> TicketPolicyInput {
         },
         now: "2026-11-25T18:00:00Z".into(),
         environment: "test".into(),
+        exception: None,
     }
 }
 
@@ -99,6 +100,7 @@ fn anything_but_an_explicit_true_denies() {
         ("undefined", "decision := {\"allow\": true} if false"),
         ("string_true", r#"decision := {"allow": "true", "policy_id": "X"}"#),
         ("not_object", "decision := true"),
+        ("array", "decision := [true, \"X\"]"),
         ("missing_allow", r#"decision := {"policy_id": "X"}"#),
         ("unknown_obligation", r#"decision := {"allow": true, "obligations": {"watermark": 1}}"#),
         ("error", "decision := {\"allow\": 1 / 0 == 1}"),
@@ -206,6 +208,15 @@ fn the_shipped_policies_pass_their_tests() {
         "{} tests",
         report.outcomes.len()
     );
+    // The exception policy is not a ticket policy, but its tests run.
+    assert!(set.has_exception_policy());
+    assert!(!set.packages().iter().any(|p| p.contains("exceptions")));
+    let exception_tests = report
+        .outcomes
+        .iter()
+        .filter(|o| o.name.starts_with("esq.exceptions_test."))
+        .count();
+    assert!(exception_tests >= 10, "{exception_tests} exception tests");
     for policy in ["foia", "hipaa", "retention", "state_scope", "open_data"] {
         let package = format!("esq.policies.{policy}_test.");
         let count = report
@@ -215,4 +226,95 @@ fn the_shipped_policies_pass_their_tests() {
             .count();
         assert!(count >= 5, "{policy} has {count} tests");
     }
+}
+
+/// Issue 18: under an exception waiver, denials are waived, obligations of
+/// the allowing packages still apply, and failures still deny.
+#[test]
+fn a_waiver_lifts_denials_but_not_failures() {
+    let deny = r#"decision := {"allow": false, "policy_id": "P-NO", "reasons": ["no"]}"#;
+    let narrow = r#"decision := {"allow": true, "policy_id": "P-OK", "obligations": {"max_ttl_seconds": 60}}"#;
+    let set = load(&[
+        ("no.rego", &package("no", deny)),
+        ("ok.rego", &package("ok", narrow)),
+    ])
+    .unwrap();
+    assert!(
+        !set.evaluate(&input()).allow,
+        "without a waiver the denial stands"
+    );
+    let (verdict, waived) = set.evaluate_waiving(&input());
+    assert!(verdict.allow, "{verdict:?}");
+    assert_eq!(waived, ["P-NO"]);
+    assert_eq!(verdict.policy_ids, ["P-NO", "P-OK"]);
+    assert_eq!(verdict.obligations.max_ttl_seconds, Some(60));
+
+    // Every applicable package denies: the waiver is the grant.
+    let only = load(&[("no.rego", &package("no", deny))]).unwrap();
+    let (verdict, waived) = only.evaluate_waiving(&input());
+    assert!(verdict.allow && waived == ["P-NO"], "{verdict:?}");
+
+    for (name, body) in [
+        ("error", "decision := {\"allow\": 1 / 0 == 1}"),
+        ("undefined", "decision := {\"allow\": true} if false"),
+        (
+            "malformed",
+            r#"decision := {"allow": true, "obligations": {"watermark": 1}}"#,
+        ),
+    ] {
+        let set = load(&[
+            ("no.rego", &package("no", deny)),
+            ("bad.rego", &package(name, body)),
+        ])
+        .unwrap();
+        let (verdict, waived) = set.evaluate_waiving(&input());
+        assert!(
+            !verdict.allow,
+            "{name}: a failure is never waived: {verdict:?}"
+        );
+        assert!(waived.is_empty(), "{name}");
+    }
+}
+
+/// `package esq.exceptions` is found, is no ticket policy, must define
+/// `decision`, and its tests (`esq.exceptions_test`) run.
+#[test]
+fn the_exception_package_is_found_and_tested_but_not_a_ticket_policy() {
+    let exceptions =
+        "package esq.exceptions\ndecision := {\"allow\": input.x == 1, \"policy_id\": \"P-X\"}\n";
+    let tests = "package esq.exceptions_test\nimport data.esq.exceptions\n\
+                 test_allows if exceptions.decision.allow with input as {\"x\": 1}\n";
+    let set = load(&[
+        ("ok.rego", &package("ok", ALLOW)),
+        ("exceptions.rego", exceptions),
+        ("exceptions_test.rego", tests),
+    ])
+    .unwrap();
+    assert!(set.has_exception_policy());
+    assert_eq!(set.packages(), ["data.esq.policies.ok"]);
+    let report = set.run_tests();
+    assert_eq!(report.outcomes.len(), 1);
+    assert!(report.all_passed(), "{:?}", report.outcomes);
+    let decided = set
+        .evaluate_exception(&serde_json::json!({"x": 1}))
+        .unwrap();
+    assert_eq!(decided["allow"], true);
+    assert!(set
+        .evaluate_exception(&serde_json::json!({"x": 2}))
+        .is_ok_and(|d| d["allow"] == false));
+
+    let without = load(&[("ok.rego", &package("ok", ALLOW))]).unwrap();
+    assert!(!without.has_exception_policy());
+    assert!(without.evaluate_exception(&serde_json::json!({})).is_err());
+    let undefined = load(&[(
+        "exceptions.rego",
+        "package esq.exceptions\ndecision := {\"allow\": true} if input.x == 1\n",
+    )])
+    .unwrap();
+    assert!(undefined
+        .evaluate_exception(&serde_json::json!({}))
+        .is_err());
+    let message = load(&[("exceptions.rego", "package esq.exceptions\nallow := true\n")])
+        .expect_err("no decision");
+    assert!(message.contains("decision"), "{message}");
 }

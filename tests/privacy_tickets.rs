@@ -34,6 +34,7 @@ fn request(fields: &[&str], aggregate: Option<&str>, asked: Option<Privacy>) -> 
         ttl: None,
         where_: BTreeMap::new(),
         privacy: asked,
+        exception: None,
     }
 }
 

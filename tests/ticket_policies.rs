@@ -27,6 +27,7 @@ fn request(fields: &[&str], aggregate: Option<&str>, purpose: &str) -> TicketReq
         ttl: None,
         where_: BTreeMap::new(),
         privacy: None,
+        exception: None,
     }
 }
 

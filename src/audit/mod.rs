@@ -47,6 +47,9 @@ pub enum AuditKind {
     /// subject was forgotten, so it is recorded like any answer.
     SubjectLookup,
     Export,
+    /// An exception waiver's life: requested, approved, denied, expired,
+    /// used (a ticket issued under it) or refused (the detail's `action`).
+    Exception,
     /// A reload of users, catalog and policies: `allow` applied, `deny`
     /// refused (the detail says why).
     Reload,
@@ -79,6 +82,11 @@ pub struct AuditEvent<'a> {
     pub policy_id: Option<&'a str>,
     /// Event-specific facts (e.g. a sentinel rule, a purge's row count).
     pub detail: Option<serde_json::Value>,
+    /// The exception waiver (`X-…`) the record happened under: its own
+    /// events, and every ticket and statement of a ticket issued under it.
+    /// Absent otherwise, so records without one read as they always did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<&'a str>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -101,6 +109,7 @@ impl<'a> AuditEvent<'a> {
             classification: None,
             policy_id: None,
             detail: None,
+            exception: None,
         }
     }
 }

@@ -112,6 +112,7 @@ fn scope(app: &App, args: &ExplainArgs) -> Result<Option<Scope>, Failure> {
         ttl: None,
         where_,
         privacy: None,
+        exception: None,
     };
     let runtime =
         super::runtime().map_err(|err| (EXIT_FAILED, format!("cannot start runtime: {err}")))?;

@@ -1,7 +1,8 @@
 //! The command line: `esq check`, `esq passwd`, `esq token`,
 //! `esq ticket issue`, `esq explain`, `esq sample-data`, `esq ssp`,
 //! `esq audit verify`, `esq evidence`, `esq keys generate`, `esq seal`,
-//! `esq migrate`, `esq purge`, `esq forget`, `esq receipt verify`. Each subcommand lives in its own
+//! `esq migrate`, `esq purge`, `esq forget`, `esq receipt verify`,
+//! `esq kek generate|rotate`, `esq export decrypt`. Each subcommand lives in its own
 //! file; this one parses and dispatches. Exit status: 0 success, 1 a check
 //! failed or a request was denied, 2 bad input or configuration.
 
@@ -9,6 +10,7 @@ mod audit;
 mod check;
 mod evidence;
 mod explain;
+mod export;
 mod forget;
 mod lifecycle;
 mod purge;
@@ -92,6 +94,12 @@ pub enum Command {
     /// Deletion receipts.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// Key-encryption keys of export bundles.
+    #[command(subcommand)]
+    Kek(export::KekCommand),
+    /// Sealed export bundles.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +168,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Purge(args) => purge::run(&cli.config, args),
         Command::Forget(args) => forget::run(&cli.config, args),
         Command::Receipt(ReceiptCommand::Verify(args)) => forget::verify(&cli.config, args),
+        Command::Kek(command) => export::kek(&cli.config, command),
+        Command::Export(command) => export::export(&cli.config, command),
     };
     ExitCode::from(status)
 }

@@ -61,8 +61,25 @@ pub fn run(config_path: &Path, args: PurgeArgs) -> u8 {
             };
         }
     };
+    // Expired export bundles go with the rows (not for a one-dataset run).
+    let bundles = match (&args.dataset, app.config.exports.enabled()) {
+        (None, true) => match runtime.block_on(crate::exports::retention::purge_expired(
+            &app.config,
+            &*app.audit,
+            args.dry_run,
+        )) {
+            Ok(purged) => Some(purged),
+            Err(err) => {
+                eprintln!("error: expired export bundles were not purged: {err}");
+                return EXIT_FAILED;
+            }
+        },
+        _ => None,
+    };
     if args.json {
-        let json = serde_json::json!({ "dry_run": args.dry_run, "datasets": reports });
+        let json = serde_json::json!({
+            "dry_run": args.dry_run, "datasets": reports, "export_bundles": bundles,
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&json).unwrap_or_default()
@@ -75,6 +92,28 @@ pub fn run(config_path: &Path, args: PurgeArgs) -> u8 {
         for report in &reports {
             println!("{}", describe(report));
         }
+    }
+    if let (Some(bundles), false) = (&bundles, args.json) {
+        let verb = if args.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        println!(
+            "exports: {verb} {} expired bundles{}",
+            bundles.bundles.len(),
+            if bundles.failed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} could not be deleted (see the log)",
+                    bundles.failed.len()
+                )
+            }
+        );
+    }
+    if bundles.as_ref().is_some_and(|b| !b.failed.is_empty()) {
+        return EXIT_FAILED;
     }
     if reports.iter().any(|r| r.status == Status::Failed) {
         EXIT_FAILED

@@ -1,12 +1,14 @@
 //! `esq ticket issue`: ask the policies for a ticket as a configured user and
 //! print the ticket with its scope, or the denial with reasons and
-//! alternatives.
+//! alternatives; `--exception X-…` issues under an approved exception
+//! waiver of the user's (DESIGN 3.9).
 
 use std::path::Path;
 
 use clap::Args;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED};
+use crate::exceptions::tickets::TicketError;
 use crate::tickets::{IssueError, IssuedTicket, TicketRequest};
 
 #[derive(Debug, Args)]
@@ -31,6 +33,10 @@ pub struct IssueArgs {
     /// Narrow the rows: `FIELD=VALUE`, repeatable.
     #[arg(long = "where", value_name = "FIELD=VALUE")]
     pub where_: Vec<String>,
+    /// An approved exception waiver of the user's (`X-…`) to issue the
+    /// ticket under (needs `[maintenance]`).
+    #[arg(long)]
+    pub exception: Option<String>,
     /// Print the answer as JSON (the HTTP door's shape).
     #[arg(long)]
     pub json: bool,
@@ -66,6 +72,7 @@ pub fn issue(config_path: &Path, args: IssueArgs) -> u8 {
         ttl: args.ttl,
         where_,
         privacy: None,
+        exception: args.exception.clone(),
     };
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
@@ -74,11 +81,32 @@ pub fn issue(config_path: &Path, args: IssueArgs) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let result = runtime.block_on(
-        app.bundle()
-            .tickets
-            .issue(&user, &request, chrono::Utc::now()),
-    );
+    let result = runtime.block_on(async {
+        match request.exception {
+            None => app
+                .bundle()
+                .tickets
+                .issue(&user, &request, chrono::Utc::now())
+                .await
+                .map_err(TicketError::Issue),
+            Some(_) => {
+                let caller = crate::exceptions::Caller {
+                    user: &user,
+                    door: crate::metrics::Door::process,
+                    client: None,
+                };
+                crate::exceptions::tickets::issue(&app, caller, &request, chrono::Utc::now()).await
+            }
+        }
+    });
+    let result = match result {
+        Ok(issued) => Ok(issued),
+        Err(TicketError::Issue(err)) => Err(err),
+        Err(TicketError::Exception(err)) => {
+            eprintln!("error: {err}");
+            return EXIT_FAILED;
+        }
+    };
     match result {
         Ok(issued) => {
             print_issued(&issued, args.json);
@@ -90,7 +118,14 @@ pub fn issue(config_path: &Path, args: IssueArgs) -> u8 {
             }
             0
         }
-        Err(IssueError::Denied(verdict)) => {
+        Err(IssueError::Denied(mut verdict)) => {
+            if request.exception.is_none() && app.config.maintenance.is_some() {
+                verdict.alternatives.push(crate::exceptions::alternative(
+                    request.dataset.trim(),
+                    &request.fields,
+                    request.aggregate.as_deref(),
+                ));
+            }
             if args.json {
                 let body = serde_json::json!({
                     "error": "denied",

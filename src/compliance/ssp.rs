@@ -35,6 +35,9 @@ pub struct SystemSecurityPlan {
     pub datasets: Vec<DatasetEntry>,
     pub users: Vec<UserEntry>,
     pub profiles: Vec<ProfileResult>,
+    /// Exception waivers open now (pending, or approved and unexpired):
+    /// access granted beyond the policies, each by a data steward.
+    pub exceptions: OpenExceptions,
     pub controls: Vec<Control>,
     /// Controls per status.
     pub summary: BTreeMap<&'static str, usize>,
@@ -111,6 +114,59 @@ pub struct UserEntry {
     pub api_tokens: usize,
 }
 
+/// The open exception waivers, as the maintenance role read them.
+#[derive(Debug, Serialize)]
+pub struct OpenExceptions {
+    pub open: Vec<OpenException>,
+    /// Why they could not be read (then `open` is empty and says nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unobserved: Option<String>,
+}
+
+/// One open exception (its purpose, justification and comment stay in
+/// `esq.exceptions`).
+#[derive(Debug, Serialize)]
+pub struct OpenException {
+    pub id: String,
+    pub state: crate::exceptions::State,
+    pub requester: String,
+    pub dataset: String,
+    pub fields: Vec<String>,
+    pub aggregate: Option<String>,
+    pub approver: Option<String>,
+    pub decided_by: Option<String>,
+    pub expires_at: Option<String>,
+    pub uses: i64,
+}
+
+fn open_exceptions(observed: &Observations) -> OpenExceptions {
+    match &observed.lifecycle {
+        Ok(facts) => OpenExceptions {
+            open: facts
+                .open_exceptions
+                .iter()
+                .map(|e| OpenException {
+                    id: e.id.clone(),
+                    state: e.state,
+                    requester: e.requester.clone(),
+                    dataset: e.dataset.clone(),
+                    fields: e.fields.clone(),
+                    aggregate: e.aggregate.clone(),
+                    approver: e.approver.clone(),
+                    decided_by: e.decided_by.clone(),
+                    expires_at: e.expires_at.as_ref().map(crate::exceptions::store::rfc3339),
+                    uses: e.uses,
+                })
+                .collect(),
+            unobserved: None,
+        },
+        Err(reason) => OpenExceptions {
+            open: Vec::new(),
+            unobserved: Some(reason.clone()),
+        },
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct ProfileResult {
     pub profile: Profile,
@@ -178,6 +234,7 @@ pub fn plan(
         datasets: datasets(app),
         users: users(app),
         profiles,
+        exceptions: open_exceptions(observed),
         controls,
         summary,
         statuses: statuses(),

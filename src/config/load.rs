@@ -300,6 +300,15 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         resolve(log);
     }
     for path in [
+        config.exports.dir.as_mut(),
+        config.exports.kek_file.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        resolve(path);
+    }
+    for path in [
         config.audit.checkpoint_copy.as_mut(),
         config.signing.key_file.as_mut(),
         config.signing.seal_file.as_mut(),

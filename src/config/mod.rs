@@ -8,6 +8,7 @@
 //! the environment or from a file named in the config.
 
 mod duration;
+mod exports;
 mod lifecycle;
 mod load;
 mod validate;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sensitivity::Sensitivity;
 
+pub use exports::ExportsConfig;
 pub use lifecycle::{LifecycleConfig, MaintenanceConfig, PurgeSchedule};
 pub use load::{env_var_for, ConfigError, ENV_PREFIX, ENV_SEPARATOR};
 
@@ -74,6 +76,9 @@ pub struct Config {
     /// Retention purges and tombstones.
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
+    /// Encrypted export bundles (off unless `dir` and `kek_file` are set).
+    #[serde(default)]
+    pub exports: ExportsConfig,
     /// The people and services allowed to use esq, keyed by user name.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,

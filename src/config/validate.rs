@@ -276,6 +276,33 @@ fn is_identifier(name: &str) -> bool {
 }
 
 fn validate_maintenance(config: &Config) -> Result<(), Invalid> {
+    let exports = &config.exports;
+    if exports.dir.is_some() != exports.kek_file.is_some() {
+        return Err(invalid(
+            "exports",
+            "set both dir and kek_file to turn exports on, or neither",
+        ));
+    }
+    if exports.enabled() && config.maintenance.is_none() {
+        return Err(invalid(
+            "exports",
+            "exports keep their jobs and the consent ledger in schema esq: configure [maintenance] too",
+        ));
+    }
+    if exports.workers == 0 || exports.max_attempts == 0 {
+        return Err(invalid(
+            "exports",
+            "workers and max_attempts must be at least 1",
+        ));
+    }
+    if exports.default_retention_days == 0
+        || exports.default_retention_days > exports.max_retention_days
+    {
+        return Err(invalid(
+            "exports.default_retention_days",
+            "must be between 1 and max_retention_days",
+        ));
+    }
     if config.lifecycle.purge_batch_rows == 0 {
         return Err(invalid("lifecycle.purge_batch_rows", "must be at least 1"));
     }

@@ -293,6 +293,7 @@ impl Record<'_> {
             rewritten: allowed.recorded().to_string(),
             classification: Some(allowed.classification.to_string()),
             policy_id: self.scope.and_then(|s| s.policy_ids.first().cloned()),
+            exception: self.scope.and_then(|s| s.exception.clone()),
         });
         let recorded = match timing {
             Timing::Now => Recorded::Nothing,
@@ -333,6 +334,7 @@ impl Record<'_> {
             sqlstate: Some(denial.code),
             fingerprint: fingerprint(self.sql),
             policy_id: denial.policy_id.as_deref(),
+            exception: self.scope.and_then(|s| s.exception.as_deref()),
             ..AuditEvent::event(AuditKind::Decision, asker.door, asker.user)
         });
         Verdict {
@@ -383,6 +385,8 @@ pub struct Completion {
     pub rewritten: String,
     pub classification: Option<String>,
     pub policy_id: Option<String>,
+    /// The exception waiver the ticket was issued under (its records name it).
+    pub exception: Option<String>,
 }
 
 impl Completion {
@@ -400,6 +404,7 @@ impl Completion {
             rows,
             classification: self.classification.clone(),
             policy_id: self.policy_id.as_deref(),
+            exception: self.exception.as_deref(),
             ..AuditEvent::event(AuditKind::Decision, self.door, &self.user)
         }
     }

@@ -444,6 +444,7 @@ mod tests {
             policy_ids: vec![],
             issued_at: now,
             expires_at: now,
+            exception: None,
         }
     }
 

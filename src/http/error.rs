@@ -75,6 +75,15 @@ pub enum ApiError {
     },
     /// A dependency is not reachable.
     Unavailable(Dependency),
+    /// A feature this esq is not configured for (the message says which
+    /// section turns it on).
+    NotConfigured(&'static str),
+    /// The resource is not in a state that allows this (e.g. deciding an
+    /// exception that is no longer pending).
+    Conflict(String),
+    /// No such resource, or none the caller may see (the message says
+    /// what was looked for).
+    Missing(&'static str),
     /// Every upstream connection (or this user's share) stayed busy.
     Busy,
     /// The user already has `limit` queries running on this door.
@@ -214,6 +223,11 @@ impl ApiError {
                 };
                 (503, json!({"error": "unavailable", "message": message}))
             }
+            ApiError::NotConfigured(message) => {
+                (503, json!({"error": "not configured", "message": message}))
+            }
+            ApiError::Conflict(message) => (409, json!({"error": "conflict", "message": message})),
+            ApiError::Missing(message) => (404, json!({"error": "not found", "message": message})),
             ApiError::Busy => (
                 503,
                 json!({"error": "busy", "message": "every database connection esq may use for you is busy; retry shortly"}),

@@ -112,12 +112,20 @@ impl Handler {
             ("GET", "/metrics") => super::ops::metrics(self, session).await,
             ("POST", "/api/esq/ticket") => super::tickets::issue(self, session).await,
             ("POST", "/api/dta/query") => super::query::query(self, session).await,
+            ("POST", "/api/dta/export") => super::exports::submit(self, session).await,
+            ("GET", p) if p.starts_with("/api/dta/export/") => {
+                let rest = p.trim_start_matches("/api/dta/export/").to_string();
+                super::exports::status(self, session, &rest).await
+            }
             ("POST", "/api/esq/breach") => super::breach::raise(self, session).await,
             ("GET", "/api/esq/breach") => super::breach::list(self, session).await,
             ("GET", "/api/esq/budget") => super::private::budget(self, session).await,
             ("POST", "/api/esq/reload") => super::reload::reload(self, session).await,
             ("POST", "/api/esq/forget") => super::lifecycle::forget(self, session).await,
             ("GET", "/api/esq/subject") => super::lifecycle::subject(self, session).await,
+            (m, p) if super::exceptions::handles(p) => {
+                super::exceptions::route(self, session, m, p).await
+            }
             ("DELETE", p) if p.starts_with("/api/esq/ticket/") => {
                 let id = p.trim_start_matches("/api/esq/ticket/").to_string();
                 super::tickets::revoke(self, session, &id).await
@@ -129,6 +137,10 @@ impl Handler {
                 Err(ApiError::MethodNotAllowed("POST").into())
             }
             (_, "/api/esq/breach") => Err(ApiError::MethodNotAllowed("GET, POST").into()),
+            (_, "/api/dta/export") => Err(ApiError::MethodNotAllowed("POST").into()),
+            (_, p) if p.starts_with("/api/dta/export/") => {
+                Err(ApiError::MethodNotAllowed("GET").into())
+            }
             (_, p) if p.starts_with("/api/esq/ticket/") => {
                 Err(ApiError::MethodNotAllowed("DELETE").into())
             }

@@ -19,6 +19,8 @@
 
 pub mod breach;
 pub mod error;
+pub mod exceptions;
+pub mod exports;
 pub mod handler;
 pub mod lifecycle;
 pub mod ops;

@@ -263,6 +263,11 @@ async fn run(app: &App, caller: Caller<'_>, request: &Request) -> Result<Forgott
             .map_err(|e| ForgetError::database(&format!("deleting from {table}"), e))?;
         *rows_deleted.entry(id.clone()).or_insert(0) += deleted;
     }
+    // Exports already delivered still hold the subject: the consent
+    // ledger says so (the subject lookup lists them).
+    let exports = crate::exports::ledger::mark_forgotten(&tx, &dataset.id, &subject_hash)
+        .await
+        .map_err(|e| ForgetError::database("marking the exports that held the subject", e))?;
 
     let receipt_id = receipt::new_id()
         .map_err(|err| ForgetError::NotSetUp(format!("no randomness for a receipt id: {err}")))?;
@@ -287,6 +292,7 @@ async fn run(app: &App, caller: Caller<'_>, request: &Request) -> Result<Forgott
         "requested_by": requested_by,
         "reason": reason,
         "at": at,
+        "exports_holding": exports,
     });
     if let (Some(detail), serde_json::Value::Object(kept)) = (
         detail.as_object_mut(),

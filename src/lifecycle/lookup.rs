@@ -1,6 +1,6 @@
 //! The subject lookup (DSAR): what esq knows of one subject — its keyed
-//! hash, its tombstone with the receipt, and (from issue 18) the exports
-//! that contained it. It reads schema `esq` as the maintenance role and
+//! hash, its tombstone with the receipt, and the exports (consent
+//! ledger entries) that contained it. It reads schema `esq` as the maintenance role and
 //! shows no key: the caller (a privacy officer) gave it.
 
 use serde::Serialize;
@@ -47,7 +47,7 @@ pub async fn tombstone(
 }
 
 /// What esq knows of one subject (DSAR): only its hash, its tombstone and
-/// receipts, and the exports that held it (issue 18: none yet).
+/// receipts, and the exports that held it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Subject {
     pub dataset: String,
@@ -57,7 +57,7 @@ pub struct Subject {
     pub hidden: bool,
     pub tombstone: Option<Tombstone>,
     pub receipts: Vec<Receipt>,
-    pub exports: Vec<serde_json::Value>,
+    pub exports: Vec<crate::exports::ledger::Entry>,
 }
 
 /// Looks a subject up (the caller audits the lookup).
@@ -73,6 +73,12 @@ pub async fn lookup(app: &App, dataset: &str, subject: &str) -> Result<Subject, 
     let subject_hash = keys.hash(&dataset.id, &key);
     let tombstone = tombstone(&maintenance.client, &dataset.id, &subject_hash).await?;
     let receipts = tombstone.iter().map(|t| t.receipt.clone()).collect();
+    let exports = crate::exports::ledger::holding(&maintenance.client, &dataset.id, &subject_hash)
+        .await
+        .map_err(|err| ForgetError::Database {
+            what: "reading the consent ledger".into(),
+            detail: err.to_string(),
+        })?;
     let hidden = tombstone.is_some() || app.tombstones.keys(&dataset.id).contains(&key);
     Ok(Subject {
         dataset: dataset.id.clone(),
@@ -80,6 +86,6 @@ pub async fn lookup(app: &App, dataset: &str, subject: &str) -> Result<Subject, 
         hidden,
         tombstone,
         receipts,
-        exports: Vec::new(),
+        exports,
     })
 }

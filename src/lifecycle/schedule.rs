@@ -36,6 +36,20 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 
 /// One scheduled purge of every dataset with a retention.
 pub async fn round(app: &App, shutdown: &watch::Receiver<bool>) {
+    if app.config.exports.enabled() {
+        match crate::exports::retention::purge_expired(&app.config, &*app.audit, false).await {
+            Ok(purged) if !purged.bundles.is_empty() => {
+                tracing::info!(
+                    bundles = purged.bundles.len(),
+                    "expired export bundles deleted"
+                )
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(%err, "expired export bundles were not purged (the next round retries)")
+            }
+        }
+    }
     let options = Options::new(app, false, Trigger::Schedule);
     match purge::run(app, None, options, shutdown).await {
         Ok(reports) => {

@@ -19,6 +19,22 @@ pub struct TicketPolicyInput {
     /// RFC 3339, UTC.
     pub now: String,
     pub environment: String,
+    /// The exception waiver the request is made under (absent otherwise):
+    /// a policy may look at it, but its denial is waived within the
+    /// waiver's scope (DESIGN 3.9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<ExceptionInput>,
+}
+
+/// An approved exception waiver, as ticket policies see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExceptionInput {
+    pub id: String,
+    pub fields: Vec<String>,
+    /// `"count"`, or `null` for row-level.
+    pub aggregate: Option<String>,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -537,6 +537,7 @@ mod tests {
             policy_ids: vec![],
             issued_at: now,
             expires_at: now + chrono::Duration::minutes(5),
+            exception: None,
         };
         store.put(&id, &Ticket { scope }).await.unwrap();
         let metrics = Metrics::new();

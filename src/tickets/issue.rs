@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::id::TicketId;
 use super::scope::{Aggregate, Scope};
 use super::store::{StoreError, Ticket, TicketStore};
+use super::waiver::Waiver;
 use crate::auth::Principal;
 use crate::catalog::{Catalog, Dataset};
-use crate::policy::input::{DatasetInput, RequestInput};
+use crate::policy::input::{DatasetInput, ExceptionInput, RequestInput};
 use crate::policy::{FilterValue, PolicySet, TicketPolicyInput, Verdict};
 use crate::privacy::Privacy;
 
@@ -37,6 +38,11 @@ pub struct TicketRequest {
     /// may only narrow it, or impose it when absent). Needs `aggregate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<Privacy>,
+    /// An approved exception waiver (`X-…`) of the requester's to issue
+    /// the ticket under (DESIGN 3.9): policy denials are waived within its
+    /// scope. Only [`crate::exceptions::tickets::issue`] can check it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
 }
 
 /// A request esq will not evaluate: names the field and what is wrong.
@@ -88,13 +94,67 @@ pub struct TicketIssuer {
 const MAX_PURPOSE_LEN: usize = 500;
 
 impl TicketIssuer {
+    /// Issues a ticket the policies allow. A request naming an exception
+    /// waiver is refused here: only [`TicketIssuer::issue_under`], given
+    /// the checked waiver, issues under one.
     pub async fn issue(
         &self,
         user: &Principal,
         request: &TicketRequest,
         now: DateTime<Utc>,
     ) -> Result<IssuedTicket, IssueError> {
+        self.issue_under(user, request, now, None).await
+    }
+
+    /// [`TicketIssuer::issue`], under `waiver` when given (an approved
+    /// exception of the user's, already loaded): the request must lie
+    /// within it, the policies' denials are waived (their failures are
+    /// not), the ticket ends when the waiver does at the latest, and its
+    /// scope names the waiver.
+    pub async fn issue_under(
+        &self,
+        user: &Principal,
+        request: &TicketRequest,
+        now: DateTime<Utc>,
+        waiver: Option<&Waiver>,
+    ) -> Result<IssuedTicket, IssueError> {
         let checked = self.check_request(request)?;
+        match (request.exception.as_deref(), waiver) {
+            (None, None) => {}
+            (Some(named), Some(waiver)) if named.trim() == waiver.id => {}
+            (Some(_), None) => {
+                return Err(BadRequest {
+                    field: "exception".into(),
+                    message: "tickets under an exception waiver are issued by esq serve (POST /api/esq/ticket) or esq ticket issue with [maintenance] configured".into(),
+                }
+                .into())
+            }
+            _ => {
+                return Err(BadRequest {
+                    field: "exception".into(),
+                    message: "the request names another exception than the one checked".into(),
+                }
+                .into())
+            }
+        }
+        if let Some(waiver) = waiver {
+            if let Some(why) = waiver.outside(
+                &user.name,
+                &checked.dataset.id,
+                &checked.fields,
+                checked.aggregate,
+                now,
+            ) {
+                return Err(IssueError::Denied(Box::new(Verdict::deny(
+                    &waiver.id,
+                    format!("the request is outside its exception: {why}"),
+                    vec![
+                        "ask within the exception's dataset, fields and aggregate, or without \"exception\" (the policies decide then)".into(),
+                        "request a new exception (POST /api/esq/exception) for what you need".into(),
+                    ],
+                ))));
+            }
+        }
         let input = TicketPolicyInput {
             action: "issue_ticket",
             user: user.clone(),
@@ -109,12 +169,38 @@ impl TicketIssuer {
             },
             now: now.to_rfc3339_opts(SecondsFormat::Secs, true),
             environment: self.limits.environment.clone(),
+            exception: waiver.map(|w| ExceptionInput {
+                id: w.id.clone(),
+                fields: w.fields.clone(),
+                aggregate: w.aggregate.map(|a| a.as_str().to_string()),
+                expires_at: w.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            }),
         };
-        let verdict = self.policies.evaluate(&input);
+        let verdict = match waiver {
+            None => self.policies.evaluate(&input),
+            Some(waiver) => {
+                let (mut verdict, waived) = self.policies.evaluate_waiving(&input);
+                if !waived.is_empty() {
+                    tracing::info!(
+                        exception = waiver.id,
+                        ?waived,
+                        "policy denials waived by an exception"
+                    );
+                }
+                verdict.policy_ids.insert(0, waiver.id.clone());
+                verdict
+            }
+        };
         if !verdict.allow {
             return Err(IssueError::Denied(Box::new(verdict)));
         }
-        let scope = self.scope_for(user, checked, &verdict, now)?;
+        let mut scope = self.scope_for(user, checked, &verdict, now)?;
+        if let Some(waiver) = waiver {
+            if scope.expires_at > waiver.expires_at {
+                scope.expires_at = waiver.expires_at;
+            }
+            scope.exception = Some(waiver.id.clone());
+        }
         let id = TicketId::generate().map_err(|err| IssueError::Random(err.to_string()))?;
         let ticket = Ticket {
             scope: scope.clone(),
@@ -369,6 +455,7 @@ impl TicketIssuer {
             policy_ids: verdict.policy_ids.clone(),
             issued_at: now,
             expires_at: now + ttl,
+            exception: None,
         };
         scope.id = scope.compute_id();
         Ok(scope)

@@ -8,6 +8,7 @@ pub mod issue;
 pub mod redis_store;
 pub mod scope;
 pub mod store;
+pub mod waiver;
 
 pub use check::TicketCheck;
 pub use id::{MalformedTicket, TicketHash, TicketId};
@@ -15,3 +16,4 @@ pub use issue::{BadRequest, IssueError, IssuePolicy, IssuedTicket, TicketIssuer,
 pub use redis_store::RedisTicketStore;
 pub use scope::{Aggregate, Scope};
 pub use store::{Lookup, MemoryTicketStore, Stale, StoreError, Ticket, TicketStore};
+pub use waiver::Waiver;

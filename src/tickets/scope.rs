@@ -56,10 +56,17 @@ pub struct Scope {
     pub privacy: Option<Privacy>,
     pub purpose: String,
     pub user: String,
-    /// The policies that allowed this scope.
+    /// The policies that allowed this scope (and, under an exception
+    /// waiver, the exception's id first).
     pub policy_ids: Vec<String>,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The exception waiver (`X-…`) the ticket was issued under: every
+    /// audit record of the ticket names it. Not enforceable content (the
+    /// guard enforces the fields, aggregate and filters above), so not in
+    /// the scope's id; absent in scopes stored before exceptions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
 }
 
 /// The parts of a scope that the guard enforces, hashed into its id.

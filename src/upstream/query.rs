@@ -35,11 +35,15 @@ impl Results {
     }
 }
 
-/// A result column: its name and its type's OID.
+/// A result column: its name, its type's OID and, for a plain reference
+/// to a table column (also through subqueries), that column's table OID
+/// and attribute number (0 otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
     pub type_oid: u32,
+    pub table_oid: u32,
+    pub column_id: i16,
 }
 
 /// The answer of one statement, read as it arrives.
@@ -185,6 +189,8 @@ fn columns(body: &backend::RowDescriptionBody) -> Result<Vec<Column>, UpstreamEr
             Ok(Column {
                 name: field.name().to_string(),
                 type_oid: field.type_oid(),
+                table_oid: field.table_oid(),
+                column_id: field.column_id(),
             })
         })
         .collect()

@@ -13,6 +13,7 @@
 //! | `wire.rs`     | a raw PostgreSQL protocol client for message sequences drivers never send |
 //! | `tickets.rs`  | ticket requests and guard scopes the tests share                     |
 //! | `lifecycle.rs`| right-to-delete fixtures: esq with a maintenance role, CLI runs, forget |
+//! | `exceptions.rs`| exception waivers: esq with two data stewards, requests, decisions |
 //! | `webhook.rs`  | a local receiver standing in for the breach webhook                  |
 //!
 //! Everything runs on free 127.0.0.1 ports, so test binaries and the tests
@@ -20,6 +21,7 @@
 #![allow(dead_code)]
 
 pub mod esq;
+pub mod exceptions;
 pub mod http;
 pub mod lifecycle;
 pub mod pg_client;

@@ -75,5 +75,6 @@ pub fn guard_scope(name: &str) -> Option<Scope> {
             .with_ymd_and_hms(2026, 11, 25, 18, 5, 0)
             .single()
             .expect("time"),
+        exception: None,
     })
 }

@@ -10,7 +10,7 @@ use super::{list, Checks, Facts, Finding};
 use crate::app::App;
 use crate::compliance::observe::{Observations, UpstreamFacts};
 
-pub(super) fn enforcement(app: &App, _: &Observations) -> Finding {
+pub(super) fn enforcement(app: &App, observed: &Observations) -> Finding {
     let bundle = app.bundle();
     let tests = bundle.policies.run_tests();
     let failed: Vec<String> = tests.failed().map(|t| t.name.clone()).collect();
@@ -26,6 +26,17 @@ pub(super) fn enforcement(app: &App, _: &Observations) -> Finding {
             json!("default deny: unknown tables, columns outside the catalog, unparsable or unmodelled statements are refused"),
         ),
     ]);
+    let mut facts = facts;
+    // Access granted beyond the policies, by a data steward (a fact: the
+    // SSP's `exceptions` lists them).
+    if let Ok(lifecycle) = &observed.lifecycle {
+        let ids: Vec<&str> = lifecycle
+            .open_exceptions
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect();
+        facts.insert("exceptions.open", json!(ids));
+    }
     let mut checks = Checks::default();
     checks.must(
         "the catalog describes at least one dataset",

@@ -1,8 +1,9 @@
 //! What the lifecycle has done, asked of the database as the maintenance
 //! role: the schema's version, both roles' privileges, the tombstones and
-//! any rows of forgotten subjects that came back, and the last purge of
-//! each dataset. MP-6 and SI-12 are computed from these, so they say what
-//! has run, not what the configuration promises.
+//! any rows of forgotten subjects that came back, the last purge of each
+//! dataset, and the exception waivers open now. MP-6 and SI-12 are
+//! computed from these, so they say what has run, not what the
+//! configuration promises; the SSP lists the open exceptions.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,8 @@ pub struct LifecycleFacts {
     pub rows_present: BTreeMap<String, i64>,
     /// The last finished (not dry-run) purge of each dataset.
     pub last_purge: BTreeMap<String, DateTime<Utc>>,
+    /// Exception waivers open now: pending, or approved and unexpired.
+    pub open_exceptions: Vec<crate::exceptions::Exception>,
 }
 
 /// `Err`: not configured, or why it could not be observed.
@@ -67,6 +70,7 @@ async fn observe_inner(app: &App) -> Result<LifecycleFacts, MaintenanceError> {
         unreadable: Vec::new(),
         rows_present: BTreeMap::new(),
         last_purge: BTreeMap::new(),
+        open_exceptions: Vec::new(),
     };
     if schema_version != schema_needed {
         return Ok(facts);
@@ -103,5 +107,8 @@ async fn observe_inner(app: &App) -> Result<LifecycleFacts, MaintenanceError> {
             facts.last_purge.insert(row.get(0), at);
         }
     }
+    facts.open_exceptions = crate::exceptions::store::open(client, Utc::now())
+        .await
+        .map_err(|err| MaintenanceError::Database(err.to_string()))?;
     Ok(facts)
 }

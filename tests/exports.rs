@@ -1,0 +1,707 @@
+//! Governed exports end to end (DESIGN 3.9), against a real PostgreSQL:
+//! a job queued over HTTP, materialised through the guard, sealed, kept in
+//! the consent ledger, decrypted by the recipient's CLI; a job that
+//! survives a killed esq; KEK rotation; retention; the subject lookup and
+//! a forget.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::esq::Esq;
+use common::lifecycle::{esq_run, forget_http, subject_http};
+use common::{http, Doors};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const ROWS: u64 = 2_000;
+
+/// Exports on, in a directory of the test's own (kept by the TempDir).
+struct Exports {
+    _keep: tempfile::TempDir,
+    dir: PathBuf,
+    kek: PathBuf,
+}
+
+fn exports() -> Exports {
+    let keep = tempfile::tempdir().expect("a temporary directory");
+    let dir = keep.path().join("exports");
+    let kek = keep.path().join("kek");
+    esq::exports::kek::FileKek::generate(&kek).expect("a KEK");
+    Exports {
+        dir,
+        kek,
+        _keep: keep,
+    }
+}
+
+fn builder(exports: &Exports) -> common::esq::EsqBuilder {
+    Esq::builder()
+        .lifecycle()
+        .rows(ROWS)
+        .k_only_counts()
+        .env("ESQ_SENTINEL__ENABLED", "false")
+        .env("ESQ_EXPORTS__DIR", exports.dir.display().to_string())
+        .env("ESQ_EXPORTS__KEK_FILE", exports.kek.display().to_string())
+        .env("ESQ_EXPORTS__POLL", "200ms")
+        .env("ESQ_EXPORTS__STALE_AFTER", "2s")
+}
+
+async fn ready(esq: Esq) -> Esq {
+    for _ in 0..300 {
+        if esq.app().tombstones.is_read() {
+            return esq;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("esq never read its tombstones");
+}
+
+/// A clinician's row-level ticket that includes the subject key.
+fn clinician_with_id() -> Value {
+    json!({"dataset": "burial_2024", "purpose": "treatment of the patient in my care",
+           "fields": ["id", "state", "county", "burial_date"]})
+}
+
+const CA_ROWS: &str =
+    "SELECT id, state, county, burial_date FROM burial_2024 WHERE state = 'CA' ORDER BY id";
+
+async fn submit(esq: &(impl Doors + ?Sized), ticket: &str, body: Value) -> (StatusCode, Value) {
+    let response = http::client()
+        .post(esq.url("/api/dta/export"))
+        .header("X-ESQ-Ticket", ticket)
+        .json(&body)
+        .send()
+        .await
+        .expect("the export request is answered");
+    http::read(response).await
+}
+
+async fn status(esq: &(impl Doors + ?Sized), user: &str, job: &str) -> (StatusCode, Value) {
+    let response = http::client()
+        .get(esq.url(&format!("/api/dta/export/{job}")))
+        .bearer_auth(http::token(user))
+        .send()
+        .await
+        .expect("the status request is answered");
+    http::read(response).await
+}
+
+/// Polls the job until it ends (a minute at most).
+async fn finished(esq: &(impl Doors + ?Sized), user: &str, job: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = status(esq, user, job).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        if body["state"] == "COMPLETED" || body["state"] == "FAILED" {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "the job never ended: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls the database until the job is in `state`.
+async fn until_state(esq: &Esq, job: &str, state: &str) {
+    let client = esq.pg().connect().await;
+    for _ in 0..300 {
+        let row = client
+            .query_one("SELECT state FROM esq.export_jobs WHERE id = $1", &[&job])
+            .await
+            .unwrap();
+        if row.get::<_, &str>(0) == state {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {job} never reached {state}");
+}
+
+/// `esq export decrypt`; the CSV rows of the ZIP when it succeeded.
+async fn decrypt(esq: &Esq, bundle: &Path, kek: &Path, out: &Path) -> (i32, Value) {
+    let run = esq_run(
+        esq,
+        "decrypt",
+        &[
+            "export",
+            "decrypt",
+            "--in",
+            &bundle.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--kek-file",
+            &kek.display().to_string(),
+        ],
+    )
+    .await;
+    let summary = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    (run.status, summary)
+}
+
+/// The records of `answer.csv` in a decrypted bundle (header first).
+fn csv_rows(zip: &Path) -> Vec<Vec<String>> {
+    let file = std::fs::File::open(zip).expect("the decrypted ZIP");
+    let mut archive = zip::ZipArchive::new(file).expect("a ZIP");
+    let answer = archive
+        .by_name("answer.csv")
+        .expect("answer.csv in the bundle");
+    let rows = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(answer)
+        .records()
+        .map(|r| r.expect("a CSV record").iter().map(String::from).collect())
+        .collect();
+    rows
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("the file")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("the file")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_decrypts_to_the_guard_approved_answer_and_is_ledgered() {
+    let exports = exports();
+    let esq = ready(builder(&exports).start().await).await;
+    let ticket = http::ticket(&esq, "clinician", clinician_with_id()).await;
+
+    // What the guard answers the same statement with, through the query door.
+    let (code, answer) = http::query(&esq, &ticket, json!({"sql": CA_ROWS})).await;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    let expected: Vec<Vec<String>> = answer
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            ["id", "state", "county", "burial_date"]
+                .iter()
+                .map(|c| text(&row[*c]))
+                .collect()
+        })
+        .collect();
+    assert!(expected.len() > 20, "the sample has California rows");
+
+    let (code, queued) = submit(
+        &esq,
+        &ticket,
+        json!({"sql": CA_ROWS, "reason": "annual report to the federal portal", "retention_days": 30}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{queued}");
+    assert_eq!(queued["state"], "QUEUED");
+    let job = queued["job"].as_str().expect("a job id").to_string();
+    let done = finished(&esq, "clinician", &job).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["progress"]["rows"], expected.len() as u64, "{done}");
+
+    // The sealed bundle: private, and it decrypts to the guard's answer.
+    let bundle = exports.dir.join(format!("{job}.enc"));
+    assert_eq!(mode(&bundle), 0o600);
+    let zip = exports.dir.join("out.zip");
+    let (code, summary) = decrypt(&esq, &bundle, &exports.kek, &zip).await;
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(mode(&zip), 0o600);
+    assert_eq!(summary["job"], job.as_str());
+    let rows = csv_rows(&zip);
+    assert_eq!(rows[0], ["id", "state", "county", "burial_date"]);
+    assert_eq!(rows[1..], expected[..], "the export is the guard's answer");
+    assert_eq!(done["bundle_sha256"], sha256(&zip).as_str(), "{done}");
+    let manifest = esq::exports::package::verify(&zip).expect("the manifest verifies");
+    assert_eq!(manifest.files[0].rows, expected.len() as u64);
+
+    // A flipped bit anywhere fails decryption, and leaves no output.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let tampered = exports.dir.join("tampered.enc");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let broken = exports.dir.join("broken.zip");
+    let (code, _) = decrypt(&esq, &tampered, &exports.kek, &broken).await;
+    assert_ne!(code, 0);
+    assert!(!broken.exists());
+
+    // The consent ledger: hashed subject keys only, one per person.
+    let admin = esq.pg().connect().await;
+    let hashes: BTreeSet<String> = admin
+        .query(
+            "SELECT subject_hash FROM esq.export_subjects WHERE job = $1",
+            &[&job],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let ids: BTreeSet<String> = expected.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(hashes.len(), ids.len());
+    let keys = esq.app().subject_keys.clone().expect("subject keys");
+    let named: BTreeSet<String> = ids.iter().map(|id| keys.hash("burial_2024", id)).collect();
+    assert_eq!(
+        hashes, named,
+        "the ledger names the exported subjects by hash"
+    );
+    assert!(hashes.iter().all(|h| !ids.contains(h) && h.len() == 64));
+    let ledger_text: String = admin
+        .query_one(
+            "SELECT row_to_json(l)::text FROM esq.export_ledger l WHERE job = $1",
+            &[&job],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for id in ids.iter().take(20) {
+        assert!(!ledger_text.contains(&format!("\"{id}\"")), "{ledger_text}");
+    }
+    assert_eq!(done["ledger"]["subject_count"], ids.len() as u64, "{done}");
+    assert_eq!(
+        done["ledger"]["reason"],
+        "annual report to the federal portal"
+    );
+
+    // Someone else's job is not found; the requester downloads the bundle.
+    let (code, _) = status(&esq, "journalist", &job).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let download = http::client()
+        .get(esq.url(&format!("/api/dta/export/{job}/bundle")))
+        .bearer_auth(http::token("clinician"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    let downloaded = download.bytes().await.unwrap();
+    assert_eq!(
+        downloaded.as_ref(),
+        std::fs::read(&bundle).unwrap().as_slice()
+    );
+
+    // The subject lookup lists the export; a forget marks it.
+    let subject = ids.iter().next().unwrap().clone();
+    let query = format!("dataset=burial_2024&subject={subject}");
+    let (code, found) = subject_http(&esq, "privacy", &query).await;
+    assert_eq!(code, StatusCode::OK, "{found}");
+    assert_eq!(found["exports"][0]["job"], job.as_str(), "{found}");
+    assert!(found["exports"][0].get("subject_forgotten_at").is_none());
+    let (code, receipt) = forget_http(
+        &esq,
+        Some("privacy"),
+        json!({"dataset": "burial_2024", "subject": subject, "reason": "request", "requested_by": "family"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{receipt}");
+    let (_, found) = subject_http(&esq, "privacy", &query).await;
+    assert!(
+        found["exports"][0]["subject_forgotten_at"].is_string(),
+        "{found}"
+    );
+
+    // KEK rotation: the old KEK no longer opens the bundle, the new one does.
+    let new_kek = exports.dir.join("../kek.new");
+    esq::exports::kek::FileKek::generate(&new_kek).expect("a new KEK");
+    let rotate = esq_run(
+        &esq,
+        "rotate",
+        &[
+            "kek",
+            "rotate",
+            "--new-kek-file",
+            &new_kek.display().to_string(),
+            "--dir",
+            &exports.dir.display().to_string(),
+            "--kek-file",
+            &exports.kek.display().to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(rotate.status, 0, "{}{}", rotate.stdout, rotate.stderr);
+    let old = exports.dir.join("old.zip");
+    let (code, _) = decrypt(&esq, &bundle, &exports.kek, &old).await;
+    assert_ne!(code, 0, "the old KEK still opens the bundle");
+    let new = exports.dir.join("new.zip");
+    let (code, summary) = decrypt(&esq, &bundle, &new_kek, &new).await;
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(sha256(&new), sha256(&zip));
+
+    // Everything above is on record.
+    let audit = std::fs::read_to_string(esq.dir().join("audit.jsonl")).unwrap();
+    for action in [
+        "queued",
+        "materializing",
+        "stored",
+        "completed",
+        "downloaded",
+    ] {
+        assert!(
+            audit.contains(&format!("\"action\":\"{action}\"")),
+            "no {action} record"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_and_refused_exports() {
+    let exports = exports();
+    let esq = ready(builder(&exports).start().await).await;
+    let foia = http::ticket(&esq, "journalist", common::tickets::foia_request("5m")).await;
+
+    // A refused statement queues nothing.
+    let (code, body) = submit(
+        &esq,
+        &foia,
+        json!({"sql": "SELECT ssn FROM burial_2024", "reason": "r"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let (code, body) = submit(&esq, &foia, json!({"query": {"groupBy": "state"}})).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "reason", "{body}");
+    let (code, body) = submit(
+        &esq,
+        &foia,
+        json!({"query": {"groupBy": "state"}, "reason": "two\u{0000}lines"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let admin = esq.pg().connect().await;
+    let jobs: i64 = admin
+        .query_one("SELECT count(*) FROM esq.export_jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 0);
+
+    // An aggregate export: the k-suppressed counts, no subjects in the ledger.
+    let (_, answer) = http::query(&esq, &foia, json!({"groupBy": "state"})).await;
+    let (code, queued) = submit(
+        &esq,
+        &foia,
+        json!({"query": {"groupBy": "state"}, "reason": "FOIA release"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{queued}");
+    let job = queued["job"].as_str().unwrap().to_string();
+    let done = finished(&esq, "journalist", &job).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["ledger"]["subject_count"], 0);
+    let zip = exports.dir.join("agg.zip");
+    let (code, summary) = decrypt(
+        &esq,
+        &exports.dir.join(format!("{job}.enc")),
+        &exports.kek,
+        &zip,
+    )
+    .await;
+    assert_eq!(code, 0, "{summary}");
+    let rows = csv_rows(&zip);
+    let mut exported: Vec<(String, String)> = rows[1..]
+        .iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    let mut expected: Vec<(String, String)> = answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (text(&r["state"]), text(&r["count"])))
+        .collect();
+    exported.sort();
+    expected.sort();
+    assert_eq!(exported, expected);
+    assert!(
+        exported
+            .iter()
+            .all(|(_, n)| n.parse::<i64>().unwrap() >= 11),
+        "only groups of at least k leave"
+    );
+
+    // A row-level export must carry the subject key (the ledger names whom it holds).
+    let rows_ticket = http::ticket(&esq, "clinician", common::tickets::clinician_request()).await;
+    let (code, queued) = submit(
+        &esq,
+        &rows_ticket,
+        json!({"sql": "SELECT state, county FROM burial_2024", "reason": "r"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{queued}");
+    let done = finished(&esq, "clinician", queued["job"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("subject key"),
+        "{done}"
+    );
+
+    // Two statements are not an export.
+    let (code, body) = submit(
+        &esq,
+        &rows_ticket,
+        json!({"sql": "SELECT state FROM burial_2024; SELECT county FROM burial_2024", "reason": "r"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+
+    // A ticket revoked while its job waits in the queue: the job does not run.
+    let locker = esq.pg().connect().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE burial_2024 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let first = http::ticket(&esq, "clinician", clinician_with_id()).await;
+    let (_, a) = submit(&esq, &first, json!({"sql": CA_ROWS, "reason": "r"})).await;
+    let a = a["job"].as_str().unwrap().to_string();
+    until_state(&esq, &a, "MATERIALIZING").await;
+    let second = http::ticket(&esq, "clinician", clinician_with_id()).await;
+    let (_, b) = submit(&esq, &second, json!({"sql": CA_ROWS, "reason": "r"})).await;
+    let b = b["job"].as_str().unwrap().to_string();
+    let revoked = http::revoke(&esq, Some("clinician"), &second).await;
+    assert!(revoked.status().is_success());
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(finished(&esq, "clinician", &a).await["state"], "COMPLETED");
+    let stopped = finished(&esq, "clinician", &b).await;
+    assert_eq!(stopped["state"], "FAILED", "{stopped}");
+    assert!(
+        stopped["error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer live"),
+        "{stopped}"
+    );
+    assert!(!exports.dir.join(format!("{b}.enc")).exists());
+    // The statement is not kept once a job ended.
+    let kept: i64 = admin
+        .query_one("SELECT count(*) FROM esq.export_jobs WHERE request ? 'sql' AND state IN ('COMPLETED', 'FAILED')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 0);
+
+    // hash_fields: the id column is pseudonymised, one pseudonym per person.
+    let with_id = http::ticket(&esq, "clinician", clinician_with_id()).await;
+    let (_, queued) = submit(
+        &esq,
+        &with_id,
+        json!({"sql": "SELECT id, state, id FROM burial_2024 WHERE state = 'CA' ORDER BY 1", "reason": "r", "hash_fields": ["id"]}),
+    )
+    .await;
+    let job = queued["job"].as_str().unwrap().to_string();
+    let done = finished(&esq, "clinician", &job).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    let zip = exports.dir.join("hashed.zip");
+    let (code, _) = decrypt(
+        &esq,
+        &exports.dir.join(format!("{job}.enc")),
+        &exports.kek,
+        &zip,
+    )
+    .await;
+    assert_eq!(code, 0);
+    let rows = csv_rows(&zip);
+    let ids: Vec<&String> = rows[1..].iter().map(|r| &r[0]).collect();
+    assert!(
+        rows[1..].iter().all(|r| r[0] == r[2]),
+        "both id columns are hashed alike: {:?}",
+        &rows[..2]
+    );
+    assert!(ids
+        .iter()
+        .all(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit())));
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_a_killed_esq_and_never_completes_half_written() {
+    let exports = exports();
+    let mut esq = builder(&exports).redis().prepare().await;
+    let mut binary = esq.spawn_binary(&[]).await;
+    let ticket = http::ticket(&binary, "clinician", clinician_with_id()).await;
+    let (_, answer) = http::query(&binary, &ticket, json!({"sql": CA_ROWS})).await;
+    let expected = answer.as_array().expect("rows").len();
+
+    // The table is locked: the job claims and waits in MATERIALIZING.
+    let locker = esq.pg().connect().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE burial_2024 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (code, queued) = submit(
+        &binary,
+        &ticket,
+        json!({"sql": CA_ROWS, "reason": "resume me"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{queued}");
+    let job = queued["job"].as_str().unwrap().to_string();
+    until_state(&esq, &job, "MATERIALIZING").await;
+    binary.kill();
+    assert!(!exports.dir.join(format!("{job}.enc")).exists());
+
+    locker.batch_execute("COMMIT").await.unwrap();
+    esq.restart().await;
+    let esq = ready(esq).await;
+    let done = finished(&esq, "clinician", &job).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let zip = exports.dir.join("resumed.zip");
+    let (code, summary) = decrypt(
+        &esq,
+        &exports.dir.join(format!("{job}.enc")),
+        &exports.kek,
+        &zip,
+    )
+    .await;
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(csv_rows(&zip).len() - 1, expected, "the whole answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_too_often_fails_and_expired_bundles_are_purged() {
+    let exports = exports();
+    let esq = ready(
+        builder(&exports)
+            .env("ESQ_EXPORTS__MAX_ATTEMPTS", "1")
+            .start()
+            .await,
+    )
+    .await;
+    let ticket = http::ticket(&esq, "clinician", clinician_with_id()).await;
+    let (_, queued) = submit(
+        &esq,
+        &ticket,
+        json!({"sql": CA_ROWS, "reason": "keep 1 day", "retention_days": 1}),
+    )
+    .await;
+    let job = queued["job"].as_str().unwrap().to_string();
+    let done = finished(&esq, "clinician", &job).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+
+    // A job whose runner died once, under max_attempts 1: FAILED, no bundle.
+    let admin = esq.pg().connect().await;
+    admin
+        .execute(
+            "INSERT INTO esq.export_jobs (id, requester, dataset, reason, request, scope, retention_days, state, claimed_by, heartbeat, attempts) \
+             SELECT 'E-00000000000000000000000000000002', requester, dataset, reason, request, scope, retention_days, \
+                    'ENCRYPTING', 'a dead esq', now() - interval '1 hour', 1 \
+             FROM esq.export_jobs WHERE id = $1",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    let failed = finished(&esq, "clinician", "E-00000000000000000000000000000002").await;
+    assert_eq!(failed["state"], "FAILED", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("interrupted"),
+        "{failed}"
+    );
+    assert!(!exports
+        .dir
+        .join("E-00000000000000000000000000000002.enc")
+        .exists());
+
+    // Retention: past its window, `esq purge` deletes the bundle and marks the ledger.
+    admin
+        .execute(
+            "UPDATE esq.export_ledger SET expires_at = now() - interval '1 minute' WHERE job = $1",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    let bundle = exports.dir.join(format!("{job}.enc"));
+    assert!(bundle.exists());
+    let run = esq_run(&esq, "purge", &["purge", "--json"]).await;
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        report["export_bundles"]["bundles"],
+        json!([job]),
+        "{report}"
+    );
+    assert!(!bundle.exists());
+    let (_, after) = status(&esq, "clinician", &job).await;
+    assert!(after["ledger"]["purged_at"].is_string(), "{after}");
+    let download = http::client()
+        .get(esq.url(&format!("/api/dta/export/{job}/bundle")))
+        .bearer_auth(http::token("clinician"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::NOT_FOUND);
+}
+
+/// An export of a dataset linked to a subject dataset (staff_notes →
+/// burial_2024) names the veterans it holds (red-team F5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_dataset_export_is_ledgered_under_the_subjects_it_links_to() {
+    let exports = exports();
+    let esq = ready(builder(&exports).start().await).await;
+    let veteran: i64 = esq
+        .pg()
+        .connect()
+        .await
+        .query_one("SELECT min(veteran_id) FROM staff_notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // No policy grants staff_notes: a steward's exception does.
+    let asked = json!({"dataset": "staff_notes", "fields": ["veteran_id", "topic"], "aggregate": null,
+                       "purpose": "treatment follow-up", "justification": "the family's visits",
+                       "duration": "1d"});
+    let (code, exception) = common::exceptions::ask(&esq, "clinician", asked).await;
+    assert_eq!(code, StatusCode::CREATED, "{exception}");
+    let id = exception["exception"].as_str().unwrap().to_string();
+    let (code, approved) = common::exceptions::decide(&esq, "steward", &id, "approve", "ok").await;
+    assert_eq!(code, StatusCode::OK, "{approved}");
+    let ticket = http::ticket(
+        &esq,
+        "clinician",
+        json!({"dataset": "staff_notes", "purpose": "treatment follow-up",
+               "fields": ["veteran_id", "topic"], "exception": id}),
+    )
+    .await;
+    let sql = format!("SELECT veteran_id, topic FROM staff_notes WHERE veteran_id = {veteran}");
+    let (code, queued) = submit(&esq, &ticket, json!({"sql": sql, "reason": "follow-up"})).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{queued}");
+    let job = queued["job"].as_str().unwrap().to_string();
+    let done = finished(&esq, "clinician", &job).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["ledger"]["subject_count"], 1, "{done}");
+
+    let keys = esq.app().subject_keys.clone().expect("subject keys");
+    let row = esq
+        .pg()
+        .connect()
+        .await
+        .query_one(
+            "SELECT dataset, subject_hash FROM esq.export_subjects WHERE job = $1",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "burial_2024");
+    assert_eq!(
+        row.get::<_, String>(1),
+        keys.hash("burial_2024", &veteran.to_string())
+    );
+    let query = format!("dataset=burial_2024&subject={veteran}");
+    let (code, found) = subject_http(&esq, "privacy", &query).await;
+    assert_eq!(code, StatusCode::OK, "{found}");
+    assert_eq!(found["exports"][0]["job"], job.as_str(), "{found}");
+}
