@@ -29,7 +29,9 @@
 # logs each state change with clock_timestamp() (the job row's finished_at
 # is the ledger transaction's start, before the subject hashes are
 # inserted, so it cannot serve). A one-off COPY before the first round warms
-# the cache for both sides. Everything is torn down on exit.
+# the cache for both sides. Afterwards: PostgreSQL's costliest statements
+# over the runs (pg_stat_statements), the WAL they wrote and the size of the
+# consent ledger's subject table. Everything is torn down on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -48,6 +50,9 @@ ensure_packages pg:postgresql psql:postgresql-client runuser:util-linux curl:cur
 say "building esq (release) into $CARGO_TARGET_DIR"
 cargo build --quiet --release --bin esq
 ESQ=$CARGO_TARGET_DIR/release/esq
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || COMMIT="$COMMIT + uncommitted changes to src/"
+STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
 
 WORK=$(mktemp -d /tmp/esq-export-bench-XXXXXX)
 chmod 755 "$WORK"
@@ -64,7 +69,8 @@ cleanup() {
 trap cleanup EXIT
 
 say "PostgreSQL on 127.0.0.1:$PG_PORT with $ROWS sample rows"
-pg_start --no-sync "$PGDATA" "$PG_PORT" max_connections=100 shared_buffers=256MB
+pg_start --no-sync "$PGDATA" "$PG_PORT" max_connections=100 shared_buffers=256MB \
+  shared_preload_libraries=pg_stat_statements
 ADMIN="postgres://postgres@127.0.0.1:$PG_PORT/esq_bench"
 psql -X -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "CREATE DATABASE esq_bench"
 loaded=$(date +%s)
@@ -241,6 +247,10 @@ copy_run() { # prints: seconds rows bytes
 
 say "warming up: one untimed \\copy"
 copy_run >/dev/null
+# Where PostgreSQL spends the runs' time (the ledger's statements above all).
+psql -X -q -v ON_ERROR_STOP=1 "$ADMIN" -c "CREATE EXTENSION pg_stat_statements" -c "SELECT pg_stat_statements_reset()" >/dev/null
+WAL_START=$(psql -X -tA "$ADMIN" -c "SELECT pg_current_wal_lsn()")
+CHECKPOINTS_START=$(psql -X -tA "$ADMIN" -c "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
 
 RESULTS=$WORK/results.jsonl
 say "load average before the runs: $(cut -d" " -f1-3 /proc/loadavg)"
@@ -261,6 +271,17 @@ GZIP_BYTES=$(gzip -6 -c "$WORK/copy.csv" | wc -c)
 GZIP_SECS=$(python3 -c "print(round($(date +%s.%N) - $GZIP_START, 3))")
 echo "{\"kind\": \"gzip\", \"seconds\": $GZIP_SECS, \"bytes\": $GZIP_BYTES, \"in_bytes\": $CSV_BYTES}" | tee -a "$RESULTS"
 
+say "PostgreSQL during the runs: the costliest statements (pg_stat_statements)"
+psql -X "$ADMIN" -c "SELECT calls, round(total_exec_time::numeric / 1000, 2) AS total_s,
+    round(mean_exec_time::numeric, 1) AS mean_ms, rows, pg_size_pretty(wal_bytes) AS wal,
+    left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
+  FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 6"
+psql -X "$ADMIN" -c "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), '$WAL_START')) AS wal_written,
+    (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) - $CHECKPOINTS_START AS checkpoints,
+    (SELECT count(DISTINCT job) FROM esq.export_subjects) AS ledgered_exports,
+    (SELECT count(*) FROM esq.export_subjects) AS subject_rows,
+    pg_size_pretty(pg_relation_size('esq.export_subjects')) AS subjects_heap,
+    pg_size_pretty(pg_indexes_size('esq.export_subjects')) AS subjects_indexes"
 if [ "$PERF" = 1 ]; then
   command -v perf >/dev/null || die "PERF=1 needs perf"
   say "one more export under perf record (not counted above)"
@@ -277,6 +298,7 @@ fi
 say "load average after the runs: $(cut -d" " -f1-3 /proc/loadavg)"
 if grep -qE "WARN|ERROR" "$WORK/esq.log"; then say "esq logged:"; grep -E "WARN|ERROR" "$WORK/esq.log" | tail -5; fi
 say "summary"
+echo "esq $COMMIT (release), $STARTED; PostgreSQL $(psql -X -tA "$ADMIN" -c 'SHOW server_version'); $(nproc) cores shared by esq, PostgreSQL and the clients"
 python3 - "$RESULTS" "$(nproc)" "$ROWS" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
@@ -286,17 +308,21 @@ gz = next(r for r in runs if r["kind"] == "gzip")
 med = statistics.median
 mib = lambda kib: f"{kib / 1024:.1f}"
 print(f"{sys.argv[3]} sample rows; {esq[0]['rows']} exported (the rest are outside the 10-year retention window); {sys.argv[2]} cores\n")
-print("| run | esq export s | esq rows/s | \\copy s | \\copy rows/s | esq / \\copy (rows/s) | bundle bytes | esq CPU s |")
-print("|---|---|---|---|---|---|---|---|")
+print("| run | esq export s | esq rows/s | bundle stored s | \\copy s | \\copy rows/s | esq / \\copy (rows/s) | bundle bytes | esq CPU s |")
+print("|---|---|---|---|---|---|---|---|---|")
 ratios = []
+# From the POST to the bundle on disk (state STORED), before the ledger.
+stored = lambda e: e["seconds"] - e["states"].get("STORED", 0)
 for i, (e, c) in enumerate(zip(esq, copy), 1):
     er, cr = e["rows"] / e["seconds"], c["rows"] / c["seconds"]
     ratios.append(er / cr)
-    print(f"| {i} | {e['seconds']:.2f} | {er:,.0f} | {c['seconds']:.2f} | {cr:,.0f} | {er / cr:.3f} | {e['bundle_bytes']:,} | {e['cpu_seconds']:.1f} |")
+    print(f"| {i} | {e['seconds']:.2f} | {er:,.0f} | {stored(e):.2f} | {c['seconds']:.2f} | {cr:,.0f} | {er / cr:.3f} | {e['bundle_bytes']:,} | {e['cpu_seconds']:.1f} |")
 es, cs = med([e["seconds"] for e in esq]), med([c["seconds"] for c in copy])
-print(f"| median | {es:.2f} | {med([e['rows'] / e['seconds'] for e in esq]):,.0f} | {cs:.2f} | "
+print(f"| median | {es:.2f} | {med([e['rows'] / e['seconds'] for e in esq]):,.0f} | {med([stored(e) for e in esq]):.2f} | {cs:.2f} | "
       f"{med([c['rows'] / c['seconds'] for c in copy]):,.0f} | {med(ratios):.3f} | "
       f"{med([e['bundle_bytes'] for e in esq]):,.0f} | {med([e['cpu_seconds'] for e in esq]):.1f} |")
+print(f"\nto the bundle on disk (STORED, before the ledger): median {med([e['rows'] / stored(e) for e in esq]):,.0f} rows/s, "
+      f"{med([(e['rows'] / stored(e)) / (c['rows'] / c['seconds']) for e, c in zip(esq, copy)]):.3f} of \\copy")
 print(f"\n\\copy wrote {copy[-1]['bytes']:,} bytes of CSV ({copy[-1]['rows']:,} rows); gzip -6 of it: "
       f"{gz['bytes']:,} bytes in {gz['seconds']:.2f} s")
 print("\nesq's time by job state (seconds, from the bench trigger's clock_timestamp()):\n")

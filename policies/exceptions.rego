@@ -28,10 +28,11 @@
 #       to a policy change, not a standing grant);
 #     - the exception names fields, all in the dataset's catalog entry, and
 #       an aggregate that is null (row level) or "count";
-#     - a row-level exception (aggregate null) on PII fields needs the
-#       requester's clearance to cover the dataset's sensitivity: a steward
-#       can waive a rule, not clear a person (counts with small-group
-#       suppression stay approvable at any clearance).
+#     - a row-level exception (aggregate null) needs the requester's
+#       clearance to cover the sensitivity of every field it names (PII,
+#       and PHI labels on fields that are not PII): a steward can waive a
+#       rule, not clear a person (counts with small-group suppression stay
+#       approvable at any clearance).
 package esq.exceptions
 
 import data.esq.lib
@@ -74,7 +75,14 @@ duration_seconds := d if {
 	is_number(d)
 } else := 0
 
-pii_fields := [f | some f in fields; lib.is_pii(f)]
+# Fields whose sensitivity (PII, or a PHI label on a field that is not PII,
+# such as a cause of death) is above the requester's clearance.
+above_clearance := [f |
+	some f in fields
+	rank := lib.field_rank(lib.sensitivity(f))
+	rank >= lib.sensitivity_rank.PII
+	rank > lib.clearance_rank(requester_clearance)
+]
 
 approving if action == "approve_exception"
 
@@ -128,9 +136,8 @@ reasons contains msg if {
 reasons contains msg if {
 	approving
 	aggregate == null
-	count(pii_fields) > 0
-	lib.clearance_rank(requester_clearance) < lib.field_rank(lib.dataset_sensitivity)
-	msg := sprintf("row-level PII fields %s need the requester's clearance to cover the dataset's %s, but the requester holds %s: approve counts (\"aggregate\": \"count\") instead, or have the requester cleared", [lib.list_str(pii_fields), lib.dataset_sensitivity, requester_clearance])
+	count(above_clearance) > 0
+	msg := sprintf("row-level fields %s are classified above the requester's clearance %s: approve counts (\"aggregate\": \"count\") instead, or have the requester cleared", [lib.list_str(above_clearance), requester_clearance])
 }
 
 allow := count(reasons) == 0

@@ -129,3 +129,18 @@ test_a_mistyped_clearance_is_public if {
 	d := exceptions.decision with input as odd
 	refused_because(d, "PUBLIC")
 }
+
+# A PHI label on a field that is not PII (a cause of death) needs the
+# clearance too (red-team N3).
+test_row_level_phi_on_a_non_pii_field_needs_clearance if {
+	labelled := object.union(base, {"dataset": object.union(base.dataset, {"fields": array.concat(
+		base.dataset.fields,
+		[{"name": "cause_of_death", "pii": false, "sensitivity": "PHI"}],
+	)})})
+	phi := object.union(labelled, {"exception": object.union(base.exception, {"fields": ["state", "cause_of_death"]})})
+	d := exceptions.decision with input as phi
+	refused_because(d, "clearance")
+	counts := object.union(phi, {"exception": object.union(phi.exception, {"aggregate": "count"})})
+	c := exceptions.decision with input as counts
+	c.allow == true
+}

@@ -624,3 +624,22 @@ async fn a_waiver_lifts_denials_never_obligations() {
         "{issued}"
     );
 }
+
+/// Free texts with NUL, controls or text-direction characters are bad
+/// input naming the field, not a database failure (red-team N5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_texts_refuse_characters_that_mislead() {
+    let esq = fixture().await;
+    for (field, value) in [
+        ("purpose", "county\u{0000}story"),
+        ("justification", "needs \u{202E}seirub"),
+    ] {
+        let (status, body) = ask(&esq, "journalist", listing(json!({ field: value }))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["field"], field, "{body}");
+    }
+    let id = pending(&esq, "journalist", listing(json!({}))).await;
+    let (status, body) = decide(&esq, "steward", &id, "approve", "ok\u{0000}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "comment", "{body}");
+}

@@ -9,181 +9,25 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::esq::Esq;
+use common::exports::*;
 use common::lifecycle::{esq_run, forget_http, subject_http};
 use common::{http, Doors};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const ROWS: u64 = 2_000;
-
-/// Exports on, in a directory of the test's own (kept by the TempDir).
-struct Exports {
-    _keep: tempfile::TempDir,
-    dir: PathBuf,
-    kek: PathBuf,
-}
-
-fn exports() -> Exports {
-    let keep = tempfile::tempdir().expect("a temporary directory");
-    let dir = keep.path().join("exports");
-    let kek = keep.path().join("kek");
-    esq::exports::kek::FileKek::generate(&kek).expect("a KEK");
-    Exports {
-        dir,
-        kek,
-        _keep: keep,
-    }
-}
-
-fn builder(exports: &Exports) -> common::esq::EsqBuilder {
-    Esq::builder()
-        .lifecycle()
-        .rows(ROWS)
-        .k_only_counts()
-        .env("ESQ_SENTINEL__ENABLED", "false")
-        .env("ESQ_EXPORTS__DIR", exports.dir.display().to_string())
-        .env("ESQ_EXPORTS__KEK_FILE", exports.kek.display().to_string())
-        .env("ESQ_EXPORTS__POLL", "200ms")
-        .env("ESQ_EXPORTS__STALE_AFTER", "2s")
-}
-
-async fn ready(esq: Esq) -> Esq {
-    for _ in 0..300 {
-        if esq.app().tombstones.is_read() {
-            return esq;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("esq never read its tombstones");
-}
-
-/// A clinician's row-level ticket that includes the subject key.
-fn clinician_with_id() -> Value {
-    json!({"dataset": "burial_2024", "purpose": "treatment of the patient in my care",
-           "fields": ["id", "state", "county", "burial_date"]})
-}
-
-const CA_ROWS: &str =
-    "SELECT id, state, county, burial_date FROM burial_2024 WHERE state = 'CA' ORDER BY id";
-
-async fn submit(esq: &(impl Doors + ?Sized), ticket: &str, body: Value) -> (StatusCode, Value) {
-    let response = http::client()
-        .post(esq.url("/api/dta/export"))
-        .header("X-ESQ-Ticket", ticket)
-        .json(&body)
-        .send()
-        .await
-        .expect("the export request is answered");
-    http::read(response).await
-}
-
-async fn status(esq: &(impl Doors + ?Sized), user: &str, job: &str) -> (StatusCode, Value) {
-    let response = http::client()
-        .get(esq.url(&format!("/api/dta/export/{job}")))
-        .bearer_auth(http::token(user))
-        .send()
-        .await
-        .expect("the status request is answered");
-    http::read(response).await
-}
-
-/// Polls the job until it ends (a minute at most).
-async fn finished(esq: &(impl Doors + ?Sized), user: &str, job: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (code, body) = status(esq, user, job).await;
-        assert_eq!(code, StatusCode::OK, "{body}");
-        if body["state"] == "COMPLETED" || body["state"] == "FAILED" {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "the job never ended: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls the database until the job is in `state`.
-async fn until_state(esq: &Esq, job: &str, state: &str) {
-    let client = esq.pg().connect().await;
-    for _ in 0..300 {
-        let row = client
-            .query_one("SELECT state FROM esq.export_jobs WHERE id = $1", &[&job])
-            .await
-            .unwrap();
-        if row.get::<_, &str>(0) == state {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {job} never reached {state}");
-}
-
-/// `esq export decrypt`; the CSV rows of the ZIP when it succeeded.
-async fn decrypt(esq: &Esq, bundle: &Path, kek: &Path, out: &Path) -> (i32, Value) {
-    let run = esq_run(
-        esq,
-        "decrypt",
-        &[
-            "export",
-            "decrypt",
-            "--in",
-            &bundle.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--kek-file",
-            &kek.display().to_string(),
-        ],
-    )
-    .await;
-    let summary = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
-    (run.status, summary)
-}
-
-/// The records of `answer.csv` in a decrypted bundle (header first).
-fn csv_rows(zip: &Path) -> Vec<Vec<String>> {
-    let file = std::fs::File::open(zip).expect("the decrypted ZIP");
-    let mut archive = zip::ZipArchive::new(file).expect("a ZIP");
-    let answer = archive
-        .by_name("answer.csv")
-        .expect("answer.csv in the bundle");
-    let rows = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(answer)
-        .records()
-        .map(|r| r.expect("a CSV record").iter().map(String::from).collect())
-        .collect();
-    rows
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .expect("the file")
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-fn sha256(path: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("the file")))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_decrypts_to_the_guard_approved_answer_and_is_ledgered() {
     let exports = exports();
-    let esq = ready(builder(&exports).start().await).await;
+    let hook = common::webhook::Receiver::start(1).await;
+    let esq = ready(
+        builder(&exports)
+            .env("ESQ_EXPORTS__WEBHOOK", hook.url.clone())
+            .start()
+            .await,
+    )
+    .await;
     let ticket = http::ticket(&esq, "clinician", clinician_with_id()).await;
 
     // What the guard answers the same statement with, through the query door.
@@ -214,6 +58,53 @@ async fn an_export_decrypts_to_the_guard_approved_answer_and_is_ledgered() {
     let done = finished(&esq, "clinician", &job).await;
     assert_eq!(done["state"], "COMPLETED", "{done}");
     assert_eq!(done["progress"]["rows"], expected.len() as u64, "{done}");
+
+    // The webhook hears of it (after one refusal: retried), without data.
+    let mut heard = None;
+    for _ in 0..100 {
+        heard = hook
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(body, ok, _)| *ok && body["job"] == job.as_str())
+            .map(|(b, _, _)| b.clone());
+        if heard.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let heard = heard.expect("the webhook got the completed export");
+    assert_eq!(heard["event"], "export_completed");
+    assert_eq!(heard["rows"], expected.len() as u64);
+    let keys: BTreeSet<&str> = heard
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "bundle_sha256",
+            "dataset",
+            "event",
+            "job",
+            "requester",
+            "rows"
+        ]),
+        "facts, never data"
+    );
+    let exposition = http::metrics(&esq).await;
+    assert_eq!(
+        http::metric(
+            &exposition,
+            "esq_export_jobs_ended_total{state=\"COMPLETED\"}"
+        ),
+        Some(1.0),
+        "{exposition}"
+    );
+    assert!(http::metric(&exposition, "esq_export_bytes_total").unwrap_or(0.0) > 0.0);
 
     // The sealed bundle: private, and it decrypts to the guard's answer.
     let bundle = exports.dir.join(format!("{job}.enc"));
@@ -449,6 +340,18 @@ async fn aggregate_and_refused_exports() {
         "{done}"
     );
 
+    // A row-level export reads its table once: a self-join could ship
+    // people the ledger does not name (red-team N1).
+    let with_key = http::ticket(&esq, "clinician", clinician_with_id()).await;
+    let (code, body) = submit(
+        &esq,
+        &with_key,
+        json!({"sql": "SELECT t.id, b.state FROM burial_2024 b LEFT JOIN burial_2024 t ON false", "reason": "r"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("once"), "{body}");
+
     // Two statements are not an export.
     let (code, body) = submit(
         &esq,
@@ -471,20 +374,30 @@ async fn aggregate_and_refused_exports() {
     let second = http::ticket(&esq, "clinician", clinician_with_id()).await;
     let (_, b) = submit(&esq, &second, json!({"sql": CA_ROWS, "reason": "r"})).await;
     let b = b["job"].as_str().unwrap().to_string();
-    let revoked = http::revoke(&esq, Some("clinician"), &second).await;
-    assert!(revoked.status().is_success());
+    let third = http::ticket(&esq, "clinician", clinician_with_id()).await;
+    let (_, c) = submit(&esq, &third, json!({"sql": CA_ROWS, "reason": "r"})).await;
+    let c = c["job"].as_str().unwrap().to_string();
+    // `a` is running (its query waits on the lock), `b` and `c` are queued:
+    // revoking `a`'s and `b`'s tickets stops both; `c` completes.
+    for ticket in [&first, &second] {
+        let revoked = http::revoke(&esq, Some("clinician"), ticket).await;
+        assert!(revoked.status().is_success());
+    }
     locker.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(finished(&esq, "clinician", &a).await["state"], "COMPLETED");
-    let stopped = finished(&esq, "clinician", &b).await;
-    assert_eq!(stopped["state"], "FAILED", "{stopped}");
-    assert!(
-        stopped["error"]
-            .as_str()
-            .unwrap()
-            .contains("no longer live"),
-        "{stopped}"
-    );
-    assert!(!exports.dir.join(format!("{b}.enc")).exists());
+    assert_eq!(finished(&esq, "clinician", &c).await["state"], "COMPLETED");
+    for job in [&a, &b] {
+        let stopped = finished(&esq, "clinician", job).await;
+        assert_eq!(stopped["state"], "FAILED", "{stopped}");
+        assert!(
+            stopped["error"]
+                .as_str()
+                .unwrap()
+                .contains("no longer live"),
+            "{stopped}"
+        );
+        assert!(!exports.dir.join(format!("{job}.enc")).exists());
+        assert!(stopped["ledger"].is_null(), "{stopped}");
+    }
     // The statement is not kept once a job ended.
     let kept: i64 = admin
         .query_one("SELECT count(*) FROM esq.export_jobs WHERE request ? 'sql' AND state IN ('COMPLETED', 'FAILED')", &[])
@@ -704,4 +617,43 @@ async fn a_linked_dataset_export_is_ledgered_under_the_subjects_it_links_to() {
     let (code, found) = subject_http(&esq, "privacy", &query).await;
     assert_eq!(code, StatusCode::OK, "{found}");
     assert_eq!(found["exports"][0]["job"], job.as_str(), "{found}");
+}
+
+/// Replicas share the queue: a queued job is claimed by exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_is_claimed_once_by_concurrent_runners() {
+    let exports = exports();
+    let esq = ready(
+        builder(&exports)
+            .env("ESQ_EXPORTS__POLL", "1h")
+            .start()
+            .await,
+    )
+    .await;
+    let ticket = http::ticket(&esq, "clinician", clinician_with_id()).await;
+    // Stop the in-process runner from taking it: it polls once an hour
+    // and has polled already.
+    let (_, queued) = submit(&esq, &ticket, json!({"sql": CA_ROWS, "reason": "r"})).await;
+    let job = queued["job"].as_str().unwrap().to_string();
+    let config = &esq.app().config;
+    let mut claims = Vec::new();
+    for runner in 0..4 {
+        let config = config.clone();
+        claims.push(tokio::spawn(async move {
+            let maintenance = esq::lifecycle::Maintenance::connect(&config).await.unwrap();
+            esq::exports::job::claim_next(
+                &maintenance.client,
+                &format!("runner {runner}"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+            .map(|(job, _)| job.id)
+        }));
+    }
+    let mut won = Vec::new();
+    for claim in claims {
+        won.extend(claim.await.unwrap());
+    }
+    assert_eq!(won, vec![job], "one runner, and only one, got the job");
 }

@@ -55,6 +55,13 @@ impl UserDirectory {
         self.users.get(name).map(|u| &u.principal)
     }
 
+    /// The user's roles, for audit records (none for an unknown user).
+    pub fn roles(&self, name: &str) -> &[String] {
+        self.principal(name)
+            .map(|p| p.roles.as_slice())
+            .unwrap_or_default()
+    }
+
     pub fn scram_verifier(&self, name: &str) -> Option<&scram::ScramVerifier> {
         self.users.get(name).and_then(|u| u.scram.as_ref())
     }

@@ -273,6 +273,18 @@ pub(crate) fn text(
             format!("at most {max} characters"),
         ));
     }
+    // NUL cannot be stored; controls and text-direction or invisible
+    // characters would make the record read differently from what it holds.
+    let allowed = |c: char| c == '\n' || c == '\t' || !c.is_control();
+    if !value
+        .chars()
+        .all(|c| allowed(c) && !crate::lifecycle::forget::misleads(c))
+    {
+        return Err(ExceptionError::bad(
+            field,
+            "control, text-direction and invisible characters are not allowed",
+        ));
+    }
     Ok(value.to_string())
 }
 

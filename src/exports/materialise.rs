@@ -104,11 +104,7 @@ pub async fn materialise(
 ) -> Result<Materialised, MaterialiseError> {
     let ticket = ticket_hash(&job.request.ticket_hash)?;
     let bundle = app.bundle();
-    let roles = bundle
-        .users
-        .principal(&job.requester)
-        .map(|p| p.roles.clone())
-        .unwrap_or_default();
+    let roles = bundle.users.roles(&job.requester).to_vec();
     let asker = Asker {
         door: Door::http,
         user: &job.requester,
@@ -125,6 +121,9 @@ pub async fn materialise(
     );
     let run = verdict.result.map_err(refused)?;
     let row_level = job.scope.aggregate.is_none() && run.private.is_none();
+    if row_level && subject.is_some() {
+        reads_one_table(&job.request.sql).map_err(MaterialiseError::Invalid)?;
+    }
     let max_rows = app.config.exports.max_rows;
     let timeout = app.config.exports.statement_timeout;
     let mut lease = upstream
@@ -180,12 +179,17 @@ pub async fn materialise(
             .map_err(|e| MaterialiseError::Disk(e.to_string()))?;
         let mut write = |row: &[Option<Bytes>], sink: &mut CsvSink| -> Result<(), MaterialiseError> {
             if let (Some(at), Some(out), Some(keys)) = (subject_at, subjects.as_mut(), keys.as_ref()) {
-                if let Some(Some(key)) = row.get(at) {
-                    let key = std::str::from_utf8(key).map_err(|_| {
-                        MaterialiseError::Invalid("a subject key is not text".into())
-                    })?;
-                    writeln!(out, "{}", keys.hash(subject_dataset, key)).map_err(disk)?;
-                }
+                // A row without its subject's key cannot be ledgered: the
+                // export fails rather than ship someone unnamed.
+                let Some(Some(key)) = row.get(at) else {
+                    return Err(MaterialiseError::Invalid(
+                        "a row of the answer has no subject key, so the consent ledger could not name whom it belongs to".into(),
+                    ));
+                };
+                let key = std::str::from_utf8(key).map_err(|_| {
+                    MaterialiseError::Invalid("a subject key is not text".into())
+                })?;
+                writeln!(out, "{}", keys.hash(subject_dataset, key)).map_err(disk)?;
             }
             let cells: Vec<Option<Vec<u8>>> = row
                 .iter()
@@ -277,6 +281,26 @@ pub async fn materialise(
             .record(&run.completion.event(None, Some(sqlstate)));
     }
     outcome
+}
+
+/// A row-level export must read the dataset's table once: with a join,
+/// a union or a subquery over a second copy, the subject key column could
+/// come from another row (or be NULL) than the data beside it, and the
+/// consent ledger would name the wrong people, or none.
+pub fn reads_one_table(sql: &str) -> Result<(), String> {
+    let parsed = pg_query::parse(sql, 0)
+        .map_err(|_| "PostgreSQL's parser rejects the statement".to_string())?;
+    let relations = parsed
+        .protobuf
+        .nodes()
+        .into_iter()
+        .filter(|(node, _, _, _)| matches!(node, pg_query::NodeRef::RangeVar(_)))
+        .count();
+    if relations == 1 {
+        Ok(())
+    } else {
+        Err("a row-level export reads its dataset's table once (no join, union or subquery over another copy), so that the consent ledger names whom each row belongs to".into())
+    }
 }
 
 fn ticket_hash(hex_text: &str) -> Result<TicketHash, MaterialiseError> {
@@ -385,6 +409,21 @@ mod tests {
         assert_ne!(a.of(b"123"), a.of(b"124"));
         assert_ne!(a.of(b"123"), b.of(b"123"));
         assert_eq!(a.of(b"123").len(), 64);
+    }
+
+    #[test]
+    fn a_row_level_export_reads_one_table() {
+        assert!(reads_one_table("SELECT id, name FROM burial_2024 WHERE state = 'CA'").is_ok());
+        assert!(reads_one_table("SELECT id FROM (SELECT id FROM burial_2024) s").is_ok());
+        for sql in [
+            "SELECT t.id, b.name FROM burial_2024 b LEFT JOIN burial_2024 t ON false",
+            "SELECT id FROM burial_2024 UNION ALL SELECT id FROM burial_2024",
+            "SELECT id, (SELECT name FROM burial_2024 x WHERE x.id = b.id + 1) FROM burial_2024 b",
+            "WITH c AS (SELECT id FROM burial_2024) SELECT id FROM c",
+            "SELECT 1 +",
+        ] {
+            assert!(reads_one_table(sql).is_err(), "{sql}");
+        }
     }
 
     #[test]

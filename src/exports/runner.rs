@@ -254,7 +254,12 @@ impl Runner {
             json!({"attempt": claim.attempt}),
         );
         let subject = subject_column(client, &self.app, job).await?;
-        let progress = Reporter { client, claim };
+        let progress = Reporter {
+            runner: self,
+            job,
+            client,
+            claim,
+        };
         let answer =
             materialise::materialise(&self.app, &self.upstream, job, subject, work, &progress)
                 .await
@@ -308,6 +313,9 @@ impl Runner {
             json!({"bytes": sealed.bytes, "bundle_sha256": packaged.sha256}),
         );
 
+        // The ticket is checked again before anything is recorded as
+        // delivered: revoked while the job ran, the bundle is deleted.
+        self.ticket_still_live(job).await?;
         let subjects = self
             .complete(
                 maintenance,
@@ -464,7 +472,10 @@ impl Runner {
 }
 
 /// Reports rows materialised (and the heartbeat) to the job's row.
+/// A ticket revoked while the job runs stops it at the next report.
 struct Reporter<'a> {
+    runner: &'a Runner,
+    job: &'a Job,
     client: &'a tokio_postgres::Client,
     claim: &'a Claim,
 }
@@ -472,6 +483,9 @@ struct Reporter<'a> {
 #[async_trait::async_trait]
 impl materialise::Progress for Reporter<'_> {
     async fn report(&self, rows: u64) -> Result<(), MaterialiseError> {
+        if let Err(Stop::Fail(why)) = self.runner.ticket_still_live(self.job).await {
+            return Err(MaterialiseError::Refused(why));
+        }
         job::advance(self.client, self.claim, State::Materializing, rows as i64)
             .await
             .map_err(|err| MaterialiseError::Disk(err.to_string()))

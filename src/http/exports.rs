@@ -90,11 +90,7 @@ pub async fn submit(handler: &Handler, session: &mut ServerSession) -> Result<()
         }
     };
     let sql = query.statement(dataset, &scope)?;
-    let roles = bundle
-        .users
-        .principal(&scope.user)
-        .map(|p| p.roles.as_slice())
-        .unwrap_or_default();
+    let roles = bundle.users.roles(&scope.user);
     let asker = Asker {
         door: Door::http,
         user: &scope.user,
@@ -106,6 +102,11 @@ pub async fn submit(handler: &Handler, session: &mut ServerSession) -> Result<()
     let run = verdict.result.map_err(ApiError::from)?;
     if run.allowed.kinds.len() != 1 {
         return Err(ApiError::bad_request(Some("sql"), "an export is one query").into());
+    }
+    let row_level = scope.aggregate.is_none() && run.private.is_none();
+    if row_level && !bundle.catalog.subject_fields(dataset).is_empty() {
+        crate::exports::materialise::reads_one_table(&sql)
+            .map_err(|why| ApiError::bad_request(Some("sql"), why))?;
     }
     let job_id = job::new_id().map_err(|err| ApiError::Internal(format!("job id: {err}")))?;
     let request = Request {
@@ -176,7 +177,8 @@ fn check_body(app: &crate::app::App, body: &ExportBody) -> Result<i32, ApiError>
         }
     }
     let reason = body.reason.trim();
-    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+    let misleading = |c: char| c.is_control() || crate::lifecycle::forget::misleads(c);
+    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(misleading) {
         return Err(ApiError::bad_request(
             Some("reason"),
             format!("required: why the data leaves, one line (at most {MAX_REASON} bytes); the consent ledger keeps it"),

@@ -78,11 +78,7 @@ async fn query_in_span(
     let sql = body.statement(dataset, &scope)?;
     crate::telemetry::record_statement(span, &sql, &app.config.log);
 
-    let roles = bundle
-        .users
-        .principal(&scope.user)
-        .map(|p| p.roles.as_slice())
-        .unwrap_or_default();
+    let roles = bundle.users.roles(&scope.user);
     let asker = Asker {
         door: Door::http,
         user: &scope.user,

@@ -379,7 +379,7 @@ fn text(field: &'static str, value: &str) -> Result<String, ForgetError> {
 /// characters (zero-width space, soft hyphen, byte-order mark, tags) and
 /// line or paragraph separators (a second, fake line), and private-use
 /// characters (anything a font may draw).
-fn misleads(c: char) -> bool {
+pub(crate) fn misleads(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'

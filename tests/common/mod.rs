@@ -22,6 +22,7 @@
 
 pub mod esq;
 pub mod exceptions;
+pub mod exports;
 pub mod http;
 pub mod lifecycle;
 pub mod pg_client;
