@@ -290,16 +290,22 @@ pub async fn materialise(
 pub fn reads_one_table(sql: &str) -> Result<(), String> {
     let parsed = pg_query::parse(sql, 0)
         .map_err(|_| "PostgreSQL's parser rejects the statement".to_string())?;
-    let relations = parsed
-        .protobuf
-        .nodes()
-        .into_iter()
+    let nodes = parsed.protobuf.nodes();
+    let relations = nodes
+        .iter()
         .filter(|(node, _, _, _)| matches!(node, pg_query::NodeRef::RangeVar(_)))
         .count();
-    if relations == 1 {
+    // A window function (lag, lead, first_value, …) moves values between
+    // rows: a value beside a subject key could be another person's.
+    let windows = nodes.iter().any(|(node, _, _, _)| match node {
+        pg_query::NodeRef::FuncCall(call) => call.over.is_some(),
+        pg_query::NodeRef::WindowDef(_) => true,
+        _ => false,
+    });
+    if relations == 1 && !windows {
         Ok(())
     } else {
-        Err("a row-level export reads its dataset's table once (no join, union or subquery over another copy), so that the consent ledger names whom each row belongs to".into())
+        Err("a row-level export reads its dataset's table once, row by row (no join, union, subquery over another copy or window function), so that the consent ledger names whom each row belongs to".into())
     }
 }
 
@@ -420,6 +426,8 @@ mod tests {
             "SELECT id FROM burial_2024 UNION ALL SELECT id FROM burial_2024",
             "SELECT id, (SELECT name FROM burial_2024 x WHERE x.id = b.id + 1) FROM burial_2024 b",
             "WITH c AS (SELECT id FROM burial_2024) SELECT id FROM c",
+            "SELECT id, lead(name) OVER (ORDER BY id) FROM burial_2024",
+            "SELECT id, n FROM (SELECT id, lag(name) OVER w AS n FROM burial_2024 WINDOW w AS (ORDER BY id)) s",
             "SELECT 1 +",
         ] {
             assert!(reads_one_table(sql).is_err(), "{sql}");
