@@ -270,7 +270,9 @@ impl Runner {
         let rows = answer.csv.rows as i64;
 
         job::advance(client, claim, State::Validating, rows).await?;
-        let counted = validate_csv(&answer.csv.path, &answer.csv.columns)
+        let (path, columns) = (answer.csv.path.clone(), answer.csv.columns.clone());
+        let counted = blocking(move || validate_csv(&path, &columns))
+            .await
             .map_err(|err| internal(job, "the answer did not validate", err))?;
         if counted != answer.csv.rows {
             return Err(Stop::Fail(format!(
@@ -291,11 +293,15 @@ impl Runner {
             files: vec![answer.csv.clone()],
         };
         let zip = work.join("bundle.zip");
-        let packaged = package::package(&manifest, &zip)
+        let out = zip.clone();
+        let packaged = blocking(move || package::package(&manifest, &out))
+            .await
             .map_err(|err| internal(job, "packaging failed", err))?;
 
         job::advance(client, claim, State::Encrypting, rows).await?;
-        let sealed = envelope::seal(&*self.kek, &job.id, &zip, bundle)
+        let (kek, id, sealed_at) = (self.kek.clone(), job.id.clone(), bundle.to_path_buf());
+        let sealed = blocking(move || envelope::seal(&*kek, &id, &zip, &sealed_at))
+            .await
             .map_err(|err| internal(job, "encryption failed", err))?;
         let location = format!("{}.enc", job.id);
         job::stored(
@@ -544,6 +550,17 @@ fn scope_summary(job: &Job) -> serde_json::Value {
         "purpose": scope.purpose,
         "policy_ids": scope.policy_ids,
     })
+}
+
+/// Runs file work (reading, zipping, sealing gigabytes) off the async
+/// workers, so the doors keep answering while a large export is packaged.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, super::envelope::BundleError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|err| err.to_string()),
+        Err(err) => Err(format!("the task failed: {err}")),
+    }
 }
 
 /// A failure whose details (paths, file errors) stay in the operator's log.
