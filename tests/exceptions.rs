@@ -643,3 +643,28 @@ async fn free_texts_refuse_characters_that_mislead() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["field"], "comment", "{body}");
 }
+
+/// The approval policy is asked again at each use: an exception approved
+/// under a clearance the requester no longer holds gives no ticket
+/// (red-team P2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_the_approval_policy_no_longer_allows_gives_no_ticket() {
+    let mut esq = fixture().await;
+    let body = json!({"dataset": "burial_2024", "fields": ["state", "dob"], "aggregate": null,
+                      "purpose": "treatment follow-up", "justification": "dates of birth per state",
+                      "duration": "1d"});
+    let id = pending(&esq, "clinician", body).await;
+    let (status, approved) = decide(&esq, "steward", &id, "approve", "cleared for PHI").await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    let request = json!({"dataset": "burial_2024", "purpose": "treatment follow-up",
+                         "fields": ["state", "dob"], "exception": id});
+    let (status, issued) = http::issue(&esq, "clinician", request.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+
+    // The clinician's clearance is lowered: the approval no longer holds.
+    esq.set_env("ESQ_USERS__CLINICIAN__CLEARANCE", "PUBLIC");
+    esq.restart().await;
+    let (status, refused) = http::issue(&esq, "clinician", request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert!(refused.to_string().contains("no longer meets"), "{refused}");
+}

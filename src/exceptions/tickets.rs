@@ -112,6 +112,37 @@ async fn run(
         (State::Denied, _) => return Err(refused(id, format!("exception {id} was denied"))),
         (State::Revoked, _) => return Err(refused(id, format!("exception {id} was revoked"))),
     };
+    // The approval policy must still hold at each use: a rule, a clearance
+    // or the catalog changed since the approval narrows what it grants.
+    {
+        let bundle = app.bundle();
+        let approver = exception
+            .decided_by
+            .as_deref()
+            .and_then(|name| bundle.users.principal(name));
+        let dataset = bundle.catalog.dataset(&exception.dataset);
+        let still = match (approver, dataset) {
+            (Some(approver), Some(dataset)) => {
+                let answer = super::policy::decide(
+                    &bundle.policies,
+                    "approve_exception",
+                    approver,
+                    user.clone(),
+                    &exception,
+                    dataset,
+                    now,
+                );
+                answer.allow.then_some(()).ok_or(answer.reasons.join("; "))
+            }
+            _ => Err("its approver or its dataset is no longer configured".into()),
+        };
+        if let Err(why) = still {
+            return Err(refused(
+                id,
+                format!("exception {id} no longer meets the approval policy: {why}"),
+            ));
+        }
+    }
     let aggregate = match exception.aggregate.as_deref() {
         None => None,
         Some(text) => Some(Aggregate::parse(text).ok_or_else(|| {

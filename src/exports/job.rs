@@ -326,7 +326,8 @@ pub async fn failed(
     let changed = client
         .execute(
             "UPDATE esq.export_jobs SET state = 'FAILED', finished_at = now(), updated_at = now(), \
-                    heartbeat = NULL, error = $4, request = request - 'sql' \
+                    heartbeat = NULL, error = $4, request = request - 'sql', \
+                    bytes = NULL, bundle_sha256 = NULL, location = NULL \
              WHERE id = $1 AND claimed_by = $2 AND attempts = $3",
             &[&claim.job, &claim.runner, &claim.attempt, &reason],
         )

@@ -422,7 +422,7 @@ impl Runner {
         match self.app.ticket_store.owner(&hash, now).await {
             Ok(Some(owner)) if owner == job.requester => Ok(()),
             Ok(_) => Err(Stop::Fail(
-                "the ticket is no longer live (revoked, expired, or lost with a restart of esq's memory ticket store) before the job ran; submit the export again with a live ticket".into(),
+                "the ticket is no longer live (revoked, expired, or lost with a restart of esq's memory ticket store), so the export is not delivered; submit it again with a live ticket".into(),
             )),
             Err(err) => {
                 tracing::warn!(job = job.id, %err, "export job: the ticket store did not answer");
