@@ -97,3 +97,12 @@ CREATE TABLE esq.exceptions (
 CREATE INDEX exceptions_requester ON esq.exceptions (requester, state);
 CREATE INDEX exceptions_open ON esq.exceptions (state, expires_at)
     WHERE state IN ('pending', 'approved');
+
+-- Tickets issued under an exception (by hash, never the ticket): a
+-- withdrawn exception revokes them at once.
+CREATE TABLE esq.exception_tickets (
+    exception   text        NOT NULL REFERENCES esq.exceptions (id),
+    ticket_hash text        NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (exception, ticket_hash)
+);

@@ -668,3 +668,41 @@ async fn an_exception_the_approval_policy_no_longer_allows_gives_no_ticket() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     assert!(refused.to_string().contains("no longer meets"), "{refused}");
 }
+
+/// A steward withdraws an approved exception before it expires: its live
+/// tickets stop at once and no new one is issued (red-team N4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_exception_revokes_its_tickets() {
+    let esq = fixture().await;
+    let id = pending(&esq, "journalist", listing(json!({}))).await;
+    let (status, _) = decide(&esq, "steward", &id, "approve", "a week").await;
+    assert_eq!(status, StatusCode::OK);
+    let request = under(&id, &["state", "county"]);
+    let ticket = http::ticket(&esq, "journalist", request.clone()).await;
+    let rows = json!({"sql": "SELECT state, county FROM burial_2024 LIMIT 2"});
+    assert_eq!(
+        http::query(&esq, &ticket, rows.clone()).await.0,
+        StatusCode::OK
+    );
+
+    // Only a steward (or an operator) withdraws, with a comment.
+    let (status, body) = decide(&esq, "journalist", &id, "revoke", "mine").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = decide(&esq, "steward", &id, "revoke", " ").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, withdrawn) = decide(&esq, "steward", &id, "revoke", "the story ran").await;
+    assert_eq!(status, StatusCode::OK, "{withdrawn}");
+    assert_eq!(withdrawn["state"], "revoked", "{withdrawn}");
+
+    let (status, stale) = http::query(&esq, &ticket, rows).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the live ticket stops: {stale}"
+    );
+    let (status, refused) = http::issue(&esq, "journalist", request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let (status, again) = decide(&esq, "steward", &id, "revoke", "again").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert!(actions(&naming(&esq, &id)).contains(&"revoked".to_string()));
+}

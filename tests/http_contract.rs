@@ -12,6 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::esq::{Esq, EsqBuilder};
+use common::exports::{clinician_with_id, Exports};
 use common::http::{client as http, token};
 use common::tickets::foia_request;
 use common::{free_port, Doors};
@@ -200,8 +201,29 @@ struct Servers {
     storeless: Esq,
     /// The hanging server's policy directory (a copy the test may break).
     hanging_policies: std::path::PathBuf,
-    /// A maintenance role, a signing key and schema esq (right-to-delete).
+    /// A maintenance role, a signing key and schema esq (right-to-delete);
+    /// exports on, in `exports`.
     lifecycle: Esq,
+    /// `lifecycle`'s export directory and KEK.
+    _exports: Exports,
+    /// Exports on, `http.rate_limit_per_minute = 1`; its schema esq does
+    /// not answer (the rate limit is checked before it is needed).
+    exports_limited: Esq,
+    /// Export jobs queued on `lifecycle` before the scenarios.
+    jobs: ExportJobs,
+}
+
+/// Export jobs on `lifecycle`, queued before the scenarios (the runner
+/// works on them meanwhile), and the tickets the export scenarios use.
+struct ExportJobs {
+    /// The clinician's row-level ticket with the subject key.
+    clinician: String,
+    /// The journalist's FOIA ticket.
+    journalist: String,
+    /// The clinician's job that completes.
+    completes: String,
+    /// The clinician's job that fails (row-level without the subject key).
+    fails: String,
 }
 
 /// esq over 5,000 rows of sample data.
@@ -284,6 +306,62 @@ fn budget(esq: &Esq, ticket: &str) -> RequestBuilder {
 
 async fn new_ticket(esq: &Esq, user: &str) -> String {
     common::http::ticket(esq, user, foia()).await
+}
+
+/// A row-level export the consent ledger can name (the subject key is
+/// selected).
+const EXPORT_SQL: &str =
+    "SELECT id, state, county, burial_date FROM burial_2024 WHERE id <= 10 ORDER BY id";
+
+fn export_body() -> Value {
+    json!({"sql": EXPORT_SQL, "reason": "the contract test"})
+}
+
+/// `POST /api/dta/export` under `ticket`.
+fn export(esq: &Esq, ticket: &str) -> RequestBuilder {
+    http()
+        .post(esq.url("/api/dta/export"))
+        .header("x-esq-ticket", ticket)
+}
+
+/// Polls the clinician's `job` on `esq` (every 100 ms) until it ends in `state`.
+async fn ended(esq: &Esq, job: &str, state: &str) {
+    let done = common::exports::finished(esq, "clinician", job).await;
+    assert_eq!(done["state"], state, "{done}");
+}
+
+/// Queues the export jobs of [`ExportJobs`] on `esq`.
+async fn export_jobs(esq: &Esq) -> ExportJobs {
+    let clinician = esq.ticket("clinician", clinician_with_id()).await;
+    let journalist = esq.ticket("journalist", foia()).await;
+    let without_key = esq
+        .ticket("clinician", common::tickets::clinician_request())
+        .await;
+    let mut jobs = Vec::new();
+    for (ticket, sql) in [
+        (&clinician, EXPORT_SQL),
+        (
+            &without_key,
+            "SELECT state, county FROM burial_2024 WHERE state = 'CA'",
+        ),
+    ] {
+        let (code, queued) = common::exports::submit(
+            esq,
+            ticket,
+            json!({"sql": sql, "reason": "the contract test"}),
+        )
+        .await;
+        assert_eq!(code, reqwest::StatusCode::ACCEPTED, "{queued}");
+        jobs.push(queued["job"].as_str().unwrap().to_string());
+    }
+    let fails = jobs.pop().unwrap();
+    let completes = jobs.pop().unwrap();
+    ExportJobs {
+        clinician,
+        journalist,
+        completes,
+        fails,
+    }
 }
 
 fn query(esq: &Esq, ticket: &str) -> RequestBuilder {
@@ -597,6 +675,136 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
                 _ => vec![send(decide(m, &unknown, Some("steward"), "ok")).await],
             }
         }
+        ("/api/esq/exception/{id}/revoke", "POST", status) => {
+            let revoke = |esq: &Esq, id: &str, user: Option<&str>, comment: &str| {
+                exception(
+                    esq,
+                    reqwest::Method::POST,
+                    &format!("/api/esq/exception/{id}/revoke"),
+                    user,
+                    Some(json!({"comment": comment})),
+                )
+            };
+            let approved = async || {
+                let id = pending_exception(&s.lifecycle).await;
+                let path = format!("/api/esq/exception/{id}/approve");
+                let body = Some(json!({"comment": "ok"}));
+                let approving = exception(&s.lifecycle, reqwest::Method::POST, &path, Some("steward"), body);
+                assert_eq!(approving.send().await.unwrap().status(), 200);
+                id
+            };
+            let unknown = format!("X-{}", "A".repeat(16));
+            match status {
+                200 => {
+                    let id = approved().await;
+                    vec![send(revoke(&s.lifecycle, &id, Some("steward"), "ended")).await]
+                }
+                400 => {
+                    let id = approved().await;
+                    vec![send(revoke(&s.lifecycle, &id, Some("steward"), " ")).await]
+                }
+                401 => vec![send(revoke(&s.lifecycle, &unknown, None, "ok")).await],
+                403 => {
+                    let id = approved().await;
+                    vec![send(revoke(&s.lifecycle, &id, Some("journalist"), "mine")).await]
+                }
+                404 => vec![send(revoke(&s.lifecycle, &unknown, Some("steward"), "ok")).await],
+                409 => {
+                    let id = pending_exception(&s.lifecycle).await;
+                    vec![send(revoke(&s.lifecycle, &id, Some("steward"), "not yet")).await]
+                }
+                429 => {
+                    let _first = send(revoke(&s.limited, &unknown, Some("privacy"), "ok")).await;
+                    vec![send(revoke(&s.limited, &unknown, Some("privacy"), "ok")).await]
+                }
+                _ => vec![send(revoke(m, &unknown, Some("steward"), "ok")).await],
+            }
+        }
+        ("/api/dta/export", "POST", status) => {
+            let (l, j) = (&s.lifecycle, &s.jobs);
+            match status {
+                202 => vec![
+                    send(export(l, &j.clinician).json(&json!({"sql": EXPORT_SQL, "reason": "the contract test", "format": "csv", "hash_fields": ["id"], "retention_days": 1}))).await,
+                    send(export(l, &j.clinician).json(&json!({"query": {"select": ["id", "state"], "where": {"id": {"lte": 10}}}, "reason": "the contract test"}))).await,
+                ],
+                400 => vec![
+                    send(export(l, "T-short").json(&export_body())).await,
+                    send(export(l, &j.clinician).json(&json!({"sql": EXPORT_SQL}))).await,
+                    send(export(l, &j.clinician).json(&json!({"sql": EXPORT_SQL, "query": {"select": "id"}, "reason": "r"}))).await,
+                ],
+                401 => vec![send(http().post(l.url("/api/dta/export")).json(&export_body())).await],
+                403 => vec![
+                    send(export(l, &format!("T-{}", "F".repeat(32))).json(&export_body())).await,
+                    send(export(l, &j.journalist).json(&json!({"sql": "SELECT name FROM burial_2024", "reason": "r"}))).await,
+                ],
+                413 => vec![send(export(l, &j.clinician).header("content-type", "application/json").body(huge)).await],
+                415 => vec![send(export(l, &j.clinician).header("content-type", "text/plain").body("{}")).await],
+                429 => {
+                    let limited = &s.exports_limited;
+                    let ticket = limited.ticket("journalist", foia()).await;
+                    let _first = send(http().get(limited.url("/api/dta/export/nope")).bearer_auth(token("journalist"))).await;
+                    vec![send(export(limited, &ticket).json(&export_body())).await]
+                }
+                503 => vec![send(export(m, &format!("T-{}", "A".repeat(32))).json(&export_body())).await],
+                other => panic!("openapi.yaml documents POST /api/dta/export {other}, but this test has no scenario for it"),
+            }
+        }
+        (path @ ("/api/dta/export/{job}" | "/api/dta/export/{job}/bundle"), "GET", status) => {
+            let tail = path.trim_start_matches("/api/dta/export/{job}");
+            let (l, j) = (&s.lifecycle, &s.jobs);
+            let get = |esq: &Esq, job: &str| http().get(esq.url(&format!("/api/dta/export/{job}{tail}")));
+            let unknown = format!("E-{}", "0".repeat(32));
+            match status {
+                200 if tail.is_empty() => {
+                    let early = send(get(l, &j.completes).bearer_auth(token("clinician"))).await;
+                    ended(l, &j.completes, "COMPLETED").await;
+                    ended(l, &j.fails, "FAILED").await;
+                    vec![
+                        early,
+                        send(get(l, &j.completes).bearer_auth(token("clinician"))).await,
+                        send(get(l, &j.completes).bearer_auth(token("admin"))).await,
+                        send(get(l, &j.completes).header("x-esq-ticket", &j.clinician)).await,
+                        send(get(l, &j.fails).bearer_auth(token("clinician"))).await,
+                    ]
+                }
+                200 => {
+                    ended(l, &j.completes, "COMPLETED").await;
+                    vec![
+                        send(get(l, &j.completes).bearer_auth(token("clinician"))).await,
+                        send(get(l, &j.completes).header("x-esq-ticket", &j.clinician)).await,
+                    ]
+                }
+                401 => vec![
+                    send(get(l, &j.completes)).await,
+                    send(get(l, &j.completes).bearer_auth("forged")).await,
+                    send(get(l, &j.completes).header("x-esq-ticket", "T-short")).await,
+                ],
+                403 => vec![send(get(l, &j.completes).header("x-esq-ticket", format!("T-{}", "E".repeat(32)))).await],
+                404 => {
+                    // Another user's job, by token or by ticket; no such job.
+                    let mut answers = vec![
+                        send(get(l, &j.completes).bearer_auth(token("journalist"))).await,
+                        send(get(l, &j.completes).header("x-esq-ticket", &j.journalist)).await,
+                        send(get(l, &unknown).bearer_auth(token("clinician"))).await,
+                    ];
+                    if tail.is_empty() {
+                        answers.push(send(get(l, "E-123").bearer_auth(token("clinician"))).await);
+                    } else {
+                        // A job that did not complete has no bundle.
+                        ended(l, &j.fails, "FAILED").await;
+                        answers.push(send(get(l, &j.fails).bearer_auth(token("clinician"))).await);
+                    }
+                    answers
+                }
+                429 => {
+                    let limited = &s.exports_limited;
+                    let _first = send(http().get(limited.url("/api/dta/export/nope")).bearer_auth(token("journalist"))).await;
+                    vec![send(get(limited, &unknown).bearer_auth(token("journalist"))).await]
+                }
+                503 => vec![send(get(m, &j.completes).bearer_auth(token("clinician"))).await],
+                other => panic!("openapi.yaml documents GET {path} {other}, but this test has no scenario for it"),
+            }
+        }
         other => panic!("openapi.yaml documents {other:?}, but this test has no scenario for it"),
     }
 }
@@ -627,6 +835,26 @@ const SCENARIOS: &[(&str, &str, u16)] = &[
     ("/api/dta/query", "POST", 502),
     ("/api/dta/query", "POST", 503),
     ("/api/dta/query", "POST", 504),
+    ("/api/dta/export", "POST", 202),
+    ("/api/dta/export", "POST", 400),
+    ("/api/dta/export", "POST", 401),
+    ("/api/dta/export", "POST", 403),
+    ("/api/dta/export", "POST", 413),
+    ("/api/dta/export", "POST", 415),
+    ("/api/dta/export", "POST", 429),
+    ("/api/dta/export", "POST", 503),
+    ("/api/dta/export/{job}", "GET", 200),
+    ("/api/dta/export/{job}", "GET", 401),
+    ("/api/dta/export/{job}", "GET", 403),
+    ("/api/dta/export/{job}", "GET", 404),
+    ("/api/dta/export/{job}", "GET", 429),
+    ("/api/dta/export/{job}", "GET", 503),
+    ("/api/dta/export/{job}/bundle", "GET", 200),
+    ("/api/dta/export/{job}/bundle", "GET", 401),
+    ("/api/dta/export/{job}/bundle", "GET", 403),
+    ("/api/dta/export/{job}/bundle", "GET", 404),
+    ("/api/dta/export/{job}/bundle", "GET", 429),
+    ("/api/dta/export/{job}/bundle", "GET", 503),
     ("/api/esq/breach", "POST", 201),
     ("/api/esq/breach", "POST", 400),
     ("/api/esq/breach", "POST", 401),
@@ -698,6 +926,14 @@ const SCENARIOS: &[(&str, &str, u16)] = &[
     ("/api/esq/exception/{id}/deny", "POST", 409),
     ("/api/esq/exception/{id}/deny", "POST", 429),
     ("/api/esq/exception/{id}/deny", "POST", 503),
+    ("/api/esq/exception/{id}/revoke", "POST", 200),
+    ("/api/esq/exception/{id}/revoke", "POST", 400),
+    ("/api/esq/exception/{id}/revoke", "POST", 401),
+    ("/api/esq/exception/{id}/revoke", "POST", 403),
+    ("/api/esq/exception/{id}/revoke", "POST", 404),
+    ("/api/esq/exception/{id}/revoke", "POST", 409),
+    ("/api/esq/exception/{id}/revoke", "POST", 429),
+    ("/api/esq/exception/{id}/revoke", "POST", 503),
 ];
 
 #[tokio::test]
@@ -759,9 +995,34 @@ async fn openapi_yaml_matches_the_live_server() {
         .env("ESQ_POLICY__DIR", hanging_policies.display().to_string())
         .start()
         .await;
-    let lifecycle = builder().lifecycle().start().await;
+    let exports = common::exports::exports();
+    let lifecycle = builder()
+        .lifecycle()
+        .env("ESQ_EXPORTS__DIR", exports.dir.display().to_string())
+        .env("ESQ_EXPORTS__KEK_FILE", exports.kek.display().to_string())
+        .env("ESQ_EXPORTS__POLL", "200ms")
+        .start()
+        .await;
+    // Row-level exports of burial_2024 wait for the tombstones.
+    let lifecycle = common::exports::ready(lifecycle).await;
+    let exports_limited = builder()
+        .upstream_of(&main)
+        .env("ESQ_HTTP__RATE_LIMIT_PER_MINUTE", "1")
+        .env(
+            "ESQ_MAINTENANCE__URL",
+            format!("postgres://esq_maintenance@127.0.0.1:{dead_port}/postgres"),
+        )
+        .env("ESQ_LIFECYCLE__PURGE_SCHEDULE", "off")
+        .env("ESQ_EXPORTS__DIR", exports.dir.display().to_string())
+        .env("ESQ_EXPORTS__KEK_FILE", exports.kek.display().to_string())
+        .start()
+        .await;
+    let jobs = export_jobs(&lifecycle).await;
     let servers = Servers {
         lifecycle,
+        _exports: exports,
+        exports_limited,
+        jobs,
         main,
         limited,
         dead,
@@ -780,6 +1041,39 @@ async fn openapi_yaml_matches_the_live_server() {
             }
         }
     }
+    // Other methods on the export paths: 405 with Allow (as openapi.yaml's
+    // description says of every path).
+    let job = &servers.jobs.completes;
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/api/dta/export".to_string(), "POST"),
+        (
+            reqwest::Method::POST,
+            format!("/api/dta/export/{job}"),
+            "GET",
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/api/dta/export/{job}/bundle"),
+            "GET",
+        ),
+    ] {
+        let response = http()
+            .request(method.clone(), servers.lifecycle.url(&path))
+            .bearer_auth(token("clinician"))
+            .send()
+            .await
+            .unwrap();
+        let (status, allowed) = (response.status(), response.headers().get("allow").cloned());
+        let body: Value = response.json().await.unwrap_or_default();
+        if status != 405
+            || allowed.as_ref().and_then(|a| a.to_str().ok()) != Some(allow)
+            || body["error"] != "method not allowed"
+        {
+            failures.push(format!(
+                "{method} {path}: expected 405 (Allow: {allow}), got {status} {allowed:?} {body}"
+            ));
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     holder.abort();
@@ -790,9 +1084,18 @@ async fn openapi_yaml_matches_the_live_server() {
         hanging,
         storeless,
         lifecycle,
+        exports_limited,
         ..
     } = servers;
-    for mut esq in [lifecycle, storeless, hanging, dead, limited, main] {
+    for mut esq in [
+        exports_limited,
+        lifecycle,
+        storeless,
+        hanging,
+        dead,
+        limited,
+        main,
+    ] {
         esq.stop().await;
     }
 }

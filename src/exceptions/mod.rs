@@ -30,6 +30,7 @@ pub mod id;
 pub mod metrics;
 pub mod policy;
 pub mod request;
+pub mod revoke;
 pub mod store;
 pub mod sweep;
 pub mod tickets;

@@ -264,6 +264,62 @@ pub async fn record_use(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// Records a ticket issued under exception `id` (its hash), so that a
+/// withdrawal can revoke it.
+pub async fn record_ticket(
+    client: &impl GenericClient,
+    id: &str,
+    ticket_hash: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), ExceptionError> {
+    client
+        .execute(
+            "INSERT INTO esq.exception_tickets (exception, ticket_hash, expires_at) \
+             VALUES ($1, $2, $3::text::timestamptz) ON CONFLICT DO NOTHING",
+            &[&id, &ticket_hash, &text(expires_at)],
+        )
+        .await
+        .map_err(|e| ExceptionError::database("recording the exception's ticket", e))?;
+    Ok(())
+}
+
+/// Withdraws an approved exception: it becomes `revoked` (expiring now);
+/// `None` when it is not approved (any more). Returns the hashes of its
+/// tickets still live at `now`.
+pub async fn revoke(
+    client: &impl GenericClient,
+    id: &str,
+    revoked_by: &str,
+    comment: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<(Exception, Vec<String>)>, ExceptionError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "UPDATE esq.exceptions SET state = 'revoked', expires_at = $3::text::timestamptz, \
+                 comment = coalesce(comment || E'\\n', '') || 'withdrawn by ' || $2 || ': ' || $4 \
+                 WHERE id = $1 AND state = 'approved' RETURNING {COLUMNS}"
+            ),
+            &[&id, &revoked_by, &text(now), &comment],
+        )
+        .await
+        .map_err(|e| ExceptionError::database("withdrawing the exception", e))?;
+    let Some(row) = row else { return Ok(None) };
+    let exception = read(&row)?;
+    let tickets = client
+        .query(
+            "SELECT ticket_hash FROM esq.exception_tickets \
+             WHERE exception = $1 AND expires_at > $2::text::timestamptz",
+            &[&id, &text(now)],
+        )
+        .await
+        .map_err(|e| ExceptionError::database("reading the exception's tickets", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some((exception, tickets)))
+}
+
 /// Marks every approved exception past its time as expired, and returns
 /// them (each exactly once, whichever replica's sweep gets there first).
 pub async fn expire_due(

@@ -196,6 +196,15 @@ async fn run(
             return Err(err.into());
         }
     };
+    if let Some(hash) = hash {
+        let recorded =
+            store::record_ticket(&transaction, id, &hash.to_hex(), issued.scope.expires_at).await;
+        if let Err(err) = recorded {
+            drop(transaction);
+            withdraw("a failed ticket record").await;
+            return Err(err.into());
+        }
+    }
     let detail = json!({
         "ticket_hash": hash.map(|h| h.to_hex()),
         "uses": uses,

@@ -229,7 +229,8 @@ pub async fn claim_next(
     let stale = stale_after.as_secs_f64();
     let sql = format!(
         "UPDATE esq.export_jobs SET state = 'MATERIALIZING', claimed_by = $1, heartbeat = now(), \
-                updated_at = now(), attempts = attempts + 1, rows_done = 0 \
+                updated_at = now(), attempts = attempts + 1, rows_done = 0, \
+                bytes = NULL, bundle_sha256 = NULL, location = NULL \
          WHERE id = (SELECT id FROM esq.export_jobs \
                      WHERE state = 'QUEUED' \
                         OR (state NOT IN ('QUEUED', 'COMPLETED', 'FAILED') \
@@ -346,7 +347,8 @@ pub async fn release(
     let changed = client
         .execute(
             "UPDATE esq.export_jobs SET state = 'QUEUED', claimed_by = NULL, heartbeat = NULL, \
-                    updated_at = now(), rows_done = 0, error = $4 \
+                    updated_at = now(), rows_done = 0, error = $4, \
+                    bytes = NULL, bundle_sha256 = NULL, location = NULL \
              WHERE id = $1 AND claimed_by = $2 AND attempts = $3",
             &[&claim.job, &claim.runner, &claim.attempt, &reason],
         )

@@ -6,6 +6,7 @@
 //! | `GET /api/esq/exception` | any user | `200 {"exceptions":[…]}`: their own; stewards and operators also every open one |
 //! | `GET /api/esq/exception/{id}` | its requester, stewards, operators | `200` the exception (else `404`) |
 //! | `POST /api/esq/exception/{id}/approve`, `…/deny` | role `data_steward`, not the requester | `200` the exception; `409` when not pending |
+//! | `POST /api/esq/exception/{id}/revoke` | role `data_steward` or `esq_admin` | `200` the exception, `revoked`, its tickets revoked; `409` when not approved |
 //!
 //! The work and its audit are in [`crate::exceptions`]; here bodies are
 //! read and errors mapped. Without `[maintenance]` every one answers `503`
@@ -56,9 +57,10 @@ pub async fn route(
         ("GET", [id]) => show(handler, session, id).await,
         ("POST", [id, "approve"]) => decide(handler, session, id, true).await,
         ("POST", [id, "deny"]) => decide(handler, session, id, false).await,
+        ("POST", [id, "revoke"]) => revoke(handler, session, id).await,
         (_, []) => Err(ApiError::MethodNotAllowed("GET, POST").into()),
         (_, [_]) => Err(ApiError::MethodNotAllowed("GET").into()),
-        (_, [_, "approve" | "deny"]) => Err(ApiError::MethodNotAllowed("POST").into()),
+        (_, [_, "approve" | "deny" | "revoke"]) => Err(ApiError::MethodNotAllowed("POST").into()),
         _ => Err(ApiError::NotFound.into()),
     }
 }
@@ -137,6 +139,28 @@ async fn decide(
         .await
         .map_err(api_error)?;
     answer(session, 200, &decided).await
+}
+
+/// `POST /api/esq/exception/{id}/revoke`: withdraws an approved exception
+/// and revokes the tickets issued under it.
+async fn revoke(handler: &Handler, session: &mut ServerSession, id: &str) -> Result<(), Failure> {
+    let app = handler.app();
+    let user = handler.authenticate(session)?;
+    handler.rate_limit(&user.name)?;
+    let caller = caller(handler, &user);
+    let body: DecisionBody = match handler.json_body(session).await {
+        Ok(body) => body,
+        Err(err) => {
+            let bad = ExceptionError::bad("body", "unreadable");
+            let named = crate::exceptions::id::parse(id);
+            crate::exceptions::audit_refused(app, caller, named, None, "revoke", &bad).await;
+            return Err(err.into());
+        }
+    };
+    let revoked = crate::exceptions::revoke::revoke(app, caller, id, &body.comment)
+        .await
+        .map_err(api_error)?;
+    answer(session, 200, &revoked).await
 }
 
 async fn answer(

@@ -27,6 +27,9 @@ use crate::metrics::Door;
 
 const OFF: &str =
     "exports are off on this esq: an operator sets [exports] dir and kek_file (and [maintenance])";
+const NO_JOB: &str = "no export job of yours has this id";
+const NO_BUNDLE: &str =
+    "this job has no bundle to download: it has not completed, or its bundle was purged";
 /// The longest `reason` kept.
 const MAX_REASON: usize = 1_000;
 
@@ -227,7 +230,7 @@ pub async fn status(
     let asker = asker(handler, session).await?;
     handler.rate_limit(&asker.name)?;
     if !job::is_id(id) {
-        return Err(ApiError::NotFound.into());
+        return Err(ApiError::Missing(NO_JOB).into());
     }
     let maintenance = Maintenance::connect_current(&app.config)
         .await
@@ -240,7 +243,7 @@ pub async fn status(
         ApiError::Unavailable(Dependency::Database)
     })?;
     let Some(found) = found.filter(|j| j.requester == asker.name || asker.admin) else {
-        return Err(ApiError::NotFound.into());
+        return Err(ApiError::Missing(NO_JOB).into());
     };
     let entry = ledger::entry(&maintenance.client, id)
         .await
@@ -286,12 +289,12 @@ async fn download_bundle(
     let app = handler.app();
     let available = entry.filter(|e| e.purged_at.is_none());
     let (Some(dir), Some(entry)) = (app.config.exports.dir.as_deref(), available) else {
-        return Err(ApiError::NotFound.into());
+        return Err(ApiError::Missing(NO_BUNDLE).into());
     };
     let path = dir.join(format!("{}.enc", found.id));
     let mut file = tokio::fs::File::open(&path).await.map_err(|err| {
         tracing::warn!(job = found.id, %err, "exports: the bundle cannot be opened");
-        ApiError::NotFound
+        ApiError::Missing(NO_BUNDLE)
     })?;
     let event = AuditEvent {
         client: Some(handler.peer),
