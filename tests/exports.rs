@@ -351,6 +351,21 @@ async fn aggregate_and_refused_exports() {
     .await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["message"].as_str().unwrap().contains("once"), "{body}");
+    // Checked as it runs: a dollar quote PostgreSQL reads as a string but
+    // the guard's parser does not hides a window function from a check of
+    // the text as sent (red-team Q1).
+    let hidden = "SELECT id, state, branch || $€$ , max(county) OVER (ORDER BY burial_date ROWS BETWEEN 1 PRECEDING AND 1 PRECEDING) AS county, branch || $€$ FROM burial_2024 WHERE state = 'CA'";
+    let (code, body) = submit(&esq, &with_key, json!({"sql": hidden, "reason": "r"})).await;
+    assert_ne!(code, StatusCode::ACCEPTED, "{body}");
+    let queued: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM esq.export_jobs WHERE request->>'sql' LIKE '%$€$%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0, "{body}");
 
     // Two statements are not an export.
     let (code, body) = submit(

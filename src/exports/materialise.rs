@@ -122,7 +122,11 @@ pub async fn materialise(
     let run = verdict.result.map_err(refused)?;
     let row_level = job.scope.aggregate.is_none() && run.private.is_none();
     if row_level && subject.is_some() {
+        // Both readings: what was asked, and what runs (the guard's
+        // rendering, which is what PostgreSQL executes: a text the two
+        // parsers read differently is checked as it runs).
         reads_one_table(&job.request.sql).map_err(MaterialiseError::Invalid)?;
+        reads_one_table(&run.allowed.sql).map_err(MaterialiseError::Invalid)?;
     }
     let max_rows = app.config.exports.max_rows;
     let timeout = app.config.exports.statement_timeout;

@@ -108,8 +108,11 @@ pub async fn submit(handler: &Handler, session: &mut ServerSession) -> Result<()
     }
     let row_level = scope.aggregate.is_none() && run.private.is_none();
     if row_level && !bundle.catalog.subject_fields(dataset).is_empty() {
-        crate::exports::materialise::reads_one_table(&sql)
-            .map_err(|why| ApiError::bad_request(Some("sql"), why))?;
+        // As asked and as it runs (the guard's rendering is what executes).
+        for text in [sql.as_str(), run.allowed.sql.as_str()] {
+            crate::exports::materialise::reads_one_table(text)
+                .map_err(|why| ApiError::bad_request(Some("sql"), why))?;
+        }
     }
     let job_id = job::new_id().map_err(|err| ApiError::Internal(format!("job id: {err}")))?;
     let request = Request {
