@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::error::{ApiError, Dependency};
 use super::handler::{send_json, Failure, Handler};
-use super::query::presented_ticket;
+use super::query::{live_scope, presented_ticket};
 use crate::audit::{fingerprint, record_durably, AuditEvent, AuditKind};
 use crate::decide::{self, Asker, Timing};
 use crate::exports::job::{self, NewJob, Request};
@@ -57,20 +57,7 @@ pub async fn submit(handler: &Handler, session: &mut ServerSession) -> Result<()
         return Err(ApiError::NotConfigured(OFF).into());
     }
     let id = presented_ticket(session)?;
-    let checks = app.ticket_check_now();
-    let scope = match decide::check_ticket(&checks, &id).await {
-        Ok(scope) => scope,
-        Err(refusal) => {
-            let asker = Asker {
-                door: Door::http,
-                user: "",
-                roles: &[],
-                client: Some(handler.peer),
-            };
-            decide::ticket_refused(app, asker, &id, "", refusal.clone());
-            return Err(ApiError::from(refusal).into());
-        }
-    };
+    let scope = live_scope(handler, &id).await?;
     handler.rate_limit(&scope.user)?;
     let body: ExportBody = handler.json_body(session).await?;
     let retention_days = check_body(app, &body)?;

@@ -48,20 +48,7 @@ async fn query_in_span(
 ) -> Result<(), Failure> {
     let app = handler.app();
     let id = presented_ticket(session)?;
-    let checks = app.ticket_check_now();
-    let scope = match decide::check_ticket(&checks, &id).await {
-        Ok(scope) => scope,
-        Err(refusal) => {
-            let asker = Asker {
-                door: Door::http,
-                user: "",
-                roles: &[],
-                client: Some(handler.peer),
-            };
-            decide::ticket_refused(app, asker, &id, "", refusal.clone());
-            return Err(ApiError::from(refusal).into());
-        }
-    };
+    let scope = live_scope(handler, &id).await?;
     crate::telemetry::record_user(span, &scope.user);
     handler.rate_limit(&scope.user)?;
     let in_flight = &handler.shared.in_flight;
@@ -108,6 +95,28 @@ async fn query_in_span(
                     .record(&run.completion.event(None, Some(&sqlstate)));
             }
             Err(failure)
+        }
+    }
+}
+
+/// The scope of a presented ticket as of now; a stale one is counted and
+/// recorded like any refused statement (step one of [`decide`]).
+pub(super) async fn live_scope(
+    handler: &Handler,
+    id: &TicketId,
+) -> Result<crate::tickets::Scope, ApiError> {
+    let app = handler.app();
+    match decide::check_ticket(&app.ticket_check_now(), id).await {
+        Ok(scope) => Ok(scope),
+        Err(refusal) => {
+            let asker = Asker {
+                door: Door::http,
+                user: "",
+                roles: &[],
+                client: Some(handler.peer),
+            };
+            decide::ticket_refused(app, asker, id, "", refusal.clone());
+            Err(ApiError::from(refusal))
         }
     }
 }
