@@ -13,7 +13,6 @@ use super::store::{self, Exception, State};
 use super::{Caller, ExceptionError, MAX_TEXT, STEWARD_ROLE};
 use crate::app::App;
 use crate::auth::Principal;
-use crate::metrics::Outcome;
 
 /// Approves (`approve`) or denies exception `id` as `caller`.
 pub async fn decide(
@@ -160,21 +159,16 @@ async fn run(
         "expires_at": decided.expires_at.as_ref().map(store::rfc3339),
         "policy_id": answer.as_ref().map(|a| a.policy_id.as_str()),
     });
-    super::audit(
+    super::record_and_commit(
         app,
         caller,
-        Some(&decided.id),
-        Some(&decided.dataset),
-        Outcome::allow,
+        &decided,
         action,
         detail,
+        transaction,
+        "committing the decision",
     )
-    .await
-    .map_err(ExceptionError::Audit)?;
-    transaction
-        .commit()
-        .await
-        .map_err(|e| ExceptionError::database("committing the decision", e))?;
+    .await?;
     super::refresh_open(app, &maintenance.client).await;
     Ok(decided)
 }

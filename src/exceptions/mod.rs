@@ -160,6 +160,38 @@ pub struct Caller<'a> {
 /// `approved`, `denied`, `expired`, `used` or `refused`; `detail` adds to
 /// it (no free text: purposes, justifications and comments stay in
 /// `esq.exceptions`).
+/// Records a change to `exception` (its `action`, with `detail`) and only
+/// then commits it: a change nobody could audit is rolled back.
+pub(crate) async fn record_and_commit(
+    app: &crate::app::App,
+    caller: Caller<'_>,
+    exception: &Exception,
+    action: &str,
+    detail: serde_json::Value,
+    transaction: tokio_postgres::Transaction<'_>,
+    committing: &'static str,
+) -> Result<(), ExceptionError> {
+    let (id, dataset) = (
+        Some(exception.id.as_str()),
+        Some(exception.dataset.as_str()),
+    );
+    audit(
+        app,
+        caller,
+        id,
+        dataset,
+        crate::metrics::Outcome::allow,
+        action,
+        detail,
+    )
+    .await
+    .map_err(ExceptionError::Audit)?;
+    transaction
+        .commit()
+        .await
+        .map_err(|e| ExceptionError::database(committing, e))
+}
+
 pub(crate) async fn audit(
     app: &crate::app::App,
     caller: Caller<'_>,

@@ -14,7 +14,6 @@ use serde_json::json;
 use super::store::{self, Exception, New};
 use super::{Caller, ExceptionError, MAX_DURATION, MAX_TEXT, STEWARD_ROLE};
 use crate::app::App;
-use crate::metrics::Outcome;
 use crate::tickets::Aggregate;
 
 /// The most characters of a purpose (as for tickets).
@@ -130,21 +129,16 @@ async fn run(
         "duration_seconds": stored.duration_seconds,
         "approver": stored.approver,
     });
-    super::audit(
+    super::record_and_commit(
         app,
         caller,
-        Some(&stored.id),
-        Some(&stored.dataset),
-        Outcome::allow,
+        &stored,
         "requested",
         detail,
+        transaction,
+        "committing the exception",
     )
-    .await
-    .map_err(ExceptionError::Audit)?;
-    transaction
-        .commit()
-        .await
-        .map_err(|e| ExceptionError::database("committing the exception", e))?;
+    .await?;
     super::refresh_open(app, &maintenance.client).await;
     Ok(stored)
 }

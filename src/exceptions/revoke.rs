@@ -10,7 +10,6 @@ use serde_json::json;
 use super::store::{self, Exception};
 use super::{Caller, ExceptionError, ADMIN_ROLE, MAX_TEXT, STEWARD_ROLE};
 use crate::app::App;
-use crate::metrics::Outcome;
 use crate::tickets::TicketHash;
 
 /// Withdraws exception `id` as `caller`.
@@ -81,21 +80,16 @@ async fn run(
         "revoked_by": user.name,
         "tickets": tickets.len(),
     });
-    super::audit(
+    super::record_and_commit(
         app,
         caller,
-        Some(&revoked.id),
-        Some(&revoked.dataset),
-        Outcome::allow,
+        &revoked,
         "revoked",
         detail,
+        transaction,
+        "committing the withdrawal",
     )
-    .await
-    .map_err(ExceptionError::Audit)?;
-    transaction
-        .commit()
-        .await
-        .map_err(|e| ExceptionError::database("committing the withdrawal", e))?;
+    .await?;
     // The exception can no longer issue tickets; now end the ones it did.
     let now = Utc::now();
     for hash in &tickets {

@@ -8,6 +8,7 @@
 //! to another esq cannot overwrite what that one does.
 
 use serde::{Deserialize, Serialize};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
 use crate::lifecycle::MaintenanceError;
@@ -260,28 +261,13 @@ pub async fn advance(
     state: State,
     rows_done: i64,
 ) -> Result<(), JobError> {
-    let changed = client
-        .execute(
-            "UPDATE esq.export_jobs SET state = $4, rows_done = $5, heartbeat = now(), updated_at = now() \
-             WHERE id = $1 AND claimed_by = $2 AND attempts = $3",
-            &[&claim.job, &claim.runner, &claim.attempt, &state.as_str(), &rows_done],
-        )
-        .await
-        .map_err(db)?;
-    held(changed, claim)
+    let set = "state = $4, rows_done = $5, heartbeat = now(), updated_at = now()";
+    update_claimed(client, claim, set, &[&state.as_str(), &rows_done]).await
 }
 
 /// Says the claim's runner is alive.
 pub async fn heartbeat(client: &impl GenericClient, claim: &Claim) -> Result<(), JobError> {
-    let changed = client
-        .execute(
-            "UPDATE esq.export_jobs SET heartbeat = now() \
-             WHERE id = $1 AND claimed_by = $2 AND attempts = $3",
-            &[&claim.job, &claim.runner, &claim.attempt],
-        )
-        .await
-        .map_err(db)?;
-    held(changed, claim)
+    update_claimed(client, claim, "heartbeat = now()", &[]).await
 }
 
 /// Records the stored bundle.
@@ -292,30 +278,16 @@ pub async fn stored(
     bundle_sha256: &str,
     location: &str,
 ) -> Result<(), JobError> {
-    let changed = client
-        .execute(
-            "UPDATE esq.export_jobs SET state = 'STORED', bytes = $4, bundle_sha256 = $5, location = $6, \
-                    heartbeat = now(), updated_at = now() \
-             WHERE id = $1 AND claimed_by = $2 AND attempts = $3",
-            &[&claim.job, &claim.runner, &claim.attempt, &bytes, &bundle_sha256, &location],
-        )
-        .await
-        .map_err(db)?;
-    held(changed, claim)
+    let set = "state = 'STORED', bytes = $4, bundle_sha256 = $5, location = $6, \
+               heartbeat = now(), updated_at = now()";
+    update_claimed(client, claim, set, &[&bytes, &bundle_sha256, &location]).await
 }
 
 /// Marks a claimed job completed (in the ledger's transaction).
 pub async fn completed(client: &impl GenericClient, claim: &Claim) -> Result<(), JobError> {
-    let changed = client
-        .execute(
-            "UPDATE esq.export_jobs SET state = 'COMPLETED', finished_at = now(), updated_at = now(), \
-                    heartbeat = NULL, error = NULL, request = request - 'sql' \
-             WHERE id = $1 AND claimed_by = $2 AND attempts = $3",
-            &[&claim.job, &claim.runner, &claim.attempt],
-        )
-        .await
-        .map_err(db)?;
-    held(changed, claim)
+    let set = "state = 'COMPLETED', finished_at = now(), updated_at = now(), \
+               heartbeat = NULL, error = NULL, request = request - 'sql'";
+    update_claimed(client, claim, set, &[]).await
 }
 
 /// Ends a claimed job `FAILED` with a reason a requester may read.
@@ -324,17 +296,10 @@ pub async fn failed(
     claim: &Claim,
     reason: &str,
 ) -> Result<(), JobError> {
-    let changed = client
-        .execute(
-            "UPDATE esq.export_jobs SET state = 'FAILED', finished_at = now(), updated_at = now(), \
-                    heartbeat = NULL, error = $4, request = request - 'sql', \
-                    bytes = NULL, bundle_sha256 = NULL, location = NULL \
-             WHERE id = $1 AND claimed_by = $2 AND attempts = $3",
-            &[&claim.job, &claim.runner, &claim.attempt, &reason],
-        )
-        .await
-        .map_err(db)?;
-    held(changed, claim)
+    let set = "state = 'FAILED', finished_at = now(), updated_at = now(), \
+               heartbeat = NULL, error = $4, request = request - 'sql', \
+               bytes = NULL, bundle_sha256 = NULL, location = NULL";
+    update_claimed(client, claim, set, &[&reason]).await
 }
 
 /// Gives a job back to the queue (esq is stopping): the next runner starts
@@ -344,16 +309,25 @@ pub async fn release(
     claim: &Claim,
     reason: &str,
 ) -> Result<(), JobError> {
-    let changed = client
-        .execute(
-            "UPDATE esq.export_jobs SET state = 'QUEUED', claimed_by = NULL, heartbeat = NULL, \
-                    updated_at = now(), rows_done = 0, error = $4, \
-                    bytes = NULL, bundle_sha256 = NULL, location = NULL \
-             WHERE id = $1 AND claimed_by = $2 AND attempts = $3",
-            &[&claim.job, &claim.runner, &claim.attempt, &reason],
-        )
-        .await
-        .map_err(db)?;
+    let set = "state = 'QUEUED', claimed_by = NULL, heartbeat = NULL, updated_at = now(), \
+               rows_done = 0, error = $4, bytes = NULL, bundle_sha256 = NULL, location = NULL";
+    update_claimed(client, claim, set, &[&reason]).await
+}
+
+/// `UPDATE … SET {set}` of the job `claim` holds, only while it holds it
+/// ($1–$3 are the claim; `extra` are $4 on).
+async fn update_claimed(
+    client: &impl GenericClient,
+    claim: &Claim,
+    set: &str,
+    extra: &[&(dyn ToSql + Sync)],
+) -> Result<(), JobError> {
+    let sql = format!(
+        "UPDATE esq.export_jobs SET {set} WHERE id = $1 AND claimed_by = $2 AND attempts = $3"
+    );
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&claim.job, &claim.runner, &claim.attempt];
+    params.extend_from_slice(extra);
+    let changed = client.execute(&sql, &params).await.map_err(db)?;
     held(changed, claim)
 }
 

@@ -13,6 +13,7 @@
 //! through the same release step as on the doors: noised, thresholded
 //! and paid for from the requester's budget.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -195,13 +196,18 @@ pub async fn materialise(
                 })?;
                 writeln!(out, "{}", keys.hash(subject_dataset, key)).map_err(disk)?;
             }
-            let cells: Vec<Option<Vec<u8>>> = row
+            // Values go to the CSV as they came; only hashed ones are new.
+            let cells: Vec<Option<Cow<[u8]>>> = row
                 .iter()
                 .enumerate()
-                .map(|(i, value)| match value {
-                    Some(value) if hashed.contains(&i) => Some(pseudonyms.of(value)),
-                    Some(value) => Some(value.to_vec()),
-                    None => None,
+                .map(|(i, value)| {
+                    value.as_deref().map(|value| {
+                        if hashed.contains(&i) {
+                            Cow::Owned(pseudonyms.of(value))
+                        } else {
+                            Cow::Borrowed(value)
+                        }
+                    })
                 })
                 .collect();
             let cells: Vec<Option<&[u8]>> = cells.iter().map(|c| c.as_deref()).collect();

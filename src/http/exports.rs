@@ -16,9 +16,9 @@ use serde_json::json;
 
 use super::error::{ApiError, Dependency};
 use super::handler::{send_json, Failure, Handler};
-use super::query::{live_scope, presented_ticket};
+use super::query::{decide_now, live_scope, presented_ticket};
 use crate::audit::{fingerprint, record_durably, AuditEvent, AuditKind};
-use crate::decide::{self, Asker, Timing};
+use crate::decide;
 use crate::exports::job::{self, NewJob, Request};
 use crate::exports::ledger;
 use crate::guard::structured::QueryBody;
@@ -80,16 +80,9 @@ pub async fn submit(handler: &Handler, session: &mut ServerSession) -> Result<()
         }
     };
     let sql = query.statement(dataset, &scope)?;
-    let roles = bundle.users.roles(&scope.user);
-    let asker = Asker {
-        door: Door::http,
-        user: &scope.user,
-        roles,
-        client: Some(handler.peer),
-    };
+    let run = decide_now(handler, &id, &scope, &sql)?;
     let hash = id.hash();
-    let verdict = decide::decide(app, asker, Some(&hash), Some(&scope), &sql, Timing::Now);
-    let run = verdict.result.map_err(ApiError::from)?;
+    let roles = bundle.users.roles(&scope.user);
     if run.allowed.kinds.len() != 1 {
         return Err(ApiError::bad_request(Some("sql"), "an export is one query").into());
     }

@@ -65,16 +65,7 @@ async fn query_in_span(
     let sql = body.statement(dataset, &scope)?;
     crate::telemetry::record_statement(span, &sql, &app.config.log);
 
-    let roles = bundle.users.roles(&scope.user);
-    let asker = Asker {
-        door: Door::http,
-        user: &scope.user,
-        roles,
-        client: Some(handler.peer),
-    };
-    let hash = id.hash();
-    let verdict = decide::decide(app, asker, Some(&hash), Some(&scope), &sql, Timing::Now);
-    let run = verdict.result.map_err(ApiError::from)?;
+    let run = decide_now(handler, &id, &scope, &sql)?;
     let format = if accepts_ndjson(session) {
         Format::Ndjson
     } else {
@@ -119,6 +110,25 @@ pub(super) async fn live_scope(
             Err(ApiError::from(refusal))
         }
     }
+}
+
+/// Steps two to six for a statement of the ticket's holder, run now.
+pub(super) fn decide_now(
+    handler: &Handler,
+    id: &TicketId,
+    scope: &crate::tickets::Scope,
+    sql: &str,
+) -> Result<Run, ApiError> {
+    let app = handler.app();
+    let bundle = app.bundle();
+    let asker = Asker {
+        door: Door::http,
+        user: &scope.user,
+        roles: bundle.users.roles(&scope.user),
+        client: Some(handler.peer),
+    };
+    let verdict = decide::decide(app, asker, Some(&id.hash()), Some(scope), sql, Timing::Now);
+    verdict.result.map_err(ApiError::from)
 }
 
 /// The ticket in `X-ESQ-Ticket`.
