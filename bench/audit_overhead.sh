@@ -39,16 +39,17 @@ pg_bench_db "$PGPORT"
 mkdir -p "$WORK/catalog"
 cp catalog/*.yaml bench/catalog/*.yaml "$WORK/catalog/"
 
-# start_esq NAME ENABLED -> sets PG_<NAME>, HTTP_<NAME>, TICKET_<NAME>
+# start_esq NAME ENABLED -> sets PG_<NAME>, HTTP_<NAME>, METRICS_<NAME>, TICKET_<NAME>
 start_esq() {
-  local name=$1 enabled=$2 pg http ticket
-  pg=$(free_port); http=$(free_port)
+  local name=$1 enabled=$2 pg http metrics ticket
+  pg=$(free_port); http=$(free_port); metrics=$(free_port)
   ESQ_UPSTREAM__URL="postgres://esq_bench@127.0.0.1:$PGPORT/bench" \
   ESQ_UPSTREAM__PASSWORD=bench \
   ESQ_UPSTREAM__POOL_SIZE=$((CLIENTS + 8)) \
   ESQ_PG__MAX_SESSIONS_PER_USER=$((CLIENTS + 8)) \
   ESQ_SERVER__PG_LISTEN=127.0.0.1:$pg \
   ESQ_SERVER__HTTP_LISTEN=127.0.0.1:$http \
+  ESQ_METRICS__LISTEN=127.0.0.1:$metrics \
   ESQ_CATALOG__DIR="$WORK/catalog" \
   ESQ_SENTINEL__RULES="$BENCH_SENTINEL_RULES" \
   ESQ_AUDIT__PATH="$AUDIT_DIR/$name/audit.jsonl" \
@@ -63,13 +64,14 @@ start_esq() {
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["ticket"])')
   printf -v "PG_$name" '%s' "$pg"
   printf -v "HTTP_$name" '%s' "$http"
+  printf -v "METRICS_$name" '%s' "$metrics"
   printf -v "TICKET_$name" '%s' "$ticket"
 }
 say "starting esq with the audit log on, and with it off"
 start_esq on true
 start_esq off false
 grep -q "AUDIT LOG IS DISABLED" "$WORK/esq-off.log" || say "warning: the disabled audit log was not logged"
-curl -fs "http://127.0.0.1:$HTTP_off/metrics" | grep -q '^esq_audit_enabled 0' \
+curl -fs "http://127.0.0.1:$METRICS_off/metrics" | grep -q '^esq_audit_enabled 0' \
   || die "esq_audit_enabled does not show the disabled audit log"
 
 run_pgbench() { # port ticket mode
@@ -96,7 +98,7 @@ echo
 records=$(cat "$AUDIT_DIR"/on/audit*.jsonl | wc -l)
 bytes=$(cat "$AUDIT_DIR"/on/audit*.jsonl | wc -c)
 echo "audit on: $records records, $((bytes / (records > 0 ? records : 1))) bytes per record"
-curl -fs "http://127.0.0.1:$HTTP_on/metrics" | python3 -c '
+curl -fs "http://127.0.0.1:$METRICS_on/metrics" | python3 -c '
 import sys
 m = {}
 for line in sys.stdin:

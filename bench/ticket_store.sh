@@ -60,6 +60,7 @@ start_esq() { # name store validation_cache rules [webhook]
   ESQ_PG__MAX_SESSIONS_PER_USER=$((CLIENTS + 8)) \
   ESQ_SERVER__PG_LISTEN=127.0.0.1:$pg_port \
   ESQ_SERVER__HTTP_LISTEN=127.0.0.1:$http_port \
+  ESQ_METRICS__LISTEN=127.0.0.1:0 \
   ESQ_CATALOG__DIR="$WORK/catalog" \
   ESQ_AUDIT__PATH="$WORK/$name-audit.jsonl" \
   ESQ_TICKETS__STORE="$2" \

@@ -1,6 +1,9 @@
-//! `esq serve`: starts both doors on one shared [`App`] and stops them
-//! gracefully. [`start`] returns a handle with the bound addresses, so tests
-//! and embedders can listen on port 0.
+//! `esq serve`: starts both doors (and the metrics listener) on one shared
+//! [`App`] and stops them gracefully. [`start`] returns a handle with the
+//! bound addresses, so tests and embedders can listen on port 0. What is
+//! unsafe for a deployment is said at start ([`warnings`]).
+
+pub mod warnings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
+use crate::http::metrics_door::MetricsDoor;
 use crate::http::HttpDoor;
 use crate::pgdoor::PgDoor;
 use crate::upstream::UpstreamPool;
@@ -36,6 +40,9 @@ pub struct Running {
     pub pg_addr: SocketAddr,
     /// Where the HTTP door listens (the bound port when configured as 0).
     pub http_addr: SocketAddr,
+    /// Where `/metrics` is served, when it has a listener of its own
+    /// (`metrics.listen`; the bound port when configured as 0).
+    pub metrics_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     pub upstream: Arc<UpstreamPool>,
     shutdown: watch::Sender<bool>,
@@ -46,6 +53,7 @@ pub struct Running {
 pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
     check_tombstones_enforced(&app)?;
     let tls = crate::tls::server_config(&app.config.tls)?;
+    warnings::at_start(&app);
     let upstream = Arc::new(UpstreamPool::new(&app.config, app.metrics.clone())?);
     let (shutdown, watch_shutdown) = watch::channel(false);
 
@@ -65,6 +73,19 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
             source,
         })?;
     let http_addr = http.local_addr();
+    let metrics = match app.config.metrics.own_listener() {
+        Some(addr) => Some(
+            MetricsDoor::bind(app.clone(), addr, tls.clone())
+                .await
+                .map_err(|source| ServeError::Listen {
+                    door: "metrics",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().map(MetricsDoor::local_addr);
     let exports = crate::exports::runner::start(&app, &upstream, &watch_shutdown)
         .map_err(ServeError::Exports)?;
     let mut tasks = vec![
@@ -86,12 +107,24 @@ pub async fn start(app: Arc<App>) -> Result<Running, ServeError> {
         )),
     ];
     tasks.extend(exports);
+    if let Some(metrics) = metrics {
+        tasks.push(tokio::spawn(metrics.run(watch_shutdown.clone())));
+    }
+    // Not awaited: an upstream that hangs must not hold the doors shut.
+    tokio::spawn(warnings::check_upstream(upstream.clone()));
     record_start(&app, pg_addr, http_addr).await;
     tracing::info!(%pg_addr, tls = tls.is_some(), "PostgreSQL door listening");
     tracing::info!(%http_addr, tls = tls.is_some(), "HTTP door listening");
+    match metrics_addr {
+        Some(addr) => {
+            tracing::info!(%addr, tls = tls.is_some(), "metrics listening (GET /metrics)")
+        }
+        None => tracing::info!("metrics on the HTTP door (GET /metrics, with the scrape token)"),
+    }
     Ok(Running {
         pg_addr,
         http_addr,
+        metrics_addr,
         app,
         upstream,
         shutdown,
@@ -122,7 +155,7 @@ fn check_tombstones_enforced(app: &App) -> Result<(), ServeError> {
     };
     if crate::bundle::is_production(&app.config) {
         return Err(ServeError::Lifecycle(format!(
-            "{problem}; production needs [maintenance] url (README \"Lifecycle\")"
+            "{problem}; production needs [maintenance] url (docs/lifecycle.md)"
         )));
     }
     tracing::warn!("{problem} (refused in production)");

@@ -73,8 +73,38 @@ pub fn record_outcome(outcome: Outcome) {
 const TEXT_LOGGING_TARGETS: &[&str] = &["sqlparser", "tokio_postgres"];
 
 /// Installs the process-wide subscriber: `log.filter` (or `RUST_LOG`),
-/// text or JSON lines to `writer`. `Err` when one is already installed.
+/// text or JSON lines to `writer`, without colour (a writer given here is
+/// a file or a buffer). `Err` when one is already installed.
 pub fn try_init<W>(log: &LogConfig, writer: W) -> Result<(), String>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    install(log, writer, false)
+}
+
+/// [`try_init`] to stderr, in colour only when stderr is a terminal and
+/// `NO_COLOR` is not set: a log redirected to a file, a pipe or journald
+/// carries no escape codes.
+pub fn try_init_stderr(log: &LogConfig) -> Result<(), String> {
+    install(log, std::io::stderr, stderr_wants_colour())
+}
+
+/// Whether lines written to stderr may be coloured (see [`wants_colour`]).
+pub fn stderr_wants_colour() -> bool {
+    use std::io::IsTerminal;
+    wants_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// Colour only on a terminal, and never with a non-empty `NO_COLOR`
+/// (<https://no-color.org>).
+pub fn wants_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+fn install<W>(log: &LogConfig, writer: W, ansi: bool) -> Result<(), String>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -90,7 +120,8 @@ where
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer)
+        .with_ansi(ansi);
     let installed = match log.format {
         LogFormat::Json => builder
             .json()
@@ -100,4 +131,18 @@ where
         LogFormat::Text => builder.try_init(),
     };
     installed.map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(wants_colour(true, None));
+        assert!(wants_colour(true, Some(OsStr::new(""))));
+        assert!(!wants_colour(true, Some(OsStr::new("1"))));
+        assert!(!wants_colour(false, None));
+    }
 }

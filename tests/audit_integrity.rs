@@ -359,6 +359,9 @@ impl Doors for Served {
     fn http_addr(&self) -> SocketAddr {
         self.http
     }
+    fn metrics_addr(&self) -> SocketAddr {
+        unreachable!("the metrics are not read here")
+    }
     fn database(&self) -> &str {
         "esq_demo"
     }
@@ -381,6 +384,7 @@ fn serve(env: &[(&str, String)], log: PathBuf) -> Served {
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("ESQ_SERVER__PG_LISTEN", pg.to_string())
         .env("ESQ_SERVER__HTTP_LISTEN", http.to_string())
+        .env("ESQ_METRICS__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

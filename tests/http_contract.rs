@@ -30,7 +30,7 @@ fn documented(spec: &Value) -> BTreeSet<Key> {
     let mut keys = BTreeSet::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
-            if method == "parameters" {
+            if method == "parameters" || method == "servers" {
                 continue;
             }
             for status in operation["responses"].as_object().unwrap().keys() {
@@ -518,8 +518,8 @@ async fn provoke(s: &Servers, limited_ticket: &str, key: &Key) -> Vec<Response> 
         }
         ("/api/esq/breach", "GET", 503) => vec![send(http().get(s.storeless.url("/api/esq/breach")).bearer_auth(token("admin"))).await],
         ("/metrics", "GET", 200) => vec![
-            send(http().get(m.url("/metrics"))).await,
-            send(http().get(m.url("/metrics")).header("accept", "application/openmetrics-text; version=1.0.0")).await,
+            send(http().get(m.metrics_url())).await,
+            send(http().get(m.metrics_url()).header("accept", "application/openmetrics-text; version=1.0.0")).await,
         ],
         ("/healthz", "GET", 200) => vec![send(http().get(m.url("/healthz"))).await],
         ("/readyz", "GET", 200) => vec![send(http().get(m.url("/readyz"))).await],

@@ -494,7 +494,7 @@ async fn revocation_by_owner_and_admin_but_not_by_another_user() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     let metrics = http
-        .get(esq.url("/metrics"))
+        .get(esq.metrics_url())
         .send()
         .await
         .unwrap()
@@ -625,7 +625,7 @@ async fn metrics_health_and_readiness() {
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["tombstones"], "ok", "{ready}");
 
-    let response = http.get(esq.url("/metrics")).send().await.unwrap();
+    let response = http.get(esq.metrics_url()).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
     for expected in [

@@ -535,30 +535,6 @@ async fn shutdown_drains_busy_sessions_and_ends_idle_ones_with_57p01() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_psycopg_sqlalchemy_and_pandas_work_with_a_ticket_as_password() {
-    let esq = Esq::builder().start().await;
-    let ticket = esq.foia_ticket().await;
-    let script = common::repo().join("tests/drivers/python_drivers.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .env("ESQ_HOST", "127.0.0.1")
-        .env("ESQ_PORT", esq.pg_addr().port().to_string())
-        .env("ESQ_DB", esq.database())
-        .env("ESQ_TICKET", &ticket)
-        .output()
-        .await
-        .expect("python3 is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("ModuleNotFoundError"),
-        "install the drivers first: python3 -m pip install -r tests/drivers/requirements.txt (scripts/test does)\n{stderr}"
-    );
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    println!("{stdout}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_team_revoked_tickets_stop_statements_portals_and_name_reuse() {
     let esq = Esq::builder().rows(2_000).start().await;
 

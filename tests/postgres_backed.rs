@@ -32,7 +32,7 @@ fn esq_with(env: &[(String, String)], args: &[&str]) -> Run {
     Run::of(&mut command)
 }
 
-/// A read-only service role (as README documents it) and, with
+/// A read-only service role (as docs/lifecycle.md documents it) and, with
 /// `maintenance`, a maintenance role; the `ESQ_…` overrides naming them.
 async fn roles(pg: &TestPostgres, maintenance: bool) -> Vec<(String, String)> {
     let n = std::process::id();

@@ -39,6 +39,12 @@ pub enum BundleError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// A user's standing ticket request names what the catalog lacks.
+    #[error("users.{user}.standing_ticket: {problem}")]
+    StandingTicket {
+        user: String,
+        problem: crate::tickets::BadRequest,
+    },
 }
 
 /// One loaded bundle. Immutable: a reload builds a new one.
@@ -121,6 +127,16 @@ impl Bundle {
                 environment: config.server.environment.clone(),
             },
         };
+        for (user, config) in &config.users {
+            if let Some(request) = &config.standing_ticket {
+                tickets
+                    .check(request)
+                    .map_err(|problem| BundleError::StandingTicket {
+                        user: user.clone(),
+                        problem,
+                    })?;
+            }
+        }
         Ok(Bundle {
             hash: parts.hash(),
             parts,

@@ -2,7 +2,7 @@
 //! `esq ticket issue`, `esq explain`, `esq sample-data`, `esq ssp`,
 //! `esq audit verify`, `esq evidence`, `esq keys generate`, `esq seal`,
 //! `esq migrate`, `esq purge`, `esq forget`, `esq receipt verify`,
-//! `esq kek generate|rotate`, `esq export decrypt`. Each subcommand lives in its own
+//! `esq kek generate|rotate`, `esq export decrypt`, `esq setup upstream`. Each subcommand lives in its own
 //! file; this one parses and dispatches. Exit status: 0 success, 1 a check
 //! failed or a request was denied, 2 bad input or configuration.
 
@@ -17,6 +17,7 @@ mod purge;
 mod seal;
 mod secrets;
 mod serve;
+mod setup;
 mod ssp;
 mod ticket;
 
@@ -100,6 +101,9 @@ pub enum Command {
     /// Sealed export bundles.
     #[command(subcommand)]
     Export(export::ExportCommand),
+    /// Set up what esq needs outside itself.
+    #[command(subcommand)]
+    Setup(setup::SetupCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +174,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Receipt(ReceiptCommand::Verify(args)) => forget::verify(&cli.config, args),
         Command::Kek(command) => export::kek(&cli.config, command),
         Command::Export(command) => export::export(&cli.config, command),
+        Command::Setup(command) => setup::run(&cli.config, command),
     };
     ExitCode::from(status)
 }
@@ -196,13 +201,14 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(crate::telemetry::stderr_wants_colour())
         .try_init();
 }
 
 /// Logging for `esq serve`: the config's filter and format, unless
 /// `RUST_LOG` says otherwise.
 fn init_serve_logging(log: &crate::config::LogConfig) {
-    let _ = crate::telemetry::try_init(log, std::io::stderr);
+    let _ = crate::telemetry::try_init_stderr(log);
 }
 
 /// Loads config, catalog and policies and opens the audit log, or prints

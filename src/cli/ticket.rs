@@ -194,4 +194,7 @@ fn print_issued(issued: &IssuedTicket, json: bool) {
         println!("rows      retained since {cutoff}");
     }
     println!("policies  {}", scope.policy_ids.join(", "));
+    for note in &issued.notes {
+        println!("note      {note}");
+    }
 }

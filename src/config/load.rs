@@ -87,6 +87,7 @@ pub(super) fn load(
     let base = path.parent().unwrap_or(Path::new("."));
     resolve_paths(&mut config, base);
     read_password_file(&mut config, path)?;
+    super::metrics::load(&mut config.metrics, &config.server, base, path)?;
     super::validate::validate(&config).map_err(|(key, message)| {
         match overrides.iter().find(|o| o.key == key) {
             Some(o) => ConfigError::Env {

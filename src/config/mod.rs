@@ -11,6 +11,8 @@ mod duration;
 mod exports;
 mod lifecycle;
 mod load;
+mod metrics;
+mod standing;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -25,6 +27,7 @@ use crate::sensitivity::Sensitivity;
 pub use exports::ExportsConfig;
 pub use lifecycle::{LifecycleConfig, MaintenanceConfig, PurgeSchedule};
 pub use load::{env_var_for, ConfigError, ENV_PREFIX, ENV_SEPARATOR};
+pub use metrics::{MetricsConfig, MetricsListen};
 
 /// The whole configuration, as loaded from the file plus environment overrides.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -65,6 +68,9 @@ pub struct Config {
     /// Limits and timeouts of the HTTP door.
     #[serde(default)]
     pub http: HttpDoorConfig,
+    /// Where Prometheus scrapes `/metrics` (a listener of its own).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// esq's Ed25519 key and the seal of what decides (config, catalog,
     /// policies).
     #[serde(default)]
@@ -460,6 +466,15 @@ pub struct UserConfig {
     /// by `esq token`. The tokens themselves are never stored.
     #[serde(default)]
     pub api_token_sha256: Vec<String>,
+    /// A ticket request esq makes for this user at each PostgreSQL-door
+    /// login that presents no ticket, and again when that ticket expires
+    /// mid-session: for BI tools that can only fill host, user and
+    /// password. The same fields as the body of `POST /api/esq/ticket`
+    /// (`dataset`, `purpose`, `fields`, `aggregate`, `ttl`, `where`,
+    /// `privacy`; not `exception`), decided by the same policies, audited
+    /// the same way. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standing_ticket: Option<crate::tickets::TicketRequest>,
 }
 
 /// A secret string that never prints.
@@ -778,3 +793,6 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod reference_tests;

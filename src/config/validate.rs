@@ -265,6 +265,7 @@ fn validate_users(config: &Config) -> Result<(), Invalid> {
             token::parse_token_hash(hash)
                 .map_err(|err| invalid(key("api_token_sha256"), err.to_string()))?;
         }
+        super::standing::validate(name, user)?;
     }
     Ok(())
 }

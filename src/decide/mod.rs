@@ -11,6 +11,7 @@
 //! HTTP type.
 
 pub mod private;
+pub mod ticket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -243,6 +244,7 @@ pub fn decide(
                 detail: "a transaction or session statement (BEGIN, SET, DEALLOCATE, …) would stay on a database connection other users' queries share".into(),
                 hint: "send the query alone; for a transaction or session settings, use the PostgreSQL door".into(),
                 policy_id: None,
+                esq_rule: true,
             }))
         }
         Decision::Allow(allowed) => record.allowed(allowed, timing),

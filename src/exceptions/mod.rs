@@ -60,7 +60,7 @@ pub const MAX_TEXT: usize = 2000;
 /// and the refusals', which quote no value the client did not send.
 #[derive(Debug, thiserror::Error)]
 pub enum ExceptionError {
-    #[error("exception waivers need [maintenance]: esq keeps them in schema esq, which only the maintenance role writes (README \"Exception waivers\")")]
+    #[error("exception waivers need [maintenance]: esq keeps them in schema esq, which only the maintenance role writes (docs/exports-and-exceptions.md)")]
     NotConfigured,
     /// The request itself is wrong; the message quotes no value.
     #[error("{field}: {message}")]

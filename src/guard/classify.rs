@@ -1,9 +1,18 @@
 //! Stage 3, classify: each statement is an analysed query, a harmless
 //! session statement from a short allowlist, or a denied kind.
+//!
+//! Transaction statements are served with any isolation level and any
+//! access mode a driver sends by default (`BEGIN READ WRITE`,
+//! `SET TRANSACTION …`, `SET SESSION CHARACTERISTICS AS TRANSACTION …`):
+//! esq refuses every write statement anyway, and [`keep_read_only`] turns a
+//! `READ WRITE` mode into `READ ONLY` in what is forwarded, so the upstream
+//! transaction stays read only and the client still gets PostgreSQL's own
+//! command tag (`BEGIN`, `START TRANSACTION`, `SET`). Every denial here is
+//! one of esq's own rules (it names no ticket policy).
 
 use sqlparser::ast::{
-    DiscardObject, Expr, ObjectNamePart, Set, Statement, TransactionAccessMode, TransactionMode,
-    Value,
+    DiscardObject, Expr, ObjectNamePart, Set, Statement, TransactionAccessMode,
+    TransactionIsolationLevel, TransactionMode, Value,
 };
 
 use super::denial::{Checked, Denial};
@@ -71,6 +80,10 @@ const SHOWABLE: &[&str] = &[
 ];
 
 pub fn classify(statement: &Statement) -> Checked<Kind> {
+    classify_statement(statement).map_err(Denial::by_esq_rule)
+}
+
+fn classify_statement(statement: &Statement) -> Checked<Kind> {
     match statement {
         Statement::Query(_) => Ok(Kind::Query),
         Statement::StartTransaction {
@@ -79,14 +92,7 @@ pub fn classify(statement: &Statement) -> Checked<Kind> {
             if !statements.is_empty() {
                 return Err(not_allowed("a BEGIN … END block"));
             }
-            if modes.iter().any(|m| {
-                matches!(
-                    m,
-                    TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)
-                )
-            }) {
-                return Err(not_allowed("a READ WRITE transaction"));
-            }
+            check_modes(modes)?;
             Ok(Kind::Session)
         }
         Statement::Commit { chain: false, .. } => Ok(Kind::Session),
@@ -176,17 +182,76 @@ fn classify_set(set: &Set) -> Checked<Kind> {
                 Err(utf8_only())
             }
         }
+        Set::SetTransaction {
+            modes,
+            snapshot: None,
+            ..
+        } => {
+            check_modes(modes)?;
+            Ok(Kind::Session)
+        }
+        Set::SetTransaction { .. } => Err(not_allowed("SET TRANSACTION SNAPSHOT")),
         Set::SetRole { .. } => Err(not_allowed("SET ROLE")),
         Set::SetSessionAuthorization(_) => Err(not_allowed("SET SESSION AUTHORIZATION")),
         _ => Err(not_allowed("this SET statement")),
     }
 }
 
+/// Isolation levels PostgreSQL has, and either access mode (a `READ WRITE`
+/// one is forwarded as `READ ONLY`, see [`keep_read_only`]).
+fn check_modes(modes: &[TransactionMode]) -> Checked<()> {
+    for mode in modes {
+        match mode {
+            TransactionMode::AccessMode(_) => {}
+            TransactionMode::IsolationLevel(level) => match level {
+                TransactionIsolationLevel::ReadUncommitted
+                | TransactionIsolationLevel::ReadCommitted
+                | TransactionIsolationLevel::RepeatableRead
+                | TransactionIsolationLevel::Serializable => {}
+                _ => return Err(not_allowed(&format!("isolation level {level}"))),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// The transaction modes of `statement`, if it sets any.
+fn modes_of(statement: &mut Statement) -> Option<&mut Vec<TransactionMode>> {
+    match statement {
+        Statement::StartTransaction { modes, .. } => Some(modes),
+        Statement::Set(Set::SetTransaction { modes, .. }) => Some(modes),
+        _ => None,
+    }
+}
+
+/// What esq forwards never opens a read-write transaction: a `READ WRITE`
+/// mode becomes `READ ONLY` (the same command, so the same command tag).
+/// The upstream session starts with `default_transaction_read_only` on,
+/// and no session may change that setting; this keeps an explicit mode
+/// from overriding it.
+pub fn keep_read_only(statements: &mut [Statement]) {
+    for modes in statements.iter_mut().filter_map(modes_of) {
+        for mode in modes.iter_mut() {
+            if *mode == TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) {
+                *mode = TransactionMode::AccessMode(TransactionAccessMode::ReadOnly);
+            }
+        }
+    }
+}
+
 fn is_plain_literal(expr: &Expr) -> bool {
     match expr {
+        // The other spellings of a string are confirmed against
+        // PostgreSQL's reading after classification (see `literals`).
         Expr::Value(v) => matches!(
             v.value,
-            Value::SingleQuotedString(_) | Value::Number(_, _) | Value::Boolean(_)
+            Value::SingleQuotedString(_)
+                | Value::EscapedStringLiteral(_)
+                | Value::DollarQuotedString(_)
+                | Value::UnicodeStringLiteral(_)
+                | Value::NationalStringLiteral(_)
+                | Value::Number(_, _)
+                | Value::Boolean(_)
         ),
         Expr::Identifier(_) => true, // SET DateStyle = ISO
         Expr::UnaryOp { expr, .. } => matches!(expr.as_ref(), Expr::Value(_)),
@@ -286,7 +351,55 @@ pub fn prepared_drop(statement: &Statement) -> Option<PreparedDrop> {
 
 #[cfg(test)]
 mod tests {
-    use super::{prepared_drop, PreparedDrop};
+    use super::{classify, keep_read_only, prepared_drop, Kind, PreparedDrop};
+
+    /// How a transaction statement is classified and forwarded.
+    fn forwarded(sql: &str) -> Result<String, String> {
+        let mut statements = super::super::parse::parse(sql).map_err(|d| d.reason)?;
+        for statement in &statements {
+            assert_eq!(classify(statement).map_err(|d| d.reason)?, Kind::Session);
+        }
+        keep_read_only(&mut statements);
+        Ok(statements
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+
+    #[test]
+    fn transaction_modes_are_served_read_only() {
+        for (sql, sent) in [
+            ("BEGIN READ WRITE", "BEGIN READ ONLY"),
+            (
+                "begin isolation level repeatable read",
+                "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            ),
+            (
+                "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE",
+                "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+            ),
+            (
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED READ WRITE",
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY",
+            ),
+            (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            ),
+            ("BEGIN TRANSACTION READ ONLY", "BEGIN TRANSACTION READ ONLY"),
+        ] {
+            assert_eq!(forwarded(sql).as_deref(), Ok(sent), "{sql}");
+        }
+        for refused in [
+            "SET TRANSACTION SNAPSHOT '00000003-1'",
+            "BEGIN ISOLATION LEVEL SNAPSHOT",
+        ] {
+            let statements = super::super::parse::parse(refused).unwrap();
+            let denial = classify(&statements[0]).unwrap_err();
+            assert!(denial.esq_rule, "{refused}: names no ticket policy");
+        }
+    }
 
     fn drop_of(sql: &str) -> Option<PreparedDrop> {
         let statements = super::super::parse::parse(sql).ok()?;

@@ -92,7 +92,8 @@ pub(super) fn agree(pg: &PgReading, kinds: &[Kind], tables: &BTreeSet<String>) -
             format!("function {name}() is not allowed"),
             "PostgreSQL would call a function that is not allowlisted",
             "use allowlisted functions only",
-        ));
+        )
+        .by_esq_rule());
     }
     Ok(())
 }

@@ -1,5 +1,9 @@
 //! What a denial carries: the SQLSTATE, a one-line reason, a detail naming
 //! the rule (and policy), and a hint that teaches the compliant path.
+//! Only a denial about what the ticket's scope allows names the ticket's
+//! policies: one of esq's own rules (syntax, allowlists, session
+//! statements) would be refused under any ticket, and citing a policy there
+//! sends the reader to the wrong place.
 
 use serde::Serialize;
 
@@ -20,6 +24,10 @@ pub struct Denial {
     pub detail: String,
     pub hint: String,
     pub policy_id: Option<String>,
+    /// Set for esq's own rules, which hold whatever the ticket: such a
+    /// denial names no ticket policy and describes no scope.
+    #[serde(skip)]
+    pub esq_rule: bool,
 }
 
 impl Denial {
@@ -34,6 +42,7 @@ impl Denial {
             detail: detail.into(),
             hint: hint.into(),
             policy_id: None,
+            esq_rule: false,
         }
     }
 
@@ -45,6 +54,7 @@ impl Denial {
             detail: "esq forwards only statements it has fully analysed (fail closed)".into(),
             hint: hint.into(),
             policy_id: None,
+            esq_rule: true,
         }
     }
 
@@ -55,7 +65,19 @@ impl Denial {
             detail: "esq forwards only statements that PostgreSQL's grammar and esq's parser read the same way".into(),
             hint: "check the statement's syntax".into(),
             policy_id: None,
+            esq_rule: true,
         }
+    }
+
+    /// Marks a denial as one of esq's own rules (its `esq_rule` field).
+    pub fn by_esq_rule(mut self) -> Denial {
+        self.esq_rule = true;
+        self
+    }
+
+    /// Whether the denial may name the ticket's policies.
+    pub fn cites_scope(&self) -> bool {
+        !self.esq_rule
     }
 
     pub fn with_policy(mut self, policy_id: Option<String>) -> Denial {

@@ -2,12 +2,16 @@
 //! so to the dataset fields it derives from); functions, operators and casts
 //! must be on the allowlists; PII fields may only be passed to `count`;
 //! whole-row references are denied. Unmodelled expression kinds are denied.
+//! The operator spellings of LIKE (`~~`, `!~~`, `~~*`, `!~~*`) are read
+//! exactly as LIKE, NOT LIKE, ILIKE and NOT ILIKE, with single-term
+//! operands (the two parsers rank these operators differently). Denials of
+//! esq's own allowlists are marked as such: they name no ticket policy.
 
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{
-    CastKind, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, InTarget,
-    ObjectNamePart, Value, WindowFrameBound, WindowType,
+    BinaryOperator, CastKind, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
+    Ident, InTarget, ObjectNamePart, Value, WindowFrameBound, WindowType,
 };
 
 use super::denial::{Checked, Denial};
@@ -87,13 +91,20 @@ impl Resolver<'_> {
                 facts.merge(self.expr_in(&mut interval.value, true)?);
             }
             Expr::Nested(inner) => facts.merge(self.expr_in(inner, in_function)?),
+            Expr::BinaryOp { left, op, right } if is_like_operator(op) => {
+                // `~~`, `!~~`, `~~*`, `!~~*`: LIKE, NOT LIKE, ILIKE, NOT ILIKE.
+                check_like_operands(left, right)?;
+                facts.merge(self.expr_in(left, in_function)?);
+                facts.merge(self.expr_in(right, in_function)?);
+            }
             Expr::BinaryOp { left, op, right } => {
                 if !functions::binary_operator_allowed(op) {
                     return Err(Denial::forbidden(
                         format!("operator {op} is not allowed"),
                         "only comparison, arithmetic, AND/OR and || are allowlisted",
                         "rewrite the condition with =, <, >, AND, OR",
-                    ));
+                    )
+                    .by_esq_rule());
                 }
                 // Comparisons keep PII as is; arithmetic and || compute on it.
                 let computes = matches!(
@@ -114,7 +125,8 @@ impl Resolver<'_> {
                         format!("operator {op} is not allowed"),
                         "only NOT and signs are allowlisted",
                         "remove the operator",
-                    ));
+                    )
+                    .by_esq_rule());
                 }
                 // A sign computes on its operand; NOT tests it.
                 let computes = !matches!(op, sqlparser::ast::UnaryOperator::Not);
@@ -213,7 +225,7 @@ impl Resolver<'_> {
                         format!("casts to {data_type} are not allowed"),
                         "only plain scalar types are allowlisted (a cast to text, regclass or a row type can expose data)",
                         "cast to int, numeric, text, date or timestamp",
-                    ));
+                    ).by_esq_rule());
                 }
                 facts.merge(self.expr_in(expr, true)?);
             }
@@ -230,7 +242,8 @@ impl Resolver<'_> {
                     "GROUPING SETS, ROLLUP and CUBE are not allowed",
                     "subtotals let small groups be recovered by subtraction",
                     "group by the fields themselves",
-                ))
+                )
+                .by_esq_rule())
             }
             Expr::Wildcard(_) | Expr::QualifiedWildcard(_, _) => {
                 return Err(whole_row("* inside an expression"))
@@ -297,7 +310,8 @@ impl Resolver<'_> {
                         format!("column reference {name:?} is ambiguous"),
                         "more than one FROM item has a column of that name",
                         "qualify it with the table alias",
-                    ));
+                    )
+                    .by_esq_rule());
                 }
                 found = Some(first.fields.clone());
                 break 'scopes;
@@ -336,6 +350,7 @@ impl Resolver<'_> {
                     functions::allowed_names().collect::<Vec<_>>().join(", ")
                 ),
             )
+            .by_esq_rule()
         })?;
         if function.uses_odbc_syntax
             || !matches!(function.parameters, FunctionArguments::None)
@@ -478,7 +493,8 @@ fn check_frame_bound(bound: &WindowFrameBound) -> Checked<()> {
             "window frame bounds must be numbers",
             "an expression in a frame bound would be evaluated outside the guard's checks",
             "write ROWS BETWEEN 3 PRECEDING AND CURRENT ROW",
-        )),
+        )
+        .by_esq_rule()),
     }
 }
 
@@ -503,7 +519,50 @@ fn function_name(function: &Function) -> Checked<String> {
             format!("function {} is not allowed", parts.join(".")),
             "functions outside pg_catalog may be user-defined and do anything",
             "use an allowlisted built-in function",
-        )),
+        )
+        .by_esq_rule()),
+    }
+}
+
+/// The operator spellings of LIKE: PostgreSQL's LIKE is these operators.
+fn is_like_operator(op: &BinaryOperator) -> bool {
+    matches!(
+        op,
+        BinaryOperator::PGLikeMatch
+            | BinaryOperator::PGNotLikeMatch
+            | BinaryOperator::PGILikeMatch
+            | BinaryOperator::PGNotILikeMatch
+    )
+}
+
+/// sqlparser gives `~~` the precedence of `=`; PostgreSQL gives it that of
+/// any other operator (above `=`, `<`, LIKE, BETWEEN and IN, level with
+/// `||`). So `a ~~ b || c` or `a = b ~~ c` would be grouped differently by
+/// the two: the operands of `~~` must be single terms (a column, a
+/// literal, a call, a cast, a CASE or a parenthesised expression), which
+/// both group alike.
+fn check_like_operands(left: &Expr, right: &Expr) -> Checked<()> {
+    let single = |e: &Expr| {
+        matches!(
+            e,
+            Expr::Identifier(_)
+                | Expr::CompoundIdentifier(_)
+                | Expr::Value(_)
+                | Expr::TypedString(_)
+                | Expr::Function(_)
+                | Expr::Nested(_)
+                | Expr::Cast { .. }
+                | Expr::Case { .. }
+                | Expr::Subquery(_)
+        )
+    };
+    if single(left) && single(right) {
+        Ok(())
+    } else {
+        Err(Denial::unsupported(
+            "an operator expression beside ~~, !~~, ~~* or !~~* without parentheses (PostgreSQL groups it differently)",
+            "put the operand in parentheses, e.g. (a || b) ~~ 'x%', or write LIKE",
+        ))
     }
 }
 
@@ -511,13 +570,17 @@ fn check_literal(value: &Value) -> Checked<()> {
     match value {
         Value::Number(_, _)
         | Value::SingleQuotedString(_)
+        // N'…' was checked against PostgreSQL's reading (see `literals`).
+        | Value::NationalStringLiteral(_)
         | Value::Boolean(_)
         | Value::Null
         | Value::Placeholder(_) => Ok(()),
+        // `literals` spells these as plain strings once PostgreSQL's
+        // reading confirms them: one left here was not confirmed.
         Value::EscapedStringLiteral(_)
         | Value::DollarQuotedString(_)
-        | Value::NationalStringLiteral(_) => Err(Denial::unsupported(
-            "E'', $$ and N'' string literals",
+        | Value::UnicodeStringLiteral(_) => Err(Denial::unsupported(
+            "this string constant (its reading was not confirmed)",
             "use a plain 'quoted' string",
         )),
         _ => Err(Denial::unsupported(

@@ -2,172 +2,30 @@
 //! catalogs (what psql's `\d`, drivers and BI tools send) or no table at all
 //! (`SELECT version()`). These hold no dataset values, so they are checked
 //! with PostgreSQL's own reading of the text that will run: every table,
-//! function, operator and cast type must be on the allowlists below.
-//! Value-bearing catalogs (`pg_stats`, `pg_statistic`, `pg_stat_activity`,
-//! `pg_authid`, `pg_settings`, large objects…) are not on them.
+//! function, operator and cast type must be on the allowlists
+//! (`metadata_lists.rs`). Value-bearing catalogs (`pg_stats`,
+//! `pg_statistic`, `pg_stat_activity`, `pg_authid`, `pg_settings`, large
+//! objects…) are not on them. Statistics and role-name columns are refused
+//! by name in both readings (`metadata_pg.rs` checks PostgreSQL's reading
+//! of the forwarded text), and a `*` only where it covers none
+//! (`metadata_star.rs`); the driver APIs' index statistics are answered as
+//! unknown (`metadata_statistics.rs`).
 
 use std::ops::ControlFlow;
 
 use pg_query::NodeRef;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Visit,
-    Visitor,
+    BinaryOperator, Expr, ObjectName, Query, Statement, TableFactor, Visit, Visitor,
 };
 
 use super::denial::{Checked, Denial};
 use super::functions;
-
-/// Catalog relations that describe structure, never data values.
-const RELATIONS: &[&str] = &[
-    "pg_catalog.pg_am",
-    "pg_catalog.pg_attrdef",
-    "pg_catalog.pg_attribute",
-    "pg_catalog.pg_class",
-    "pg_catalog.pg_collation",
-    "pg_catalog.pg_constraint",
-    "pg_catalog.pg_database",
-    "pg_catalog.pg_depend",
-    "pg_catalog.pg_description",
-    "pg_catalog.pg_enum",
-    "pg_catalog.pg_extension",
-    "pg_catalog.pg_index",
-    "pg_catalog.pg_indexes",
-    "pg_catalog.pg_inherits",
-    "pg_catalog.pg_matviews",
-    "pg_catalog.pg_namespace",
-    "pg_catalog.pg_partitioned_table",
-    "pg_catalog.pg_policy",
-    "pg_catalog.pg_proc",
-    "pg_catalog.pg_publication",
-    "pg_catalog.pg_publication_namespace",
-    "pg_catalog.pg_publication_rel",
-    "pg_catalog.pg_range",
-    // Read through an empty stand-in (see `hide_roles`): no role name.
-    "pg_catalog.pg_roles",
-    "pg_catalog.pg_sequence",
-    "pg_catalog.pg_statistic_ext",
-    "pg_catalog.pg_tables",
-    "pg_catalog.pg_tablespace",
-    "pg_catalog.pg_trigger",
-    "pg_catalog.pg_type",
-    "pg_catalog.pg_views",
-    "information_schema.columns",
-    "information_schema.key_column_usage",
-    "information_schema.referential_constraints",
-    "information_schema.schemata",
-    "information_schema.table_constraints",
-    "information_schema.tables",
-    "information_schema.views",
-];
-
-/// Functions of metadata queries: descriptions, visibility, formatting.
-const FUNCTIONS: &[&str] = &[
-    // `ARRAY(SELECT …)`: sqlparser reads it as a call; its subquery is
-    // walked like any other.
-    "array",
-    "array_agg",
-    "array_length",
-    "array_lower",
-    "array_to_string",
-    "array_upper",
-    "col_description",
-    "current_database",
-    "current_schema",
-    "current_schemas",
-    "format_type",
-    "has_column_privilege",
-    "has_schema_privilege",
-    "has_table_privilege",
-    "obj_description",
-    "pg_encoding_to_char",
-    "pg_function_is_visible",
-    "pg_collation_is_visible",
-    "pg_conversion_is_visible",
-    "pg_opclass_is_visible",
-    "pg_operator_is_visible",
-    "pg_opfamily_is_visible",
-    "pg_statistics_obj_is_visible",
-    "pg_get_constraintdef",
-    "pg_get_expr",
-    "pg_get_function_arguments",
-    "pg_get_function_identity_arguments",
-    "pg_get_function_result",
-    "pg_get_indexdef",
-    "pg_get_partkeydef",
-    "pg_get_serial_sequence",
-    "pg_get_statisticsobjdef_columns",
-    "pg_get_triggerdef",
-    "pg_get_userbyid",
-    "pg_get_viewdef",
-    "pg_relation_is_publishable",
-    // Only as a FROM item (see `TABLE_FUNCTIONS`): integers, no data.
-    "generate_series",
-    "pg_size_pretty",
-    "pg_table_is_visible",
-    "pg_type_is_visible",
-    "quote_ident",
-    "json_build_object",
-    "to_regclass",
-    "to_regtype",
-    "shobj_description",
-    "string_agg",
-    "unnest",
-    "version",
-    "position",
-];
-
-/// Set-returning functions allowed as FROM items of catalog queries (psql's
-/// `\d` numbers array elements with one).
-const TABLE_FUNCTIONS: &[&str] = &["pg_catalog.generate_series"];
-
-/// Catalog columns that carry statistics about the data: the row count of a
-/// table includes rows a ticket's filters and retention hide.
-const STATISTICS_COLUMNS: &[&str] = &["reltuples", "relpages", "relallvisible", "relallfrozen"];
-
-/// Catalog columns that name roles (access lists): who may read what, and
-/// esq's own service role among them, are the operator's business.
-const ROLE_COLUMNS: &[&str] = &[
-    "relacl",
-    "nspacl",
-    "datacl",
-    "attacl",
-    "proacl",
-    "typacl",
-    "spcacl",
-    "lanacl",
-    "fdwacl",
-    "srvacl",
-    "defaclacl",
-    "lomacl",
-    "grantee",
-    "grantor",
-    "tableowner",
-    "viewowner",
-    "matviewowner",
-];
-
-/// Catalogs with statistics or access-list columns: `*` over them would
-/// read those columns without naming them.
-const WIDE_CATALOGS: &[&str] = &[
-    "pg_catalog.pg_tables",
-    "pg_catalog.pg_views",
-    "pg_catalog.pg_matviews",
-    "pg_catalog.pg_class",
-    "pg_catalog.pg_namespace",
-    "pg_catalog.pg_database",
-    "pg_catalog.pg_attribute",
-    "pg_catalog.pg_proc",
-    "pg_catalog.pg_type",
-    "pg_catalog.pg_tablespace",
-];
-
-/// Built-in operator symbols (an unknown symbol could be user-defined).
-const OPERATORS: &[&str] = &[
-    "=", "<>", "!=", "<", ">", "<=", ">=", "~", "!~", "~*", "!~*", "~~", "!~~", "~~*", "!~~*", "+",
-    "-", "*", "/", "%", "||", "@>", "<@", "&&",
-];
+use super::metadata_lists::{
+    FUNCTIONS, OPERATORS, QUALIFIED_FUNCTIONS, RELATIONS, ROLE_COLUMNS, STATISTICS_COLUMNS,
+    TABLE_FUNCTIONS, WIDE_CATALOGS,
+};
 
 /// Catalog names as PostgreSQL resolves them: `pg_catalog` is searched
 /// first, so an unqualified `pg_class` is `pg_catalog.pg_class`.
@@ -197,9 +55,14 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
     struct Relations {
         /// Names and aliases of FROM items.
         relation_names: BTreeSet<String>,
-        /// Bare identifiers used as values.
-        bare_identifiers: BTreeSet<String>,
+        /// Bare identifiers used as values, with how often each appears.
+        bare_identifiers: BTreeMap<String, usize>,
+        /// How often each name appears as a qualifier or a field name in
+        /// a field access (`i.indkey[1]`, `(f(x)).n`): such a use reads no
+        /// whole row, but esq's parser visits it as a bare identifier.
+        field_access_names: BTreeMap<String, usize>,
         reads_wide_catalog: bool,
+        /// A `*` outside a select list (`f(c.*)`), which is not followed.
         has_wildcard: bool,
         /// The next relation name is a table function's (set by the FROM item).
         table_function_next: bool,
@@ -212,7 +75,10 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                 Ok(parts) => parts,
                 Err(denial) => return ControlFlow::Break(denial),
             };
+            let table_function = std::mem::take(&mut self.table_function_next);
             let qualified = match parts.as_slice() {
+                // Functions resolve in pg_catalog first, as scalar calls do.
+                [name] if table_function => format!("pg_catalog.{name}"),
                 [name] => qualify(name),
                 [schema, name] => format!("{schema}.{name}"),
                 _ => parts.join("."),
@@ -221,7 +87,7 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                 self.relation_names.insert(last.clone());
             }
             self.reads_wide_catalog |= WIDE_CATALOGS.contains(&qualified.as_str());
-            if std::mem::take(&mut self.table_function_next) {
+            if table_function {
                 return if TABLE_FUNCTIONS.contains(&qualified.as_str()) {
                     ControlFlow::Continue(())
                 } else {
@@ -267,14 +133,10 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                 }
                 TableFactor::NestedJoin {
                     table_with_joins, ..
-                } if joins_by_name(&table_with_joins.joins) => {
-                    ControlFlow::Break(Denial::forbidden(
-                        "JOIN … USING and NATURAL JOIN are not allowed in catalog queries",
-                        "they compare columns (statistics included) without naming them",
-                        "write JOIN … ON a.x = b.x",
-                    ))
-                }
-                TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
+                } => match check_joins_by_name(&table_with_joins.joins) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(denial) => ControlFlow::Break(denial),
+                },
                 TableFactor::Table {
                     args: Some(_),
                     sample: None,
@@ -282,9 +144,25 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                     with_ordinality: false,
                     alias,
                     ..
-                } if alias.as_ref().is_none_or(|a| a.columns.is_empty()) => {
+                } => {
                     // Its alias used as a value is the function's own
-                    // output (an integer), not a catalog row.
+                    // output (an integer), not a catalog row; naming its
+                    // column (`AS s(r)`, pgJDBC's getTypeInfo) renames an
+                    // integer — but not with a type, nor to a statistic's
+                    // or an access list's name.
+                    for column in alias.iter().flat_map(|a| &a.columns) {
+                        if column.data_type.is_some() {
+                            return ControlFlow::Break(Denial::forbidden(
+                                "column definitions on a table function are not allowed",
+                                "only generate_series is allowed in FROM, and it returns integers",
+                                "leave out the column types",
+                            ));
+                        }
+                        if let Err(denial) = check_column_name(&super::resolve::fold(&column.name))
+                        {
+                            return ControlFlow::Break(denial);
+                        }
+                    }
                     self.table_function_next = true;
                     ControlFlow::Continue(())
                 }
@@ -302,7 +180,9 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
             // bounds.
             if let Expr::Function(function) = expr {
                 let name = super::resolve::builtin_function_name(function);
-                if !name.as_deref().is_some_and(function_allowed) {
+                if !name.as_deref().is_some_and(function_allowed)
+                    && !is_qualified_function(&function.name)
+                {
                     return ControlFlow::Break(Denial::forbidden(
                         format!("function {}() is not allowed in catalog queries", function.name),
                         "only metadata functions (descriptions, visibility, formatting) are allowlisted",
@@ -330,9 +210,29 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
                     ));
                 }
             }
+            if let Expr::CompoundFieldAccess { root, access_chain } = expr {
+                use sqlparser::ast::AccessExpr;
+                let qualifier = match (root.as_ref(), access_chain.first()) {
+                    (Expr::Identifier(ident), Some(AccessExpr::Dot(_))) => Some(ident),
+                    _ => None,
+                };
+                let fields = access_chain.iter().filter_map(|access| match access {
+                    AccessExpr::Dot(Expr::Identifier(field)) => Some(field),
+                    _ => None,
+                });
+                for name in qualifier.into_iter().chain(fields) {
+                    *self
+                        .field_access_names
+                        .entry(super::resolve::fold(name))
+                        .or_default() += 1;
+                }
+            }
             let column = match expr {
                 Expr::Identifier(ident) => {
-                    self.bare_identifiers.insert(super::resolve::fold(ident));
+                    *self
+                        .bare_identifiers
+                        .entry(super::resolve::fold(ident))
+                        .or_default() += 1;
                     Some(ident)
                 }
                 Expr::CompoundIdentifier(parts) => parts.last(),
@@ -354,7 +254,6 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
         }
 
         fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Denial> {
-            self.has_wildcard |= has_wildcard(&query.body);
             match super::postcheck::check_query_clauses(query) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(denial) => ControlFlow::Break(denial),
@@ -362,18 +261,16 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
         }
 
         fn pre_visit_select(&mut self, select: &sqlparser::ast::Select) -> ControlFlow<Denial> {
-            if let Err(denial) = super::postcheck::check_select_clauses(select) {
+            if let Err(denial) = super::postcheck::check_select_clauses(select)
+                .and_then(|()| super::metadata_star::check_select(select))
+                .and_then(|()| {
+                    select
+                        .from
+                        .iter()
+                        .try_for_each(|item| check_joins_by_name(&item.joins))
+                })
+            {
                 return ControlFlow::Break(denial);
-            }
-            // USING and NATURAL compare columns by name without naming them
-            // as expressions (`JOIN … USING (reltuples)`).
-            let implicit = select.from.iter().any(|item| joins_by_name(&item.joins));
-            if implicit {
-                return ControlFlow::Break(Denial::forbidden(
-                    "JOIN … USING and NATURAL JOIN are not allowed in catalog queries",
-                    "they compare columns (statistics included) without naming them",
-                    "write JOIN … ON a.x = b.x",
-                ));
             }
             // An output named like a statistics column could stand in for it.
             for item in &select.projection {
@@ -396,66 +293,92 @@ pub(super) fn check_statements(statements: &[Statement]) -> Checked<()> {
             return Err(denial);
         }
     }
-    if let Some(name) = relations
+    let bare_uses = |name: &String, uses: &usize| {
+        *uses > relations.field_access_names.get(name).copied().unwrap_or(0)
+    };
+    if let Some((name, _)) = relations
         .bare_identifiers
         .iter()
-        .find(|i| relations.relation_names.contains(*i))
+        .filter(|(name, uses)| bare_uses(name, uses))
+        .find(|(name, _)| relations.relation_names.contains(*name))
     {
         return Err(super::resolve::whole_row(&format!(
             "{name} used as a value"
         )));
     }
     if relations.reads_wide_catalog && relations.has_wildcard {
-        return Err(Denial::forbidden(
-            "* over pg_class, pg_namespace, pg_database, pg_attribute, pg_proc, pg_type or pg_tablespace is not allowed",
-            "those catalogs carry statistics (row counts that include hidden rows) and access lists (role names)",
-            "name the columns you need",
-        ));
+        return Err(super::metadata_star::wide_star());
     }
     Ok(())
 }
 
-fn joins_by_name(joins: &[sqlparser::ast::Join]) -> bool {
-    use sqlparser::ast::{JoinConstraint, JoinOperator};
-    joins.iter().any(|join| {
-        let constraint = match &join.join_operator {
-            JoinOperator::Join(c)
-            | JoinOperator::Inner(c)
-            | JoinOperator::Left(c)
-            | JoinOperator::LeftOuter(c)
-            | JoinOperator::Right(c)
-            | JoinOperator::RightOuter(c)
-            | JoinOperator::FullOuter(c)
-            | JoinOperator::CrossJoin(c)
-            | JoinOperator::Semi(c)
-            | JoinOperator::LeftSemi(c)
-            | JoinOperator::RightSemi(c)
-            | JoinOperator::Anti(c)
-            | JoinOperator::LeftAnti(c)
-            | JoinOperator::RightAnti(c) => Some(c),
-            _ => None,
-        };
-        !matches!(
-            constraint,
-            Some(JoinConstraint::On(_) | JoinConstraint::None)
-        )
-    })
+/// `JOIN … USING (x)` names its columns, which are checked like any other
+/// name; NATURAL compares every column of the same name without naming one.
+fn check_joins_by_name(joins: &[sqlparser::ast::Join]) -> Checked<()> {
+    use sqlparser::ast::JoinConstraint;
+    for constraint in joins.iter().filter_map(|join| join_constraint(join)) {
+        match constraint {
+            JoinConstraint::On(_) | JoinConstraint::None => {}
+            JoinConstraint::Using(columns) => {
+                for column in columns {
+                    let parts = super::names::object_name_parts(column)?;
+                    parts
+                        .last()
+                        .map_or(Ok(()), |name| check_column_name(name))?;
+                }
+            }
+            JoinConstraint::Natural | JoinConstraint::UsingAlias(..) => {
+                return Err(Denial::forbidden(
+                    "NATURAL JOIN and JOIN … USING … AS are not allowed in catalog queries",
+                    "a natural join compares columns (statistics included) without naming them",
+                    "write JOIN … ON a.x = b.x or JOIN … USING (x)",
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
-fn has_wildcard(body: &SetExpr) -> bool {
-    match body {
-        SetExpr::Select(select) => select.projection.iter().any(|item| {
-            matches!(
-                item,
-                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
-            )
-        }),
-        SetExpr::SetOperation { left, right, .. } => has_wildcard(left) || has_wildcard(right),
-        _ => false,
+/// A name that must not be read or made up: a statistic or an access list.
+fn check_column_name(name: &str) -> Checked<()> {
+    if STATISTICS_COLUMNS.contains(&name) {
+        Err(statistics(name))
+    } else if ROLE_COLUMNS.contains(&name) {
+        Err(role_names(name))
+    } else {
+        Ok(())
     }
 }
 
-fn role_names(what: &str) -> Denial {
+/// `schema.function` from [`QUALIFIED_FUNCTIONS`], written qualified.
+fn is_qualified_function(name: &ObjectName) -> bool {
+    super::names::object_name_parts(name).is_ok_and(|parts| {
+        parts.len() == 2 && QUALIFIED_FUNCTIONS.contains(&parts.join(".").as_str())
+    })
+}
+
+fn join_constraint(join: &sqlparser::ast::Join) -> Option<&sqlparser::ast::JoinConstraint> {
+    use sqlparser::ast::JoinOperator;
+    match &join.join_operator {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::Semi(c)
+        | JoinOperator::LeftSemi(c)
+        | JoinOperator::RightSemi(c)
+        | JoinOperator::Anti(c)
+        | JoinOperator::LeftAnti(c)
+        | JoinOperator::RightAnti(c) => Some(c),
+        _ => None,
+    }
+}
+
+pub(super) fn role_names(what: &str) -> Denial {
     Denial::forbidden(
         format!("role names are not available ({what})"),
         "access lists and the current role name the database's roles, esq's own among them",
@@ -463,7 +386,7 @@ fn role_names(what: &str) -> Denial {
     )
 }
 
-fn statistics(what: &str) -> Denial {
+pub(super) fn statistics(what: &str) -> Denial {
     Denial::forbidden(
         format!("catalog statistics are not available ({what})"),
         "row counts and sizes include rows your ticket's filters and retention hide",
@@ -500,7 +423,8 @@ pub(super) fn check(sql: &str) -> Checked<()> {
     }
     for (name, _) in &parsed.functions {
         let short = name.strip_prefix("pg_catalog.").unwrap_or(name);
-        if !function_allowed(short) || name.contains('.') && !name.starts_with("pg_catalog.") {
+        let builtin = function_allowed(short) && !short.contains('.');
+        if !builtin && !QUALIFIED_FUNCTIONS.contains(&name.as_str()) {
             return Err(Denial::forbidden(
                 format!("function {name}() is not allowed in catalog queries"),
                 "only metadata functions (descriptions, visibility, formatting) are allowlisted",
@@ -586,6 +510,7 @@ fn is_allowed_table_function(range: &pg_query::protobuf::RangeFunction) -> bool 
         Some(NodeEnum::FuncCall(func)) => {
             let name = strings(&func.funcname).join(".");
             TABLE_FUNCTIONS.contains(&name.as_str())
+                || TABLE_FUNCTIONS.contains(&format!("pg_catalog.{name}").as_str())
         }
         _ => false,
     }

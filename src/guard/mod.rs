@@ -34,7 +34,12 @@ mod expr;
 mod from_items;
 mod functions;
 mod hide_roles;
+mod literals;
 mod metadata;
+mod metadata_lists;
+mod metadata_pg;
+mod metadata_star;
+mod metadata_statistics;
 mod names;
 mod parse;
 mod postcheck;
@@ -90,6 +95,12 @@ pub struct Allowed {
     /// not send the database's rows, but pass them through
     /// [`crate::privacy::Releaser::release`] with this plan.
     pub private: Option<PrivatePlan>,
+    /// `Some(k)` when the answer's groups pass small-group suppression
+    /// (`HAVING count(*) >= k`) or the private release threshold (never
+    /// below `k`): the doors say that groups below it are withheld — on
+    /// every such answer, whether or not one was.
+    #[serde(skip)]
+    pub withholds_groups_below: Option<u32>,
 }
 
 impl Allowed {
@@ -97,6 +108,21 @@ impl Allowed {
     /// subject's key.
     pub fn recorded(&self) -> &str {
         self.recorded.as_deref().unwrap_or(&self.sql)
+    }
+
+    /// What both doors say on an answer whose small groups are withheld
+    /// (see [`Allowed::withholds_groups_below`]): the same words whatever
+    /// the data holds, never a number of groups.
+    pub fn withheld_notice(&self) -> Option<String> {
+        let k = self.withholds_groups_below?;
+        Some(match self.private {
+            Some(_) => format!(
+                "groups whose noisy count is below the release threshold (never below {k}) are withheld from this answer; esq does not say whether any were"
+            ),
+            None => format!(
+                "groups of fewer than {k} are withheld from this answer; esq does not say whether any were"
+            ),
+        })
     }
 }
 
@@ -177,8 +203,9 @@ impl Guard {
         let decision = match self.decide_uncached(scope, sql) {
             Ok(allowed) => Decision::Allow(Arc::new(allowed)),
             Err(mut denial) => {
-                // Name the policies behind the ticket the statement broke.
-                if denial.policy_id.is_none() {
+                // Name the policies behind the ticket the statement broke
+                // (never for one of esq's own rules: see `denial`).
+                if denial.policy_id.is_none() && denial.cites_scope() {
                     denial.policy_id = scope
                         .filter(|s| !s.policy_ids.is_empty())
                         .map(|s| s.policy_ids.join(","));
@@ -198,14 +225,18 @@ impl Guard {
             .iter()
             .map(classify::classify)
             .collect::<Result<_, _>>()?;
+        literals::settle(sql, &mut statements)?;
+        classify::keep_read_only(&mut statements);
         if kinds.contains(&Kind::Query) && pg.metadata_only() {
-            return metadata_answer(sql, &mut statements, &pg, kinds, scope);
+            return metadata_answer(sql, &mut statements, &pg, kinds, scope)
+                .map_err(Denial::by_esq_rule);
         }
         let mut tables = BTreeSet::new();
         let mut dropped = Vec::new();
         let mut classification = Sensitivity::Public;
         let mut private = None;
         let mut hidings = Vec::new();
+        let mut withholds_groups_below = None;
         for (statement, kind) in statements.iter_mut().zip(&kinds) {
             if *kind == Kind::Session {
                 continue;
@@ -230,6 +261,7 @@ impl Guard {
             let mut plan = None;
             if scope.aggregate.is_some() {
                 plan = aggregate::aggregate_query(&mut resolver, query)?;
+                withholds_groups_below = Some(scope.min_group_size);
             } else {
                 resolver.query(query)?;
             }
@@ -260,7 +292,7 @@ impl Guard {
             hidings.extend(hiding);
         }
         confirm::agree(&pg, &kinds, &tables)?;
-        let rendered = render(&statements)?;
+        let rendered = render(&mut statements)?;
         let recorded = (!hidings.is_empty()).then(|| {
             hidings
                 .iter()
@@ -278,6 +310,7 @@ impl Guard {
                 .filter_map(classify::prepared_drop)
                 .collect(),
             private,
+            withholds_groups_below,
         })
     }
 
@@ -330,12 +363,14 @@ fn metadata_answer(
     scope: Option<&Scope>,
 ) -> Result<Allowed, Denial> {
     confirm::agree_kinds(pg, &kinds)?;
+    metadata_statistics::hide_statistics(statements)?;
     // sqlparser's Visitor recurses without growing the stack: give it room.
     deep_walk(|| metadata::check_statements(statements))?;
     metadata::check(sql)?;
     hide_roles::hide_roles(statements)?;
     let rendered = render(statements)?;
     metadata::check(&rendered)?;
+    metadata_pg::check(&rendered)?;
     Ok(Allowed {
         sql: rendered,
         recorded: None,
@@ -345,11 +380,13 @@ fn metadata_answer(
         kinds,
         prepared_drops: Vec::new(),
         private: None,
+        withholds_groups_below: None,
     })
 }
 
 /// Stage 7: print the AST and require both parsers to read the print.
-fn render(statements: &[Statement]) -> Result<String, Denial> {
+fn render(statements: &mut [Statement]) -> Result<String, Denial> {
+    literals::spell_unambiguously(statements)?;
     let sql = statements
         .iter()
         .map(|s| s.to_string())
@@ -362,6 +399,9 @@ fn render(statements: &[Statement]) -> Result<String, Denial> {
             "esq's rewrite changed the number of statements",
         ));
     }
+    // The print reads back as the tree that was analysed (a quote or a
+    // backslash in a value or a name must not end it early).
+    literals::reads_back(&sql, &reparsed)?;
     // PostgreSQL's grammar, in C, without building the tree for Rust.
     let pg_statements = pg_query::split_with_parser(&sql)
         .map_err(|_| Denial::syntax("PostgreSQL's parser rejects esq's rewrite"))?;
@@ -407,6 +447,7 @@ fn tombstones_unknown(unknown: Unknown) -> Denial {
         detail,
         hint: "try again shortly; if it persists, tell esq's operator".into(),
         policy_id: None,
+        esq_rule: true,
     }
 }
 
@@ -417,6 +458,7 @@ fn private_not_served() -> Denial {
         detail: "your ticket's scope carries privacy: its counts must pass through esq's noisy release step, which this build's doors do not run yet, so esq refuses rather than send exact counts".into(),
         hint: "ask for a ticket without privacy if a policy allows it, or use a build that serves private answers".into(),
         policy_id: None,
+        esq_rule: false,
     }
 }
 
@@ -424,7 +466,9 @@ fn no_ticket() -> Denial {
     Denial::forbidden(
         "no ticket: queries need an access ticket",
         "this session has not presented a ticket",
-        "get one with POST /api/esq/ticket (or esq ticket issue), then SET esq.ticket = 'T-…'",
+        // Only what works against every ticket store: a CLI-issued ticket
+        // lands in a store the server may not share (the in-memory one).
+        "get one with POST /api/esq/ticket on the HTTP door, then SET esq.ticket = 'T-…'",
     )
 }
 

@@ -1,14 +1,24 @@
 //! The statements the PostgreSQL door answers itself: `SET esq.ticket`,
-//! `SHOW esq.ticket` and `RESET esq.ticket`. They are never forwarded
-//! (the ticket must not reach the database or its logs).
+//! `SHOW esq.ticket`, `RESET esq.ticket` and `SELECT
+//! esq.request_ticket('{…}')` (a ticket request from SQL, for tools that
+//! cannot call the HTTP door). They are never forwarded (the ticket must
+//! not reach the database or its logs). Recognition is exact: the request
+//! is intercepted only as that one statement, written that way; a
+//! look-alike inside a larger statement goes to the guard, which refuses
+//! the unknown function.
 
 use sqlparser::ast::{
-    ContextModifier, Expr, ObjectName, ObjectNamePart, Reset, Set, Statement, Value,
+    ContextModifier, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
+    ObjectNamePart, Reset, SelectItem, Set, SetExpr, Statement, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 pub const SETTING: &str = "esq.ticket";
+
+/// The function a session asks for a ticket with (its one argument is the
+/// body `POST /api/esq/ticket` takes).
+pub const REQUEST_FUNCTION: &str = "esq.request_ticket";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TicketStatement {
@@ -17,6 +27,9 @@ pub enum TicketStatement {
     /// `RESET esq.ticket`, `SET esq.ticket TO DEFAULT`.
     Reset,
     Show,
+    /// `SELECT esq.request_ticket('{…}')`: the JSON text of a ticket
+    /// request, as `POST /api/esq/ticket` takes it.
+    Request(String),
 }
 
 impl TicketStatement {
@@ -24,6 +37,7 @@ impl TicketStatement {
         match self {
             TicketStatement::Set(_) | TicketStatement::Reset => "SET",
             TicketStatement::Show => "SHOW",
+            TicketStatement::Request(_) => "SELECT 1",
         }
     }
 }
@@ -77,8 +91,40 @@ pub fn recognise(sql: &str) -> Option<TicketStatement> {
                 .collect();
             (name.join(".") == SETTING).then_some(TicketStatement::Show)
         }
+        Statement::Query(_) => request(statement).map(TicketStatement::Request),
         _ => None,
     }
+}
+
+/// The request text of `SELECT esq.request_ticket('…')` and nothing more:
+/// the one argument is taken from the tree, then the whole statement, as
+/// printed back, must be exactly that call (so no other clause, alias,
+/// cast or quoted name slips by).
+fn request(statement: &Statement) -> Option<String> {
+    let Statement::Query(query) = statement else {
+        return None;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let [SelectItem::UnnamedExpr(Expr::Function(function))] = select.projection.as_slice() else {
+        return None;
+    };
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(value)))] = list.args.as_slice()
+    else {
+        return None;
+    };
+    let Value::SingleQuotedString(text) = &value.value else {
+        return None;
+    };
+    let exact = format!("SELECT {REQUEST_FUNCTION}({})", value.value);
+    statement
+        .to_string()
+        .eq_ignore_ascii_case(&exact)
+        .then(|| text.clone())
 }
 
 fn is_ticket_setting(name: &ObjectName) -> bool {
@@ -126,5 +172,50 @@ mod tests {
         assert_eq!(recognise("SET esq.ticket = 1"), None);
         assert_eq!(recognise("SET application_name = 'ticket'"), None);
         assert_eq!(recognise("SET LOCAL esq.ticket = 'x'; DROP TABLE t"), None);
+    }
+
+    #[test]
+    fn recognises_a_ticket_request_exactly() {
+        let body = r#"{"dataset":"burial_2024","purpose":"it's FOIA","fields":["state"]}"#;
+        let quoted = body.replace('\'', "''");
+        for sql in [
+            format!("SELECT esq.request_ticket('{quoted}')"),
+            format!("select ESQ.Request_Ticket( '{quoted}' ) ;"),
+            format!("SELECT\n  esq.request_ticket('{quoted}')\n"),
+        ] {
+            assert_eq!(
+                recognise(&sql),
+                Some(TicketStatement::Request(body.to_string())),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn leaves_ticket_request_lookalikes_to_the_guard() {
+        for sql in [
+            "SELECT esq.request_ticket('{}'), 1",
+            "SELECT esq.request_ticket('{}') AS t",
+            "SELECT esq.request_ticket('{}') FROM burial_2024",
+            "SELECT esq.request_ticket('{}') WHERE true",
+            "SELECT esq.request_ticket('{}') LIMIT 1",
+            "SELECT esq.request_ticket('{}'); SELECT 1",
+            "SELECT 1; SELECT esq.request_ticket('{}')",
+            "SELECT esq.request_ticket('{}', '{}')",
+            "SELECT esq.request_ticket('{}'::json)",
+            "SELECT esq.request_ticket(E'{}')",
+            "SELECT esq.request_ticket($${}$$)",
+            "SELECT \"esq\".\"request_ticket\"('{}')",
+            "SELECT request_ticket('{}')",
+            "SELECT public.esq.request_ticket('{}')",
+            "SELECT DISTINCT esq.request_ticket('{}')",
+            "SELECT * FROM esq.request_ticket('{}')",
+            "SELECT (SELECT esq.request_ticket('{}'))",
+            "WITH t AS (SELECT 1) SELECT esq.request_ticket('{}')",
+            "SELECT esq.request_ticket('{}') UNION SELECT 'x'",
+            "VALUES (esq.request_ticket('{}'))",
+        ] {
+            assert_eq!(recognise(sql), None, "{sql}");
+        }
     }
 }

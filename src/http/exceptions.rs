@@ -27,7 +27,7 @@ use crate::metrics::Door;
 /// The path all of these start with.
 pub const PATH: &str = "/api/esq/exception";
 
-const NOT_CONFIGURED: &str = "exception waivers need [maintenance]: esq keeps them in schema esq, written only by the maintenance role (README \"Exception waivers\")";
+const NOT_CONFIGURED: &str = "exception waivers need [maintenance]: esq keeps them in schema esq, written only by the maintenance role (docs/exports-and-exceptions.md)";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -109,7 +109,7 @@ impl Handler {
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => super::ops::healthz(session).await,
             ("GET", "/readyz") => super::ops::readyz(self, session).await,
-            ("GET", "/metrics") => super::ops::metrics(self, session).await,
+            (_, "/metrics") => super::ops::metrics(self, session).await,
             ("POST", "/api/esq/ticket") => super::tickets::issue(self, session).await,
             ("POST", "/api/dta/query") => super::query::query(self, session).await,
             ("POST", "/api/dta/export") => super::exports::submit(self, session).await,
@@ -130,7 +130,7 @@ impl Handler {
                 let id = p.trim_start_matches("/api/esq/ticket/").to_string();
                 super::tickets::revoke(self, session, &id).await
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/api/esq/budget" | "/api/esq/subject") => {
+            (_, "/healthz" | "/readyz" | "/api/esq/budget" | "/api/esq/subject") => {
                 Err(ApiError::MethodNotAllowed("GET").into())
             }
             (_, "/api/esq/ticket" | "/api/dta/query" | "/api/esq/reload" | "/api/esq/forget") => {

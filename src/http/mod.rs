@@ -23,6 +23,7 @@ pub mod exceptions;
 pub mod exports;
 pub mod handler;
 pub mod lifecycle;
+pub mod metrics_door;
 pub mod ops;
 pub mod private;
 pub mod query;

@@ -310,6 +310,12 @@ pub(super) async fn write_header(
             run.allowed.classification.to_string(),
         ),
         ("x-esq-dropped-columns", run.allowed.dropped.join(",")),
+        // The same words on every answer under small-group suppression,
+        // whether or not a group was withheld (empty when none applies).
+        (
+            "x-esq-notice",
+            run.allowed.withheld_notice().unwrap_or_default(),
+        ),
     ];
     for (name, value) in headers.into_iter().chain(extra.iter().cloned()) {
         header.insert_header(name, value).map_err(|_| Aborted)?;

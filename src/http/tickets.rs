@@ -1,9 +1,7 @@
-//! `POST /api/esq/ticket` (the policies decide; `201` with the ticket, its
-//! lifetime and scope) and `DELETE /api/esq/ticket/{id}` (the owner or an
-//! `esq_admin` revokes). Both need a bearer token and are audited. A
-//! request naming an exception waiver (`"exception":"X-…"`) is issued by
-//! [`crate::exceptions::tickets`]; a policy denial of any other offers to
-//! request one.
+//! `POST /api/esq/ticket` (decided by the one ticket-request step every
+//! door takes, [`crate::decide::ticket`]: `201` with the ticket, its
+//! lifetime, scope and notes) and `DELETE /api/esq/ticket/{id}` (the owner
+//! or an `esq_admin` revokes). Both need a bearer token and are audited.
 
 use chrono::Utc;
 use pingora::protocols::http::ServerSession;
@@ -11,10 +9,10 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::handler::{send_json, Failure, Handler};
-use crate::audit::{fingerprint, record_durably, AuditError, AuditEvent, AuditKind};
-use crate::auth::Principal;
+use crate::audit::{fingerprint, record_durably, AuditEvent, AuditKind};
+use crate::decide::ticket::{NoTicket, Requester};
 use crate::exceptions::tickets::TicketError;
-use crate::metrics::{Door, Outcome};
+use crate::metrics::Door;
 use crate::tickets::{IssueError, Lookup, TicketId, TicketRequest};
 
 /// The role that may revoke anyone's ticket.
@@ -25,107 +23,39 @@ pub async fn issue(handler: &Handler, session: &mut ServerSession) -> Result<(),
     let user = handler.authenticate(session)?;
     handler.rate_limit(&user.name)?;
     let request: TicketRequest = handler.json_body(session).await?;
-    let result = match request.exception {
-        None => app
-            .bundle()
-            .tickets
-            .issue(&user, &request, Utc::now())
-            .await
-            .map_err(TicketError::Issue),
-        Some(_) => {
-            let caller = crate::exceptions::Caller {
-                user: &user,
-                door: Door::http,
-                client: Some(handler.peer),
-            };
-            crate::exceptions::tickets::issue(app, caller, &request, Utc::now()).await
-        }
+    let who = Requester {
+        user: &user,
+        door: Door::http,
+        client: Some(handler.peer),
     };
-    // The exception a refusal names: only a well-formed id goes on record.
-    let named = request
-        .exception
-        .as_deref()
-        .and_then(crate::exceptions::id::parse);
-    match result {
+    match crate::decide::ticket::request(app, who, &request, Utc::now()).await {
         Ok(issued) => {
-            app.metrics.tickets_issued.inc();
-            let hash = TicketId::parse(&issued.ticket)
-                .ok()
-                .map(|id| id.hash().to_hex());
-            // The ticket is handed out only once its issue is on record.
-            let policy_id = issued.scope.policy_ids.first().map(String::as_str);
-            audit_issue(
-                handler,
-                &user,
-                &request.dataset,
-                Outcome::allow,
-                hash,
-                policy_id,
-                issued.scope.exception.as_deref(),
-            )
-            .await
-            .map_err(ApiError::audit)?;
             let body = serde_json::to_value(&issued)
                 .map_err(|err| ApiError::Internal(format!("ticket response: {err}")))?;
             send_json(session, 201, &body, &[]).await?;
             Ok(())
         }
-        Err(TicketError::Issue(IssueError::BadRequest(bad))) => Err(ApiError::BadRequest {
-            field: Some(bad.field),
-            message: bad.message,
-        }
-        .into()),
-        Err(TicketError::Issue(IssueError::Denied(mut verdict))) => {
-            let policy_id = verdict.denied_by.first().map(String::as_str);
-            let _ = audit_issue(
-                handler,
-                &user,
-                &request.dataset,
-                Outcome::deny,
-                None,
-                policy_id,
-                named,
-            )
-            .await;
-            // Governance that makes yes safe: a need the policies do not
-            // cover can be put to a data steward (DESIGN 3.9).
-            if request.exception.is_none() && app.config.maintenance.is_some() {
-                verdict.alternatives.push(crate::exceptions::alternative(
-                    request.dataset.trim(),
-                    &request.fields,
-                    request.aggregate.as_deref(),
-                ));
+        Err(NoTicket::Audit(err)) => Err(ApiError::audit(err).into()),
+        Err(NoTicket::Ticket(TicketError::Issue(IssueError::BadRequest(bad)))) => {
+            Err(ApiError::BadRequest {
+                field: Some(bad.field),
+                message: bad.message,
             }
+            .into())
+        }
+        Err(NoTicket::Ticket(TicketError::Issue(IssueError::Denied(verdict)))) => {
             Err(ApiError::PolicyDenied(verdict).into())
         }
-        Err(TicketError::Issue(IssueError::Store(err))) => Err(ApiError::store(err).into()),
-        Err(TicketError::Issue(IssueError::Random(err))) => Err(ApiError::Internal(err).into()),
-        Err(TicketError::Exception(err)) => Err(super::exceptions::api_error(err).into()),
+        Err(NoTicket::Ticket(TicketError::Issue(IssueError::Store(err)))) => {
+            Err(ApiError::store(err).into())
+        }
+        Err(NoTicket::Ticket(TicketError::Issue(IssueError::Random(err)))) => {
+            Err(ApiError::Internal(err).into())
+        }
+        Err(NoTicket::Ticket(TicketError::Exception(err))) => {
+            Err(super::exceptions::api_error(err).into())
+        }
     }
-}
-
-/// Records a ticket request's outcome and waits until it is on disk.
-async fn audit_issue(
-    handler: &Handler,
-    user: &Principal,
-    dataset: &str,
-    outcome: Outcome,
-    ticket_hash: Option<String>,
-    policy_id: Option<&str>,
-    exception: Option<&str>,
-) -> Result<u64, AuditError> {
-    let event = AuditEvent {
-        roles: &user.roles,
-        client: Some(handler.peer),
-        ticket_hash,
-        dataset: Some(dataset),
-        outcome,
-        fingerprint: fingerprint(&format!("issue_ticket {dataset}")),
-        policy_id,
-        exception,
-        ..AuditEvent::event(AuditKind::TicketIssued, Door::http, &user.name)
-    };
-    record_durably(&*handler.app().audit, &event).await
 }
 
 pub async fn revoke(

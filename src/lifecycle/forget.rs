@@ -74,7 +74,7 @@ pub enum ForgetError {
     #[error("{0}")]
     NotSetUp(String),
     /// The maintenance role lacks a privilege (SQLSTATE 42501).
-    #[error("the maintenance role may not {what}: {detail} (see README \"Lifecycle\" for its grants); nothing was deleted")]
+    #[error("the maintenance role may not {what}: {detail} (see docs/lifecycle.md for its grants); nothing was deleted")]
     Privilege { what: String, detail: String },
     #[error("the database failed while {what}: {detail}; nothing was deleted")]
     Database { what: String, detail: String },

@@ -2,7 +2,7 @@
 //! (`esq check --against`, and the SSP's MP-6 and SI-12): the service
 //! role reads the governed tables and can write nothing, not even in
 //! schema `esq`; the maintenance role owns schema `esq` and may read and
-//! delete rows of the tables it purges or forgets in. README "Lifecycle"
+//! delete rows of the tables it purges or forgets in. docs/lifecycle.md
 //! prints the SQL that grants exactly this.
 
 use tokio_postgres::Client;
@@ -42,12 +42,18 @@ pub async fn check(
         if exists(client, &service).await? {
             for dataset in catalog.datasets() {
                 let table = dataset.table.to_string();
-                let read = privilege(client, &service, &table, "SELECT").await?;
+                let unreadable = unreadable_fields(client, &service, dataset).await?;
                 checks.push(GrantCheck {
                     role: service.clone(),
-                    requirement: format!("may SELECT {table}"),
-                    ok: read,
-                    fix: fix(!read, format!("GRANT SELECT ON {table} TO {service};")),
+                    requirement: format!("may SELECT the catalog's fields of {table}"),
+                    ok: unreadable.is_empty(),
+                    fix: fix(
+                        !unreadable.is_empty(),
+                        format!(
+                            "GRANT SELECT ({}) ON {table} TO {service}; (esq setup upstream prints it all)",
+                            unreadable.join(", ")
+                        ),
+                    ),
                 });
                 let write =
                     privilege(client, &service, &table, "INSERT,UPDATE,DELETE,TRUNCATE").await?;
@@ -197,6 +203,30 @@ async fn exists(client: &Client, role: &str) -> Result<bool, tokio_postgres::Err
         .get(0))
 }
 
+/// The catalog fields of `dataset` that `role` cannot SELECT: neither the
+/// table nor the column is granted (`esq setup upstream` grants columns
+/// only, so a column added to the table later stays unreadable), or the
+/// column does not exist (the schema check names it).
+async fn unreadable_fields(
+    client: &Client,
+    role: &str,
+    dataset: &crate::catalog::Dataset,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let fields: Vec<&str> = dataset.fields.iter().map(|f| f.name.as_str()).collect();
+    let rows = client
+        .query(
+            "SELECT f FROM unnest($3::text[]) WITH ORDINALITY AS u(f, n)
+             WHERE NOT coalesce((SELECT has_column_privilege($1, a.attrelid, a.attnum, 'SELECT')
+                                 FROM pg_attribute a
+                                 WHERE a.attrelid = to_regclass($2) AND a.attname = u.f
+                                   AND a.attnum > 0 AND NOT a.attisdropped), false)
+             ORDER BY n",
+            &[&role, &dataset.table.to_string(), &fields],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 /// Whether `role` holds any of `privileges` on `table` (false when the
 /// table does not exist: the schema check reports that).
 async fn privilege(
@@ -227,6 +257,6 @@ fn missing(role: &str, requirement: &str) -> GrantCheck {
         role: role.to_string(),
         requirement: requirement.to_string(),
         ok: false,
-        fix: format!("CREATE ROLE {role} LOGIN …; (README \"Lifecycle\")"),
+        fix: format!("CREATE ROLE {role} LOGIN …; (docs/lifecycle.md)"),
     }
 }

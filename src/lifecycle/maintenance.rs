@@ -12,7 +12,7 @@ use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
-    #[error("no [maintenance] url is configured: esq deletes only as a maintenance role of its own (see README, \"Lifecycle\")")]
+    #[error("no [maintenance] url is configured: esq deletes only as a maintenance role of its own (see docs/lifecycle.md)")]
     NotConfigured,
     #[error("maintenance.url: {0}")]
     Config(String),

@@ -57,8 +57,13 @@ pub async fn current_version(client: &Client) -> Result<i64, MaintenanceError> {
 /// Creates schema `esq` (owned by the maintenance role) and applies the
 /// migrations it lacks, each in its own transaction.
 pub async fn migrate(client: &mut Client) -> Result<Migrated, MaintenanceError> {
+    // Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the
+    // database even when the schema exists, and `esq setup upstream`
+    // creates schema esq for the maintenance role instead of granting that.
     client
-        .batch_execute("CREATE SCHEMA IF NOT EXISTS esq")
+        .batch_execute(
+            "DO $esq$ BEGIN IF pg_catalog.to_regnamespace('esq') IS NULL THEN CREATE SCHEMA esq; END IF; END $esq$",
+        )
         .await
         .map_err(MaintenanceError::database)?;
     let mut runner = embedded::migrations::runner();

@@ -2,8 +2,9 @@
 //! step ([`crate::decide`]) and turns the verdict into what to forward — the
 //! guard's SQL, or a stand-in — and what the relay slots into the answer
 //! ([`Substitution`]: a refusal, a notice, a ticket statement's own answer).
-//! Ticket statements (`SET`/`RESET`/`SHOW esq.ticket`) are answered here and
-//! never forwarded: the ticket must not reach the database or its logs.
+//! Ticket statements (`SET`/`RESET`/`SHOW esq.ticket`, `SELECT
+//! esq.request_ticket('…')`) are answered here and never forwarded: the
+//! ticket must not reach the database or its logs.
 
 use std::sync::Arc;
 
@@ -36,6 +37,9 @@ pub struct Forward {
     pub prepared_drops: Vec<crate::guard::PreparedDrop>,
     /// Set for a private count (see [`super::private`]).
     pub private: Option<Arc<PrivateQuery>>,
+    /// The NOTICE that small groups are withheld, sent with every answer
+    /// to the statement ([`crate::guard::Allowed::withheld_notice`]).
+    pub withheld: Option<bytes::Bytes>,
 }
 
 /// What the decision step made of a statement text.
@@ -117,6 +121,13 @@ impl SessionView<'_> {
         .instrument(span)
         .await;
         let verdict = match decided {
+            // A ticket request's answer is a row of esq's own, which a
+            // prepared statement cannot carry: refused at Parse.
+            Decided::TicketStatement(TicketStatement::Request(_)) if timing == Timing::Prepared => {
+                return Asked::Forward(self.refuse(DoorError::TicketRequest(
+                    super::ticket_request::RequestError::Extended,
+                )))
+            }
             Decided::TicketStatement(statement) => return Asked::TicketStatement(statement),
             Decided::Verdict(verdict) => verdict,
         };
@@ -129,6 +140,10 @@ impl SessionView<'_> {
                 prepared_drops: run.allowed.prepared_drops.clone(),
                 completion: Some(run.completion),
                 private: run.private,
+                withheld: run
+                    .allowed
+                    .withheld_notice()
+                    .map(|text| wire::notice(&text)),
             },
             Err(refusal) => self.refuse(DoorError::Refused(refusal)),
         })
@@ -162,6 +177,18 @@ impl SessionView<'_> {
                 Ok(id) => Some(TicketChange::Set(id)),
                 Err(error) => return self.refuse(error),
             },
+            TicketStatement::Request(_) if extended => {
+                return self.refuse(DoorError::TicketRequest(
+                    super::ticket_request::RequestError::Extended,
+                ))
+            }
+            TicketStatement::Request(text) => match self.request_ticket(text).await {
+                Ok((id, row)) => {
+                    answer.extend_from_slice(&row);
+                    Some(TicketChange::Set(id))
+                }
+                Err(error) => return self.refuse(DoorError::TicketRequest(error)),
+            },
         };
         wire::command_complete(&mut answer, statement.command_tag());
         Forward {
@@ -174,6 +201,7 @@ impl SessionView<'_> {
             completion: None,
             prepared_drops: Vec::new(),
             private: None,
+            withheld: None,
         }
     }
 
@@ -182,6 +210,21 @@ impl SessionView<'_> {
         decide::accept_ticket(self.checks, self.asker(), text)
             .await
             .map_err(DoorError::Refused)
+    }
+
+    /// `SELECT esq.request_ticket('…')`: asks for the ticket as
+    /// `POST /api/esq/ticket` would; the answer row, with the ticket the
+    /// session then holds.
+    async fn request_ticket(
+        &self,
+        text: &str,
+    ) -> Result<(TicketId, BytesMut), super::ticket_request::RequestError> {
+        use super::ticket_request as request;
+        let body = request::parse(text)?;
+        let granted = request::ask(self.app, self.principal, self.client, &body).await?;
+        let mut row = BytesMut::new();
+        request::answer_row(&mut row, &granted.issued);
+        Ok((granted.id, row))
     }
 
     /// Forwards a stand-in and substitutes `error` for its answer.
@@ -197,6 +240,7 @@ impl SessionView<'_> {
             completion: None,
             prepared_drops: Vec::new(),
             private: None,
+            withheld: None,
         }
     }
 

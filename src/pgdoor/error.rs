@@ -20,6 +20,9 @@ pub enum DoorError {
     Refused(Refusal),
     /// `SHOW esq.ticket` in the extended protocol.
     ShowTicketExtended,
+    /// `SELECT esq.request_ticket(…)` got no ticket (see
+    /// [`super::ticket_request`], which says how a client sees it).
+    TicketRequest(super::ticket_request::RequestError),
     /// `Parse` of a statement name in use.
     StatementExists(String),
     NoSuchStatement(String),
@@ -120,6 +123,10 @@ impl DoorError {
         match self {
             DoorError::Fatal(fatal) => fatal.shown(),
             DoorError::Refused(refusal) => refused(refusal),
+            DoorError::TicketRequest(error) => {
+                let (code, message, detail, hint) = error.parts();
+                shown(Error, code, message, detail, hint)
+            }
             DoorError::ShowTicketExtended => shown(
                 Error,
                 code::FEATURE_NOT_SUPPORTED,
@@ -425,31 +432,28 @@ fn refused(refusal: &Refusal) -> Shown {
         Refusal::Denied {
             denial,
             scope,
-            has_ticket,
+            has_ticket: _,
         } => {
             let mut detail = denial.detail.clone();
-            if let Some(policy) = &denial.policy_id {
-                detail.push_str(&format!(" (policy {policy})"));
-            }
-            if let Some(scope) = scope {
-                detail.push_str(&describe_scope(scope));
-            }
-            let mut hint = denial.hint.clone();
-            // The guard's own no-ticket denial says how to get one already.
-            if !has_ticket && !hint.contains("esq.ticket") {
-                if !hint.is_empty() {
-                    hint.push_str("; ");
+            // Only a denial about the ticket's scope names its policies and
+            // what it allows: one of esq's own rules (SHOW search_path, a
+            // syntax error) holds under any ticket. The hint is the guard's
+            // alone: it already says how to get a ticket where one would
+            // help (and a ticket would not help any other refusal).
+            if denial.cites_scope() {
+                if let Some(policy) = &denial.policy_id {
+                    detail.push_str(&format!(" (policy {policy})"));
                 }
-                hint.push_str(
-                    "this session has no ticket: request one (POST /api/esq/ticket on the HTTP door) and run SET esq.ticket = 'T-…'",
-                );
+                if let Some(scope) = scope {
+                    detail.push_str(&describe_scope(scope));
+                }
             }
             Shown {
                 severity: Error,
                 code: denial.code,
                 message: denial.reason.clone(),
                 detail,
-                hint,
+                hint: denial.hint.clone(),
             }
         }
     }
@@ -483,6 +487,40 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes);
             assert!(!text.contains("127.0.0.1"), "{text}");
             assert!(!text.contains("esq_service"), "{text}");
+        }
+    }
+
+    fn denied_text(denial: crate::guard::Denial) -> String {
+        let refusal = Refusal::Denied {
+            denial: std::sync::Arc::new(denial.with_policy(Some("P-TEST-001".into()))),
+            scope: Some(std::sync::Arc::new(ScopeSummary {
+                dataset: "burial_2024".into(),
+                fields: vec!["state".into()],
+                aggregate: None,
+            })),
+            has_ticket: true,
+        };
+        let bytes = DoorError::Refused(refusal).to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn only_denials_about_the_scope_cite_its_policies() {
+        use crate::guard::Denial;
+        let about_scope = denied_text(Denial::forbidden(
+            "field \"ssn\" is not allowed by your ticket",
+            "used in the select list",
+            "request a ticket that includes field ssn",
+        ));
+        assert!(about_scope.contains("P-TEST-001"), "{about_scope}");
+        assert!(about_scope.contains("allows state"), "{about_scope}");
+        for rule in [
+            Denial::syntax("cannot parse the statement"),
+            Denial::forbidden("SHOW search_path is not allowed", "", "").by_esq_rule(),
+        ] {
+            let text = denied_text(rule);
+            assert!(!text.contains("P-TEST-001"), "{text}");
+            assert!(!text.contains("allows state"), "{text}");
         }
     }
 

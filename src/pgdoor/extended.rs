@@ -3,7 +3,8 @@
 //! only what esq prepared, under a ticket that must still be live;
 //! parameters stay parameters (passed through, never spliced into SQL).
 //! A refused message is replaced by a stand-in so PostgreSQL fails the
-//! batch exactly where the client expects (see [`super::rounds`]).
+//! batch exactly where the client expects (see [`super::rounds`]). An
+//! empty statement (`;`, comments) is prepared as PostgreSQL prepares it.
 
 use bytes::{BufMut, Bytes};
 
@@ -33,6 +34,20 @@ pub async fn parse(
         put_parse(turn, name, &marker, types);
         return Ok(Step::Continue);
     }
+    if super::empty::is_empty(sql) {
+        // PostgreSQL prepares it and answers its Execute with
+        // EmptyQueryResponse; empty text goes upstream in its place.
+        put_parse(turn, name, "", types);
+        let round = turn.round();
+        let empty = Prepared {
+            empty: true,
+            ..Prepared::reading_nothing()
+        };
+        turn.state
+            .names
+            .set(round, index, Space::Statement, name, Some(empty));
+        return Ok(Step::Continue);
+    }
     // Read before the decision: a reload during it makes Bind decide again.
     let bundle = turn.view.app.bundle().hash.clone();
     let tombstones = turn.view.app.tombstones.generation();
@@ -46,14 +61,8 @@ pub async fn parse(
             // Answered when executed; upstream prepares empty text.
             put_parse(turn, name, "", types);
             Some(Prepared {
-                ticket: None,
                 ticket_statement: Some(statement),
-                fingerprint: 0,
-                audit: None,
-                prepared_drops: Vec::new(),
-                private: None,
-                bound: None,
-                decided: None,
+                ..Prepared::reading_nothing()
             })
         }
         Asked::Forward(forward) => {
@@ -72,6 +81,8 @@ pub async fn parse(
                 prepared_drops: forward.prepared_drops,
                 private: forward.private,
                 bound: None,
+                empty: false,
+                withheld: forward.withheld,
                 decided: Some(Arc::new(DecidedUnder {
                     bundle,
                     tombstones,
@@ -184,6 +195,16 @@ pub async fn execute(
             .app
             .sentinel
             .used(&ticket, &turn.view.principal.name, fingerprint);
+    }
+    if let Some(answer) = prepared.as_ref().and_then(|p| p.withheld.clone()) {
+        turn.shared.push(round, Substitution::Before { answer });
+    }
+    if prepared.as_ref().is_some_and(|p| p.empty) {
+        // Its EmptyQueryResponse keeps its place among those a ticket
+        // statement of the same round substitutes.
+        turn.shared.push(round, empty_answer());
+        execute_as(turn, portal);
+        return Ok(Step::Continue);
     }
     let Some(statement) = prepared.and_then(|p| p.ticket_statement) else {
         execute_as(turn, portal);
@@ -307,6 +328,16 @@ async fn refusal(
     match bundle.guard.decide(scope.as_ref(), &decided.sql) {
         crate::guard::Decision::Allow(allowed) if allowed.sql == decided.rewritten => None,
         _ => Some(DoorError::DecidedBeforeReload),
+    }
+}
+
+/// PostgreSQL's own answer to an empty statement, relayed in its turn.
+fn empty_answer() -> Substitution {
+    let mut answer = bytes::BytesMut::new();
+    put_message(&mut answer, b'I', |_| {});
+    Substitution::Empty {
+        answer: answer.freeze(),
+        ticket: None,
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Ready {
     pub cancel_key: (i32, i32),
     pub cancel_requests: CancelRequests,
     pub peer: SocketAddr,
+    /// The ticket the user's standing request gave the session (renewed
+    /// while it is the session's ticket).
+    pub standing: Option<super::standing::Standing>,
     /// The user's session slot, held for the session's lifetime.
     pub _slot: Claim,
 }
@@ -155,6 +158,14 @@ async fn accept(
             }
         }
     }
+    // Nothing presented: the user's standing request, if any, is asked.
+    let login = match ticket {
+        None => super::standing::at_login(app, &principal, peer).await,
+        Some(_) => super::standing::Login::default(),
+    };
+    if let Some(standing) = &login.standing {
+        ticket = Some(standing.ticket());
+    }
     let (cancel_key, cancel_requests) = door.cancel_keys.register(conn.backend_key);
     for (name, value) in &conn.parameters {
         let value = match name.as_str() {
@@ -165,6 +176,9 @@ async fn accept(
         wire::parameter_status(&mut out, name, value);
     }
     wire::backend_key_data(&mut out, cancel_key.0, cancel_key.1);
+    if let Some(notice) = &login.notice {
+        out.extend_from_slice(notice);
+    }
     wire::ready_for_query(&mut out, b'I');
     client.write_all(&out).await.map_err(WireError::from)?;
     client.flush().await.map_err(WireError::from)?;
@@ -178,6 +192,7 @@ async fn accept(
         cancel_key,
         cancel_requests,
         peer,
+        standing: login.standing,
         _slot: slot,
     })
 }

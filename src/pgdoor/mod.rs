@@ -13,6 +13,9 @@
 //! - [`relay`] — the upstream → client direction; [`completion`] — audit
 //!   records of completed statements;
 //! - [`error`] — every error a client sees, in one map;
+//! - [`empty`] — texts PostgreSQL reads as no statement;
+//! - [`standing`], [`ticket_request`] — tickets asked for on this door (a
+//!   user's standing request, `SELECT esq.request_ticket(…)`);
 //! - [`names`], [`cancel`], [`wire`].
 
 pub mod answers;
@@ -20,6 +23,7 @@ pub mod auth;
 pub mod cancel;
 pub mod completion;
 pub mod dispatch;
+pub mod empty;
 pub mod error;
 pub mod extended;
 pub mod handshake;
@@ -30,7 +34,9 @@ pub mod relay;
 pub mod rounds;
 pub mod session;
 pub mod simple;
+pub mod standing;
 pub mod startup;
+pub mod ticket_request;
 pub mod wire;
 
 use std::net::SocketAddr;

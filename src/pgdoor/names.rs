@@ -37,6 +37,30 @@ pub struct Prepared {
     /// The bundle that decided it, and how: checked again at every Bind and
     /// Execute after a reload.
     pub decided: Option<std::sync::Arc<DecidedUnder>>,
+    /// An empty statement (see [`super::empty`]): prepared upstream as
+    /// empty text, answered with `EmptyQueryResponse`.
+    pub empty: bool,
+    /// The NOTICE that small groups are withheld, sent at each Execute.
+    pub withheld: Option<bytes::Bytes>,
+}
+
+impl Prepared {
+    /// A statement that reads no data (a ticket statement, an empty one):
+    /// no ticket, no decision to check again, nothing to audit.
+    pub fn reading_nothing() -> Prepared {
+        Prepared {
+            ticket: None,
+            ticket_statement: None,
+            fingerprint: 0,
+            audit: None,
+            prepared_drops: Vec::new(),
+            private: None,
+            bound: None,
+            decided: None,
+            empty: false,
+            withheld: None,
+        }
+    }
 }
 
 /// What a statement was prepared as, under which bundle. After a reload the
@@ -213,16 +237,7 @@ mod tests {
     use super::*;
 
     fn prepared() -> Option<Prepared> {
-        Some(Prepared {
-            ticket: None,
-            ticket_statement: None,
-            fingerprint: 0,
-            audit: None,
-            prepared_drops: Vec::new(),
-            private: None,
-            bound: None,
-            decided: None,
-        })
+        Some(Prepared::reading_nothing())
     }
 
     #[test]

@@ -127,6 +127,7 @@ async fn serve(door: &DoorState, ready: Ready, shutdown: watch::Receiver<bool>) 
         mut lease,
         cancel_requests,
         peer,
+        standing,
         ..
     } = ready;
     let Some(conn) = lease.take() else {
@@ -177,6 +178,7 @@ async fn serve(door: &DoorState, ready: Ready, shutdown: watch::Receiver<bool>) 
         out: BytesMut::with_capacity(8192),
         state: ProtocolState::default(),
         ticket,
+        standing,
         backend_key,
         cancel_requests,
         cancels_seen: 0,
@@ -227,6 +229,8 @@ struct ClientSide<'a> {
     state: ProtocolState,
     /// The session's ticket as PostgreSQL has confirmed it.
     ticket: Option<TicketId>,
+    /// The ticket the user's standing request gave (see [`super::standing`]).
+    standing: Option<super::standing::Standing>,
     backend_key: (i32, i32),
     cancel_requests: CancelRequests,
     /// Cancel requests counted when the client's last bytes arrived: one
@@ -310,6 +314,19 @@ impl ClientSide<'_> {
                 End::Fatal(Fatal::Protocol(err.to_string()).into())
             })?;
             self.catch_up(&message).await?;
+            if let Some(standing) = self.standing.as_mut() {
+                let session = super::standing::Session {
+                    app: &self.door.app,
+                    user: self.principal,
+                    client: self.peer,
+                    checks: &self.checks,
+                    state: &self.state,
+                    shared: self.shared,
+                };
+                standing
+                    .renew_if_due(session, &message, &mut self.ticket)
+                    .await;
+            }
             let effective = self.state.effective_ticket(&self.ticket);
             let view = SessionView {
                 app: &self.door.app,

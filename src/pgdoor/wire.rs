@@ -187,6 +187,21 @@ fn fields_message(out: &mut BytesMut, tag: u8, fields: &[Field<'_>]) {
     });
 }
 
+/// A NOTICE of esq's own (SQLSTATE 01000) with `text`.
+pub fn notice(text: &str) -> bytes::Bytes {
+    let mut out = BytesMut::new();
+    notice_response(
+        &mut out,
+        &[
+            (b'S', "NOTICE"),
+            (b'V', "NOTICE"),
+            (b'C', crate::sqlstate::WARNING),
+            (b'M', text),
+        ],
+    );
+    out.freeze()
+}
+
 /// An ERROR (or FATAL) with SQLSTATE, message, detail and hint.
 pub fn error(out: &mut BytesMut, severity: &str, code: &str, text: &str, detail: &str, hint: &str) {
     error_response(

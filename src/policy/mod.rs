@@ -147,7 +147,7 @@ impl PolicySet {
                 .unwrap_or_default();
             return Err(PolicyError::Structure {
                 path,
-                message: "package esq.exceptions must define `decision` (see README, \"Exception waivers\")".into(),
+                message: "package esq.exceptions must define `decision` (see docs/exports-and-exceptions.md)".into(),
             });
         }
         for package in &packages {

@@ -73,6 +73,10 @@ pub struct IssuedTicket {
     pub expires: String,
     pub expires_at: String,
     pub scope: Scope,
+    /// What the requester should know about how the grant differs from
+    /// the request (e.g. a lifetime the policies shortened); empty when it
+    /// is as asked.
+    pub notes: Vec<String>,
 }
 
 /// Ticket issuance limits from the config.
@@ -119,6 +123,7 @@ impl TicketIssuer {
         waiver: Option<&Waiver>,
     ) -> Result<IssuedTicket, IssueError> {
         let checked = self.check_request(request)?;
+        let asked_ttl = checked.ttl;
         match (request.exception.as_deref(), waiver) {
             (None, None) => {}
             (Some(named), Some(waiver)) if named.trim() == waiver.id => {}
@@ -209,12 +214,23 @@ impl TicketIssuer {
         let lifetime = (scope.expires_at - scope.issued_at)
             .to_std()
             .unwrap_or_default();
+        let notes = ttl_note(asked_ttl, lifetime, request.ttl.is_none(), waiver, &scope)
+            .into_iter()
+            .collect();
         Ok(IssuedTicket {
             ticket: id.as_str().to_string(),
             expires: humantime::format_duration(lifetime).to_string(),
             expires_at: scope.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             scope,
+            notes,
         })
+    }
+
+    /// Checks a request against the catalog and the lifetime limits
+    /// without asking the policies (a standing request, when the bundle
+    /// loads).
+    pub fn check(&self, request: &TicketRequest) -> Result<(), BadRequest> {
+        self.check_request(request).map(|_| ())
     }
 
     fn check_request(&self, request: &TicketRequest) -> Result<CheckedRequest, BadRequest> {
@@ -462,6 +478,39 @@ impl TicketIssuer {
     }
 }
 
+/// The note that says a ticket lasts less than asked, and why: the
+/// policies' `max_ttl_seconds`, or the exception it was issued under.
+fn ttl_note(
+    asked: Duration,
+    granted: Duration,
+    defaulted: bool,
+    waiver: Option<&Waiver>,
+    scope: &Scope,
+) -> Option<String> {
+    // Whole seconds: the lifetime is kept to the second.
+    if granted.as_secs() >= asked.as_secs() {
+        return None;
+    }
+    let asked_text = humantime::format_duration(asked);
+    let granted_text = humantime::format_duration(Duration::from_secs(granted.as_secs()));
+    let asked_text = if defaulted {
+        format!("{asked_text} (the default)")
+    } else {
+        asked_text.to_string()
+    };
+    let why = match waiver {
+        Some(waiver) if scope.expires_at >= waiver.expires_at => format!(
+            "exception {} ends at {}",
+            waiver.id,
+            waiver.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ),
+        _ => format!("the policies allow at most {granted_text} for this request"),
+    };
+    Some(format!(
+        "ttl shortened by policy: asked {asked_text}, granted {granted_text} ({why})"
+    ))
+}
+
 struct CheckedRequest {
     dataset: Arc<Dataset>,
     fields: Vec<String>,
@@ -514,4 +563,45 @@ fn check_where(
         out.insert(name.clone(), value);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(lifetime: Duration) -> Scope {
+        let now = Utc::now();
+        Scope {
+            id: String::new(),
+            dataset: "d".into(),
+            fields: vec!["f".into()],
+            aggregate: None,
+            min_group_size: 11,
+            row_filters: BTreeMap::new(),
+            retention_cutoff: None,
+            privacy: None,
+            purpose: "p".into(),
+            user: "u".into(),
+            policy_ids: vec![],
+            issued_at: now,
+            expires_at: now + chrono::Duration::from_std(lifetime).unwrap_or_default(),
+            exception: None,
+        }
+    }
+
+    #[test]
+    fn a_shortened_lifetime_is_noted_and_an_unchanged_one_is_not() {
+        let (hour, quarter) = (Duration::from_secs(3600), Duration::from_secs(900));
+        let note = ttl_note(hour, quarter, false, None, &scope(quarter));
+        assert_eq!(
+            note.as_deref(),
+            Some("ttl shortened by policy: asked 1h, granted 15m (the policies allow at most 15m for this request)")
+        );
+        let defaulted = ttl_note(hour, quarter, true, None, &scope(quarter));
+        assert!(defaulted.is_some_and(|n| n.contains("asked 1h (the default)")));
+        assert_eq!(
+            ttl_note(quarter, quarter, false, None, &scope(quarter)),
+            None
+        );
+    }
 }

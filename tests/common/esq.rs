@@ -124,7 +124,7 @@ impl EsqBuilder {
         self
     }
 
-    /// The lifecycle set up as README "Lifecycle" says: a maintenance role
+    /// The lifecycle set up as docs/lifecycle.md says: a maintenance role
     /// (`ESQ_MAINTENANCE__…`), a signing key (`ESQ_SIGNING__KEY_FILE`, in
     /// the audit directory) and schema `esq` migrated, before esq starts.
     pub fn lifecycle(mut self) -> Self {
@@ -252,6 +252,7 @@ impl EsqBuilder {
         set(&mut env, "ESQ_AUDIT__PATH", audit.display().to_string());
         set(&mut env, "ESQ_SERVER__PG_LISTEN", "127.0.0.1:0".into());
         set(&mut env, "ESQ_SERVER__HTTP_LISTEN", "127.0.0.1:0".into());
+        set(&mut env, "ESQ_METRICS__LISTEN", "127.0.0.1:0".into());
         let catalog = catalog_dir.path().display().to_string();
         set(&mut env, "ESQ_CATALOG__DIR", catalog);
         let (timeout, value) = super::POLICY_EVAL_TIMEOUT;
@@ -516,6 +517,12 @@ impl Doors for Esq {
 
     fn http_addr(&self) -> std::net::SocketAddr {
         self.running().http_addr
+    }
+
+    fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.running()
+            .metrics_addr
+            .expect("metrics have a listener of their own")
     }
 
     fn database(&self) -> &str {

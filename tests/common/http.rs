@@ -81,7 +81,7 @@ pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
 /// The `/metrics` exposition.
 pub async fn metrics(esq: &(impl Doors + ?Sized)) -> String {
     client()
-        .get(esq.url("/metrics"))
+        .get(esq.metrics_url())
         .send()
         .await
         .expect("/metrics answers")

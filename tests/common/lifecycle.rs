@@ -1,5 +1,5 @@
 //! Right-to-delete fixtures the lifecycle tests share: an esq with the
-//! lifecycle set up (README "Lifecycle"), the subject's rows as the
+//! lifecycle set up (docs/lifecycle.md), the subject's rows as the
 //! superuser sees them, CLI runs with an audit log of their own, and the
 //! HTTP door's forget and subject lookup.
 

@@ -11,6 +11,8 @@
 //! | `http.rs`     | HTTP door clients: tokens, ticket issuing, queries, metrics          |
 //! | `pg_client.rs`| PostgreSQL door clients: tokio-postgres sessions, psql, SQLSTATEs    |
 //! | `wire.rs`     | a raw PostgreSQL protocol client for message sequences drivers never send |
+//! | `wire_session.rs` | raw sessions to PostgreSQL or esq, their answers traced line by line |
+//! | `wire_compare.rs` | scripts played against PostgreSQL and through esq, compared |
 //! | `tickets.rs`  | ticket requests and guard scopes the tests share                     |
 //! | `lifecycle.rs`| right-to-delete fixtures: esq with a maintenance role, CLI runs, forget |
 //! | `exceptions.rs`| exception waivers: esq with two data stewards, requests, decisions |
@@ -33,6 +35,8 @@ pub mod tickets;
 pub mod upstream;
 pub mod webhook;
 pub mod wire;
+pub mod wire_compare;
+pub mod wire_session;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,12 +92,19 @@ pub trait Doors {
     fn pg_addr(&self) -> SocketAddr;
     /// The HTTP door.
     fn http_addr(&self) -> SocketAddr;
+    /// The metrics listener (`metrics.listen`).
+    fn metrics_addr(&self) -> SocketAddr;
     /// The database name clients ask for (the upstream's).
     fn database(&self) -> &str;
 
     /// `http://<HTTP door><path>`.
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http_addr())
+    }
+
+    /// `http://<metrics listener>/metrics`.
+    fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_addr())
     }
 
     /// A connection string for libpq tools (psql, pgbench) through esq.

@@ -56,6 +56,7 @@ pub struct EsqProcess {
     child: Child,
     pg_addr: SocketAddr,
     http_addr: SocketAddr,
+    metrics_addr: SocketAddr,
     database: String,
     audit: PathBuf,
     log: PathBuf,
@@ -71,7 +72,9 @@ impl Esq {
         let audit = self.dir().join(format!("binary-{n}.jsonl"));
         let log = self.dir().join(format!("binary-{n}.log"));
         let mut vars: Vec<(String, String)> = self.env().to_vec();
-        vars.retain(|(k, _)| !k.starts_with("ESQ_SERVER__") && k != "ESQ_AUDIT__PATH");
+        vars.retain(|(k, _)| {
+            !k.starts_with("ESQ_SERVER__") && k != "ESQ_AUDIT__PATH" && k != "ESQ_METRICS__LISTEN"
+        });
         vars.push(("ESQ_AUDIT__PATH".into(), audit.display().to_string()));
         for (k, v) in env {
             vars.retain(|(name, _)| name != k);
@@ -92,6 +95,8 @@ impl Esq {
                 .unwrap_or_else(|| ([127, 0, 0, 1], super::free_port()).into());
             let http_addr = given("ESQ_SERVER__HTTP_LISTEN")
                 .unwrap_or_else(|| ([127, 0, 0, 1], super::free_port()).into());
+            let metrics_addr = given("ESQ_METRICS__LISTEN")
+                .unwrap_or_else(|| ([127, 0, 0, 1], super::free_port()).into());
             let output = std::fs::File::create(&log).expect("a log file");
             let child = esq_command()
                 .arg("--config")
@@ -100,6 +105,7 @@ impl Esq {
                 .envs(vars.iter().cloned())
                 .env("ESQ_SERVER__PG_LISTEN", pg_addr.to_string())
                 .env("ESQ_SERVER__HTTP_LISTEN", http_addr.to_string())
+                .env("ESQ_METRICS__LISTEN", metrics_addr.to_string())
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -110,6 +116,7 @@ impl Esq {
                 child,
                 pg_addr,
                 http_addr,
+                metrics_addr,
                 database: self.database().to_string(),
                 audit: audit.clone(),
                 log: log.clone(),
@@ -185,6 +192,10 @@ impl Doors for EsqProcess {
 
     fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     fn database(&self) -> &str {

@@ -37,7 +37,7 @@ pub struct UpstreamOptions {
     /// The service role may log in over TLS only (implies `private`).
     pub tls_only: bool,
     /// Also a maintenance role (owns schema `esq` once `esq migrate` ran,
-    /// may delete from the sample tables), as in README "Lifecycle".
+    /// may delete from the sample tables), as in docs/lifecycle.md.
     pub maintenance: bool,
 }
 
@@ -202,7 +202,7 @@ impl Upstream {
     }
 }
 
-/// The maintenance role as README "Lifecycle" documents it: it may create
+/// The maintenance role as docs/lifecycle.md documents it: it may create
 /// schema `esq` (and so owns it), read and delete the governed tables.
 pub fn maintenance_grants(role: &str, database: &str) -> String {
     format!(

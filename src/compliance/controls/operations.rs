@@ -99,6 +99,20 @@ pub(super) fn incident_handling(app: &App, _: &Observations) -> Finding {
     )
 }
 
+/// Where Prometheus scrapes, and whether a token guards it.
+fn metrics_fact(metrics: &crate::config::MetricsConfig) -> String {
+    let place = match metrics.own_listener() {
+        Some(addr) => format!("its own listener {addr}"),
+        None => "the HTTP door".to_string(),
+    };
+    let token = if metrics.token.is_some() {
+        ", scrape token required"
+    } else {
+        ""
+    };
+    format!("GET /metrics on {place} (Prometheus, esq_ prefix{token})")
+}
+
 pub(super) fn monitoring(app: &App, _: &Observations) -> Finding {
     let sentinel = &app.config.sentinel;
     let rules: Vec<Value> = sentinel
@@ -109,7 +123,7 @@ pub(super) fn monitoring(app: &App, _: &Observations) -> Finding {
     let facts = Facts::from([
         ("sentinel.enabled", json!(sentinel.enabled)),
         ("sentinel.rules", json!(rules)),
-        ("metrics", json!("GET /metrics (Prometheus, esq_ prefix)")),
+        ("metrics", json!(metrics_fact(&app.config.metrics))),
     ]);
     let mut checks = Checks::default();
     if sentinel_enabled(
