@@ -271,15 +271,9 @@ fn dollar_quoted(body: &str) -> String {
     format!("{tag}\n{body}{tag}")
 }
 
-/// The settings that keep a role's statements out of PostgreSQL's log
-/// (`crate::lifecycle::grants` checks them for the service role).
-const UNLOGGED: [(&str, &str); 5] = [
-    ("log_statement", "none"),
-    ("log_min_error_statement", "panic"),
-    ("log_min_duration_statement", "-1"),
-    ("log_min_duration_sample", "-1"),
-    ("log_transaction_sample_rate", "0"),
-];
+// The settings that keep a role's statements out of PostgreSQL's log, as
+// `esq check --against` verifies them.
+use crate::lifecycle::grants::UNLOGGED;
 
 /// A role that logs in and holds no privileged attribute: created when
 /// missing; an existing one is stripped of privileged attributes (only

@@ -139,6 +139,20 @@ pub(super) const ROLE_COLUMNS: &[&str] = &[
     "tableowner",
     "viewowner",
     "matviewowner",
+    // information_schema.schemata's owner, by name.
+    "schema_owner",
+    // The type that turns an owner's oid (or a guessed name) into a role
+    // name: `relowner::regrole`, `'esq_service'::regrole`.
+    "regrole",
+];
+
+/// Privilege functions and how many arguments their current-role form
+/// takes; one more argument names another role (whose grants, and whose
+/// existence, are the operator's business).
+pub(super) const PRIVILEGE_FUNCTIONS: &[(&str, usize)] = &[
+    ("has_column_privilege", 3),
+    ("has_schema_privilege", 2),
+    ("has_table_privilege", 2),
 ];
 
 /// Catalogs with statistics or access-list columns: `*` over them would

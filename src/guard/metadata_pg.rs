@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::denial::{Checked, Denial};
-use super::metadata_lists::{ROLE_COLUMNS, STATISTICS_COLUMNS, WIDE_CATALOGS};
+use super::metadata_lists::{PRIVILEGE_FUNCTIONS, ROLE_COLUMNS, STATISTICS_COLUMNS, WIDE_CATALOGS};
 
 /// Checks PostgreSQL's reading of `sql`, the text esq forwards.
 pub(super) fn check(sql: &str) -> Checked<()> {
@@ -83,6 +83,7 @@ impl Walk {
                     }
                 }
                 "SelectStmt" => self.followed_stars += select_stars(inner)?,
+                "FuncCall" => check_privilege_call(inner)?,
                 _ => {}
             }
             self.value(inner)?;
@@ -205,6 +206,21 @@ fn check_name(name: Option<&str>) -> Checked<()> {
     }
 }
 
+/// `has_table_privilege('other_role', …)`: only the current role's form.
+fn check_privilege_call(call: &Value) -> Checked<()> {
+    let names = list(call.get("funcname"));
+    let Some(name) = names.last().and_then(|n| string_node(n)) else {
+        return Ok(());
+    };
+    let arguments = list(call.get("args")).len();
+    match PRIVILEGE_FUNCTIONS.iter().find(|(f, _)| *f == name) {
+        Some((_, own)) if arguments > *own => Err(super::metadata::role_names(&format!(
+            "{name} naming a role"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// An output named like a statistic could stand in for it.
 fn check_output_name(target: &Value) -> Checked<()> {
     check_name(target.get("name").and_then(Value::as_str))
@@ -269,6 +285,16 @@ mod tests {
             "SELECT n FROM generate_series(1, 2) AS s(relpages)",
             "SELECT relname, relacl FROM pg_class",
             "SELECT * FROM (SELECT 1) a UNION SELECT * FROM pg_catalog.pg_type",
+            // Role names by owner oid, by a guessed name, and another
+            // role's grants (red team, issue 20).
+            "SELECT nspowner::regrole FROM pg_namespace",
+            "SELECT relowner::pg_catalog.regrole::text FROM pg_class",
+            "SELECT CAST(10 AS regrole)",
+            "SELECT 'esq_service'::regrole::oid",
+            "SELECT has_table_privilege('esq_maintenance', 'burial_2024', 'DELETE')",
+            "SELECT pg_catalog.has_schema_privilege('postgres', 'public', 'USAGE')",
+            "SELECT has_column_privilege('esq_service', 'burial_2024', 'ssn', 'SELECT')",
+            "SELECT schema_name, schema_owner FROM information_schema.schemata",
         ] {
             assert!(check(sql).is_err(), "allowed: {sql}");
         }
@@ -277,6 +303,9 @@ mod tests {
     #[test]
     fn names_types_and_stars_over_named_columns_are_read() {
         for sql in [
+            "SELECT has_table_privilege('burial_2024', 'SELECT')",
+            "SELECT has_column_privilege('burial_2024', 'state', 'SELECT')",
+            "SELECT schema_name FROM information_schema.schemata",
             "SELECT * FROM (SELECT n.nspname, c.relname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid) c WHERE true ORDER BY nspname",
             "SELECT NULL::real AS cardinality FROM pg_catalog.pg_class ci",
             "SELECT * FROM information_schema.columns",

@@ -158,7 +158,7 @@ pub async fn check(
 /// this database: the most specific setting wins (the role in this
 /// database, then the role everywhere), so a database-specific setting
 /// that logs again counts against it.
-const UNLOGGED: [(&str, &str); 5] = [
+pub(crate) const UNLOGGED: [(&str, &str); 5] = [
     ("log_statement", "none"),
     ("log_min_error_statement", "panic"),
     ("log_min_duration_statement", "-1"),

@@ -9,10 +9,10 @@
 
 use std::net::SocketAddr;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use chrono::Utc;
 
-use super::wire::{self, put_cstr, put_message};
+use super::wire;
 use crate::app::App;
 use crate::auth::Principal;
 use crate::decide::ticket::{NoTicket, Requester};
@@ -183,13 +183,14 @@ fn shown(refusal: NoTicket) -> RequestError {
 /// expires, what it allows, and notes (`NULL` when there are none).
 pub fn answer_row(out: &mut BytesMut, issued: &IssuedTicket) {
     let notes = (!issued.notes.is_empty()).then(|| issued.notes.join("; "));
+    let scope = describe(&issued.scope);
     let values = [
-        Some(issued.ticket.clone()),
-        Some(issued.expires_at.clone()),
-        Some(describe(&issued.scope)),
-        notes,
+        Some(issued.ticket.as_str()),
+        Some(issued.expires_at.as_str()),
+        Some(scope.as_str()),
+        notes.as_deref(),
     ];
-    text_row(out, &["ticket", "expires_at", "scope", "notes"], &values);
+    wire::text_row(out, &["ticket", "expires_at", "scope", "notes"], &values);
 }
 
 /// What a ticket allows, in one line.
@@ -255,35 +256,6 @@ fn notice(out: &mut BytesMut, message: &str, detail: &str, hint: &str) {
             (b'H', hint),
         ],
     );
-}
-
-/// A `RowDescription` of text columns and one `DataRow`.
-fn text_row(out: &mut BytesMut, columns: &[&str], values: &[Option<String>]) {
-    const TEXT_OID: i32 = 25;
-    put_message(out, b'T', |out| {
-        out.put_i16(columns.len() as i16);
-        for column in columns {
-            put_cstr(out, column);
-            out.put_i32(0);
-            out.put_i16(0);
-            out.put_i32(TEXT_OID);
-            out.put_i16(-1);
-            out.put_i32(-1);
-            out.put_i16(0);
-        }
-    });
-    put_message(out, b'D', |out| {
-        out.put_i16(values.len() as i16);
-        for value in values {
-            match value {
-                Some(value) => {
-                    out.put_i32(value.len() as i32);
-                    out.put_slice(value.as_bytes());
-                }
-                None => out.put_i32(-1),
-            }
-        }
-    });
 }
 
 #[cfg(test)]

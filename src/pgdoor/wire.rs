@@ -264,20 +264,35 @@ pub fn negotiate_protocol_version(out: &mut BytesMut, minor: i32, unknown: &[Str
 
 /// A one-column text result: RowDescription and one DataRow.
 pub fn single_text_row(out: &mut BytesMut, column: &str, value: &str) {
+    text_row(out, &[column], &[Some(value)]);
+}
+
+/// A result of text columns: RowDescription and one DataRow (`None` is
+/// NULL).
+pub fn text_row(out: &mut BytesMut, columns: &[&str], values: &[Option<&str>]) {
     const TEXT_OID: i32 = 25;
     put_message(out, b'T', |out| {
-        out.put_i16(1);
-        put_cstr(out, column);
-        out.put_i32(0);
-        out.put_i16(0);
-        out.put_i32(TEXT_OID);
-        out.put_i16(-1);
-        out.put_i32(-1);
-        out.put_i16(0);
+        out.put_i16(columns.len() as i16);
+        for column in columns {
+            put_cstr(out, column);
+            out.put_i32(0);
+            out.put_i16(0);
+            out.put_i32(TEXT_OID);
+            out.put_i16(-1);
+            out.put_i32(-1);
+            out.put_i16(0);
+        }
     });
     put_message(out, b'D', |out| {
-        out.put_i16(1);
-        out.put_i32(value.len() as i32);
-        out.put_slice(value.as_bytes());
+        out.put_i16(values.len() as i16);
+        for value in values {
+            match value {
+                Some(value) => {
+                    out.put_i32(value.len() as i32);
+                    out.put_slice(value.as_bytes());
+                }
+                None => out.put_i32(-1),
+            }
+        }
     });
 }
