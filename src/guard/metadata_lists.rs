@@ -144,6 +144,10 @@ pub(super) const ROLE_COLUMNS: &[&str] = &[
     // The type that turns an owner's oid (or a guessed name) into a role
     // name: `relowner::regrole`, `'esq_service'::regrole`.
     "regrole",
+    // An access-list item names roles: `'=r'::aclitem` prints the
+    // bootstrap superuser as grantor, a guessed name errors or not.
+    "aclitem",
+    "_aclitem",
 ];
 
 /// Privilege functions and how many arguments their current-role form
@@ -168,6 +172,8 @@ pub(super) const WIDE_CATALOGS: &[&str] = &[
     "pg_catalog.pg_proc",
     "pg_catalog.pg_type",
     "pg_catalog.pg_tablespace",
+    // schema_owner
+    "information_schema.schemata",
 ];
 
 /// Built-in operator symbols (an unknown symbol could be user-defined).

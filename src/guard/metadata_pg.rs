@@ -295,6 +295,14 @@ mod tests {
             "SELECT pg_catalog.has_schema_privilege('postgres', 'public', 'USAGE')",
             "SELECT has_column_privilege('esq_service', 'burial_2024', 'ssn', 'SELECT')",
             "SELECT schema_name, schema_owner FROM information_schema.schemata",
+            // Second pass: a star over schemata, access-list literals.
+            "SELECT * FROM information_schema.schemata",
+            "SELECT s.* FROM information_schema.schemata s",
+            "SELECT * FROM (SELECT * FROM information_schema.schemata) c",
+            "SELECT '=r'::aclitem",
+            "SELECT CAST('=r' AS pg_catalog.aclitem)::text",
+            "SELECT '{=r}'::aclitem[]",
+            "SELECT nspname FROM pg_namespace WHERE 'esq_maintenance=r/esq_maintenance'::aclitem IS NOT NULL",
         ] {
             assert!(check(sql).is_err(), "allowed: {sql}");
         }
