@@ -31,6 +31,9 @@ pub enum DoorError {
     FastPath,
     /// An `Execute` of a private portal with a row limit.
     PrivateRowLimit,
+    /// A `Parse` declaring a parameter type whose input looks up objects
+    /// or roles (see [`super::parameter_types`]).
+    ParameterType(super::parameter_types::Refused),
     /// A statement prepared before a reload that the policies, catalog or
     /// users now in force decide differently.
     DecidedBeforeReload,
@@ -161,6 +164,13 @@ impl DoorError {
                 "this prepared statement was decided before esq's rules changed (a reload, or a subject forgotten), and they now decide it differently",
                 "a statement runs only as the policies and tombstones in force allow it",
                 "prepare the statement again (or reconnect)",
+            ),
+            DoorError::ParameterType(_) => shown(
+                Error,
+                code::FEATURE_NOT_SUPPORTED,
+                "this parameter type is not accepted",
+                "esq accepts parameters of plain types (numbers, text, dates and times, booleans, uuid, json, bytea, arrays of them) or of unspecified type; object-identifier and access-list types look up database objects and roles",
+                "declare the parameter as text or leave its type unspecified, and cast it in the SQL",
             ),
             DoorError::PrivateRowLimit => shown(
                 Error,

@@ -34,6 +34,11 @@ pub async fn parse(
         put_parse(turn, name, &marker, types);
         return Ok(Step::Continue);
     }
+    if let Some(refused) = super::parameter_types::refused(types) {
+        let marker = turn.stand_in(DoorError::ParameterType(refused));
+        put_parse(turn, name, &marker, &[0, 0]);
+        return Ok(Step::Continue);
+    }
     if super::empty::is_empty(sql) {
         // PostgreSQL prepares it and answers its Execute with
         // EmptyQueryResponse; empty text goes upstream in its place.

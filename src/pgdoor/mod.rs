@@ -29,6 +29,7 @@ pub mod extended;
 pub mod handshake;
 pub mod message;
 pub mod names;
+mod parameter_types;
 pub mod private;
 pub mod relay;
 pub mod rounds;
